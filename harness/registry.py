@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(KeyError, ValueError):
     """Raised for a name no registry entry has; the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
@@ -89,9 +89,7 @@ class Registry(Generic[T]):
 OPTIMIZEES: Registry[Callable[..., Any]] = Registry(
     "optimizee", "symbolic_l2o.optimizees", builtins=("optimizees",)
 )
-TEACHERS: Registry[Callable[..., Any]] = Registry(
-    "teacher", "symbolic_l2o.teachers", builtins=("teachers",)
-)
+TEACHERS: Registry[Callable[..., Any]] = Registry("teacher", "symbolic_l2o.teachers", builtins=("teachers",))
 SR_BACKENDS: Registry[Callable[..., Any]] = Registry(
     "SR backend", "symbolic_l2o.sr_backends", builtins=("harness.symbolic.sr",)
 )

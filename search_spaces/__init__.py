@@ -1,0 +1,55 @@
+"""Search-space YAML files (baseline grids, SR settings, meta-tune spaces) and their loader.
+
+A grid block's list-valued fields are crossed; the expansion into trials is Ray Tune's
+``tune.grid_search`` over the resulting configs (see ``harness.runner``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+BASELINES = HERE / "baselines.yaml"
+
+
+class GridError(ValueError):
+    """An unknown grid name or a malformed grid file."""
+
+
+@lru_cache(maxsize=16)
+def _read(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise GridError(f"grid file {path!r} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    grids = data.get("grids")
+    if not isinstance(grids, dict):
+        raise GridError(f"{path}: expected a top-level 'grids:' mapping of name -> list of blocks")
+    return grids
+
+
+def grid_names(file: str | None = None) -> list[str]:
+    """Names of the grids in ``file`` (default: search_spaces/baselines.yaml)."""
+    return sorted(_read(str(file or BASELINES)))
+
+
+def load_grid(name: str, file: str | None = None) -> list[dict[str, Any]]:
+    """The expanded list of optimizer configs of grid ``name``, in a stable order."""
+    path = str(file or BASELINES)
+    grids = _read(path)
+    if name not in grids:
+        raise GridError(f"unknown grid {name!r} in {path}; known grids: {', '.join(sorted(grids))}")
+    out: list[dict[str, Any]] = []
+    for i, block in enumerate(grids[name]):
+        if not isinstance(block, dict) or "family" not in block:
+            raise GridError(f"{path}: grids.{name}[{i}] must be a mapping with a 'family' field")
+        keys = sorted(block)
+        values = [block[k] if isinstance(block[k], list) else [block[k]] for k in keys]
+        for combo in itertools.product(*values):
+            out.append(dict(zip(keys, combo, strict=True)))
+    return out

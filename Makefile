@@ -1,0 +1,31 @@
+# Two entry points: `make quickstart` (install + run the quickstart suite) and `make test`.
+# Both create .venv when it is missing and (re)install when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUITE ?= benchmarks/suites/quickstart.yaml
+
+.PHONY: install quickstart test lint perf clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(BIN)/sl2o run $(SUITE)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
+
+clean:
+	rm -rf sl2o_runs .pytest_cache

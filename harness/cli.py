@@ -1,0 +1,159 @@
+"""The ``sl2o`` command: validate and run suites, list plug-ins, show the leaderboard."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="symbolic-l2o: learn, distill and benchmark optimizers."
+)
+console = Console()
+err_console = Console(stderr=True)
+
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db)."
+WORKDIR_HELP = "Directory for Ray Tune state, the default MLflow DB and downloaded artifacts."
+
+
+class Kind(str, Enum):
+    optimizees = "optimizees"
+    teachers = "teachers"
+    sr_backends = "sr-backends"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
+    """Check a suite file; exit non-zero naming each wrong YAML path."""
+    from harness.config import SuiteError, load_suite
+
+    try:
+        suite = load_suite(file)
+    except SuiteError as err:
+        _fail(str(err))
+    n = len(suite.stages)
+    console.print(
+        f"{file}: OK (suite {suite.name!r}, {n} stage(s): {', '.join(s.name for s in suite.stages)})"
+    )
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="Suite YAML file."),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local Ray)."
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
+    leaderboard: bool = typer.Option(
+        True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end."
+    ),
+) -> None:
+    """Run a suite (rerunning the same command resumes it and reuses finished stages)."""
+    from harness.config import SuiteError, load_suite
+    from harness.runner import RunOptions, SuiteInterrupted, run_suite
+
+    try:
+        suite = load_suite(file)
+    except SuiteError as err:
+        _fail(str(err))
+    if tracking_uri is None and "MLFLOW_TRACKING_URI" not in __import__("os").environ:
+        workdir.mkdir(parents=True, exist_ok=True)
+    opts = RunOptions(address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log)
+    try:
+        outcome = run_suite(suite, opts)
+    except SuiteInterrupted as err:
+        _fail(str(err), code=130)
+    console.print(f"suite {suite.name!r} finished in {outcome.seconds:.1f}s; MLflow: {outcome.tracking_uri}")
+    if leaderboard:
+        _print_leaderboard(outcome.tracking_uri, suite.name, None, Format.table)
+    _print_equations(outcome)
+
+
+def _log(msg: str) -> None:
+    console.print(msg, highlight=False, soft_wrap=True)
+
+
+def _print_equations(outcome: object) -> None:
+    """Print the chosen equation of a suite's last distill/meta_tune stage, if any."""
+    try:
+        from harness.stage_outputs import chosen_equation_text
+    except ImportError:
+        return
+    text = chosen_equation_text(outcome)
+    if text:
+        console.print(text, highlight=False)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    suite: str = typer.Option(None, "--suite", help="Only this suite."),
+    optimizee: str = typer.Option(None, "--optimizee", help="Only this optimizee (label or prefix)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
+) -> None:
+    """Ranked optimizers per optimizee, seeds aggregated (mean, std, n), diverged last."""
+    from harness.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, workdir)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        _fail(f"no MLflow database at {uri[len('sqlite:///') :]}; run a suite first or pass --tracking-uri")
+    _print_leaderboard(uri, suite, optimizee, fmt)
+
+
+def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: Format) -> None:
+    from harness import report, tracking
+
+    client = tracking.init_tracking(uri)
+    rows = report.aggregate(tracking.leaderboard_records(client, suite, optimizee))
+    if not rows:
+        what = f" for suite {suite!r}" if suite else ""
+        _fail(f"no finished evaluate trials{what} in {uri}")
+    if fmt is Format.json:
+        sys.stdout.write(report.to_json(rows) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(report.to_csv(rows))
+    else:
+        for t in report.to_rich_tables(rows):
+            console.print(t)
+
+
+@app.command("list")
+def list_cmd(kind: Kind = typer.Argument(..., help="optimizees, teachers or sr-backends.")) -> None:
+    """List registered plug-ins (built-ins and entry points)."""
+    from harness.registry import OPTIMIZEES, SR_BACKENDS, TEACHERS
+
+    reg = {Kind.optimizees: OPTIMIZEES, Kind.teachers: TEACHERS, Kind.sr_backends: SR_BACKENDS}[kind]
+    for name, obj in reg.items():
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        extra = ""
+        if kind is Kind.sr_backends:
+            try:
+                ok, why = obj().available()
+                extra = " [available]" if ok else f" [unavailable: {why}]"
+            except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
+                extra = f" [unavailable: {err}]"
+        console.print(f"{name:16s} {doc[0] if doc else ''}{extra}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

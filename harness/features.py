@@ -1,0 +1,478 @@
+"""Coordinate-wise optimizer features and their lag history: the ONE definition used everywhere.
+
+Teachers (numerical L2O models), the SR dataset collector and the SymbolicOptimizer all compute their
+inputs here, so the three can never disagree on a definition, a constant or a lag order.
+
+Every feature is a function of the gradient sequence ``g_1, g_2, ..., g_t`` of one coordinate, computed
+for a flat vector of ``n`` coordinates at once (float32). ``t`` counts gradients seen, starting at 1.
+With ``ema_b(h)_t = b * ema_b(h)_{t-1} + (1 - b) * h_t`` (``ema_b(h)_0 = 0``) and its bias-corrected
+value ``ema_hat_b(h)_t = ema_b(h)_t / (1 - b**t)`` the features are:
+
+==========  =======================================================================================
+name        definition
+==========  =======================================================================================
+``g``       the gradient ``g_t``
+``m_hat``   ``ema_hat_{beta1}(g) / (sqrt(ema_hat_{beta2}(g**2)) + eps)``  (RNNprop / Adam direction)
+``g_hat``   ``g_t / (sqrt(ema_hat_{beta2}(g**2)) + eps)``
+``mXY``     ``ema_hat_{X.Y}(g)``: bias-corrected EMA momentum, beta read from the digits after ``m``:
+            ``m05`` (0.5), ``m09`` (0.9), ``m099`` (0.99), ``m0999`` (0.999), ``m095`` (0.95), ...
+``mnXY``    p-norm normalised momentum ``ema_hat_b(g) / (ema_hat_b(|g|**p) ** (1/p) + eps)`` with the
+            same beta ``b = X.Y`` in numerator and denominator and ``p = FeatureSpec.norm_p`` (default
+            2, so ``mn09`` is Adam(0.9, 0.9)'s direction); always in ``[-1, 1]`` up to eps.
+==========  =======================================================================================
+
+``beta1 = beta2 = 0.95`` (RNNprop, Lv et al. 2017) and ``eps = 1e-8`` by default. ``eps`` enters ONLY as
+``sqrt(.) + eps`` in a denominator (Adam's placement), so ``-lr * m_hat`` with ``beta1, beta2 = 0.9, 0.999``
+is exactly ``torch.optim.Adam``'s update. Scale-invariant features (``m_hat``, ``g_hat``, ``mn*``) do not
+change when all gradients are multiplied by a positive constant (up to eps).
+
+The learnable RP(extra) feature (``k1*g^(1+a1) + k2*g^(1-a1)`` in place of ``g`` and
+``l1*|g|^(2+a2) + l2*|g|^(2-a2)`` in place of ``g**2``) has trainable parameters and therefore lives in
+the teacher (``teachers.rp.LearnablePowerFeature``); its raw pieces are :func:`signed_pow` and
+:func:`abs_pow` here.
+
+Lags: a :class:`History` keeps the last ``T = FeatureSpec.lags`` feature vectors as ``[n, F, T]`` with
+**lag 0 = newest**; lags not yet seen are zeros and :meth:`History.valid` tells how many are real.
+SR variables are named ``f"{feature}_{lag}"`` (:func:`variable_name`, :func:`parse_variable`), and the
+flat row order of ``hist.reshape(n, F * T)`` is feature-major, lag-minor, matching
+:meth:`FeatureSpec.variable_names`.
+
+Two APIs over the same arithmetic:
+
+* stateful :class:`FeatureState` (optimizers, collectors): ``feats = fs.update(grad_flat)``;
+* functional ``state = spec.init(n); feats, state = spec.step(state, grad)`` (non-inplace, a plain
+  ``dict[str, Tensor]`` state) for unrolled meta-training / meta-tuning. Gradients fed to features are
+  treated as data: as in the L2O literature (Andrychowicz et al. 2016 and the paper's code), the
+  gradient inputs are detached, so no second-order terms flow through the features; the functional
+  form still never mutates its inputs, so it composes with autograd when a caller wants it to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BASE_FEATURES",
+    "FeatureSpec",
+    "FeatureState",
+    "History",
+    "abs_pow",
+    "feature_beta",
+    "is_feature",
+    "log_sign_preprocess",
+    "parse_variable",
+    "signed_pow",
+    "variable_name",
+]
+
+#: features with a fixed name (the ``mXY`` / ``mnXY`` families are parsed, see :func:`feature_beta`)
+BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat")
+#: the default momentum features of RP(extra)
+MOMENTUM_FEATURES: tuple[str, ...] = ("m05", "m09", "m099")
+NORMALISED_MOMENTUM_FEATURES: tuple[str, ...] = ("mn05", "mn09", "mn099")
+
+_EMA_RE = re.compile(r"^(mn|m)(0\d+)$")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+# ------------------------------------------------------------------------------------------------
+# names
+# ------------------------------------------------------------------------------------------------
+def feature_beta(name: str) -> tuple[str, float] | None:
+    """``("m", 0.9)`` for ``"m09"``, ``("mn", 0.99)`` for ``"mn099"``; None for other names."""
+    match = _EMA_RE.match(name)
+    if match is None:
+        return None
+    kind, digits = match.groups()
+    beta = float(f"{digits[0]}.{digits[1:]}")
+    if not 0.0 < beta < 1.0:
+        return None
+    return kind, beta
+
+
+def is_feature(name: str) -> bool:
+    """Whether ``name`` is a feature this module can compute."""
+    return name in BASE_FEATURES or feature_beta(name) is not None
+
+
+def variable_name(feature: str, lag: int) -> str:
+    """The SR / equation symbol of ``feature`` at ``lag`` (0 = newest): ``"m_hat_3"``."""
+    if not _NAME_RE.match(feature):
+        raise ValueError(f"bad feature name {feature!r}: use an identifier without dots")
+    if int(lag) < 0:
+        raise ValueError(f"lag must be >= 0, got {lag}")
+    return f"{feature}_{int(lag)}"
+
+
+def parse_variable(name: str) -> tuple[str, int]:
+    """Inverse of :func:`variable_name`: split on the LAST underscore, ``"m_hat_3" -> ("m_hat", 3)``."""
+    feature, sep, lag = name.rpartition("_")
+    if not sep or not feature or not lag.isdigit():
+        raise ValueError(f"{name!r} is not a '<feature>_<lag>' variable name")
+    return feature, int(lag)
+
+
+# ------------------------------------------------------------------------------------------------
+# raw pieces
+# ------------------------------------------------------------------------------------------------
+_TINY = 1e-30
+
+
+def abs_pow(x: Tensor, e: Tensor | float) -> Tensor:
+    """``|x| ** e`` with a finite gradient w.r.t. ``e`` at ``x = 0`` (|x| is clamped at 1e-30)."""
+    return x.abs().clamp_min(_TINY) ** e
+
+
+def signed_pow(x: Tensor, e: Tensor | float) -> Tensor:
+    """Sign-extended power ``sign(x) * |x| ** e`` (the paper's extension of ``x^y`` to negative x)."""
+    return torch.sign(x) * abs_pow(x, e)
+
+
+def log_sign_preprocess(g: Tensor, p: float = 10.0) -> Tensor:
+    """Andrychowicz et al. (2016) gradient preprocessing: ``[n] -> [n, 2]``.
+
+    ``(log|g| / p, sign(g))`` where ``|g| >= exp(-p)``, else ``(-1, exp(p) * g)``.
+    """
+    big = g.abs() >= math.exp(-p)
+    first = torch.where(big, torch.log(g.abs().clamp_min(_TINY)) / p, torch.full_like(g, -1.0))
+    second = torch.where(big, torch.sign(g), g * math.exp(p))
+    return torch.stack([first, second], dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# spec
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features, with which constants, and how many lags a consumer needs.
+
+    Args:
+        names: feature names in column order (see the module docstring for the definitions).
+        lags: history length T (lag 0 = newest); 1 means current features only. SR uses 20.
+        beta1: EMA rate of ``g`` inside ``m_hat``.
+        beta2: EMA rate of ``g**2`` inside ``m_hat`` and ``g_hat``.
+        eps: added to the square-root denominators (``sqrt(v_hat) + eps``).
+        norm_p: the ``p`` of the normalised momenta ``mnXY``.
+    """
+
+    names: tuple[str, ...]
+    lags: int = 1
+    beta1: float = 0.95
+    beta2: float = 0.95
+    eps: float = 1e-8
+    norm_p: float = 2.0
+
+    def __post_init__(self) -> None:
+        names = (self.names,) if isinstance(self.names, str) else tuple(self.names)
+        object.__setattr__(self, "names", names)
+        if not names:
+            raise ValueError("FeatureSpec needs at least one feature name")
+        unknown = [n for n in names if not is_feature(n)]
+        if unknown:
+            raise ValueError(
+                f"unknown feature(s) {unknown}; known: {', '.join(BASE_FEATURES)}, "
+                "mXY (EMA momentum with beta X.Y, e.g. m09), mnXY (normalised momentum, e.g. mn09)"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        if int(self.lags) < 1:
+            raise ValueError(f"lags must be >= 1, got {self.lags}")
+        object.__setattr__(self, "lags", int(self.lags))
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.eps < 0 or self.norm_p <= 0:
+            raise ValueError("eps must be >= 0 and norm_p > 0")
+
+    # -- layout ----------------------------------------------------------------------------------
+    @property
+    def num_features(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """Column of feature ``name``."""
+        return self.names.index(name)
+
+    def variable_names(self) -> list[str]:
+        """Names of the columns of ``history.reshape(n, F * T)``: feature-major, lag-minor."""
+        return [variable_name(f, lag) for f in self.names for lag in range(self.lags)]
+
+    def with_lags(self, lags: int) -> FeatureSpec:
+        """The same features with a different history length."""
+        return FeatureSpec(self.names, lags, self.beta1, self.beta2, self.eps, self.norm_p)
+
+    # -- what state is needed ----------------------------------------------------------------------
+    def accumulators(self) -> dict[str, tuple[str, float]]:
+        """State tensors the features need: key -> (kind, beta); kind is ``g`` (EMA of g),
+        ``g2`` (EMA of g**2) or ``gp`` (EMA of |g|**p). Nothing is kept that no feature uses."""
+        acc: dict[str, tuple[str, float]] = {}
+        for name in self.names:
+            if name == "m_hat":
+                acc["m"] = ("g", self.beta1)
+                acc["v"] = ("g2", self.beta2)
+            elif name == "g_hat":
+                acc["v"] = ("g2", self.beta2)
+            else:
+                parsed = feature_beta(name)
+                if parsed is None:
+                    continue
+                kind, beta = parsed
+                acc[_ema_key(beta)] = ("g", beta)
+                if kind == "mn":
+                    acc[_pow_key(beta)] = ("gp", beta)
+        return acc
+
+    # -- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "lags": self.lags,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "norm_p": self.norm_p,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        d = dict(d)
+        return cls(names=tuple(d.pop("names")), **d)
+
+    # -- functional API --------------------------------------------------------------------------------
+    def init(
+        self, n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Tensor]:
+        """Fresh functional state for ``n`` coordinates: ``t`` (0-dim), accumulators, and ``hist``
+        (``[n, F, T]``, zeros) when ``lags > 1``."""
+        state = {"t": torch.zeros((), device=device, dtype=dtype)}
+        for key in self.accumulators():
+            state[key] = torch.zeros(n, device=device, dtype=dtype)
+        if self.lags > 1:
+            state["hist"] = torch.zeros(n, self.num_features, self.lags, device=device, dtype=dtype)
+        return state
+
+    def step(self, state: Mapping[str, Tensor], grad: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """One gradient in, current features ``[n, F]`` and the NEW state out; inputs are not mutated."""
+        g = grad.reshape(-1).to(state["t"].dtype)
+        t = state["t"] + 1
+        new: dict[str, Tensor] = {"t": t}
+        for key, (kind, beta) in self.accumulators().items():
+            new[key] = beta * state[key] + (1.0 - beta) * self._moment_input(kind, g)
+        feats = self._features(g, t, new)
+        if self.lags > 1:
+            new["hist"] = torch.cat([feats.unsqueeze(-1), state["hist"][..., :-1]], dim=-1)
+        return feats, new
+
+    def lagged(self, state: Mapping[str, Tensor]) -> Tensor:
+        """``[n, F, T]`` history (lag 0 newest, zeros before filled) of a functional state."""
+        if "hist" not in state:
+            raise ValueError("this FeatureSpec has lags == 1: no history is kept")
+        return state["hist"]
+
+    def valid_lags(self, state: Mapping[str, Tensor]) -> int:
+        """How many lags of a functional state's history hold real values."""
+        return int(min(int(state["t"].item()), self.lags))
+
+    # -- arithmetic shared by both APIs --------------------------------------------------------------
+    def _moment_input(self, kind: str, g: Tensor) -> Tensor:
+        if kind == "g":
+            return g
+        if kind == "g2":
+            return g * g
+        return g.abs() if self.norm_p == 1.0 else g.abs() ** self.norm_p
+
+    def _features(self, g: Tensor, t: Tensor | float, acc: Mapping[str, Tensor]) -> Tensor:
+        cols: list[Tensor] = []
+        denom_v: Tensor | None = None
+
+        def corr(beta: float) -> Tensor | float:
+            return 1.0 - beta**t
+
+        for name in self.names:
+            if name == "g":
+                cols.append(g)
+            elif name in ("m_hat", "g_hat"):
+                if denom_v is None:
+                    denom_v = torch.sqrt(acc["v"] / corr(self.beta2)) + self.eps
+                num = g if name == "g_hat" else acc["m"] / corr(self.beta1)
+                cols.append(num / denom_v)
+            else:
+                kind, beta = feature_beta(name)  # type: ignore[misc]
+                m = acc[_ema_key(beta)] / corr(beta)
+                if kind == "m":
+                    cols.append(m)
+                else:
+                    norm = (acc[_pow_key(beta)] / corr(beta)) ** (1.0 / self.norm_p) + self.eps
+                    cols.append(m / norm)
+        return torch.stack(cols, dim=-1)
+
+
+def _ema_key(beta: float) -> str:
+    return f"ema_{beta!r}".replace(".", "p")
+
+
+def _pow_key(beta: float) -> str:
+    return f"pow_{beta!r}".replace(".", "p")
+
+
+# ------------------------------------------------------------------------------------------------
+# history
+# ------------------------------------------------------------------------------------------------
+class History:
+    """Ring buffer of the last ``lags`` feature vectors of ``n`` coordinates.
+
+    ``push([n, F])`` writes in place (O(n*F)); ``get()`` returns ``[n, F, T]`` with lag 0 = newest and
+    zeros for lags not yet seen; ``valid`` counts real lags, ``mask()`` marks them.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        num_features: int,
+        lags: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if lags < 1:
+            raise ValueError(f"lags must be >= 1, got {lags}")
+        self.lags = int(lags)
+        self.buffer = torch.zeros(n, num_features, self.lags, device=device, dtype=dtype)
+        self.pos = -1  # slot of the newest entry
+        self.count = 0  # entries pushed so far
+
+    @property
+    def valid(self) -> int:
+        """Number of lags holding real values (``min(count, lags)``)."""
+        return min(self.count, self.lags)
+
+    def push(self, feats: Tensor) -> None:
+        self.pos = (self.pos + 1) % self.lags
+        self.buffer[:, :, self.pos] = feats
+        self.count += 1
+
+    def get(self) -> Tensor:
+        """``[n, F, T]``, lag 0 = newest, zeros for lags not seen yet (a copy)."""
+        if self.count == 0:
+            return torch.zeros_like(self.buffer)
+        idx = (self.pos - torch.arange(self.lags, device=self.buffer.device)) % self.lags
+        out = self.buffer.index_select(2, idx)
+        if self.count < self.lags:
+            out[:, :, self.count :] = 0.0
+        return out
+
+    def mask(self) -> Tensor:
+        """Bool ``[T]``: which lags hold real values."""
+        return torch.arange(self.lags, device=self.buffer.device) < self.count
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.clone(), "pos": self.pos, "count": self.count}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.buffer = sd["buffer"].to(self.buffer.device, self.buffer.dtype).clone()
+        self.pos = int(sd["pos"])
+        self.count = int(sd["count"])
+
+
+# ------------------------------------------------------------------------------------------------
+# stateful API
+# ------------------------------------------------------------------------------------------------
+class FeatureState:
+    """Stateful features of ``n`` coordinates (one flat vector; the optimizer flattens its params).
+
+    ``update(grad)`` returns the current features ``[n, F]`` (in ``spec.names`` order) and, when
+    ``history`` (default: ``spec.lags > 1``), pushes them into :attr:`history`; ``lagged()`` gives
+    ``[n, F, T]``. Accumulators update in place; only those the features need are allocated.
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        n: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        history: bool | None = None,
+    ) -> None:
+        self.spec = spec
+        self.n = int(n)
+        self.step = 0
+        self._acc_defs = spec.accumulators()
+        self.acc = {k: torch.zeros(self.n, device=device, dtype=dtype) for k in self._acc_defs}
+        keep = spec.lags > 1 if history is None else history
+        self.history = History(self.n, spec.num_features, spec.lags, device, dtype) if keep else None
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def update(self, grad: Tensor) -> Tensor:
+        """Consume one gradient (any shape with n elements; detached) and return features ``[n, F]``."""
+        g = grad.detach().reshape(-1).to(self.dtype)
+        if g.numel() != self.n:
+            raise ValueError(f"expected a gradient with {self.n} elements, got {g.numel()}")
+        self.step += 1
+        for key, (kind, beta) in self._acc_defs.items():
+            self.acc[key].mul_(beta).add_(self.spec._moment_input(kind, g), alpha=1.0 - beta)
+        feats = self.spec._features(g, float(self.step), self.acc)
+        if self.history is not None:
+            self.history.push(feats)
+        return feats
+
+    def lagged(self) -> Tensor:
+        """``[n, F, T]`` history, lag 0 = newest, zeros before filled."""
+        if self.history is None:
+            raise ValueError("this FeatureState keeps no history (spec.lags == 1 and history=False)")
+        return self.history.get()
+
+    def nbytes(self) -> int:
+        """Bytes of state held (accumulators + history)."""
+        total = sum(t.numel() * t.element_size() for t in self.acc.values())
+        if self.history is not None:
+            total += self.history.buffer.numel() * self.history.buffer.element_size()
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        sd: dict[str, Any] = {
+            "spec": self.spec.to_dict(),
+            "step": self.step,
+            "acc": {k: v.clone() for k, v in self.acc.items()},
+        }
+        if self.history is not None:
+            sd["history"] = self.history.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        if FeatureSpec.from_dict(sd["spec"]) != self.spec:
+            raise ValueError(f"feature state was saved for {sd['spec']}, not {self.spec.to_dict()}")
+        self.step = int(sd["step"])
+        for k, v in sd["acc"].items():
+            self.acc[k] = v.to(self.acc[k].device, self.dtype).clone()
+        if self.history is not None and "history" in sd:
+            self.history.load_state_dict(sd["history"])
+
+    def to(self, device: torch.device | str) -> FeatureState:
+        self.acc = {k: v.to(device) for k, v in self.acc.items()}
+        if self.history is not None:
+            self.history.buffer = self.history.buffer.to(device)
+        return self
+
+
+def spec_union(specs: Iterable[FeatureSpec]) -> tuple[str, ...]:
+    """Feature names of several specs, in first-seen order (helper for consumers that merge)."""
+    seen: list[str] = []
+    for spec in specs:
+        for name in spec.names:
+            if name not in seen:
+                seen.append(name)
+    return tuple(seen)
+
+
+def select(features: Tensor, spec: FeatureSpec, names: Sequence[str]) -> Tensor:
+    """Columns ``names`` of a ``[n, F, ...]`` feature tensor laid out by ``spec``."""
+    idx = torch.tensor([spec.index(n) for n in names], device=features.device)
+    return features.index_select(1, idx)
+

@@ -1,0 +1,125 @@
+"""Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+EXTRA_METRICS = ("final_train_loss", "test_loss", "test_acc", "wall_time_s")
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (suite, optimizee, optimizer): mean/std/n of the metric, ranked per optimizee.
+
+    A seed that diverged counts as +inf (or -inf for a ``max`` metric), so any divergence puts the
+    row after every row that never diverged; the count of diverged seeds is in ``diverged``.
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["suite"], r["optimizee"], r["optimizer"])].append(r)
+    rows: list[dict[str, Any]] = []
+    for (suite, optimizee, optimizer), rs in groups.items():
+        metric, mode = rs[0]["metric"], rs[0]["mode"]
+        worst = math.inf if mode == "min" else -math.inf
+        values, diverged = [], 0
+        for r in rs:
+            if r["status"] == "diverged" or metric not in r["metrics"]:
+                diverged += r["status"] == "diverged"
+                values.append(worst)
+            else:
+                values.append(float(r["metrics"][metric]))
+        finite = [v for v in values if math.isfinite(v)]
+        mean = statistics.fmean(values) if len(finite) == len(values) else worst
+        std = statistics.stdev(finite) if len(finite) > 1 and len(finite) == len(values) else 0.0
+        row = {
+            "suite": suite,
+            "optimizee": optimizee,
+            "optimizer": optimizer,
+            "family": rs[0]["family"],
+            "metric": metric,
+            "mode": mode,
+            "mean": mean,
+            "std": std,
+            "n": len(rs),
+            "diverged": diverged,
+            "seeds": sorted(str(r["seed"]) for r in rs),
+        }
+        for m in EXTRA_METRICS:
+            vals = [float(r["metrics"][m]) for r in rs if m in r["metrics"]]
+            if m != metric and vals:
+                row[m] = statistics.fmean(vals)
+        rows.append(row)
+
+    def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+        v = row["mean"]
+        v = v if row["mode"] == "min" else -v
+        return (row["suite"], row["optimizee"], row["diverged"] > 0, v, row["optimizer"])
+
+    rows.sort(key=sort_key)
+    rank: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        rank[(row["suite"], row["optimizee"])] += 1
+        row["rank"] = rank[(row["suite"], row["optimizee"])]
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "diverged"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=2)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    cols = ["suite", "optimizee", "rank", "optimizer", "family", "metric", "mean", "std", "n", "diverged"]
+    cols += [m for m in EXTRA_METRICS if any(m in r for r in rows)]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (";".join(v) if isinstance(v, list) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
+    """One rich Table per (suite, optimizee)."""
+    from rich.table import Table
+
+    tables = []
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[(r["suite"], r["optimizee"])].append(r)
+    for (suite, optimizee), rs in by.items():
+        metric, mode = rs[0]["metric"], rs[0]["mode"]
+        extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
+        t = Table(
+            title=f"{suite} / {optimizee}  ({metric}, {'lower' if mode == 'min' else 'higher'} is better)"
+        )
+        for col in ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", *extras]:
+            t.add_column(col, justify="left" if col in ("optimizer", "family") else "right")
+        for r in rs:
+            t.add_row(
+                str(r["rank"]),
+                r["optimizer"],
+                r["family"],
+                _fmt(r["mean"]),
+                _fmt(r["std"]),
+                str(r["n"]),
+                str(r["diverged"]),
+                *[_fmt(r.get(m, "")) for m in extras],
+            )
+        tables.append(t)
+    return tables

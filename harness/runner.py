@@ -1,0 +1,365 @@
+"""Ray Tune glue: one ``Tuner`` per stage, resources, retries, resume, progress, stage reuse.
+
+The stage functions themselves (``harness.stages``) are pure; this module wraps each as a Tune
+trainable, expands its trial grid with ``tune.grid_search``, and hands results to MLflow through
+``harness.tracking.TrialTracker``. A rerun of the same suite reuses finished stages (found in MLflow
+by their config hash) and resumes an interrupted stage with ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from harness import __version__, tracking
+from harness.config import Resources, Suite
+from harness.tracking import TAG
+
+
+class SuiteInterrupted(RuntimeError):
+    """A stage stopped before all its trials finished (Ctrl-C); rerunning resumes it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# options and outcomes
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunOptions:
+    """How to run a suite: where Ray and MLflow are, where Tune keeps its state."""
+
+    address: str | None = None
+    tracking_uri: str | None = None
+    workdir: str = "sl2o_runs"
+    quiet: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrialOutput:
+    """One finished trial of a stage: its config, MLflow run and local artifact directory."""
+
+    run_id: str
+    config: dict[str, Any]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    artifacts: Path | None
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    kind: str
+    key: str
+    run_id: str
+    reused: bool
+    trials: list[TrialOutput] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    stages: dict[str, StageOutcome]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------------
+def init_ray(address: str | None = None) -> None:
+    """Local Ray without the dashboard by default; a cluster with ``address`` or ``RAY_ADDRESS``."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+        )
+
+
+def trial_resources(res: Resources) -> dict[str, float]:
+    """Per-trial resources, asking for GPUs only where the cluster has them (else a request waits forever)."""
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    gpus = res.gpus_per_trial if cluster_gpus > 0 else 0.0
+    return {"cpu": float(res.cpus_per_trial), "gpu": float(gpus)}
+
+
+def set_trial_threads() -> int:
+    """Torch intra-op threads = the CPUs Ray gave this trial (avoids oversubscription)."""
+    import torch
+
+    cpus = 1
+    try:
+        res = tune.get_context().get_trial_resources()
+        cpus = max(1, int(sum(b.get("CPU", 0) for b in res.bundles) or 1))
+    except Exception:  # noqa: BLE001 - outside a Tune trial
+        cpus = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(cpus)
+    return cpus
+
+
+# ---------------------------------------------------------------------------------------------
+# stage plans: what each stage kind turns into
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StagePlan:
+    """A stage as Tune sees it: the trainable, its grid, and how trials map to tags/params."""
+
+    trainable: Callable[[dict[str, Any]], None]
+    param_space: dict[str, Any]
+    n_trials: int
+    metric: str
+    mode: str
+    trial_tags: Callable[[dict[str, Any]], dict[str, str]]
+    trial_params: Callable[[dict[str, Any]], dict[str, str]]
+
+
+PLANNERS: dict[str, Callable[..., StagePlan]] = {}
+
+
+def planner(kind: str) -> Callable[[Callable[..., StagePlan]], Callable[..., StagePlan]]:
+    def deco(fn: Callable[..., StagePlan]) -> Callable[..., StagePlan]:
+        PLANNERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def stage_key(stage: Any, inputs: dict[str, StageOutcome]) -> str:
+    """Hash of the stage's config, its input stages' keys and the harness version."""
+    payload = {
+        "stage": stage.model_dump(mode="json", exclude={"max_concurrent"}),
+        "inputs": sorted((k, v.key) for k, v in inputs.items()),
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def report_artifacts(metrics: dict[str, Any], files: dict[str, Path] | None = None) -> None:
+    """Final ``tune.report``: metrics plus a checkpoint whose ``artifacts/`` the tracker logs."""
+    from ray.tune import Checkpoint
+
+    if not files:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "artifacts"
+        art.mkdir()
+        for name, src in files.items():
+            if Path(src).is_dir():
+                shutil.copytree(src, art / name)
+            else:
+                shutil.copy2(src, art / name)
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------------
+class Progress(tune.Callback):
+    """Prints ``[stage] done/total trials, errors, elapsed`` as trials finish."""
+
+    def __init__(self, stage: str, total: int, log: Callable[[str], None]) -> None:
+        self.stage, self.total, self.log = stage, total, log
+        self.done = self.errors = 0
+        self.start = time.time()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["log"] = print
+        return state
+
+    def _line(self, what: str) -> None:
+        el = time.time() - self.start
+        self.log(
+            f"[{self.stage}] {self.done + self.errors}/{self.total} trials done"
+            f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed ({what})"
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        self._line(str(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.errors += 1
+        self._line(f"{trial} errored")
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+def _stage_outputs(client: Any, experiment_id: str, stage_run_id: str, dest: Path) -> list[TrialOutput]:
+    """Finished trials of a stage run, with artifacts downloaded (or located) under ``dest``."""
+    runs = tracking.find_runs(
+        client,
+        [experiment_id],
+        f"tags.`mlflow.parentRunId` = '{stage_run_id}' and tags.`{TAG}.kind` = 'trial' "
+        "and attributes.status = 'FINISHED'",
+    )
+    out = []
+    for r in runs:
+        art: Path | None = None
+        if client.list_artifacts(r.info.run_id):
+            art = dest / r.info.run_id
+            if not art.exists():
+                art.mkdir(parents=True)
+                client.download_artifacts(r.info.run_id, "", str(art))
+        cfg = json.loads(r.data.tags.get(f"{TAG}.config", "{}"))
+        out.append(TrialOutput(r.info.run_id, cfg, dict(r.data.tags), dict(r.data.metrics), art))
+    return out
+
+
+def run_stage(
+    suite: Suite,
+    stage: Any,
+    inputs: dict[str, StageOutcome],
+    ctx: dict[str, Any],
+    opts: RunOptions,
+) -> StageOutcome:
+    """Run (or reuse, or resume) one stage as a Ray Tune experiment."""
+    client = ctx["client"]
+    exp_id = ctx["experiment_id"]
+    key = stage_key(stage, inputs)
+    art_cache = Path(opts.workdir).resolve() / "artifacts" / suite.name / f"{stage.name}-{key}"
+    done = tracking.completed_stage_run(client, exp_id, key)
+    if done is not None:
+        trials = _stage_outputs(client, exp_id, done.info.run_id, art_cache)
+        opts.log(f"[{stage.name}] reusing finished stage (run {done.info.run_id}, {len(trials)} trials)")
+        return StageOutcome(stage.name, stage.kind, key, done.info.run_id, True, trials)
+
+    start = time.time()
+    plan = PLANNERS[stage.kind](suite, stage, inputs)
+    tune_dir = Path(opts.workdir).resolve() / "tune" / suite.name
+    exp_name = f"{stage.name}-{key}"
+    exp_path = tune_dir / exp_name
+    # a stage run with this key that did not complete is an interrupted one: continue it
+    prev = tracking.find_runs(
+        client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'stage'"
+    )
+    if prev:
+        stage_run_id = prev[0].info.run_id
+        client.update_run(stage_run_id, status="RUNNING")
+        stale = tracking.close_stale_trial_runs(client, exp_id, key)
+        opts.log(f"[{stage.name}] resuming an interrupted stage ({stale} unfinished trial runs closed)")
+    else:
+        stage_run_id = tracking.start_run(
+            client,
+            exp_id,
+            stage.name,
+            {
+                f"{TAG}.kind": "stage",
+                f"{TAG}.suite": suite.name,
+                f"{TAG}.stage": stage.name,
+                f"{TAG}.stage_kind": stage.kind,
+                f"{TAG}.stage_key": key,
+            },
+            ctx["suite_run_id"],
+        )
+        tracking.log_batch(client, stage_run_id, params=tracking.flatten(stage.model_dump(mode="json")))
+
+    res = stage.resources or suite.resources
+    trainable = tune.with_resources(plan.trainable, trial_resources(res))
+    if tune.Tuner.can_restore(str(exp_path)):
+        opts.log(f"[{stage.name}] restoring Tune experiment {exp_path}")
+        tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tracker = tracking.TrialTracker(
+            ctx["tracking_uri"],
+            exp_id,
+            stage_run_id,
+            {
+                f"{TAG}.suite": suite.name,
+                f"{TAG}.stage": stage.name,
+                f"{TAG}.stage_kind": stage.kind,
+                f"{TAG}.stage_key": key,
+            },
+            plan.trial_tags,
+            plan.trial_params,
+        )
+        max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
+        tuner = tune.Tuner(
+            trainable,
+            param_space=plan.param_space,
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,
+                max_concurrent_trials=stage.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=exp_name,
+                storage_path=str(tune_dir),
+                failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
+                callbacks=[tracker, Progress(stage.name, plan.n_trials, opts.log)],
+                verbose=0,
+            ),
+        )
+    opts.log(f"[{stage.name}] {plan.n_trials} trials ({stage.kind}); Tune state in {exp_path}")
+    grid = tuner.fit()
+    errors = grid.num_errors
+    if grid.num_terminated + errors < plan.n_trials:
+        # Tune returns normally after SIGINT; the stage is unfinished and must not be marked complete
+        client.set_terminated(stage_run_id, status="KILLED")
+        raise SuiteInterrupted(
+            f"stage {stage.name!r} was interrupted after {grid.num_terminated}/{plan.n_trials} trials; "
+            "rerun the same command to resume it"
+        )
+    client.set_tag(stage_run_id, f"{TAG}.complete", "true")
+    client.set_tag(stage_run_id, f"{TAG}.errors", str(errors))
+    client.set_terminated(stage_run_id, status="FINISHED")
+    trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)
+    secs = time.time() - start
+    opts.log(f"[{stage.name}] finished: {len(trials)} trials ok, {errors} errored, {secs:.1f}s")
+    return StageOutcome(stage.name, stage.kind, key, stage_run_id, False, trials, errors, secs)
+
+
+def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
+    """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
+    import harness.trainables  # noqa: F401 - registers the stage planners
+
+    start = time.time()
+    uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)
+    client = tracking.init_tracking(uri)
+    exp_id = tracking.ensure_experiment(client, suite.name, uri)
+    init_ray(opts.address)
+    suite_run_id = tracking.start_run(
+        client,
+        exp_id,
+        f"suite {suite.name}",
+        {
+            f"{TAG}.kind": "suite",
+            f"{TAG}.suite": suite.name,
+            f"{TAG}.metric": suite.metric.name,
+            f"{TAG}.mode": suite.metric.mode,
+        },
+    )
+    opts.log(f"suite {suite.name!r}: {len(suite.stages)} stage(s); MLflow {uri} (experiment {exp_id})")
+    ctx = {"client": client, "experiment_id": exp_id, "suite_run_id": suite_run_id, "tracking_uri": uri}
+    outcomes: dict[str, StageOutcome] = {}
+    try:
+        for stage in suite.stages:
+            outcomes[stage.name] = run_stage(suite, stage, dict(outcomes), ctx, opts)
+            client.set_tag(suite_run_id, f"{TAG}.stage_keys", ",".join(o.key for o in outcomes.values()))
+            client.set_tag(suite_run_id, f"{TAG}.stage_runs", ",".join(o.run_id for o in outcomes.values()))
+    except BaseException:
+        client.set_terminated(suite_run_id, status="KILLED")
+        raise
+    client.set_terminated(suite_run_id, status="FINISHED")
+    return SuiteOutcome(suite.name, suite_run_id, uri, exp_id, outcomes, time.time() - start)

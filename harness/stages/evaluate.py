@@ -1,0 +1,159 @@
+"""The evaluate stage: train one optimizee with one optimizer config for one seed.
+
+A pure function (no Ray, no MLflow): it returns the train-loss curve, final metrics and wall time.
+A non-finite loss ends the run early as ``diverged``; it is a result, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from harness.optimizers import build_optimizer
+from harness.registry import OPTIMIZEES
+
+#: how many of the last minibatch losses ``final_train_loss`` averages (capped by steps per epoch)
+FINAL_WINDOW = 20
+
+
+@dataclass
+class EvalResult:
+    """What one training run produced; ``status`` is ``ok`` or ``diverged``."""
+
+    status: str
+    steps: int
+    budget_steps: int
+    final_train_loss: float
+    test_loss: float
+    test_acc: float | None
+    wall_time_s: float
+    curve_steps: list[int] = field(default_factory=list)
+    curve_loss: list[float] = field(default_factory=list)
+    diverged_at: int | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar metrics for trackers (diverged runs report inf losses and 0 accuracy)."""
+        out = {
+            "final_train_loss": self.final_train_loss,
+            "test_loss": self.test_loss,
+            "wall_time_s": self.wall_time_s,
+            "steps": float(self.steps),
+            "diverged": float(self.status == "diverged"),
+        }
+        if self.test_acc is not None:
+            out["test_acc"] = self.test_acc
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def budget_steps(optimizee: Any, steps: int | None, epochs: float | None) -> int:
+    """Training steps from a steps or epochs budget (default: the optimizee's ``default_steps``)."""
+    if steps is not None:
+        return int(steps)
+    if epochs is not None:
+        return max(1, int(math.ceil(epochs * optimizee.steps_per_epoch)))
+    return int(optimizee.default_steps)
+
+
+def evaluate(
+    optimizee: dict[str, Any],
+    optimizer: dict[str, Any],
+    seed: int,
+    *,
+    device: str = "cpu",
+    log_every: int = 10,
+    on_log: Callable[[int, float], None] | None = None,
+) -> EvalResult:
+    """Train ``optimizee`` (an OptimizeeSpec dict) with ``optimizer`` (a family config) from ``seed``.
+
+    Args:
+        optimizee: ``{"name", "kwargs", "steps" | "epochs"}``.
+        optimizer: an optimizer config accepted by ``harness.optimizers.build_optimizer``.
+        seed: seeds the problem instance, its initialisation and batch order.
+        device: ``cpu``, ``cuda``, or ``auto``.
+        log_every: record the minibatch loss every this many steps.
+        on_log: called with ``(step, loss)`` at each recorded point (progress, streaming to trackers).
+
+    Returns:
+        An ``EvalResult``; a NaN/inf loss yields ``status="diverged"`` with infinite losses.
+    """
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    problem = OPTIMIZEES.get(optimizee["name"])(seed=seed, device=dev, **optimizee.get("kwargs", {}))
+    n_steps = budget_steps(problem, optimizee.get("steps"), optimizee.get("epochs"))
+    model = problem.module()
+    model.train()
+    opt, sched = build_optimizer(optimizer, model.parameters(), n_steps)
+    window = max(1, min(FINAL_WINDOW, problem.steps_per_epoch, n_steps))
+    recent: list[float] = []
+    curve_steps: list[int] = []
+    curve_loss: list[float] = []
+    status, diverged_at, step = "ok", None, 0
+    start = time.perf_counter()
+    batches = problem.batches("train")
+    for step in range(1, n_steps + 1):
+        batch = next(batches)
+        opt.zero_grad(set_to_none=True)
+        loss = problem.module_loss(model, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            status, diverged_at = "diverged", step
+            break
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        recent.append(value)
+        if len(recent) > window:
+            recent.pop(0)
+        if step == 1 or step % log_every == 0 or step == n_steps:
+            curve_steps.append(step)
+            curve_loss.append(value)
+            if on_log is not None:
+                on_log(step, value)
+    if status == "ok" and not all(math.isfinite(float(p.detach().abs().max())) for p in model.parameters()):
+        status, diverged_at = "diverged", step
+    if status == "diverged":
+        return EvalResult(
+            status=status,
+            steps=step,
+            budget_steps=n_steps,
+            final_train_loss=math.inf,
+            test_loss=math.inf,
+            test_acc=0.0 if problem.is_classification else None,
+            wall_time_s=time.perf_counter() - start,
+            curve_steps=curve_steps,
+            curve_loss=curve_loss,
+            diverged_at=diverged_at,
+        )
+    model.eval()
+    test = problem.evaluate({k: v.detach() for k, v in model.named_parameters()})
+    test_loss = float(test["test_loss"])
+    if not math.isfinite(test_loss):
+        status, diverged_at = "diverged", step
+    return EvalResult(
+        status=status,
+        steps=step,
+        budget_steps=n_steps,
+        final_train_loss=sum(recent) / len(recent),
+        test_loss=test_loss if status == "ok" else math.inf,
+        test_acc=test.get("test_acc"),
+        wall_time_s=time.perf_counter() - start,
+        curve_steps=curve_steps,
+        curve_loss=curve_loss,
+        diverged_at=diverged_at,
+    )

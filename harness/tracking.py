@@ -1,0 +1,343 @@
+"""MLflow glue: tracking URIs, suite/stage parent runs, per-trial child runs, leaderboard queries.
+
+Trials never talk to MLflow themselves: they report metrics (and, in batches, their loss curves) to
+Ray Tune, and ``TrialTracker`` -- a Tune callback in the driver -- writes one child run per trial.
+That keeps a single writer on the SQLite store and works unchanged against an ``mlflow server``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+TAG = "sl2o"  # tag prefix
+DEFAULT_DB = "mlflow.db"
+
+
+def default_tracking_uri(workdir: str | Path = ".") -> str:
+    """``sqlite:///<absolute path>/mlflow.db`` (MLflow 3 refuses the plain file store)."""
+    return f"sqlite:///{(Path(workdir).resolve() / DEFAULT_DB)}"
+
+
+def resolve_tracking_uri(uri: str | None, workdir: str | Path = ".") -> str:
+    """The URI to use: explicit > ``MLFLOW_TRACKING_URI`` > the default SQLite file.
+
+    A relative ``sqlite:///`` path is made absolute so Ray workers in other directories agree.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///") :]
+        uri = f"sqlite:///{Path(rel).resolve()}"
+    elif "://" not in uri:
+        raise ValueError(
+            f"tracking URI {uri!r} is not a URI; use sqlite:///<path>/mlflow.db or http://host:5000 "
+            "(MLflow 3 no longer supports a plain directory store)"
+        )
+    return uri
+
+
+def init_tracking(uri: str) -> MlflowClient:
+    """Point MLflow at ``uri`` and create the SQLite DB now, in the driver, before trials start."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)  # runs the schema migrations once, here
+    return client
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts beside a SQLite DB (``<dir>/mlartifacts``); servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (tagged as ours) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = artifact_root_for(uri)
+    return client.create_experiment(
+        name, artifact_location=f"{root}/{name}" if root else None, tags={f"{TAG}.suite": name}
+    )
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``a.b.c`` keys with string values, for MLflow params."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def start_run(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run (nested under ``parent_run_id`` when given) and return its id."""
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    return run.info.run_id
+
+
+def finite_metrics(metrics: dict[str, Any]) -> list[Metric]:
+    """Numeric, finite values as MLflow metrics (inf/NaN are kept out; ``diverged`` says why)."""
+    now = int(time.time() * 1000)
+    out = []
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if math.isfinite(float(v)):
+            out.append(Metric(k, float(v), now, 0))
+    return out
+
+
+def log_batch(
+    client: MlflowClient,
+    run_id: str,
+    metrics: list[Metric] = (),  # type: ignore[assignment]
+    params: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """One ``log_batch`` call, split to MLflow's 1000-metric / 100-param limits."""
+    metrics = list(metrics)
+    plist = [Param(k, v[:6000]) for k, v in (params or {}).items()]
+    tlist = [RunTag(k, v) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(metrics), 1), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000], params=plist[:100], tags=tlist)
+        plist, tlist = plist[100:], []
+    while plist:
+        client.log_batch(run_id, params=plist[:100])
+        plist = plist[100:]
+
+
+def find_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """All runs matching ``filter_string`` (paged)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def our_experiments(client: MlflowClient, suite: str | None = None) -> list[Any]:
+    """Experiments created by this harness (optionally only suite ``suite``)."""
+    exps = client.search_experiments(filter_string=f"tags.`{TAG}.suite` != ''")
+    exps = [e for e in exps if e.tags.get(f"{TAG}.suite")]
+    if suite is not None:
+        exps = [e for e in exps if e.name == suite]
+    return exps
+
+
+def latest_suite_run(client: MlflowClient, experiment_id: str) -> Any | None:
+    """The most recent suite parent run of an experiment."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{TAG}.kind` = 'suite'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def completed_stage_run(client: MlflowClient, experiment_id: str, stage_key: str) -> Any | None:
+    """A finished stage run with this key (its outputs can be reused), else None."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`{TAG}.stage_key` = '{stage_key}' and tags.`{TAG}.kind` = 'stage' "
+        f"and tags.`{TAG}.complete` = 'true'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def close_stale_trial_runs(client: MlflowClient, experiment_id: str, stage_key: str) -> int:
+    """Mark trial runs left RUNNING by an interrupted driver as KILLED; returns how many."""
+    stale = find_runs(
+        client,
+        [experiment_id],
+        f"tags.`{TAG}.stage_key` = '{stage_key}' and tags.`{TAG}.kind` = 'trial' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for r in stale:
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return len(stale)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Tune callback that writes trial runs
+# ---------------------------------------------------------------------------------------------
+def _tune_callback_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
+    """Ray Tune callback: one MLflow child run per trial under the stage run.
+
+    Results may carry ``curve_steps``/``curve_<name>`` lists (logged as metric histories in one
+    batch), ``final: True`` with final metrics, ``status`` and ``artifacts_dir`` (a directory whose
+    files are logged as artifacts when the trial ends).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        base_tags: dict[str, str],
+        trial_tags: Callable[[dict[str, Any]], dict[str, str]],
+        trial_params: Callable[[dict[str, Any]], dict[str, str]],
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.base_tags = base_tags
+        self.trial_tags = trial_tags
+        self.trial_params = trial_params
+        self._runs: dict[str, str] = {}
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
+        state = dict(self.__dict__)
+        state["_client"] = None
+        state["_runs"] = {}
+        return state
+
+    def _run_for(self, trial: Any) -> str:
+        rid = self._runs.get(trial.trial_id)
+        if rid is None:
+            tags = dict(self.base_tags)
+            tags.update(self.trial_tags(trial.config))
+            tags[f"{TAG}.kind"] = "trial"
+            tags[f"{TAG}.trial_id"] = trial.trial_id
+            tags[f"{TAG}.status"] = "running"
+            rid = start_run(self.client, self.experiment_id, str(trial), tags, self.parent_run_id)
+            log_batch(self.client, rid, params=self.trial_params(trial.config))
+            self._runs[trial.trial_id] = rid
+        return rid
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        rid = self._run_for(trial)
+        metrics: list[Metric] = []
+        steps = result.get("curve_steps")
+        now = int(time.time() * 1000)
+        if steps:
+            for key, values in result.items():
+                if key.startswith("curve_") and key != "curve_steps" and isinstance(values, list):
+                    name = key[len("curve_") :]
+                    metrics.extend(
+                        Metric(name, float(v), now, int(s))
+                        for s, v in zip(steps, values, strict=False)
+                        if isinstance(v, int | float) and math.isfinite(float(v))
+                    )
+        tags = {}
+        if result.get("final"):
+            keep = {k: v for k, v in result.items() if k in result.get("final_keys", ())}
+            metrics.extend(finite_metrics(keep))
+            tags[f"{TAG}.status"] = str(result.get("status", "ok"))
+        if metrics or tags:
+            log_batch(self.client, rid, metrics=metrics, tags=tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run_for(trial)
+        ckpt = trial.checkpoint
+        if ckpt is not None and ckpt.path and os.path.isdir(ckpt.path):
+            art = os.path.join(ckpt.path, "artifacts")
+            if os.path.isdir(art):
+                self.client.log_artifacts(rid, art)
+        self.client.set_terminated(rid, status="FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run_for(trial)
+        err = ""
+        if trial.error_file and os.path.exists(trial.error_file):
+            err = Path(trial.error_file).read_text()[-4000:]
+        log_batch(self.client, rid, tags={f"{TAG}.status": "error", f"{TAG}.error": err or "unknown error"})
+        self.client.set_terminated(rid, status="FAILED")
+
+
+# ---------------------------------------------------------------------------------------------
+# leaderboard queries
+# ---------------------------------------------------------------------------------------------
+def leaderboard_records(
+    client: MlflowClient, suite: str | None = None, optimizee: str | None = None
+) -> list[dict[str, Any]]:
+    """Finished evaluate-trial runs of each suite's latest run, as flat records for ``report``.
+
+    Only the stage keys of the most recent suite run count, so an edited and rerun suite does not
+    mix old and new results.
+    """
+    records: list[dict[str, Any]] = []
+    for exp in our_experiments(client, suite):
+        latest = latest_suite_run(client, exp.experiment_id)
+        if latest is None:
+            continue
+        keys = [k for k in latest.data.tags.get(f"{TAG}.stage_keys", "").split(",") if k]
+        metric = latest.data.tags.get(f"{TAG}.metric", "final_train_loss")
+        mode = latest.data.tags.get(f"{TAG}.mode", "min")
+        for key in keys:
+            runs = find_runs(
+                client,
+                [exp.experiment_id],
+                f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'trial' "
+                f"and tags.`{TAG}.stage_kind` = 'evaluate' and attributes.status = 'FINISHED'",
+            )
+            for r in runs:
+                t = r.data.tags
+                if (
+                    optimizee is not None
+                    and t.get(f"{TAG}.optimizee") != optimizee
+                    and not t.get(f"{TAG}.optimizee", "").startswith(optimizee)
+                ):
+                    continue
+                records.append(
+                    {
+                        "suite": exp.name,
+                        "stage": t.get(f"{TAG}.stage"),
+                        "optimizee": t.get(f"{TAG}.optimizee"),
+                        "optimizer": t.get(f"{TAG}.optimizer"),
+                        "family": t.get(f"{TAG}.optimizer_family"),
+                        "seed": t.get(f"{TAG}.seed"),
+                        "status": t.get(f"{TAG}.status", "ok"),
+                        "metric": metric,
+                        "mode": mode,
+                        "metrics": dict(r.data.metrics),
+                        "run_id": r.info.run_id,
+                    }
+                )
+    return records

@@ -1,0 +1,153 @@
+"""Ray Tune trainables and trial grids for each stage kind (the thin layer over ``harness.stages``).
+
+Each planner turns a validated stage config into a ``StagePlan``: a trainable that calls the pure
+stage function, and a ``tune.grid_search`` param space crossing the stage's axes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ray import tune
+
+from harness.config import EvaluateStage, GridRef, Suite
+from harness.optimizers import optimizer_label
+from harness.runner import PLANNERS, StageOutcome, StagePlan, planner, set_trial_threads
+from harness.tracking import TAG
+from search_spaces import load_grid
+
+#: how often (seconds) a running trial streams its new curve points to the tracker
+CURVE_FLUSH_S = 5.0
+
+
+def _tags_json(d: dict[str, Any]) -> str:
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+def resolve_optimizers(stage: EvaluateStage, inputs: dict[str, StageOutcome]) -> list[dict[str, Any]]:
+    """Expand grid references and earlier stages' outputs into concrete optimizer configs."""
+    out: list[dict[str, Any]] = []
+    for entry in stage.optimizers:
+        if isinstance(entry, GridRef):
+            out.extend(load_grid(entry.grid, entry.file))
+            continue
+        spec = entry.model_dump(exclude_none=True)
+        src = spec.pop("from_stage", None)
+        if src is None:
+            out.append(spec)
+            continue
+        outcome = inputs[src]
+        out.extend(_from_stage(spec, outcome))
+    # drop exact duplicates while keeping order
+    seen, uniq = set(), []
+    for o in out:
+        k = json.dumps(o, sort_keys=True)
+        if k not in seen:
+            seen.add(k)
+            uniq.append(o)
+    return uniq
+
+
+def _from_stage(spec: dict[str, Any], outcome: StageOutcome) -> list[dict[str, Any]]:
+    """Optimizer configs built from an earlier stage's artifacts (teachers or equations)."""
+    from harness.stage_outputs import optimizers_from_stage
+
+    return optimizers_from_stage(spec, outcome)
+
+
+def evaluate_trainable(config: dict[str, Any]) -> None:
+    """Tune trainable: one ``harness.stages.evaluate.evaluate`` run, curve streamed in batches."""
+    from harness.stages.evaluate import evaluate
+
+    set_trial_threads()
+    pending_steps: list[int] = []
+    pending_loss: list[float] = []
+    last = [time.time()]
+
+    def on_log(step: int, loss: float) -> None:
+        pending_steps.append(step)
+        pending_loss.append(loss)
+        if time.time() - last[0] > CURVE_FLUSH_S:
+            tune.report(
+                {"curve_steps": list(pending_steps), "curve_train_loss": list(pending_loss), "step": step}
+            )
+            pending_steps.clear()
+            pending_loss.clear()
+            last[0] = time.time()
+
+    result = evaluate(
+        config["optimizee"],
+        config["optimizer"],
+        int(config["seed"]),
+        device=config.get("device", "cpu"),
+        log_every=int(config.get("log_every", 10)),
+        on_log=on_log,
+    )
+    metrics = result.metrics()
+    final = {
+        **metrics,
+        "final": True,
+        "final_keys": list(metrics),
+        "status": result.status,
+        "curve_steps": list(pending_steps),
+        "curve_train_loss": list(pending_loss),
+    }
+    if result.diverged_at is not None:
+        final["diverged_at"] = result.diverged_at
+    tune.report(final)
+
+
+def _optimizee_dict(o: Any) -> dict[str, Any]:
+    return o.model_dump(exclude_none=True)
+
+
+@planner("evaluate")
+def plan_evaluate(suite: Suite, stage: EvaluateStage, inputs: dict[str, StageOutcome]) -> StagePlan:
+    optimizers = resolve_optimizers(stage, inputs)
+    optimizees = [_optimizee_dict(o) for o in stage.optimizees]
+    labels = {
+        json.dumps(o, sort_keys=True): spec.display()
+        for o, spec in zip(optimizees, stage.optimizees, strict=True)
+    }
+
+    def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
+        opt = cfg["optimizer"]
+        return {
+            f"{TAG}.optimizee": labels.get(
+                json.dumps(cfg["optimizee"], sort_keys=True), cfg["optimizee"]["name"]
+            ),
+            f"{TAG}.optimizer": optimizer_label(opt),
+            f"{TAG}.optimizer_family": str(opt.get("family")),
+            f"{TAG}.seed": str(cfg["seed"]),
+            f"{TAG}.config": _tags_json({k: cfg[k] for k in ("optimizee", "optimizer", "seed")}),
+        }
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        from harness.tracking import flatten
+
+        return flatten({"optimizee": cfg["optimizee"], "optimizer": cfg["optimizer"], "seed": cfg["seed"]})
+
+    space = {
+        "optimizee": tune.grid_search(optimizees),
+        "optimizer": tune.grid_search(optimizers),
+        "seed": tune.grid_search(list(stage.seeds)),
+        "log_every": stage.log_every,
+        "device": stage.device,
+    }
+    return StagePlan(
+        trainable=evaluate_trainable,
+        param_space=space,
+        n_trials=len(optimizees) * len(optimizers) * len(stage.seeds),
+        metric=suite.metric.name,
+        mode=suite.metric.mode,
+        trial_tags=trial_tags,
+        trial_params=trial_params,
+    )
+
+
+__all__ = ["PLANNERS", "plan_evaluate", "evaluate_trainable", "resolve_optimizers"]

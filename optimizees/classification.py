@@ -1,0 +1,175 @@
+"""Shared machinery of the classifier optimizees (MLP, CNN): data, seeded batches, cross-entropy, metrics.
+
+Batch order: ``batches("train")`` is an infinite stream; each epoch is a fresh permutation drawn from
+a ``torch.Generator`` seeded with the optimizee seed, so every call replays the same stream (the
+problem instance, its data and its batch order are a function of the constructor arguments and the
+seed). The last batch of an epoch may be smaller. ``batches("test")`` is one pass in fixed order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from optimizees.base import Batch, Optimizee
+from optimizees.data import SPLIT_SEED, ArrayDataset, load_dataset
+
+
+def _subsample(n: int, k: int | None, device: torch.device) -> Tensor | None:
+    """Indices of a fixed (seed-independent) random subset of size ``k`` of ``range(n)``, or None."""
+    if k is None or k >= n:
+        return None
+    if k < 1:
+        raise ValueError(f"subsample size must be >= 1, got {k}")
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    return torch.randperm(n, generator=g)[:k].sort().values.to(device)
+
+
+def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4) -> Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip of images ``[B, C, H, W]``."""
+    b, _, h, w = x.shape
+    dev = x.device
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev)
+    flip = (torch.rand(b, generator=g) < 0.5).to(dev)
+    rows = oy[:, None] + torch.arange(h, device=dev)  # [B, H]
+    cols = ox[:, None] + torch.arange(w, device=dev)  # [B, W]
+    # non-adjacent advanced indices put the broadcast dims first: [B, H, W, C]
+    out = xp[torch.arange(b, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    out = out.permute(0, 3, 1, 2)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+class ClassificationOptimizee(Optimizee):
+    """Cross-entropy of a classifier on a dataset from :mod:`optimizees.data`.
+
+    Args:
+        seed: initial weights and batch order.
+        device: where the model and the whole dataset live.
+        dataset: a name from :data:`optimizees.data.DATASETS` (subclasses restrict it).
+        batch_size: training minibatch size.
+        root: data directory for torchvision datasets (default ``$SL2O_DATA`` or ``./data``).
+        download: let torchvision download a missing dataset.
+        max_train: keep a fixed random subset of this many training samples (the same for every seed).
+        max_test: likewise for the test set (faster evaluation).
+        test_batch_size: batch size of the test pass.
+    """
+
+    is_classification = True
+    default_steps = 1000
+    allowed_datasets: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        *,
+        dataset: str,
+        batch_size: int = 128,
+        root: str | os.PathLike[str] | None = None,
+        download: bool = False,
+        max_train: int | None = None,
+        max_test: int | None = None,
+        test_batch_size: int = 1000,
+    ) -> None:
+        super().__init__(seed=seed, device=device)
+        if self.allowed_datasets and dataset not in self.allowed_datasets:
+            raise ValueError(
+                f"{type(self).__name__}: unknown dataset {dataset!r}; "
+                f"choose one of {', '.join(self.allowed_datasets)}"
+            )
+        if batch_size < 1 or test_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {test_batch_size}")
+        self.dataset_name = dataset
+        self.batch_size = int(batch_size)
+        self.test_batch_size = int(test_batch_size)
+        self.data: ArrayDataset = load_dataset(dataset, root=root, download=download, device=self.device)
+        self._train_idx = _subsample(len(self.data.y_train), max_train, self.device)
+        self._test_idx = _subsample(len(self.data.y_test), max_test, self.device)
+
+    # -- data ----------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def num_train(self) -> int:
+        return len(self.data.y_train) if self._train_idx is None else len(self._train_idx)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.data.y_test) if self._test_idx is None else len(self._test_idx)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.num_train / self.batch_size)
+
+    def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """Training-time augmentation of raw stored inputs (none by default)."""
+        return x
+
+    def batches(self, split: str = "train") -> Iterator[Batch]:
+        if split == "train":
+            return self._train_batches()
+        if split == "test":
+            return self._test_batches()
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+
+    def _train_batches(self) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.seed)
+        n = self.num_train
+        while True:
+            perm = torch.randperm(n, generator=g).to(self.device)
+            if self._train_idx is not None:
+                perm = self._train_idx[perm]
+            for i in range(0, n, self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                x = self._augment(self.data.x_train[idx], g)
+                yield Batch(self.data.prepare(x), self.data.y_train[idx])
+
+    def _test_batches(self) -> Iterator[Batch]:
+        for i in range(0, self.num_test, self.test_batch_size):
+            if self._test_idx is None:
+                x = self.data.x_test[i : i + self.test_batch_size]
+                y = self.data.y_test[i : i + self.test_batch_size]
+            else:
+                idx = self._test_idx[i : i + self.test_batch_size]
+                x, y = self.data.x_test[idx], self.data.y_test[idx]
+            yield Batch(self.data.prepare(x), y)
+
+    # -- objective -----------------------------------------------------------------------------
+    def logits(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Class scores of ``params`` on ``batch`` through the (training-mode) template."""
+        return functional_call(self.template, params, (batch.inputs,))
+
+    def loss(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Mean cross-entropy; differentiable w.r.t. ``params``."""
+        return F.cross_entropy(self.logits(params, batch), batch.targets)
+
+    def module_loss(self, module: nn.Module, batch: Batch) -> Tensor:
+        """Mean cross-entropy of a plain module called directly (its own buffers update as usual)."""
+        return F.cross_entropy(module(batch.inputs), batch.targets)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
+        """A function mapping test inputs to logits for ``params`` (subclasses may prepare state)."""
+        return lambda x: functional_call(self.template, params, (x,))
+
+    @torch.no_grad()
+    def evaluate(self, params: dict[str, Tensor]) -> dict[str, float]:
+        """Test cross-entropy and accuracy with one forward pass per test batch."""
+        forward = self._eval_forward(params)
+        total, correct, n = 0.0, 0, 0
+        for batch in self.batches("test"):
+            logits = forward(batch.inputs)
+            total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == batch.targets).sum())
+            n += int(batch.targets.shape[0])
+        return {"test_loss": total / max(n, 1), "test_acc": correct / max(n, 1)}

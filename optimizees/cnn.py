@@ -1,0 +1,139 @@
+"""Torchvision CNNs (ResNet-18/50/152, MobileNetV2) on CIFAR-10/100, adapted to 32x32 inputs.
+
+BatchNorm and the functional loss: ``loss(params, batch)`` runs the template in training mode with
+``track_running_stats=False``, so it normalises with batch statistics and never mutates any buffer
+(an unrolled, differentiable update sees a pure function of ``params``). ``module()`` returns an
+ordinary model whose running statistics update during plain training. ``evaluate(params)`` needs
+running statistics for ``params`` but receives only parameters, so it re-estimates them: it resets
+the BatchNorm statistics of a private copy, averages them over ``bn_calibration_batches`` training
+batches (fixed order, no augmentation, cumulative average), then scores the test set in eval mode.
+The result therefore depends only on ``params``, whichever path (functional or module) produced them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from optimizees.classification import ClassificationOptimizee, random_crop_flip
+from optimizees.data import SPLIT_SEED
+
+ARCHS: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "mobilenet_v2")
+
+
+def _small_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def build_cnn(arch: str, num_classes: int) -> nn.Module:
+    """An untrained torchvision model for 32x32 inputs (3x3 stride-1 stem; no max-pool for ResNets)."""
+    from torchvision import models
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown CNN arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    model = getattr(models, arch)(weights=None, num_classes=num_classes)
+    if arch.startswith("resnet"):
+        model.conv1 = _small_conv(3, model.conv1.out_channels)
+        model.maxpool = nn.Identity()
+    else:  # mobilenet_v2: features[0] is Conv2dNormActivation(conv, bn, relu6)
+        stem = model.features[0][0]
+        model.features[0][0] = _small_conv(3, stem.out_channels)
+    return model
+
+
+class CNNClassifier(ClassificationOptimizee):
+    """Cross-entropy of a torchvision CNN on CIFAR (standard per-channel normalisation).
+
+    Args:
+        seed, device: see :class:`~optimizees.base.Optimizee`.
+        arch: ``resnet18``, ``resnet50``, ``resnet152`` or ``mobilenet_v2``.
+        dataset: ``cifar10`` or ``cifar100``.
+        augment: random crop (padding 4) and horizontal flip of training batches, drawn from the seed.
+        bn_calibration_batches: training batches used by ``evaluate`` to re-estimate BatchNorm statistics.
+        batch_size, root, download, max_train, max_test, test_batch_size: see
+            :class:`~optimizees.classification.ClassificationOptimizee`.
+    """
+
+    allowed_datasets = ("cifar10", "cifar100")
+
+    def __init__(
+        self,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        *,
+        arch: str = "resnet18",
+        dataset: str = "cifar10",
+        batch_size: int = 128,
+        root: str | os.PathLike[str] | None = None,
+        download: bool = False,
+        max_train: int | None = None,
+        max_test: int | None = None,
+        test_batch_size: int = 1000,
+        augment: bool = False,
+        bn_calibration_batches: int = 20,
+    ) -> None:
+        if arch not in ARCHS:
+            raise ValueError(f"cnn: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if bn_calibration_batches < 1:
+            raise ValueError(f"cnn: bn_calibration_batches must be >= 1, got {bn_calibration_batches}")
+        self.arch = arch
+        self.augment = bool(augment)
+        self.bn_calibration_batches = int(bn_calibration_batches)
+        self._eval_module: nn.Module | None = None
+        super().__init__(
+            seed=seed, device=device, dataset=dataset, batch_size=batch_size, root=root,
+            download=download, max_train=max_train, max_test=max_test, test_batch_size=test_batch_size,
+        )
+
+    def _build_module(self) -> nn.Module:
+        return build_cnn(self.arch, self.num_classes)
+
+    @property
+    def template(self) -> nn.Module:
+        """Training-mode model whose BatchNorm layers use batch statistics and keep no running ones."""
+        if self._template is None:
+            tmpl = self.module()
+            for m in tmpl.modules():
+                if isinstance(m, _BatchNorm):
+                    m.track_running_stats = False
+            self._template = tmpl
+        return self._template
+
+    def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
+        return random_crop_flip(x, g) if self.augment else x
+
+    def _calibration_inputs(self) -> list[Tensor]:
+        """Fixed training batches (seed-independent, no augmentation) for BatchNorm re-estimation."""
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        n = self.num_train
+        perm = torch.randperm(n, generator=g).to(self.device)
+        if self._train_idx is not None:
+            perm = self._train_idx[perm]
+        out = []
+        for i in range(0, min(n, self.bn_calibration_batches * self.batch_size), self.batch_size):
+            out.append(self.data.prepare(self.data.x_train[perm[i : i + self.batch_size]]))
+        return out
+
+    def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
+        if self._eval_module is None:
+            self._eval_module = copy.deepcopy(self.module())
+            for m in self._eval_module.modules():
+                if isinstance(m, _BatchNorm):
+                    m.momentum = None  # cumulative average over the calibration batches
+        mod = self._eval_module
+        for m in mod.modules():
+            if isinstance(m, _BatchNorm):
+                m.reset_running_stats()
+        mod.train()
+        for x in self._calibration_inputs():
+            functional_call(mod, params, (x,))
+        mod.eval()
+        return lambda x: functional_call(mod, params, (x,))

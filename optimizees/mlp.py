@@ -1,0 +1,69 @@
+"""ReLU MLP classifiers (the paper's P2/P3 on MNIST, P4 on CIFAR-10; digits and mnist1d offline)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from optimizees.classification import ClassificationOptimizee
+from optimizees.data import DATASETS
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+ReLU per hidden width, then a Linear output layer (torch default init)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MLPClassifier(ClassificationOptimizee):
+    """Cross-entropy of a ReLU MLP; ``hidden=[50, 20]`` is P2, ``[50, 20, 20, 12]`` is P3.
+
+    Args:
+        seed, device: see :class:`~optimizees.base.Optimizee`.
+        dataset: ``digits`` (default, offline), ``mnist1d`` (offline), ``mnist``, ``cifar10``, ``cifar100``.
+        hidden: hidden-layer widths.
+        batch_size, root, download, max_train, max_test, test_batch_size: see
+            :class:`~optimizees.classification.ClassificationOptimizee`.
+    """
+
+    allowed_datasets = DATASETS
+
+    def __init__(
+        self,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        *,
+        dataset: str = "digits",
+        hidden: Sequence[int] = (50, 20),
+        batch_size: int = 128,
+        root: str | os.PathLike[str] | None = None,
+        download: bool = False,
+        max_train: int | None = None,
+        max_test: int | None = None,
+        test_batch_size: int = 1000,
+    ) -> None:
+        if isinstance(hidden, int) or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"mlp: hidden must be a list of positive widths, got {hidden!r}")
+        self.hidden = [int(h) for h in hidden]
+        super().__init__(
+            seed=seed, device=device, dataset=dataset, batch_size=batch_size, root=root,
+            download=download, max_train=max_train, max_test=max_test, test_batch_size=test_batch_size,
+        )
+
+    def _build_module(self) -> nn.Module:
+        return MLP(math.prod(self.data.input_shape), self.hidden, self.num_classes)

@@ -1,0 +1,23 @@
+"""Shared fixtures: one local Ray session for the whole test run, quiet logs, small thread counts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every end-to-end test (started once, shut down at the end)."""
+    import ray
+
+    from harness.runner import init_ray
+
+    init_ray(None)
+    yield ray
+    ray.shutdown()

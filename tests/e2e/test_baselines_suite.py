@@ -1,0 +1,165 @@
+"""End to end: suites through Ray Tune and a fresh MLflow DB, the leaderboard, divergence, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harness import report, tracking
+from harness.cli import app
+from harness.config import load_suite, load_suite_dict
+from harness.optimizers import optimizer_label
+from harness.runner import RunOptions, run_suite
+from search_spaces import load_grid
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "benchmarks" / "suites" / "baselines-smoke.yaml"
+
+
+def test_smoke_suite_and_leaderboard(ray_session, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    logs: list[str] = []
+    out = run_suite(load_suite(SMOKE), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=logs.append))
+    stage = out.stages["baselines"]
+    grid = load_grid("smoke")
+    assert stage.errors == 0 and len(stage.trials) == 2 * len(grid) * 2
+    assert any("trials done" in line for line in logs)
+
+    res = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert {r["optimizee"] for r in rows} == {
+        "quadratic_cos",
+        "mlp(dataset=digits,hidden=[50, 20],batch_size=128)",
+    } or len({r["optimizee"] for r in rows}) == 2
+    for optimizee in {r["optimizee"] for r in rows}:
+        mine = [r for r in rows if r["optimizee"] == optimizee]
+        assert sorted(r["optimizer"] for r in mine) == sorted(optimizer_label(g) for g in grid)
+        assert {r["family"] for r in mine} == {"sgd", "adam"}
+        assert all(r["n"] == 2 and r["seeds"] == ["0", "1"] for r in mine)
+        assert [r["rank"] for r in mine] == list(range(1, len(mine) + 1))
+        means = [r["mean"] for r in mine if r["mean"] is not None]
+        assert means == sorted(means)
+
+    # the loss curve and final metrics landed in MLflow under suite > stage > trial runs
+    client = tracking.init_tracking(uri)
+    recs = tracking.leaderboard_records(client, "baselines-smoke")
+    run = client.get_run(recs[0]["run_id"])
+    hist = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(hist) >= 5 and hist[0].step == 1
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["sl2o.kind"] == "stage"
+    assert client.get_run(parent.data.tags["mlflow.parentRunId"]).data.tags["sl2o.kind"] == "suite"
+
+    # a rerun reuses the finished stage instead of training again
+    logs.clear()
+    again = run_suite(load_suite(SMOKE), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=logs.append))
+    assert again.stages["baselines"].reused and any("reusing finished stage" in line for line in logs)
+
+
+def test_diverging_config_is_recorded_and_ranked_last(ray_session, tmp_path: Path) -> None:
+    data = {
+        "name": "diverge",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 200}],
+                "optimizers": [{"family": "sgd", "lr": 100.0}, {"family": "adam", "lr": 0.01}],
+                "seeds": [0],
+            }
+        ],
+    }
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = run_suite(
+        load_suite_dict(data), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lambda s: None)
+    )
+    assert out.stages["e"].errors == 0
+    rows = report.aggregate(tracking.leaderboard_records(tracking.init_tracking(uri), "diverge"))
+    assert [r["family"] for r in rows] == ["adam", "sgd"]
+    assert rows[1]["diverged"] == 1
+    diverged = [t for t in out.stages["e"].trials if t.tags["sl2o.status"] == "diverged"]
+    assert len(diverged) == 1 and diverged[0].metrics["diverged"] == 1.0
+
+
+def test_interrupted_run_resumes_without_redoing_finished_trials(ray_session, tmp_path: Path) -> None:
+    data = {
+        "name": "resume",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 4000}],
+                "optimizers": [
+                    {"family": "adam", "lr": lr} for lr in (0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)
+                ],
+                "seeds": [0],
+                "max_concurrent": 1,
+            }
+        ],
+    }
+    suite_file = tmp_path / "resume.yaml"
+    suite_file.write_text(yaml.safe_dump(data))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
+    cmd += ["--workdir", str(tmp_path), "--address", address, "--no-leaderboard"]
+    client = tracking.init_tracking(uri)  # create the DB here so polling never races its migration
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    finished: list = []
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if True:
+            try:
+                exps = tracking.our_experiments(client, "resume")
+                finished = (
+                    tracking.find_runs(
+                        client,
+                        [exps[0].experiment_id],
+                        "tags.`sl2o.kind` = 'trial' and attributes.status = 'FINISHED'",
+                    )
+                    if exps
+                    else []
+                )
+            except Exception:  # noqa: BLE001 - the DB may be mid-migration
+                finished = []
+        if len(finished) >= 2:
+            break
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    done_before = {r.data.tags["sl2o.trial_id"] for r in finished}
+    assert 2 <= len(done_before) < 6
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming an interrupted stage" in rerun.stdout
+    client = tracking.init_tracking(uri)
+    exp = tracking.our_experiments(client, "resume")[0]
+    runs = tracking.find_runs(client, [exp.experiment_id], "tags.`sl2o.kind` = 'trial'")
+    by_trial: dict[str, list] = {}
+    for r in runs:
+        by_trial.setdefault(r.data.tags["sl2o.trial_id"], []).append(r)
+    assert len(by_trial) == 6
+    for tid, rs in by_trial.items():
+        assert [r.info.status for r in rs].count("FINISHED") == 1, tid
+        if tid in done_before:
+            assert len(rs) == 1, f"finished trial {tid} was run again"
+    rows = report.aggregate(tracking.leaderboard_records(client, "resume"))
+    assert len(rows) == 6 and all(r["n"] == 1 for r in rows)
+    os.environ.pop("RAY_ADDRESS", None)

@@ -1,0 +1,48 @@
+"""The evaluate stage as a pure function: curves, metrics, budgets, determinism, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.stages.evaluate import evaluate
+
+P1 = {"name": "quadratic_cos", "steps": 60}
+DIGITS = {"name": "mlp", "kwargs": {"dataset": "digits", "hidden": [16], "batch_size": 64}, "epochs": 1}
+
+
+def test_trains_p1_and_records_curve() -> None:
+    res = evaluate(P1, {"family": "adam", "lr": 0.05}, seed=0, log_every=10)
+    assert res.status == "ok" and res.steps == 60 == res.budget_steps
+    assert res.curve_steps == [1, 10, 20, 30, 40, 50, 60]
+    assert res.curve_loss[-1] < res.curve_loss[0]
+    assert math.isfinite(res.final_train_loss) and math.isfinite(res.test_loss)
+    assert res.test_acc is None and res.wall_time_s > 0
+    assert set(res.metrics()) >= {"final_train_loss", "test_loss", "wall_time_s", "diverged"}
+
+
+def test_same_seed_same_result_on_cpu() -> None:
+    a = evaluate(DIGITS, {"family": "sgd", "lr": 0.1, "momentum": 0.9}, seed=3)
+    b = evaluate(DIGITS, {"family": "sgd", "lr": 0.1, "momentum": 0.9}, seed=3)
+    c = evaluate(DIGITS, {"family": "sgd", "lr": 0.1, "momentum": 0.9}, seed=4)
+    assert a.curve_loss == b.curve_loss and a.test_loss == b.test_loss
+    assert a.curve_loss != c.curve_loss
+
+
+def test_epochs_budget_and_accuracy() -> None:
+    res = evaluate(DIGITS, {"family": "adam", "lr": 0.01, "cosine": True}, seed=0)
+    assert res.status == "ok"
+    assert res.steps > 1 and res.test_acc is not None and 0.0 <= res.test_acc <= 1.0
+
+
+def test_divergence_is_a_result_not_an_exception() -> None:
+    res = evaluate({"name": "quadratic_cos", "steps": 500}, {"family": "sgd", "lr": 50.0}, seed=0)
+    assert res.status == "diverged"
+    assert res.diverged_at is not None and res.diverged_at < 500
+    assert math.isinf(res.final_train_loss) and res.metrics()["diverged"] == 1.0
+
+
+def test_unknown_family_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer family 'rmsprop'"):
+        evaluate(P1, {"family": "rmsprop", "lr": 0.1}, seed=0)

@@ -1,0 +1,102 @@
+"""Suite validation: good files load, bad fields are refused with their YAML path named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import SuiteError, load_suite, load_suite_dict
+
+SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+
+
+def smoke() -> dict:
+    return yaml.safe_load((SUITES / "baselines-smoke.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_suite_validates(path: Path) -> None:
+    suite = load_suite(path)
+    assert suite.stages
+
+
+def test_unknown_field_is_named_with_its_path() -> None:
+    data = smoke()
+    data["stages"][0]["optimizees"][1]["epocs"] = 3
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "smoke.yaml")
+    msg = str(err.value)
+    assert "stages[0].optimizees[1].epocs" in msg
+    assert "unknown field 'epocs'" in msg
+
+
+def test_unknown_top_level_field() -> None:
+    data = smoke()
+    data["stagess"] = []
+    with pytest.raises(SuiteError, match=r"smoke.yaml: stagess: unknown field"):
+        load_suite_dict(data, "smoke.yaml")
+
+
+def test_wrong_type_names_path() -> None:
+    data = smoke()
+    data["stages"][0]["seeds"] = "zero"
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.seeds"):
+        load_suite_dict(data)
+
+
+def test_unknown_optimizee_lists_known_names() -> None:
+    data = smoke()
+    data["stages"][0]["optimizees"][0]["name"] = "quadratc"
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data)
+    assert "stages[0].optimizees[0].name" in str(err.value)
+    assert "quadratic_cos" in str(err.value)
+
+
+def test_optimizee_kwargs_checked_against_constructor() -> None:
+    data = smoke()
+    data["stages"][0]["optimizees"][1]["kwargs"]["hiden"] = [3]
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.optimizees\[1\].*hiden"):
+        load_suite_dict(data)
+
+
+def test_unknown_grid_lists_known_grids() -> None:
+    data = smoke()
+    data["stages"][0]["optimizers"] = [{"grid": "tiny"}]
+    with pytest.raises(SuiteError, match=r"unknown grid 'tiny'.*paper"):
+        load_suite_dict(data)
+
+
+def test_optimizer_family_fields_are_checked() -> None:
+    data = smoke()
+    data["stages"][0]["optimizers"] = [{"family": "sgd", "lr": 0.1, "betas": [0.9, 0.99]}]
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.optimizers\[0\]\.betas"):
+        load_suite_dict(data)
+    data["stages"][0]["optimizers"] = [{"family": "rmsprop", "lr": 0.1}]
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.optimizers\[0\]"):
+        load_suite_dict(data)
+    data["stages"][0]["optimizers"] = [{"family": "sgd", "lr": -1}]
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.optimizers\[0\]\.lr"):
+        load_suite_dict(data)
+
+
+def test_from_stage_must_name_an_earlier_stage() -> None:
+    data = smoke()
+    data["stages"][0]["optimizers"].append({"family": "teacher", "from_stage": "teach"})
+    with pytest.raises(SuiteError, match="not an earlier stage"):
+        load_suite_dict(data)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="does not exist"):
+        load_suite(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        load_suite(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n")
+    with pytest.raises(SuiteError, match="mapping"):
+        load_suite(notmap)

@@ -1,0 +1,137 @@
+"""Contract tests for every built-in optimizee at tiny size (offline; CIFAR is a synthetic stand-in)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from harness.registry import OPTIMIZEES
+from optimizees import Batch, Optimizee
+
+# (registered name, kwargs, needs the synthetic CIFAR fixture)
+CASES: list[tuple[str, dict[str, Any], bool]] = [
+    ("quadratic_cos", {}, False),
+    ("mlp", {"dataset": "digits", "hidden": [16], "batch_size": 100}, False),
+    ("mlp", {"dataset": "mnist1d", "hidden": [16, 8], "batch_size": 64, "max_train": 300}, False),
+    ("cnn", {"arch": "resnet18", "dataset": "cifar10", "batch_size": 8, "bn_calibration_batches": 2}, True),
+]
+IDS = ["quadratic_cos", "mlp-digits", "mlp-mnist1d", "cnn-resnet18-fakecifar"]
+
+
+@pytest.fixture(params=range(len(CASES)), ids=IDS)
+def make(request: pytest.FixtureRequest) -> Any:
+    """A factory ``make(seed) -> Optimizee`` for one case."""
+    name, kwargs, fake = CASES[request.param]
+    if fake:
+        request.getfixturevalue("fake_cifar")
+
+    def build(seed: int = 0) -> Optimizee:
+        return OPTIMIZEES.get(name)(seed=seed, device="cpu", **kwargs)
+
+    return build
+
+
+def _first(opt: Optimizee) -> Batch:
+    return next(iter(opt.batches("train")))
+
+
+def _same_batch(a: Batch, b: Batch) -> bool:
+    if a.inputs is None or b.inputs is None:
+        return a.inputs is None and b.inputs is None
+    return torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+
+
+def test_every_builtin_is_covered() -> None:
+    assert {"quadratic_cos", "mlp", "cnn"} <= set(OPTIMIZEES.names())
+    assert {c[0] for c in CASES} == {"quadratic_cos", "mlp", "cnn"}
+
+
+def test_seed_determinism(make: Any) -> None:
+    a, b, c = make(0), make(0), make(1)
+    pa, pb, pc = a.init_params(), b.init_params(), c.init_params()
+    assert list(pa) == list(pb) == list(pc)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+    assert _same_batch(_first(a), _first(b))
+    if a.is_classification:
+        assert not _same_batch(_first(a), _first(c))
+    # init_params are detached copies; the module returned by module() holds the same values
+    assert all(not v.requires_grad for v in pa.values())
+    mod = a.module()
+    assert all(torch.equal(p, pa[k]) for k, p in mod.named_parameters())
+
+
+def test_functional_loss_matches_module_and_has_gradients(make: Any) -> None:
+    opt = make(0)
+    batch = _first(opt)
+    params = {k: v.requires_grad_() for k, v in opt.init_params().items()}
+    loss = opt.loss(params, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    mod = opt.module()
+    torch.testing.assert_close(loss.detach(), opt.module_loss(mod, batch).detach(), rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_sgd_on_module_lowers_loss(make: Any) -> None:
+    opt = make(0)
+    batch = _first(opt)
+    mod = opt.module()
+    lr = 0.002 if opt.is_classification is False else 0.05
+    sgd = torch.optim.SGD(mod.parameters(), lr=lr)
+    first = opt.module_loss(mod, batch).item()
+    for _ in range(5):
+        sgd.zero_grad()
+        opt.module_loss(mod, batch).backward()
+        sgd.step()
+    assert opt.module_loss(mod, batch).item() < first
+
+
+def test_evaluate_metrics(make: Any) -> None:
+    opt = make(0)
+    params = opt.init_params()
+    metrics = opt.evaluate(params)
+    assert math.isfinite(metrics["test_loss"])
+    if opt.is_classification:
+        assert 0.0 <= metrics["test_acc"] <= 1.0
+        assert metrics["test_loss"] == pytest.approx(math.log(opt.num_classes), rel=0.5)
+    else:
+        assert set(metrics) == {"test_loss"}
+    assert opt.evaluate(params) == metrics  # deterministic, no hidden state carried between calls
+
+
+def test_steps_per_epoch_and_batch_streams(make: Any) -> None:
+    opt = make(0)
+    if not opt.is_classification:
+        assert opt.steps_per_epoch == 1
+        stream = opt.batches("train")
+        assert all(next(stream).inputs is None for _ in range(3))
+        assert len(list(opt.batches("test"))) == 1
+        return
+    spe = opt.steps_per_epoch
+    assert spe == math.ceil(opt.num_train / opt.batch_size)
+    stream = opt.batches("train")
+    epoch1 = [next(stream) for _ in range(spe)]
+    sizes = [len(b.targets) for b in epoch1]
+    assert sum(sizes) == opt.num_train
+    assert all(s == opt.batch_size for s in sizes[:-1])
+    second_epoch_first = next(stream)
+    assert not _same_batch(epoch1[0], second_epoch_first)  # reshuffled each epoch
+    # every call replays the same stream
+    assert _same_batch(_first(opt), epoch1[0])
+    test1, test2 = list(opt.batches("test")), list(opt.batches("test"))
+    assert sum(len(b.targets) for b in test1) == opt.num_test
+    assert all(_same_batch(x, y) for x, y in zip(test1, test2, strict=True))
+    assert epoch1[0].inputs.dtype == torch.float32 and epoch1[0].targets.dtype == torch.long
+    with pytest.raises(ValueError, match="split"):
+        opt.batches("valid")
+
+
+def test_unknown_kwarg_is_a_type_error(make: Any) -> None:
+    cls = type(make(0))
+    with pytest.raises(TypeError, match="bogus"):
+        cls(seed=0, bogus=1)

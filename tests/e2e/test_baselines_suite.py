@@ -38,10 +38,8 @@ def test_smoke_suite_and_leaderboard(ray_session, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert {r["optimizee"] for r in rows} == {
-        "quadratic_cos",
-        "mlp(dataset=digits,hidden=[50, 20],batch_size=128)",
-    } or len({r["optimizee"] for r in rows}) == 2
+    optimizees = {r["optimizee"] for r in rows}
+    assert len(optimizees) == 2 and "quadratic_cos" in optimizees
     for optimizee in {r["optimizee"] for r in rows}:
         mine = [r for r in rows if r["optimizee"] == optimizee]
         assert sorted(r["optimizer"] for r in mine) == sorted(optimizer_label(g) for g in grid)

@@ -12,8 +12,8 @@ from rich.console import Console
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="symbolic-l2o: learn, distill and benchmark optimizers."
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db)."
 WORKDIR_HELP = "Directory for Ray Tune state, the default MLflow DB and downloaded artifacts."
@@ -85,7 +85,7 @@ def run(
 
 
 def _log(msg: str) -> None:
-    console.print(msg, highlight=False, soft_wrap=True)
+    console.print(msg, highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_equations(outcome: object) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import __version__, tracking
 from harness.config import Resources, Suite
@@ -87,13 +88,19 @@ def init_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    quiet_tune_output()
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(
             include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
         )
+
+
+def quiet_tune_output() -> None:
+    """Our own progress lines replace Tune's tables; results go to JSON/CSV files and MLflow only."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def trial_resources(res: Resources) -> dict[str, float]:
@@ -307,7 +314,12 @@ def run_stage(
                 name=exp_name,
                 storage_path=str(tune_dir),
                 failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
-                callbacks=[tracker, Progress(stage.name, plan.n_trials, opts.log)],
+                callbacks=[
+                    JsonLoggerCallback(),
+                    CSVLoggerCallback(),
+                    tracker,
+                    Progress(stage.name, plan.n_trials, opts.log),
+                ],
                 verbose=0,
             ),
         )
@@ -334,6 +346,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
     import harness.trainables  # noqa: F401 - registers the stage planners
 
+    quiet_tune_output()
     start = time.time()
     uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)
     client = tracking.init_tracking(uri)

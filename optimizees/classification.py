@@ -144,6 +144,10 @@ class ClassificationOptimizee(Optimizee):
                 x, y = self.data.x_test[idx], self.data.y_test[idx]
             yield Batch(self.data.prepare(x), y)
 
+    def init_params(self) -> dict[str, Tensor]:
+        """Detached copies of the template's (never updated) initial parameters; avoids a model rebuild."""
+        return {k: v.detach().clone() for k, v in self.template.named_parameters()}
+
     # -- objective -----------------------------------------------------------------------------
     def logits(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
         """Class scores of ``params`` on ``batch`` through the (training-mode) template."""

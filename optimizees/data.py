@@ -76,13 +76,14 @@ class ArrayDataset:
 
     def to(self, device: torch.device) -> ArrayDataset:
         """A copy with every tensor on ``device``."""
-        def mv(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
         return ArrayDataset(
-            self.name, mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test),
-            self.num_classes, mv(self.mean), mv(self.std),
-        )  # type: ignore[arg-type]
+            self.name,
+            self.x_train.to(device), self.y_train.to(device),
+            self.x_test.to(device), self.y_test.to(device),
+            self.num_classes,
+            None if self.mean is None else self.mean.to(device),
+            None if self.std is None else self.std.to(device),
+        )
 
 
 def default_root() -> str:

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SUITE ?= benchmarks/suites/quickstart.yaml
+SUITE ?= benchmarks/suites/baselines-smoke.yaml
 
 .PHONY: install quickstart test lint perf clean
 

@@ -12,7 +12,6 @@ The result therefore depends only on ``params``, whichever path (functional or m
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 
@@ -124,7 +123,7 @@ class CNNClassifier(ClassificationOptimizee):
 
     def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
         if self._eval_module is None:
-            self._eval_module = copy.deepcopy(self.module())
+            self._eval_module = self.module()
             for m in self._eval_module.modules():
                 if isinstance(m, _BatchNorm):
                     m.momentum = None  # cumulative average over the calibration batches

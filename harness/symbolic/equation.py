@@ -515,7 +515,11 @@ class _Printer:
     def add(self, e: sympy.Expr) -> _Printed:
         parts: list[str] = []
         consts: list[sympy.Symbol] = []
-        for i, (p, t) in enumerate(self.sorted(e.args)):
+        items = self.sorted(e.args)
+        items.sort(key=lambda it: not it[1].free_symbols - set(self.values))  # constant terms last
+        lead = next((i for i, (_, t) in enumerate(items) if not self._negative(t)), 0)
+        items.insert(0, items.pop(lead))  # lead with a positive term: "g_0 - g_1", not "-g_1 + g_0"
+        for i, (p, t) in enumerate(items):
             if i == 0:
                 parts.append(p.text)
                 consts += p.consts
@@ -538,6 +542,14 @@ class _Printer:
             else:
                 num.append(f)
         num_p = [self.wrap(p, _UNARY) for p, _ in self.sorted(num)]
+        if coeff == -1 and num_p and num_p[0].text.startswith("#"):
+            # "-0.5*x" would read back as the constant -0.5: put a non-constant factor first, or "-1*"
+            k = next((i for i, p in enumerate(num_p) if not p.text.startswith("#")), None)
+            if k is None:
+                num_p.insert(0, self.number(sympy.Integer(-1)))
+                coeff = sympy.Integer(1)
+            else:
+                num_p.insert(0, num_p.pop(k))
         if coeff not in (1, -1):
             num_p.insert(0, self.number(coeff))
         text = "*".join(p.text for p in num_p) if num_p else "1"
@@ -551,7 +563,7 @@ class _Printer:
             consts += [c for p in den_p for c in p.consts]
         prec = _MUL
         if coeff == -1:
-            text = f"-({text})" if text.startswith("#") else f"-{text}"
+            text = f"-{text}"
             prec = _UNARY
         elif text.startswith("-"):
             prec = _UNARY
@@ -860,8 +872,8 @@ class Equation:
         (``sympy.sqrt(x)`` is the plain power ``x**(1/2)``; use :class:`ssqrt` for the sign-extended one).
         """
         if name_map:
-            expr = expr.xreplace({sympy.Symbol(k, **s.assumptions0): _var_symbol(v)
-                                  for s in expr.free_symbols for k, v in name_map.items() if s.name == k})
+            expr = expr.xreplace({s: _var_symbol(name_map[s.name]) for s in expr.free_symbols
+                                  if s.name in name_map})
         return cls(expr, {}, metrics=metrics, provenance=provenance)
 
     # -- basic properties
@@ -943,7 +955,8 @@ class Equation:
         names = {}
         for v in self.variables:
             f, lag = split_variable(v)
-            names[_var_symbol(v)] = rf"\mathit{{{f.replace('_', chr(92) + '_')}}}_{{t{'' if lag == 0 else f'-{lag}'}}}"
+            fname = f.replace("_", r"\_")
+            names[_var_symbol(v)] = rf"\mathit{{{fname}}}_{{t{'' if lag == 0 else f'-{lag}'}}}"
         return sympy.latex(self._expr.xreplace(subs), symbol_names=names)
 
     # -- derived equations

@@ -88,8 +88,15 @@ class CNNClassifier(ClassificationOptimizee):
         self.bn_calibration_batches = int(bn_calibration_batches)
         self._eval_module: nn.Module | None = None
         super().__init__(
-            seed=seed, device=device, dataset=dataset, batch_size=batch_size, root=root,
-            download=download, max_train=max_train, max_test=max_test, test_batch_size=test_batch_size,
+            seed=seed,
+            device=device,
+            dataset=dataset,
+            batch_size=batch_size,
+            root=root,
+            download=download,
+            max_train=max_train,
+            max_test=max_test,
+            test_batch_size=test_batch_size,
         )
 
     def _build_module(self) -> nn.Module:

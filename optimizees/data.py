@@ -78,8 +78,10 @@ class ArrayDataset:
         """A copy with every tensor on ``device``."""
         return ArrayDataset(
             self.name,
-            self.x_train.to(device), self.y_train.to(device),
-            self.x_test.to(device), self.y_test.to(device),
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_test.to(device),
+            self.y_test.to(device),
             self.num_classes,
             None if self.mean is None else self.mean.to(device),
             None if self.std is None else self.std.to(device),
@@ -145,16 +147,16 @@ def _load_digits() -> ArrayDataset:
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y)
     mean, std = x_tr.mean(0), x_tr.std(0)
     std[std == 0] = 1.0  # always-blank border pixels
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     return ArrayDataset(
         "digits",
-        torch.tensor(x_tr, dtype=torch.float32), torch.tensor(y_tr, dtype=torch.long),
-        torch.tensor(x_te, dtype=torch.float32), torch.tensor(y_te, dtype=torch.long),
+        torch.tensor(x_tr, dtype=torch.float32),
+        torch.tensor(y_tr, dtype=torch.long),
+        torch.tensor(x_te, dtype=torch.float32),
+        torch.tensor(y_te, dtype=torch.long),
         num_classes=10,
     )
 
@@ -176,8 +178,10 @@ def _load_mnist1d() -> ArrayDataset:
         np.random.set_state(np_state)
     return ArrayDataset(
         "mnist1d",
-        torch.tensor(data["x"], dtype=torch.float32), torch.tensor(data["y"], dtype=torch.long),
-        torch.tensor(data["x_test"], dtype=torch.float32), torch.tensor(data["y_test"], dtype=torch.long),
+        torch.tensor(data["x"], dtype=torch.float32),
+        torch.tensor(data["y"], dtype=torch.long),
+        torch.tensor(data["x_test"], dtype=torch.float32),
+        torch.tensor(data["y_test"], dtype=torch.long),
         num_classes=10,
     )
 
@@ -216,7 +220,12 @@ def _load_torchvision(name: str, root: str, download: bool) -> ArrayDataset:
     mean, std = _NORMALISATION[name]
     shape = (1, len(mean), 1, 1)
     return ArrayDataset(
-        name, splits[0][0], splits[0][1], splits[1][0], splits[1][1],
+        name,
+        splits[0][0],
+        splits[0][1],
+        splits[1][0],
+        splits[1][1],
         num_classes=100 if name == "cifar100" else 10,
-        mean=torch.tensor(mean).view(shape), std=torch.tensor(std).view(shape),
+        mean=torch.tensor(mean).view(shape),
+        std=torch.tensor(std).view(shape),
     )

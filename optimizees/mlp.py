@@ -61,8 +61,15 @@ class MLPClassifier(ClassificationOptimizee):
             raise ValueError(f"mlp: hidden must be a list of positive widths, got {hidden!r}")
         self.hidden = [int(h) for h in hidden]
         super().__init__(
-            seed=seed, device=device, dataset=dataset, batch_size=batch_size, root=root,
-            download=download, max_train=max_train, max_test=max_test, test_batch_size=test_batch_size,
+            seed=seed,
+            device=device,
+            dataset=dataset,
+            batch_size=batch_size,
+            root=root,
+            download=download,
+            max_train=max_train,
+            max_test=max_test,
+            test_batch_size=test_batch_size,
         )
 
     def _build_module(self) -> nn.Module:

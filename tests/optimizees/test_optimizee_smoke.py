@@ -84,7 +84,7 @@ def test_sgd_on_module_lowers_loss(make: Any) -> None:
     lr = 0.002 if opt.is_classification is False else 0.05
     sgd = torch.optim.SGD(mod.parameters(), lr=lr)
     first = opt.module_loss(mod, batch).item()
-    for _ in range(5):
+    for _ in range(3):
         sgd.zero_grad()
         opt.module_loss(mod, batch).backward()
         sgd.step()

@@ -1,0 +1,151 @@
+"""The SR backend protocol, its settings, and helpers every backend shares.
+
+A backend is a class registered in :data:`harness.registry.SR_BACKENDS` and instantiated with no
+arguments; ``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.equation.ParetoFront`
+whose equations carry ``r2_train``/``mse_train`` measured by US in float64 (whatever precision the
+backend used), so fronts from different backends compare fairly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.symbolic.equation import Equation, ParetoFront, normalize_operators, split_variable
+
+__all__ = [
+    "DEFAULT_OPERATORS",
+    "PAPER_OPERATORS",
+    "SRBackend",
+    "SRSettings",
+    "check_fit_inputs",
+    "finish_front",
+]
+
+PAPER_OPERATORS: tuple[str, ...] = (
+    "add", "sub", "mul", "div", "square", "sqrt", "exp", "pow", "tanh", "asinh", "sinh", "relu", "erfc",
+)
+"""The paper's operator set (sqrt and pow sign-extended)."""
+
+DEFAULT_OPERATORS: tuple[str, ...] = ("add", "sub", "mul", "div", "square", "sqrt", "exp", "tanh", "sinh")
+"""Default: the paper's set minus what pyoperon lacks (asinh, relu, erfc) and minus pow (Operon can only
+search |x|**y, which is a different function; ask for ``pow`` explicitly to get it)."""
+
+
+@dataclass
+class SRSettings:
+    """Search settings shared by SR backends; backend-specific knobs go in ``extra``.
+
+    Attributes:
+        operators: operator names from :data:`~harness.symbolic.equation.OPERATOR_NAMES`.
+        max_complexity: largest expression size the search may build (Operon ``max_length``, PySR
+            ``maxsize``).
+        population_size: individuals per population.
+        iterations: generations (Operon) / iterations (PySR).
+        seed: random seed (same seed, same result on CPU with one thread).
+        max_time_s: wall-clock budget, None for none.
+        threads: worker threads.
+        optimizer_iterations: iterations of constant optimisation per individual (0 turns it off).
+        extra: backend-specific options (passed through where documented by the backend).
+    """
+
+    operators: list[str] = field(default_factory=lambda: list(DEFAULT_OPERATORS))
+    max_complexity: int = 30
+    population_size: int = 200
+    iterations: int = 300
+    seed: int = 0
+    max_time_s: float | None = None
+    threads: int = 1
+    optimizer_iterations: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.operators = normalize_operators(self.operators)
+        for name in ("max_complexity", "population_size", "iterations", "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"SRSettings.{name} must be >= 1, got {getattr(self, name)}")
+            setattr(self, name, int(getattr(self, name)))
+        if int(self.optimizer_iterations) < 0:
+            raise ValueError("SRSettings.optimizer_iterations must be >= 0")
+        self.optimizer_iterations = int(self.optimizer_iterations)
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ValueError("SRSettings.max_time_s must be > 0 or None")
+        self.seed = int(self.seed)
+        self.extra = dict(self.extra or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SRSettings:
+        """Build from a mapping; unknown keys raise so typos are caught."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SR settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
+@runtime_checkable
+class SRBackend(Protocol):
+    """What the distill stage needs from a symbolic-regression engine."""
+
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when usable here, else (False, reason a user can act on)."""
+        ...
+
+    def fit(self, X: np.ndarray, y: np.ndarray, names: Sequence[str], settings: SRSettings) -> ParetoFront:
+        """Search equations ``y ~ f(X)`` over columns named ``names``; return the Pareto front."""
+        ...
+
+
+def check_fit_inputs(X: Any, y: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Validate and convert fit inputs: float64 ``X [N, F]``, ``y [N]``, F ``feature_lag`` names, all finite."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    names = [str(n) for n in names]
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D [N, F], got shape {X.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+    if X.shape[0] < 2:
+        raise ValueError("need at least 2 samples")
+    if len(names) != X.shape[1]:
+        raise ValueError(f"{len(names)} names for {X.shape[1]} columns")
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate column names")
+    for n in names:
+        split_variable(n)
+    if not np.all(np.isfinite(X)) or not np.all(np.isfinite(y)):
+        raise ValueError("X and y must be finite (drop or clip NaN/inf rows first)")
+    return X, y, names
+
+
+def finish_front(
+    equations: Iterable[Equation],
+    X: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    provenance: Mapping[str, Any],
+    *,
+    prune: bool = True,
+) -> ParetoFront:
+    """Score each equation on the training data in float64, drop non-finite ones, build the front.
+
+    The front carries ``provenance``; each equation gets its ``backend`` and ``seed`` entries.
+    """
+    scored = []
+    for eq in equations:
+        eq = eq.score(X, y, names, "train")
+        if math.isfinite(eq.metrics["r2_train"]):
+            small = {k: provenance[k] for k in ("backend", "seed") if k in provenance}
+            eq.provenance = {**small, **eq.provenance}
+            scored.append(eq)
+    front = ParetoFront(scored, dict(provenance))
+    return front.nondominated("train") if prune else front

@@ -1,0 +1,260 @@
+"""pyoperon (C++ Operon) symbolic regression backend: the embedded default, no Julia needed.
+
+Traps handled here (pyoperon 0.6.2):
+
+* ``optimizer_iterations`` defaults to 0 in pyoperon (no constant fitting): we pass
+  ``settings.optimizer_iterations`` (default 10).
+* One objective returns one model: we use ``objectives=['r2', 'length']`` (NSGA-II) to get a front.
+* Printed model strings round small constants to zero (``get_model_string`` / ``InfixFormatter``): we
+  convert each front model's TREE node by node (postfix; the first operand of node i is the subtree
+  ending at i-1; ``Node.Length`` counts descendants), never its string.
+* Variable leaves carry a weight (``Node.Value * x``); constants and weights are float32: they are read
+  as the shortest decimal that round-trips in float32, and R² is re-measured in float64 by our
+  :meth:`Equation.evaluate`.
+* ``NodeType.Fmin`` evaluates ``max`` and ``NodeType.Fmax`` evaluates ``min`` (names swapped); neither is
+  in our grammar, so we never ask for them and refuse them in trees.
+* The ``r2`` objective appends the linear-scaling nodes (``* scale + offset``) to each tree; we fold
+  constant products (``w*scale`` -> one constant) and drop an offset below ``1e-6 * std(y)``
+  (it moves R² by at most 1e-12).
+* Nodes of arity other than 2 make pyoperon's interpreter abort the process; the search only builds
+  binary ones, but the converter follows Operon's n-ary semantics anyway (``Sub(a, b, c) = a - (b+c)``,
+  ``Div(a, b, c) = a / (b*c)``, unary ``Sub``/``Div`` = negation/inverse).
+
+Operator mapping (our name -> Operon symbol -> what the converted equation means, exactly):
+
+* ``add sub mul div square exp log tanh sinh cos sin abs`` -> same names, same meaning
+  (``log`` is the plain log in both).
+* ``sqrt`` -> ``sqrtabs`` = ``sqrt(|x|)``, converted as ``sqrt(abs(x))`` (our sign-extended sqrt of
+  ``|x|``, i.e. exactly ``sqrt(|x|)``). Operon has no sign-extended sqrt; its ``sqrt`` is NaN below 0.
+* ``pow`` -> ``powabs`` = ``|x|**y``, converted as ``pow(abs(x), y)`` (exactly ``|x|**y``). Operon has no
+  sign-extended pow; its ``pow`` is NaN for a negative base (a tree ``Pow`` converts to plain ``**``).
+* ``cube asinh relu erfc sign``: Operon lacks them; asking for them raises ValueError naming them.
+
+``settings.extra`` is passed to ``pyoperon.sklearn.SymbolicRegressor`` (keys checked against its
+signature), e.g. ``{"max_depth": 12, "optimizer": "lbfgs"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sympy
+
+from harness.symbolic.equation import Equation, ParetoFront, _var_symbol, spow, ssqrt
+from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
+
+__all__ = ["OPERON_MISSING", "OPERON_SYMBOLS", "OperonBackend", "operon_symbols", "tree_to_equation"]
+
+OPERON_SYMBOLS: dict[str, str] = {
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+    "div": "div",
+    "square": "square",
+    "sqrt": "sqrtabs",
+    "pow": "powabs",
+    "exp": "exp",
+    "log": "log",
+    "tanh": "tanh",
+    "sinh": "sinh",
+    "cos": "cos",
+    "sin": "sin",
+    "abs": "abs",
+}
+"""Our operator name -> the pyoperon ``allowed_symbols`` entry used for it."""
+
+OPERON_MISSING: frozenset[str] = frozenset({"cube", "asinh", "relu", "erfc", "sign"})
+"""Operators of our grammar that pyoperon does not have."""
+
+_OUR_KEYS = {
+    "allowed_symbols", "objectives", "optimizer_iterations", "population_size", "pool_size", "generations",
+    "max_length", "n_threads", "random_state", "max_time",
+}
+
+
+def operon_symbols(operators: Sequence[str]) -> str:
+    """pyoperon ``allowed_symbols`` for our operator names; ValueError naming any Operon lacks."""
+    missing = [o for o in operators if o in OPERON_MISSING or o not in OPERON_SYMBOLS]
+    if missing:
+        raise ValueError(
+            f"the operon backend cannot use operator(s) {', '.join(missing)}: pyoperon has no "
+            f"{'/'.join(missing)}; remove them or use the pysr backend. "
+            f"Operon-supported operators: {', '.join(OPERON_SYMBOLS)}"
+        )
+    symbols = [OPERON_SYMBOLS[o] for o in operators]
+    return ",".join(dict.fromkeys(symbols + ["constant", "variable"]))
+
+
+def _f32(v: float) -> float:
+    """Shortest decimal that round-trips the float32 ``v`` (Operon stores float32)."""
+    return float(str(np.float32(v)))
+
+
+def tree_to_equation(tree: Any, names_by_hash: Mapping[int, str]) -> Equation:
+    """Convert a pyoperon ``Tree`` to an Equation (see the module docstring for the node semantics).
+
+    Args:
+        tree: ``pyoperon.Tree`` (e.g. ``SymbolicRegressor.pareto_front_[i]['tree']``).
+        names_by_hash: variable hash -> our variable name.
+    """
+    import pyoperon as op
+
+    T = op.NodeType
+    nodes = list(tree.Nodes)
+    values: dict[sympy.Symbol, float] = {}
+
+    def const(v: float) -> sympy.Symbol:
+        s = sympy.Symbol(f"_o{len(values)}", real=True)
+        values[s] = _f32(v)
+        return s
+
+    def build(i: int) -> sympy.Expr:
+        n = nodes[i]
+        if n.IsConstant:
+            return const(n.Value)
+        if n.IsVariable:
+            try:
+                x = _var_symbol(names_by_hash[n.HashValue])
+            except KeyError:
+                raise ValueError(f"operon tree has an unknown variable hash {n.HashValue}") from None
+            w = _f32(n.Value)
+            return x if w == 1.0 else const(w) * x
+        args: list[sympy.Expr] = []
+        j = i - 1
+        for _ in range(n.Arity):
+            args.append(build(j))
+            j -= nodes[j].Length + 1
+        t = n.Type
+        if t == T.Add:
+            return sympy.Add(*args)
+        if t == T.Mul:
+            return sympy.Mul(*args)
+        if t == T.Sub:
+            return -args[0] if len(args) == 1 else args[0] - sympy.Add(*args[1:])
+        if t == T.Div:
+            return 1 / args[0] if len(args) == 1 else args[0] / sympy.Mul(*args[1:])
+        (a, *rest) = args
+        unary = {
+            T.Square: lambda: a**2,
+            T.Sqrt: lambda: sympy.Pow(a, sympy.Rational(1, 2)),
+            T.Sqrtabs: lambda: ssqrt(sympy.Abs(a)),
+            T.Cbrt: lambda: spow(a, sympy.Rational(1, 3)),
+            T.Exp: lambda: sympy.exp(a),
+            T.Log: lambda: sympy.log(a),
+            T.Logabs: lambda: sympy.log(sympy.Abs(a)),
+            T.Tanh: lambda: sympy.tanh(a),
+            T.Sinh: lambda: sympy.sinh(a),
+            T.Cos: lambda: sympy.cos(a),
+            T.Sin: lambda: sympy.sin(a),
+            T.Abs: lambda: sympy.Abs(a),
+        }
+        if t in unary and not rest:
+            return unary[t]()
+        if len(rest) == 1:
+            (b,) = rest
+            if t == T.Pow:
+                return sympy.Pow(a, b)
+            if t == T.Powabs:
+                return spow(sympy.Abs(a), b)
+            if t == T.Aq:
+                return a / sympy.Pow(1 + b**2, sympy.Rational(1, 2))
+        raise ValueError(f"operon node {n.Name!r} (arity {n.Arity}) is not supported by the converter")
+
+    expr = build(len(nodes) - 1)
+    return Equation(expr, values)
+
+
+def _drop_tiny_offset(eq: Equation, scale: float) -> Equation:
+    """Remove a top-level additive constant whose magnitude is below ``scale`` (linear-scaling noise)."""
+    syms = eq.constant_symbols
+    terms = sympy.Add.make_args(eq.expr)
+    keep = [t for t in terms if not (t in syms and abs(eq.constants[syms.index(t)]) < scale)]
+    if len(keep) == len(terms) or not keep:
+        return eq
+    values = {s: v for s, v in zip(syms, eq.constants, strict=True)}
+    new = sympy.Add(*keep)
+    return Equation(new, {s: values[s] for s in new.free_symbols if s in values}, metrics=eq.metrics,
+                    provenance=eq.provenance)
+
+
+class OperonBackend:
+    """Multi-objective (R², length) genetic programming with pyoperon; see the module docstring."""
+
+    name = "operon"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            importlib.import_module("pyoperon.sklearn")
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not usable here"
+            return False, f"pyoperon cannot be imported ({type(exc).__name__}: {exc}); pip install pyoperon"
+        return True, ""
+
+    def regressor_kwargs(self, settings: SRSettings) -> dict[str, Any]:
+        """Keyword arguments for ``pyoperon.sklearn.SymbolicRegressor`` from our settings."""
+        kw: dict[str, Any] = {
+            "allowed_symbols": operon_symbols(settings.operators),
+            "objectives": ["r2", "length"],
+            "optimizer_iterations": settings.optimizer_iterations,
+            "population_size": settings.population_size,
+            "pool_size": settings.population_size,
+            "generations": settings.iterations,
+            "max_length": settings.max_complexity,
+            "max_evaluations": 2**62,
+            "n_threads": settings.threads,
+            "random_state": settings.seed,
+        }
+        if settings.max_time_s is not None:
+            kw["max_time"] = max(1, int(math.ceil(settings.max_time_s)))
+        extra = dict(settings.extra)
+        clash = set(extra) & _OUR_KEYS
+        if clash:
+            raise ValueError(f"set {sorted(clash)} through SRSettings fields, not extra")
+        from pyoperon.sklearn import SymbolicRegressor
+
+        accepted = set(inspect.signature(SymbolicRegressor.__init__).parameters) - {"self"}
+        unknown = set(extra) - accepted
+        if unknown:
+            raise ValueError(f"unknown pyoperon options {sorted(unknown)}; accepted: {sorted(accepted)}")
+        kw.update(extra)
+        return kw
+
+    def fit(self, X: np.ndarray, y: np.ndarray, names: Sequence[str], settings: SRSettings) -> ParetoFront:
+        ok, why = self.available()
+        if not ok:
+            raise RuntimeError(f"operon backend unavailable: {why}")
+        X, y, names = check_fit_inputs(X, y, names)
+        from pyoperon.sklearn import SymbolicRegressor
+
+        kw = self.regressor_kwargs(settings)
+        t0 = time.perf_counter()
+        reg = SymbolicRegressor(**kw)
+        reg.fit(X, y)
+        elapsed = time.perf_counter() - t0
+        hashes = list(reg.variables_)  # ordered by column index
+        names_by_hash = {h: names[i] for i, h in enumerate(hashes)}
+        tiny = 1e-6 * (float(np.std(y)) + 1e-300)  # changes R² by at most 1e-12
+        equations = []
+        for model in reg.pareto_front_:
+            try:
+                eq = tree_to_equation(model["tree"], names_by_hash).fold_constants()
+            except ValueError:
+                continue
+            eq = eq.with_constants([_f32(v) for v in eq.constants])
+            eq = _drop_tiny_offset(eq, tiny)
+            eq.metrics["operon_length"] = float(model["length"])
+            equations.append(eq)
+        prov = {
+            "backend": self.name,
+            "seed": settings.seed,
+            "settings": settings.to_dict(),
+            "operon_kwargs": {k: v for k, v in kw.items() if k != "max_evaluations"},
+            "generations_run": int(reg.stats_.get("generations", -1)),
+            "time_s": elapsed,
+        }
+        return finish_front(equations, X, y, names, prov)

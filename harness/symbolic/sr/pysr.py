@@ -1,0 +1,188 @@
+"""PySR (SymbolicRegression.jl) backend, optional: used only where pysr and Julia are installed.
+
+``import pysr`` starts Julia through juliacall and, on first use, downloads Julia and the Julia packages;
+without them it raises all kinds of exceptions (not only ImportError). :meth:`PySRBackend.available`
+therefore checks for Julia BEFORE importing pysr and turns any failure into ``(False, reason)``; nothing
+here imports pysr at module import time.
+
+The sign-extended operators of the paper are custom Julia operators (``ssqrt``, ``spow``), mapped back to
+our sympy functions through ``extra_sympy_mappings``. Results are read from PySR's hall of fame (the
+``equation`` strings) by our safe parser (:func:`harness.symbolic.equation.import_hall_of_fame`), never
+by PySR's sympy export, and R² is re-measured in float64.
+
+Offline recipe (a machine without internet):
+
+1. On a machine with internet and the same OS/arch: ``pip install pysr`` and run
+   ``python -c "import pysr"`` once; it installs Julia (juliaup/juliapkg) and the packages into
+   ``~/.julia`` (or ``$JULIA_DEPOT_PATH``).
+2. Copy the Julia installation and the whole depot (``~/.julia``: ``packages``, ``compiled``,
+   ``artifacts``, ``environments/pyjuliapkg``) to the offline machine.
+3. There, set ``PYTHON_JULIAPKG_OFFLINE=yes`` (never resolve or download), ``PYTHON_JULIAPKG_EXE=/path/to/
+   julia`` (the copied binary; or put ``julia`` on ``PATH``) and ``JULIA_DEPOT_PATH=/path/to/copied/.julia``.
+4. ``python -c "from harness.symbolic.sr.pysr import PySRBackend; print(PySRBackend().available())"``.
+
+For multithreaded searches (``settings.threads > 1``) also set ``PYTHON_JULIACALL_THREADS`` to the thread
+count before Python starts; such searches are not deterministic. With one thread we ask PySR for a
+deterministic serial search (``deterministic=True, parallelism="serial"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harness.symbolic.equation import ParetoFront, import_hall_of_fame, relu, spow, ssqrt
+from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
+
+__all__ = ["PYSR_BINARY", "PYSR_UNARY", "PySRBackend", "pysr_kwargs"]
+
+PYSR_BINARY: dict[str, str] = {
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "div": "/",
+    "pow": "spow(x, y) = x == zero(x) ? zero(x) : sign(x) * abs(x)^y",
+}
+"""Our binary operators -> PySR ``binary_operators`` entries (``spow`` sign-extended, ``spow(0, y) = 0``)."""
+
+PYSR_UNARY: dict[str, str] = {
+    "square": "square",
+    "cube": "cube",
+    "sqrt": "ssqrt(x) = sign(x) * sqrt(abs(x))",
+    "exp": "exp",
+    "log": "log",
+    "tanh": "tanh",
+    "asinh": "asinh",
+    "sinh": "sinh",
+    "relu": "relu",
+    "erfc": "erfc",
+    "abs": "abs",
+    "sign": "sign",
+    "cos": "cos",
+    "sin": "sin",
+}
+"""Our unary operators -> PySR ``unary_operators`` entries (``ssqrt`` sign-extended)."""
+
+
+def pysr_kwargs(settings: SRSettings) -> dict[str, Any]:
+    """``PySRRegressor`` keyword arguments for ``settings`` (pure Python: testable without Julia).
+
+    ``settings.extra`` entries override the computed ones (e.g. ``{"populations": 8}``).
+    """
+    binary = [PYSR_BINARY[o] for o in settings.operators if o in PYSR_BINARY]
+    unary = [PYSR_UNARY[o] for o in settings.operators if o in PYSR_UNARY]
+    unknown = [o for o in settings.operators if o not in PYSR_BINARY and o not in PYSR_UNARY]
+    if unknown:  # pragma: no cover - every grammar operator is mapped
+        raise ValueError(f"no PySR mapping for operators {unknown}")
+    if not binary:
+        raise ValueError("PySR needs at least one binary operator (add, sub, mul, div or pow)")
+    mappings: dict[str, Any] = {}
+    if "sqrt" in settings.operators:
+        mappings["ssqrt"] = ssqrt
+    if "pow" in settings.operators:
+        mappings["spow"] = spow
+    if "relu" in settings.operators:
+        mappings["relu"] = relu
+    serial = settings.threads <= 1
+    kw: dict[str, Any] = {
+        "binary_operators": binary,
+        "unary_operators": unary,
+        "extra_sympy_mappings": mappings,
+        "niterations": settings.iterations,
+        "population_size": settings.population_size,
+        "maxsize": max(7, settings.max_complexity),  # PySR refuses maxsize < 7
+        "random_state": settings.seed,
+        "deterministic": serial,
+        "parallelism": "serial" if serial else "multithreading",
+        "should_optimize_constants": settings.optimizer_iterations > 0,
+        "optimizer_iterations": max(1, settings.optimizer_iterations),
+        "progress": False,
+        "verbosity": 0,
+        "temp_equation_file": True,
+        "delete_tempfiles": True,
+    }
+    if not serial:
+        kw["procs"] = settings.threads
+    if settings.max_time_s is not None:
+        kw["timeout_in_seconds"] = float(settings.max_time_s)
+    kw.update(settings.extra)
+    return kw
+
+
+class PySRBackend:
+    """PySR searches, read back through the safe hall-of-fame importer; see the module docstring."""
+
+    name = "pysr"
+    _status: tuple[bool, str] | None = None
+
+    def available(self) -> tuple[bool, str]:
+        if PySRBackend._status is not None:
+            return PySRBackend._status
+        PySRBackend._status = self._probe()
+        return PySRBackend._status
+
+    @staticmethod
+    def _probe() -> tuple[bool, str]:
+        try:
+            if importlib.util.find_spec("pysr") is None:
+                return False, "pysr is not installed (pip install 'symbolic-l2o[pysr]'; it also needs Julia)"
+        except Exception as exc:  # noqa: BLE001
+            return False, f"pysr cannot be located ({type(exc).__name__}: {exc})"
+        exe = os.environ.get("PYTHON_JULIAPKG_EXE") or shutil.which("julia")
+        if not exe or not os.path.exists(exe):
+            return False, (
+                "Julia was not found (no `julia` on PATH and PYTHON_JULIAPKG_EXE unset); importing pysr "
+                "would try to download it. See harness/symbolic/sr/pysr.py for the offline recipe."
+            )
+        try:
+            importlib.import_module("pysr")
+        except BaseException as exc:  # noqa: BLE001 - juliacall raises anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return False, f"importing pysr failed ({type(exc).__name__}: {str(exc)[:300]})"
+        return True, ""
+
+    def fit(self, X: np.ndarray, y: np.ndarray, names: Sequence[str], settings: SRSettings) -> ParetoFront:
+        ok, why = self.available()
+        if not ok:
+            raise RuntimeError(f"pysr backend unavailable: {why}")
+        X, y, names = check_fit_inputs(X, y, names)
+        from pysr import PySRRegressor
+
+        kw = pysr_kwargs(settings)
+        accepted = set(inspect.signature(PySRRegressor.__init__).parameters) - {"self"}
+        bad_extra = set(settings.extra) - accepted
+        if bad_extra:
+            raise ValueError(f"unknown PySR options {sorted(bad_extra)}")
+        dropped = set(kw) - accepted
+        if dropped:
+            warnings.warn(f"this PySR version does not take {sorted(dropped)}; ignoring them", stacklevel=2)
+        kw = {k: v for k, v in kw.items() if k in accepted}
+        t0 = time.perf_counter()
+        model = PySRRegressor(**kw)
+        model.fit(X, y)
+        elapsed = time.perf_counter() - t0
+        df = model.equations_
+        cols = {c.lower(): c for c in df.columns}
+        rows = [
+            {"complexity": c, "loss": loss, "equation": e}
+            for c, loss, e in zip(df[cols["complexity"]], df[cols["loss"]], df[cols["equation"]], strict=True)
+        ]
+        imported = import_hall_of_fame(rows, names)
+        prov = {
+            "backend": self.name,
+            "seed": settings.seed,
+            "settings": settings.to_dict(),
+            "skipped": imported.provenance.get("skipped", 0),
+            "time_s": elapsed,
+        }
+        return finish_front(imported.equations, X, y, names, prov)

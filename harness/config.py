@@ -217,7 +217,146 @@ class EvaluateStage(StageBase):
     device: str = "auto"
 
 
-Stage = Annotated[EvaluateStage, Field(discriminator="kind")]
+class TeacherSpec(_Model):
+    """A registered teacher and its constructor kwargs."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from harness.registry import TEACHERS
+
+        TEACHERS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_match_signature(self) -> TeacherSpec:
+        from harness.registry import TEACHERS
+
+        if self.name in TEACHERS:
+            check_kwargs(TEACHERS.get(self.name), self.kwargs, f"teacher {self.name!r}")
+        return self
+
+
+class MetaTrainStage(StageBase):
+    """Meta-train every teacher on every optimizee distribution for every seed (truncated BPTT)."""
+
+    kind: Literal["meta_train"]
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_every: int = Field(default=5, gt=0)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from harness.stages.meta_train import check_settings
+
+        check_settings(v)
+        return v
+
+
+class SourceSpec(_Model):
+    """What a collect stage records: an earlier meta_train stage, a teacher checkpoint, or a rule."""
+
+    from_stage: str | None = None
+    checkpoint: str | None = None
+    rule: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> SourceSpec:
+        given = [k for k in ("from_stage", "checkpoint", "rule") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of from_stage, checkpoint or rule")
+        if self.rule is not None:
+            from harness.registry import TEACHERS
+
+            check_kwargs(TEACHERS.get(self.rule), self.kwargs, f"rule {self.rule!r}")
+        return self
+
+
+class CollectStage(StageBase):
+    """Run a source optimizer and record (feature history, update) pairs for symbolic regression."""
+
+    kind: Literal["collect"]
+    source: SourceSpec
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    features: list[str] | None = None
+    lags: int = Field(default=20, gt=0)
+    n_samples: int = Field(default=5000, gt=0)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    steps: int = Field(default=200, gt=0)
+    seed: int = 0
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            from harness.features import FeatureSpec
+
+            FeatureSpec(tuple(v))
+        return v
+
+
+class DistillStage(StageBase):
+    """Symbolic regression over backend x seed x maximum complexity; fronts merged, one equation chosen."""
+
+    kind: Literal["distill"]
+    from_stage: str
+    backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    choose: Literal["mc", "best"] | int = "mc"
+
+    @field_validator("backends")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from harness.registry import SR_BACKENDS
+
+        for name in v:
+            SR_BACKENDS.get(name)
+        return v
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        import dataclasses
+
+        from harness.symbolic.sr.base import SRSettings
+
+        known = {f.name for f in dataclasses.fields(SRSettings)}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown SR setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+        return v
+
+
+class MetaTuneStage(StageBase):
+    """Meta-tune the constants of a distilled equation on a target optimizee (gradient or Optuna)."""
+
+    kind: Literal["meta_tune"]
+    from_stage: str | None = None
+    equation: str | None = None
+    optimizee: OptimizeeSpec
+    method: Literal["gradient", "optuna"] = "gradient"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @model_validator(mode="after")
+    def _source(self) -> MetaTuneStage:
+        if (self.equation is None) == (self.from_stage is None):
+            raise ValueError("give exactly one of equation (a JSON file) or from_stage (a distill stage)")
+        return self
+
+
+Stage = Annotated[
+    EvaluateStage | MetaTrainStage | CollectStage | DistillStage | MetaTuneStage, Field(discriminator="kind")
+]
 
 
 class Metric(_Model):
@@ -244,11 +383,16 @@ class Suite(_Model):
             seen.add(s.name)
         for i, s in enumerate(self.stages):
             earlier = {t.name: t.kind for t in self.stages[:i]}
-            for ref in _stage_refs(s):
+            for ref, kinds in _stage_refs(s):
                 if ref not in earlier:
                     raise ValueError(
                         f"stage {s.name!r} uses from_stage {ref!r}, which is not an earlier stage "
                         f"(earlier stages: {', '.join(earlier) or 'none'})"
+                    )
+                if earlier[ref] not in kinds:
+                    raise ValueError(
+                        f"stage {s.name!r} uses from_stage {ref!r}, a {earlier[ref]} stage; "
+                        f"it needs a {' or '.join(kinds)} stage here"
                     )
         return self
 
@@ -259,16 +403,21 @@ class Suite(_Model):
         raise KeyError(f"suite {self.name!r} has no stage {name!r}")
 
 
-def _stage_refs(stage: Any) -> list[str]:
-    refs = []
+def _stage_refs(stage: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """``(referenced stage, kinds it may be)`` for every from_stage in a stage."""
+    refs: list[tuple[str, tuple[str, ...]]] = []
     for opt in getattr(stage, "optimizers", []) or []:
         ref = getattr(opt, "from_stage", None)
         if ref:
-            refs.append(ref)
-    for attr in ("from_stage", "teacher_stage", "dataset_stage", "equation_stage"):
-        ref = getattr(stage, attr, None)
-        if isinstance(ref, str):
-            refs.append(ref)
+            kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
+            refs.append((ref, kinds))
+    if stage.kind == "distill":
+        refs.append((stage.from_stage, ("collect",)))
+    if stage.kind == "meta_tune" and stage.from_stage:
+        refs.append((stage.from_stage, ("distill", "meta_tune")))
+    source = getattr(stage, "source", None)
+    if source is not None and source.from_stage:
+        refs.append((source.from_stage, ("meta_train",)))
     return refs
 
 

@@ -35,8 +35,10 @@ def optimizer_label(spec: dict[str, Any]) -> str:
         else:
             parts.append(f"{key}={val:g}" if isinstance(val, float) else f"{key}={val}")
     name = spec.get("name")
-    inner = ",".join(parts)
-    return f"{name}:{family}({inner})" if name else f"{family}({inner})"
+    if name:  # teachers and equations from earlier stages: their name says which file
+        parts = [p for p in parts if not p.startswith(("checkpoint=", "equation="))]
+        return f"{family}:{name}" + (f"({','.join(parts)})" if parts else "")
+    return f"{family}({','.join(parts)})"
 
 
 def build_optimizer(

@@ -67,6 +67,7 @@ class StageOutcome:
     trials: list[TrialOutput] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +142,8 @@ class StagePlan:
 
 
 PLANNERS: dict[str, Callable[..., StagePlan]] = {}
+#: per stage kind, called after the stage's trials (fresh or reused): ``fn(outcome, ctx, fresh) -> None``
+FINALIZERS: dict[str, Callable[..., None]] = {}
 
 
 def planner(kind: str) -> Callable[[Callable[..., StagePlan]], Callable[..., StagePlan]]:
@@ -251,7 +254,9 @@ def run_stage(
     if done is not None:
         trials = _stage_outputs(client, exp_id, done.info.run_id, art_cache)
         opts.log(f"[{stage.name}] reusing finished stage (run {done.info.run_id}, {len(trials)} trials)")
-        return StageOutcome(stage.name, stage.kind, key, done.info.run_id, True, trials)
+        outcome = StageOutcome(stage.name, stage.kind, key, done.info.run_id, True, trials)
+        _finalize(stage, outcome, ctx, art_cache, fresh=False, opts=opts)
+        return outcome
 
     start = time.time()
     plan = PLANNERS[stage.kind](suite, stage, inputs)
@@ -333,13 +338,29 @@ def run_stage(
             f"stage {stage.name!r} was interrupted after {grid.num_terminated}/{plan.n_trials} trials; "
             "rerun the same command to resume it"
         )
+    trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)
+    secs = time.time() - start
+    outcome = StageOutcome(stage.name, stage.kind, key, stage_run_id, False, trials, errors, secs)
+    _finalize(stage, outcome, ctx, art_cache, fresh=True, opts=opts)
     client.set_tag(stage_run_id, f"{TAG}.complete", "true")
     client.set_tag(stage_run_id, f"{TAG}.errors", str(errors))
     client.set_terminated(stage_run_id, status="FINISHED")
-    trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)
-    secs = time.time() - start
     opts.log(f"[{stage.name}] finished: {len(trials)} trials ok, {errors} errored, {secs:.1f}s")
-    return StageOutcome(stage.name, stage.kind, key, stage_run_id, False, trials, errors, secs)
+    return outcome
+
+
+def _finalize(
+    stage: Any, outcome: StageOutcome, ctx: dict[str, Any], art_cache: Path, fresh: bool, opts: RunOptions
+) -> None:
+    """Stage-level post-processing (e.g. merging a distill stage's fronts) and its artifacts."""
+    fn = FINALIZERS.get(stage.kind)
+    if fn is None:
+        return
+    outdir = art_cache / "stage"
+    outdir.mkdir(parents=True, exist_ok=True)
+    fn(stage, outcome, outdir, opts.log)
+    if fresh and any(outdir.iterdir()):
+        ctx["client"].log_artifacts(outcome.run_id, str(outdir))
 
 
 def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:

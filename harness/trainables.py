@@ -7,14 +7,15 @@ stage function, and a ``tune.grid_search`` param space crossing the stage's axes
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
 from ray import tune
 
-from harness.config import EvaluateStage, GridRef, Suite
+from harness.config import EvaluateStage, GridRef, MetaTrainStage, Suite
 from harness.optimizers import optimizer_label
-from harness.runner import PLANNERS, StageOutcome, StagePlan, planner, set_trial_threads
+from harness.runner import StageOutcome, StagePlan, planner, set_trial_threads
 from harness.tracking import TAG
 from search_spaces import load_grid
 
@@ -36,7 +37,8 @@ def resolve_optimizers(stage: EvaluateStage, inputs: dict[str, StageOutcome]) ->
         if isinstance(entry, GridRef):
             out.extend(load_grid(entry.grid, entry.file))
             continue
-        spec = entry.model_dump(exclude_none=True)
+        spec = entry.model_dump(exclude_none=True, exclude_defaults=True)
+        spec["family"] = entry.family
         src = spec.pop("from_stage", None)
         if src is None:
             out.append(spec)
@@ -150,4 +152,118 @@ def plan_evaluate(suite: Suite, stage: EvaluateStage, inputs: dict[str, StageOut
     )
 
 
-__all__ = ["PLANNERS", "plan_evaluate", "evaluate_trainable", "resolve_optimizers"]
+# ---------------------------------------------------------------------------------------------
+# meta_train
+# ---------------------------------------------------------------------------------------------
+TRAINER_FILE = "trainer.pt"
+
+
+def meta_train_trainable(config: dict[str, Any]) -> None:
+    """Tune trainable: one meta-training run, checkpointed through Tune so a killed trial resumes."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from ray.tune import Checkpoint
+
+    from harness.runner import report_artifacts
+    from harness.stages.meta_train import make_config, run_meta_train, write_outputs
+
+    set_trial_threads()
+    cfg = make_config(config["teacher"], config["optimizee"], int(config["seed"]), config["settings"])
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            path = Path(d) / TRAINER_FILE
+            if path.exists():
+                resume = torch.load(path, map_location="cpu", weights_only=True)
+    every = int(config.get("checkpoint_every", 5))
+    pending: dict[str, list[float]] = {"steps": [], "meta_loss": [], "val_loss": []}
+    last = [time.time()]
+
+    def on_episode(trainer: Any, m: dict[str, Any]) -> None:
+        ep = int(m["episode"])
+        pending["steps"].append(ep)
+        pending["meta_loss"].append(float(m.get("meta_loss", float("nan"))))
+        pending["val_loss"].append(float(m.get("val_loss", float("nan"))))
+        if ep % every == 0 or time.time() - last[0] > CURVE_FLUSH_S:
+            result = {
+                "curve_steps": list(pending["steps"]),
+                "curve_meta_loss": list(pending["meta_loss"]),
+                "curve_val_loss": list(pending["val_loss"]),
+                "episode": ep,
+                "best_val_loss": float(m.get("best_val_loss", float("inf"))),
+            }
+            for v in pending.values():
+                v.clear()
+            last[0] = time.time()
+            if ep % every == 0:
+                with tempfile.TemporaryDirectory() as tmp:
+                    torch.save(trainer.state_dict(), Path(tmp) / TRAINER_FILE)
+                    tune.report(result, checkpoint=Checkpoint.from_directory(tmp))
+            else:
+                tune.report(result)
+
+    result = run_meta_train(cfg, resume=resume, on_episode=on_episode)
+    with tempfile.TemporaryDirectory() as out:
+        files = write_outputs(result, cfg, out)
+        metrics = {
+            "best_val_loss": result.best_val_loss,
+            "episodes": float(result.episodes),
+            "meta_iterations": float(result.meta_iterations),
+            "elapsed_s": result.elapsed_s,
+        }
+        final = {
+            **metrics,
+            "final": True,
+            "final_keys": list(metrics),
+            "status": "ok" if math.isfinite(result.best_val_loss) else "diverged",
+            "stop_reason": result.stop_reason,
+            "curve_steps": list(pending["steps"]),
+            "curve_meta_loss": list(pending["meta_loss"]),
+            "curve_val_loss": list(pending["val_loss"]),
+        }
+        report_artifacts(final, files)
+
+
+@planner("meta_train")
+def plan_meta_train(suite: Suite, stage: MetaTrainStage, inputs: dict[str, StageOutcome]) -> StagePlan:
+    teachers = [t.model_dump() for t in stage.teachers]
+    optimizees = [_optimizee_dict(o) for o in stage.optimizees]
+    labels = {
+        json.dumps(o, sort_keys=True): spec.display()
+        for o, spec in zip(optimizees, stage.optimizees, strict=True)
+    }
+
+    def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
+        return {
+            f"{TAG}.teacher": cfg["teacher"]["name"],
+            f"{TAG}.optimizee": labels.get(
+                json.dumps(cfg["optimizee"], sort_keys=True), cfg["optimizee"]["name"]
+            ),
+            f"{TAG}.seed": str(cfg["seed"]),
+            f"{TAG}.config": _tags_json({k: cfg[k] for k in ("teacher", "optimizee", "seed", "settings")}),
+        }
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        from harness.tracking import flatten
+
+        return flatten({k: cfg[k] for k in ("teacher", "optimizee", "seed", "settings")})
+
+    space = {
+        "teacher": tune.grid_search(teachers),
+        "optimizee": tune.grid_search(optimizees),
+        "seed": tune.grid_search(list(stage.seeds)),
+        "settings": dict(stage.settings),
+        "checkpoint_every": stage.checkpoint_every,
+    }
+    return StagePlan(
+        trainable=meta_train_trainable,
+        param_space=space,
+        n_trials=len(teachers) * len(optimizees) * len(stage.seeds),
+        metric="best_val_loss",
+        mode="min",
+        trial_tags=trial_tags,
+        trial_params=trial_params,
+    )

@@ -458,10 +458,12 @@ class _Printed:
 
 
 class _Printer:
-    def __init__(self, values: Mapping[sympy.Symbol, float]) -> None:
-        self.values = values
+    """Prints with '#' for constants; ties between identical shapes are broken by constant rank."""
 
-    def key(self, p: _Printed) -> tuple[str, tuple[float, ...]]:
+    def __init__(self, rank: Mapping[sympy.Symbol, tuple[int, int]]) -> None:
+        self.values = rank  # the constant symbols (membership) and their ranks
+
+    def key(self, p: _Printed) -> tuple[str, tuple[tuple[int, int], ...]]:
         return p.text, tuple(self.values[c] for c in p.consts)
 
     def sorted(self, exprs: Iterable[sympy.Expr]) -> list[tuple[_Printed, sympy.Expr]]:
@@ -749,6 +751,12 @@ def _canonicalize(
     """
     temp_values: dict[sympy.Symbol, float] = {}
     origin: dict[sympy.Symbol, sympy.Symbol | None] = {}
+    # rank = (position of the source constant in `values`, occurrence number): it breaks ties between
+    # identical shapes, so re-canonicalising a canonical expression keeps every constant's index
+    # (with_constants is index-stable) and parsing keeps literal order.
+    source_rank = {sym: i for i, sym in enumerate(values)}
+    seen: dict[sympy.Symbol | None, int] = {}
+    rank: dict[sympy.Symbol, tuple[int, int]] = {}
 
     def fresh(v: float, src: sympy.Symbol | None) -> sympy.Symbol:
         if not math.isfinite(float(v)):
@@ -756,6 +764,9 @@ def _canonicalize(
         s = sympy.Symbol(f"_t{len(temp_values)}", real=True)
         temp_values[s] = float(v)
         origin[s] = src
+        k = seen.get(src, 0)
+        seen[src] = k + 1
+        rank[s] = (source_rank[src], k) if src is not None else (len(source_rank) + k, 0)
         return s
 
     def rebuild(e: sympy.Expr) -> sympy.Expr:
@@ -772,7 +783,7 @@ def _canonicalize(
         return e.func(*[rebuild(a) for a in e.args])
 
     tmp = rebuild(sympy.sympify(expr) if not isinstance(expr, sympy.Basic) else expr)
-    printed = _Printer(temp_values).pr(tmp)
+    printed = _Printer(rank).pr(tmp)
     order = printed.consts
     if len(set(order)) != len(order) or set(order) != set(temp_values):
         raise AssertionError("internal error: constants are not one symbol per occurrence")
@@ -935,6 +946,15 @@ class Equation:
     def max_lag(self, feature: str) -> int:
         """Largest lag of ``feature`` used, -1 when unused (so ``max_lag + 1`` is the history needed)."""
         return max(self.lags_used().get(feature, [-1]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # cached closures do not pickle; everything else does (Ray ships equations between processes)
+        return {"text": self._text, "constants": self._constants, "metrics": self.metrics,
+                "provenance": self.provenance}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        eq = Equation.parse(state["text"]).with_constants(state["constants"])
+        self._set(eq._expr, eq._constants, eq._text_ph, state["metrics"], state["provenance"])
 
     def __str__(self) -> str:
         return self._text
@@ -1193,6 +1213,16 @@ class CompiledEquation(nn.Module):
         )
         idx = {sym: slot[i] for i, sym in enumerate(equation.constant_symbols)}
         self._fn = _closure(equation.expr, idx, _TORCH_OPS)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_fn", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        idx = {sym: self._slot[i] for i, sym in enumerate(self.equation.constant_symbols)}
+        self._fn = _closure(self.equation.expr, idx, _TORCH_OPS)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:

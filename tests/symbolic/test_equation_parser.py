@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import sympy
 
@@ -284,3 +285,14 @@ def test_hall_of_fame_import(tmp_path) -> None:
         assert len(import_hall_of_fame(HOF, names=["g_0", "m_hat_1"])) == len(front)
     rows = [{"complexity": 3, "loss": 0.1, "equation": "x0 * 2.0"}]
     assert import_hall_of_fame(rows, names=["g_7"])[0] == Equation.parse("2.0*g_7")
+
+
+def test_with_constants_is_index_stable() -> None:
+    """Constant i stays constant i whatever the new values (tie groups and meta-tuning rely on it)."""
+    eq = Equation.parse("0.3*tanh(g_0/0.4)*0.1 + 0.3*tanh(g_1/0.4)*0.2 + 0.5*g_0 + 0.5*g_0 + 0.1*g_0*g_1")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        values = [float(v) for v in rng.uniform(-3, 3, size=eq.n_constants)]
+        new = eq.with_constants(values)
+        assert list(new.constants) == values and new.template == eq.template
+        assert Equation.parse(str(new)) == new

@@ -13,9 +13,17 @@ from typing import Any
 
 from ray import tune
 
-from harness.config import EvaluateStage, GridRef, MetaTrainStage, Suite
+from harness.config import (
+    CollectStage,
+    DistillStage,
+    EvaluateStage,
+    GridRef,
+    MetaTrainStage,
+    MetaTuneStage,
+    Suite,
+)
 from harness.optimizers import optimizer_label
-from harness.runner import StageOutcome, StagePlan, planner, set_trial_threads
+from harness.runner import FINALIZERS, StageOutcome, StagePlan, planner, set_trial_threads
 from harness.tracking import TAG
 from search_spaces import load_grid
 
@@ -266,4 +274,233 @@ def plan_meta_train(suite: Suite, stage: MetaTrainStage, inputs: dict[str, Stage
         mode="min",
         trial_tags=trial_tags,
         trial_params=trial_params,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# collect
+# ---------------------------------------------------------------------------------------------
+def collect_trainable(config: dict[str, Any]) -> None:
+    """Tune trainable: record one source's (feature history, update) dataset."""
+    import tempfile
+    from pathlib import Path
+
+    from harness.runner import report_artifacts
+    from harness.stages.collect import collect
+
+    set_trial_threads()
+    start = time.time()
+    ds = collect(
+        config["source"],
+        config["optimizees"],
+        features=config.get("features"),
+        lags=int(config["lags"]),
+        n_samples=int(config["n_samples"]),
+        holdout=float(config["holdout"]),
+        steps=int(config["steps"]),
+        seed=int(config["seed"]),
+    )
+    with tempfile.TemporaryDirectory() as out:
+        path = Path(out) / "dataset.npz"
+        ds.save(path)
+        metrics = {
+            "n_train": float(len(ds.y_train)),
+            "n_val": float(len(ds.y_val)),
+            "n_inputs": float(ds.X_train.shape[1]),
+            "seconds": time.time() - start,
+        }
+        report_artifacts(
+            {**metrics, "final": True, "final_keys": list(metrics), "status": "ok"}, {"dataset.npz": path}
+        )
+
+
+@planner("collect")
+def plan_collect(suite: Suite, stage: CollectStage, inputs: dict[str, StageOutcome]) -> StagePlan:
+    from harness.stage_outputs import teachers_from_stage
+
+    src = stage.source
+    if src.from_stage:
+        sources = [
+            {"checkpoint": str(p), "label": label} for label, p in teachers_from_stage(inputs[src.from_stage])
+        ]
+    elif src.checkpoint:
+        sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
+    else:
+        sources = [{"rule": src.rule, "kwargs": dict(src.kwargs), "label": src.rule}]
+
+    def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
+        return {
+            f"{TAG}.source": str(cfg["source"].get("label")),
+            f"{TAG}.config": _tags_json({"source": cfg["source"], "seed": cfg["seed"]}),
+        }
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        from harness.tracking import flatten
+
+        return flatten(
+            {k: cfg[k] for k in ("source", "optimizees", "features", "lags", "n_samples", "steps", "seed")}
+        )
+
+    space = {
+        "source": tune.grid_search(sources),
+        "optimizees": [_optimizee_dict(o) for o in stage.optimizees],
+        "features": stage.features,
+        "lags": stage.lags,
+        "n_samples": stage.n_samples,
+        "holdout": stage.holdout,
+        "steps": stage.steps,
+        "seed": stage.seed,
+    }
+    return StagePlan(collect_trainable, space, len(sources), "n_train", "max", trial_tags, trial_params)
+
+
+# ---------------------------------------------------------------------------------------------
+# distill
+# ---------------------------------------------------------------------------------------------
+def distill_trainable(config: dict[str, Any]) -> None:
+    """Tune trainable: one SR fit (backend x seed x max complexity) on one dataset; logs its front."""
+    import tempfile
+
+    from harness.runner import report_artifacts
+    from harness.stages.collect import SRDataset
+    from harness.stages.distill import distill, write_outputs
+
+    cpus = set_trial_threads()
+    start = time.time()
+    ds = SRDataset.load(config["dataset"])
+    settings = dict(config["settings"])
+    settings.setdefault("max_complexity", int(config["max_complexity"]))
+    settings.setdefault("threads", cpus)
+    front = distill(ds, config["backend"], settings, int(config["seed"]))
+    with tempfile.TemporaryDirectory() as out:
+        files = write_outputs(front, out)
+        best = max((eq.metrics.get("r2_val", float("-inf")) for eq in front.equations), default=float("nan"))
+        metrics = {
+            "best_r2_val": float(best),
+            "front_size": float(len(front.equations)),
+            "seconds": time.time() - start,
+        }
+        report_artifacts({**metrics, "final": True, "final_keys": list(metrics), "status": "ok"}, files)
+
+
+@planner("distill")
+def plan_distill(suite: Suite, stage: DistillStage, inputs: dict[str, StageOutcome]) -> StagePlan:
+    from harness.stage_outputs import trial_files
+
+    datasets = [
+        (t.tags.get(f"{TAG}.source", "?"), str(p))
+        for t, p in trial_files(inputs[stage.from_stage], "dataset.npz")
+    ]
+    if not datasets:
+        raise ValueError(f"stage {stage.from_stage!r} produced no datasets; nothing to distill")
+
+    def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
+        return {
+            f"{TAG}.backend": cfg["backend"],
+            f"{TAG}.source": cfg["source"],
+            f"{TAG}.seed": str(cfg["seed"]),
+            f"{TAG}.max_complexity": str(cfg["max_complexity"]),
+            f"{TAG}.config": _tags_json({k: cfg[k] for k in ("backend", "source", "seed", "max_complexity")}),
+        }
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        from harness.tracking import flatten
+
+        return flatten({k: cfg[k] for k in ("backend", "source", "seed", "max_complexity", "settings")})
+
+    space = {
+        "backend": tune.grid_search(list(stage.backends)),
+        "seed": tune.grid_search(list(stage.seeds)),
+        "max_complexity": tune.grid_search(list(stage.max_complexities)),
+        "source": tune.grid_search([s for s, _ in datasets]),
+        "datasets": dict(datasets),
+        "settings": dict(stage.settings),
+    }
+    n = len(stage.backends) * len(stage.seeds) * len(stage.max_complexities) * len(datasets)
+    return StagePlan(_distill_entry, space, n, "best_r2_val", "max", trial_tags, trial_params)
+
+
+def _distill_entry(config: dict[str, Any]) -> None:
+    distill_trainable({**config, "dataset": config["datasets"][config["source"]]})
+
+
+def finalize_distill(stage: DistillStage, outcome: StageOutcome, outdir: Any, log: Any) -> None:
+    """Merge the trials' fronts into one, choose the equation the suite goes on with."""
+    from harness.stage_outputs import trial_files
+    from harness.stages.distill import merge_and_choose
+
+    fronts = [p for _, p in trial_files(outcome, "equations.json")]
+    if not fronts:
+        log(f"[{stage.name}] no fronts to merge (all trials failed?)")
+        return
+    files = merge_and_choose(fronts, stage.choose, outdir)
+    outcome.extra["chosen"] = str(files["chosen.json"])
+    outcome.extra["front"] = str(files["front.json"])
+
+
+FINALIZERS["distill"] = finalize_distill
+
+
+# ---------------------------------------------------------------------------------------------
+# meta_tune
+# ---------------------------------------------------------------------------------------------
+def meta_tune_trainable(config: dict[str, Any]) -> None:
+    """Tune trainable: meta-tune one equation's constants on the target optimizee."""
+    import tempfile
+
+    from harness.runner import report_artifacts
+    from harness.stages.meta_tune import meta_tune, write_outputs
+
+    set_trial_threads()
+    start = time.time()
+    result = meta_tune(
+        config["equation"],
+        config["optimizee"],
+        method=config["method"],
+        seed=int(config["seed"]),
+        **config["settings"],
+    )
+    with tempfile.TemporaryDirectory() as out:
+        files = write_outputs(result, out)
+        metrics = {k: float(v) for k, v in result.summary().items() if isinstance(v, int | float)}
+        metrics["seconds"] = time.time() - start
+        report_artifacts({**metrics, "final": True, "final_keys": list(metrics), "status": "ok"}, files)
+
+
+@planner("meta_tune")
+def plan_meta_tune(suite: Suite, stage: MetaTuneStage, inputs: dict[str, StageOutcome]) -> StagePlan:
+    from harness.stage_outputs import equations_from_stage
+
+    if stage.from_stage:
+        equations = [str(p) for _, p in equations_from_stage(inputs[stage.from_stage])]
+    else:
+        equations = [str(stage.equation)]
+
+    def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
+        return {
+            f"{TAG}.method": cfg["method"],
+            f"{TAG}.seed": str(cfg["seed"]),
+            f"{TAG}.config": _tags_json({k: cfg[k] for k in ("equation", "method", "seed")}),
+        }
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        from harness.tracking import flatten
+
+        return flatten({k: cfg[k] for k in ("equation", "optimizee", "method", "seed", "settings")})
+
+    space = {
+        "equation": tune.grid_search(equations),
+        "seed": tune.grid_search(list(stage.seeds)),
+        "optimizee": _optimizee_dict(stage.optimizee),
+        "method": stage.method,
+        "settings": dict(stage.settings),
+    }
+    return StagePlan(
+        meta_tune_trainable,
+        space,
+        len(equations) * len(stage.seeds),
+        "heldout_after",
+        "min",
+        trial_tags,
+        trial_params,
     )

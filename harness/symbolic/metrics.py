@@ -131,8 +131,8 @@ def mc(front: ParetoFront | Sequence[Equation], threshold: float = 0.01, *, spli
        relative: bool = False) -> int:
     """Minimal complexity: smallest complexity whose error is within ``threshold`` of the best error.
 
-    Error is ``1 - R²`` (held-out ``r2_val`` when every... each equation has it, else ``r2_train``, else
-    ``loss``; see :class:`~harness.symbolic.equation.ParetoFront`). ``relative=True`` reads the threshold
+    Error per equation is ``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else its
+    ``loss`` (``split="val"``/``"train"`` forces one; see :class:`~harness.symbolic.equation.ParetoFront`). ``relative=True`` reads the threshold
     as a fraction of the best error instead of an absolute gap.
     """
     from harness.symbolic.equation import _error

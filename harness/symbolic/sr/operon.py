@@ -30,6 +30,10 @@ Operator mapping (our name -> Operon symbol -> what the converted equation means
   sign-extended pow; its ``pow`` is NaN for a negative base (a tree ``Pow`` converts to plain ``**``).
 * ``cube asinh relu erfc sign``: Operon lacks them; asking for them raises ValueError naming them.
 
+Complexity: ``settings.max_complexity`` is Operon's ``max_length``, which counts a weighted variable as one
+node; our complexity counts ``w*x`` as three, so converted equations can exceed ``max_complexity``
+(roughly up to 2-3x). Filter the front by complexity downstream if a hard cap matters.
+
 ``settings.extra`` is passed to ``pyoperon.sklearn.SymbolicRegressor`` (keys checked against its
 signature), e.g. ``{"max_depth": 12, "optimizer": "lbfgs"}``.
 """

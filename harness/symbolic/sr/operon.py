@@ -14,8 +14,8 @@ Traps handled here (pyoperon 0.6.2):
 * ``NodeType.Fmin`` evaluates ``max`` and ``NodeType.Fmax`` evaluates ``min`` (names swapped); neither is
   in our grammar, so we never ask for them and refuse them in trees.
 * The ``r2`` objective appends the linear-scaling nodes (``* scale + offset``) to each tree; we fold
-  constant products (``w*scale`` -> one constant) and drop an offset below ``1e-6 * std(y)``
-  (it moves R² by at most 1e-12).
+  constant products (``w*scale`` -> one constant), drop an offset below ``1e-6 * std(y)`` (it moves R²
+  by at most 1e-12) and drop multiplicative constants that are exactly 1.0.
 * Nodes of arity other than 2 make pyoperon's interpreter abort the process; the search only builds
   binary ones, but the converter follows Operon's n-ary semantics anyway (``Sub(a, b, c) = a - (b+c)``,
   ``Div(a, b, c) = a / (b*c)``, unary ``Sub``/``Div`` = negation/inverse).
@@ -187,6 +187,28 @@ def _drop_tiny_offset(eq: Equation, scale: float) -> Equation:
                     provenance=eq.provenance)
 
 
+def _drop_unit_factors(eq: Equation) -> Equation:
+    """Remove multiplicative constants equal to exactly 1.0 (the linear scale when it rounds to 1)."""
+    syms = eq.constant_symbols
+    ones = {s for s, v in zip(syms, eq.constants, strict=True) if v == 1.0}
+    if not ones:
+        return eq
+
+    def go(e: sympy.Expr) -> sympy.Expr:
+        if not e.args:
+            return e
+        args = [go(a) for a in e.args]
+        if isinstance(e, sympy.Mul):
+            kept = [a for a in args if a not in ones]
+            args = kept if kept else [sympy.Integer(1)]
+        return e.func(*args)
+
+    new = go(eq.expr)
+    values = dict(zip(syms, eq.constants, strict=True))
+    return Equation(new, {s: values[s] for s in new.free_symbols if s in values}, metrics=eq.metrics,
+                    provenance=eq.provenance)
+
+
 class OperonBackend:
     """Multi-objective (R², length) genetic programming with pyoperon; see the module docstring."""
 
@@ -250,7 +272,7 @@ class OperonBackend:
             except ValueError:
                 continue
             eq = eq.with_constants([_f32(v) for v in eq.constants])
-            eq = _drop_tiny_offset(eq, tiny)
+            eq = _drop_unit_factors(_drop_tiny_offset(eq, tiny))
             eq.metrics["operon_length"] = float(model["length"])
             equations.append(eq)
         prov = {

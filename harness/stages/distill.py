@@ -1,0 +1,246 @@
+"""The distill stage: symbolic regression of an :class:`~harness.stages.collect.SRDataset` into a front.
+
+A pure function (no Ray, no MLflow). :func:`distill` fits the backend on the SCALED training data (the
+paper re-scales inputs to unit variance), then for every front equation:
+
+* scores it on the scaled held-out rows (``r2_val_scaled``, ``mse_val_scaled``; plus the backend's
+  ``r2_train_scaled``/``mse_train_scaled`` and ``complexity_scaled``);
+* maps it back to RAW features and target (:func:`~harness.stages.collect.unscale_equation`) and
+  scores that on raw data in float64: ``r2_train``, ``mse_train``, ``r2_val``, ``mse_val``. R² is
+  invariant to the rescaling, so the two R² agree up to rounding; the MSEs are in raw units;
+* measures TPF (sensitivity form, :func:`harness.symbolic.metrics.tpf`) on the raw held-out rows:
+  ``tpf`` (overall) and ``tpf_<feature>`` per feature;
+* records provenance: backend, seed, settings, source, the scaled expression, and ``feature_spec``
+  (``FeatureSpec.to_dict()``), so a SymbolicOptimizer recomputes exactly the features it was fit on.
+
+The returned front holds the raw equations, sorted by complexity (the backend's front, not re-pruned on
+held-out error), with ``mc`` (the MC of the front on held-out error) in its provenance.
+:func:`write_outputs` saves ``equations.json``, ``best.json`` (the :func:`choose` pick) and two PNGs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.registry import SR_BACKENDS
+from harness.stages.collect import SRDataset, unscale_equation
+from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.metrics import mc, tpf
+
+__all__ = [
+    "DEFAULT_MC_THRESHOLD",
+    "BackendUnavailableError",
+    "choose",
+    "distill",
+    "front_summary",
+    "write_outputs",
+]
+
+#: MC threshold on held-out ``1 - R²``: the simplest equation within 0.01 of the best
+DEFAULT_MC_THRESHOLD = 0.01
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested SR backend cannot run here; the message says why and what to do."""
+
+
+def _settings(settings: Any, seed: int) -> Any:
+    """An ``SRSettings`` copy with ``seed`` set (a dict is validated by ``SRSettings.from_dict``)."""
+    from harness.symbolic.sr.base import SRSettings
+
+    if isinstance(settings, SRSettings):
+        data = settings.to_dict()
+    elif isinstance(settings, Mapping):
+        data = dict(settings)
+    elif settings is None:
+        data = {}
+    else:
+        raise TypeError(f"settings must be SRSettings or a dict, got {type(settings).__name__}")
+    data["seed"] = int(seed)
+    return SRSettings.from_dict(data)
+
+
+def distill(
+    dataset: SRDataset,
+    backend: str,
+    settings: Any = None,
+    seed: int = 0,
+    *,
+    mc_threshold: float = DEFAULT_MC_THRESHOLD,
+) -> ParetoFront:
+    """Fit ``backend`` on ``dataset`` and return the front of RAW equations (see module docstring).
+
+    Args:
+        dataset: the collected data (scaled, with its scales).
+        backend: a name in :data:`harness.registry.SR_BACKENDS` (``operon``, ``pysr``, ``linear``, ...).
+        settings: ``SRSettings`` or a dict of its fields; ``seed`` overrides its seed.
+        seed: the SR seed.
+        mc_threshold: threshold of the front's MC (held-out ``1 - R²``).
+    Raises:
+        UnknownNameError: ``backend`` is not registered (the message lists the known ones).
+        BackendUnavailableError: the backend reports it cannot run here (with its reason).
+    """
+    sr = SR_BACKENDS.get(backend)()
+    ok, why = sr.available()
+    if not ok:
+        raise BackendUnavailableError(f"SR backend {backend!r} is unavailable: {why}")
+    cfg = _settings(settings, seed)
+    t0 = time.perf_counter()
+    front = sr.fit(dataset.X_train, dataset.y_train, dataset.names, cfg)
+    fit_s = time.perf_counter() - t0
+    Xt_raw, yt_raw = dataset.raw("train")
+    Xv_raw, yv_raw = dataset.raw("val")
+    has_val = dataset.n_val >= 2
+    spec = dict(dataset.feature_spec)
+    equations: list[Equation] = []
+    for eq in front:
+        scaled = eq.score(dataset.X_val, dataset.y_val, dataset.names, "val") if has_val else eq
+        raw = unscale_equation(scaled, dataset)
+        raw = raw.score(Xt_raw, yt_raw, dataset.names, "train")
+        if has_val:
+            raw = raw.score(Xv_raw, yv_raw, dataset.names, "val")
+        extra = {f"{k}_scaled": v for k, v in scaled.metrics.items() if k.startswith(("r2_", "mse_"))}
+        extra.update({k: v for k, v in scaled.metrics.items() if not k.startswith(("r2_", "mse_"))})
+        extra["complexity_scaled"] = float(scaled.complexity)
+        result = tpf(raw, Xv_raw if has_val else Xt_raw, dataset.names)
+        extra["tpf"] = result.overall
+        extra.update({f"tpf_{f}": v for f, v in result.per_feature.items()})
+        raw = raw.with_metrics(**extra)
+        raw.provenance = {
+            **dict(eq.provenance),
+            "backend": backend,
+            "seed": int(seed),
+            "feature_spec": spec,
+            "source": dict(dataset.source),
+            "scaled_expression": scaled.text,
+            "scales": "raw",
+        }
+        equations.append(raw)
+    prov = {
+        **{k: v for k, v in front.provenance.items() if k not in ("settings",)},
+        "backend": backend,
+        "seed": int(seed),
+        "settings": cfg.to_dict(),
+        "feature_spec": spec,
+        "source": dict(dataset.source),
+        "n_train": dataset.n_train,
+        "n_val": dataset.n_val,
+        "names": list(dataset.names),
+        "fit_s": fit_s,
+        "mc_threshold": float(mc_threshold),
+        "split": "val" if has_val else "train",
+    }
+    out = ParetoFront(equations, prov)
+    if equations:
+        try:
+            out.provenance["mc"] = mc(out, mc_threshold)
+        except ValueError:
+            out.provenance["mc"] = None
+    return out
+
+
+def choose(front: ParetoFront, how: str | int = "mc", *, threshold: float | None = None) -> Equation:
+    """The equation to use from ``front``.
+
+    Args:
+        how: ``"mc"`` (default): the best equation at the front's MC, the smallest complexity whose
+            held-out error is within ``threshold`` of the best; ``"best"``: the lowest held-out error
+            (ties: the simplest); an int: the best equation of complexity at most that.
+        threshold: MC threshold (default the front's ``mc_threshold`` or :data:`DEFAULT_MC_THRESHOLD`).
+    """
+    if not len(front):
+        raise ValueError("cannot choose from an empty Pareto front")
+    if isinstance(how, bool):
+        raise TypeError("how must be 'mc', 'best' or an int complexity")
+    if isinstance(how, (int, np.integer)):
+        return front.at_complexity(int(how))
+    if how == "best":
+        return front.best()
+    if how == "mc":
+        thr = threshold if threshold is not None else front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+        return front.at_complexity(mc(front, float(thr)))
+    raise ValueError(f"how must be 'mc', 'best' or an int complexity, got {how!r}")
+
+
+def front_summary(front: ParetoFront, how: str | int = "mc") -> dict[str, float]:
+    """Scalar metrics of a distilled front for trackers: best and chosen held-out R², MC, TPF, size."""
+    chosen = choose(front, how)
+    best = front.best()
+    out = {
+        "n_equations": float(len(front)),
+        "best_r2_val": best.metrics.get("r2_val", best.metrics.get("r2_train", math.nan)),
+        "best_complexity": float(best.complexity),
+        "chosen_r2_val": chosen.metrics.get("r2_val", chosen.metrics.get("r2_train", math.nan)),
+        "chosen_complexity": float(chosen.complexity),
+        "chosen_tpf": chosen.metrics.get("tpf", math.nan),
+    }
+    if front.provenance.get("mc") is not None:
+        out["mc"] = float(front.provenance["mc"])
+    if "fit_s" in front.provenance:
+        out["fit_s"] = float(front.provenance["fit_s"])
+    return out
+
+
+def _plot_tpf_from_metrics(front: ParetoFront, path: Path) -> Path:
+    """TPF against complexity from the ``tpf`` metrics distill stored (when no data is at hand)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    c = [e.complexity for e in front]
+    ax.plot(c, [e.metrics.get("tpf", math.nan) for e in front], "o-", markersize=4, label="overall")
+    ax.set_xlabel("complexity")
+    ax.set_ylabel("TPF (mean lag weighted by sensitivity)")
+    ax.set_title("Temporal preference vs complexity")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def write_outputs(
+    front: ParetoFront,
+    outdir: str | Path,
+    dataset: SRDataset | None = None,
+    *,
+    how: str | int = "mc",
+    title: str | None = None,
+) -> dict[str, Path]:
+    """Write the distill artifacts into ``outdir`` and return their paths by key.
+
+    ``equations`` (``equations.json``: the front), ``best`` (``best.json``: :func:`choose` with ``how``,
+    its provenance notes ``chosen_by``), ``pareto`` (``pareto.png``: complexity vs held-out R² with the
+    MC line) and ``tpf`` (``tpf.png``: TPF vs complexity, recomputed per feature on the raw held-out rows
+    of ``dataset`` when given, else from the stored ``tpf`` metrics).
+    """
+    from harness.symbolic.plots import plot_pareto, plot_tpf
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {"equations": front.save(outdir / "equations.json")}
+    chosen = choose(front, how)
+    chosen = chosen.copy()
+    chosen.provenance["chosen_by"] = how if isinstance(how, str) else f"complexity<={int(how)}"
+    if how == "mc":
+        chosen.provenance["mc_threshold"] = front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+    paths["best"] = chosen.save(outdir / "best.json")
+    label = str(front.provenance.get("backend", "front"))
+    mc_c = front.provenance.get("mc")
+    paths["pareto"] = plot_pareto({label: front}, outdir / "pareto.png", title=title,
+                                  mc_complexity=int(mc_c) if mc_c is not None else None)
+    if dataset is not None:
+        Xv, _ = dataset.raw("val") if dataset.n_val >= 2 else dataset.raw("train")
+        paths["tpf"] = plot_tpf({label: front}, Xv, outdir / "tpf.png", dataset.names, per_feature=True,
+                                title=title)
+    else:
+        paths["tpf"] = _plot_tpf_from_metrics(front, outdir / "tpf.png")
+    return paths

@@ -218,10 +218,16 @@ class EvaluateStage(StageBase):
 
 
 class TeacherSpec(_Model):
-    """A registered teacher and its constructor kwargs."""
+    """A registered teacher, its constructor kwargs, and meta-training settings that override the
+    stage's for this teacher only (e.g. ``{curriculum: true, imitation: true}`` for DM+CL+IL)."""
 
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]+$")
+
+    def display(self) -> str:
+        return self.label or self.name
 
     @field_validator("name")
     @classmethod
@@ -250,13 +256,17 @@ class MetaTrainStage(StageBase):
     settings: dict[str, Any] = Field(default_factory=dict)
     checkpoint_every: int = Field(default=5, gt=0)
 
-    @field_validator("settings")
-    @classmethod
-    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _settings(self) -> MetaTrainStage:
         from harness.stages.meta_train import check_settings
 
-        check_settings(v)
-        return v
+        check_settings(self.settings)
+        labels = [t.display() for t in self.teachers]
+        for t in self.teachers:
+            check_settings({**self.settings, **t.settings})
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"teacher labels must be unique (got {labels}); give each a distinct label")
+        return self
 
 
 class SourceSpec(_Model):

@@ -178,7 +178,8 @@ def meta_train_trainable(config: dict[str, Any]) -> None:
     from harness.stages.meta_train import make_config, run_meta_train, write_outputs
 
     set_trial_threads()
-    cfg = make_config(config["teacher"], config["optimizee"], int(config["seed"]), config["settings"])
+    settings = {**config["settings"], **config["teacher"].get("settings", {})}
+    cfg = make_config(config["teacher"], config["optimizee"], int(config["seed"]), settings)
     resume = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -246,7 +247,7 @@ def plan_meta_train(suite: Suite, stage: MetaTrainStage, inputs: dict[str, Stage
 
     def trial_tags(cfg: dict[str, Any]) -> dict[str, str]:
         return {
-            f"{TAG}.teacher": cfg["teacher"]["name"],
+            f"{TAG}.teacher": cfg["teacher"].get("label") or cfg["teacher"]["name"],
             f"{TAG}.optimizee": labels.get(
                 json.dumps(cfg["optimizee"], sort_keys=True), cfg["optimizee"]["name"]
             ),

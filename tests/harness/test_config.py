@@ -100,3 +100,75 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     notmap.write_text("- 1\n- 2\n")
     with pytest.raises(SuiteError, match="mapping"):
         load_suite(notmap)
+
+
+def pipeline() -> dict:
+    return {
+        "name": "pipe",
+        "stages": [
+            {
+                "kind": "meta_train",
+                "name": "teach",
+                "teachers": [
+                    {"name": "rp"},
+                    {"name": "rp", "label": "rp+cl", "settings": {"curriculum": True}},
+                ],
+                "optimizees": [{"name": "quadratic_cos"}],
+                "settings": {"episodes": 2},
+            },
+            {
+                "kind": "collect",
+                "name": "data",
+                "source": {"from_stage": "teach"},
+                "optimizees": [{"name": "quadratic_cos"}],
+            },
+            {"kind": "distill", "name": "sr", "from_stage": "data", "settings": {"iterations": 5}},
+            {"kind": "meta_tune", "name": "tune", "from_stage": "sr", "optimizee": {"name": "quadratic_cos"}},
+            {
+                "kind": "evaluate",
+                "name": "eval",
+                "optimizees": [{"name": "quadratic_cos", "steps": 10}],
+                "optimizers": [
+                    {"family": "teacher", "from_stage": "teach"},
+                    {"family": "symbolic", "from_stage": "tune"},
+                ],
+            },
+        ],
+    }
+
+
+def test_full_pipeline_validates() -> None:
+    suite = load_suite_dict(pipeline())
+    assert [s.kind for s in suite.stages] == ["meta_train", "collect", "distill", "meta_tune", "evaluate"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("stages", 0, "settings", "episodez"), 3, "unknown meta-training setting(s) episodez"),
+        (("stages", 0, "teachers", 0, "name"), "lstm9", "unknown teacher 'lstm9'"),
+        (("stages", 1, "source", "rule"), "adam", "exactly one of from_stage, checkpoint or rule"),
+        (("stages", 1, "features"), ["g", "nope"], "unknown feature"),
+        (("stages", 2, "backends"), ["gplearn"], "unknown SR backend 'gplearn'"),
+        (("stages", 2, "settings", "generations"), 3, "unknown SR setting(s) generations"),
+        (("stages", 2, "from_stage"), "teach", "a meta_train stage; it needs a collect stage"),
+        (("stages", 3, "method"), "bayes", "stages[3].method"),
+        (("stages", 4, "optimizers", 0, "from_stage"), "sr", "it needs a meta_train stage"),
+    ],
+)
+def test_pipeline_errors_name_the_problem(path: tuple, value: object, expected: str) -> None:
+    data = pipeline()
+    node = data
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data)
+    assert expected in str(err.value)
+
+
+def test_duplicate_teacher_labels_are_refused() -> None:
+    data = pipeline()
+    data["stages"][0]["teachers"][1].pop("label")
+    with pytest.raises(SuiteError, match="labels must be unique"):
+        load_suite_dict(data)

@@ -1,0 +1,379 @@
+"""Run an :class:`~harness.symbolic.equation.Equation` as a ``torch.optim`` optimizer, statefully or functionally.
+
+Sign convention: the equation gives the DELTA added to the parameters (the same convention as the teachers'
+updates that SR is fitted to), and the param group's ``lr`` multiplies it::
+
+    p <- p + lr * eq(features of p's gradient history)
+
+so ``lr`` (default 1.0) is a plain multiplier that learning-rate schedulers (e.g. a cosine ``LambdaLR``) act on;
+the equation's own constants carry the step size (Adam is ``-0.001*m_hat_0``).
+
+Features come from :mod:`harness.features` (the one definition shared with teachers and the SR dataset):
+accumulators and feature arithmetic are :class:`~harness.features.FeatureSpec`'s, with ``beta1, beta2, eps,
+norm_p`` read from ``equation.provenance["feature_spec"]`` when present (else FeatureSpec's defaults, RNNprop's
+0.95/0.95). Lag 0 is the newest value; lags not seen yet are zeros (as in :class:`~harness.features.History`).
+
+State per parameter is only what the equation needs:
+
+* ``step`` (a Python int);
+* the accumulators of the features it reads (``FeatureSpec.accumulators()``: ``m``/``v`` for ``m_hat``, ``v`` for
+  ``g_hat``, ``ema_*``/``pow_*`` for momenta), each shaped like the parameter;
+* for each feature read at a lag ``> 0``, ``hist_<feature>``: a ring of its past ``max_lag`` values, shaped
+  ``[max_lag, *param.shape]`` (lag 0 is computed from the current gradient, so it is never stored). An equation
+  over ``g_0, g_3`` keeps ``hist_g`` with 3 slots and nothing else; Adam's equation keeps ``m`` and ``v``.
+
+The stateful :meth:`SymbolicOptimizer.step` works through each parameter in cache-sized chunks (in place, no
+parameter-sized temporaries), which is what makes it as fast as ``torch.optim.Adam(foreach=True)`` on CPU
+(see ``benchmarks/perf/optimizer_step.py``). :func:`functional_step` is the same arithmetic without mutation,
+differentiable w.r.t. the compiled equation's constants, for unrolled meta-tuning; gradients are inputs
+(detached: first-order, as in the L2O literature).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from harness.features import FeatureSpec
+from harness.symbolic.equation import CompiledEquation, Equation, split_variable
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "EquationPlan",
+    "SymbolicOptimizer",
+    "feature_spec_for",
+    "functional_step",
+    "init_functional_state",
+    "load_equation",
+]
+
+#: elements per in-place chunk of the stateful step (temporaries stay in cache)
+DEFAULT_CHUNK = 1 << 18
+
+
+def load_equation(source: Equation | str | Path | Mapping[str, Any]) -> Equation:
+    """An Equation from an Equation, a JSON file path, a JSON dict, or a JSON string."""
+    if isinstance(source, Equation):
+        return source
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        text = str(source)
+        if isinstance(source, Path) or not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise FileNotFoundError(f"equation file {path} does not exist")
+            text = path.read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: not an equation JSON ({exc})") from None
+    if isinstance(data, Mapping) and data.get("format") == "symbolic-l2o/pareto-front":
+        raise ValueError(
+            f"{source} is a Pareto front, not one equation: pick one (ParetoFront.best() or at_complexity()) "
+            "and save it with Equation.save"
+        )
+    return Equation.from_json(data)
+
+
+def feature_spec_for(equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None) -> (
+        FeatureSpec | None):
+    """The FeatureSpec computing exactly the features ``equation`` reads (``lags=1``: the optimizer keeps its own
+    per-feature rings), with constants from ``feature_spec`` or ``equation.provenance["feature_spec"]``.
+
+    None when the equation reads no feature at all.
+    """
+    names = tuple(equation.features_used())
+    if not names:
+        return None
+    src = feature_spec if feature_spec is not None else equation.provenance.get("feature_spec")
+    if isinstance(src, FeatureSpec):
+        src = src.to_dict()
+    consts: dict[str, Any] = {}
+    if src:
+        consts = {k: src[k] for k in ("beta1", "beta2", "eps", "norm_p") if src.get(k) is not None}
+    return FeatureSpec(names, lags=1, **consts)
+
+
+@dataclass(frozen=True)
+class EquationPlan:
+    """What one equation needs per parameter: which features, which accumulators, which lags.
+
+    Attributes:
+        spec: features computed each step (None: the equation reads none).
+        lag0: ``(column in spec, variable name)`` of every feature read at lag 0.
+        lagged: ``(feature, lag, variable name)`` of every read at lag > 0.
+        rings: ``(feature, column, slots)``: features with a history ring of ``slots = max lag`` entries.
+    """
+
+    spec: FeatureSpec | None
+    lag0: tuple[tuple[int, str], ...]
+    lagged: tuple[tuple[str, int, str], ...]
+    rings: tuple[tuple[str, int, int], ...]
+
+    @classmethod
+    def from_equation(cls, equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None
+                      ) -> EquationPlan:
+        spec = feature_spec_for(equation, feature_spec)
+        lag0: list[tuple[int, str]] = []
+        lagged: list[tuple[str, int, str]] = []
+        for var in equation.variables:
+            feature, lag = split_variable(var)
+            if lag == 0:
+                lag0.append((spec.index(feature), var))  # type: ignore[union-attr]
+            else:
+                lagged.append((feature, lag, var))
+        rings = tuple(
+            (f, spec.index(f), max(lags)) for f, lags in equation.lags_used().items() if max(lags) > 0  # type: ignore[union-attr]
+        )
+        return cls(spec, tuple(lag0), tuple(lagged), rings)
+
+    @property
+    def accumulators(self) -> dict[str, tuple[str, float]]:
+        return self.spec.accumulators() if self.spec is not None else {}
+
+    def state_keys(self) -> list[str]:
+        """Tensor state keys per parameter (besides ``step``)."""
+        return list(self.accumulators) + [f"hist_{f}" for f, _, _ in self.rings]
+
+
+def _fast_evaluator(module: CompiledEquation) -> Callable[[Mapping[str, Tensor]], Tensor]:
+    """``module``'s expression as ``env -> tensor`` without ``forward``'s per-call input checks (which cost
+    ~100 us per call in Python, once per chunk here); falls back to ``forward`` if the internals differ."""
+    fn = getattr(module, "_fn", None)
+    if fn is None:
+        return module
+    consts = list(module.constants)
+    return lambda env: fn((env, consts))
+
+
+def _accumulate_(spec: FeatureSpec, acc: Mapping[str, Tensor], g: Tensor, t: float) -> Tensor:
+    """In place: update ``acc`` with gradient ``g`` and return the features ``[n, F]``.
+
+    Exactly :meth:`harness.features.FeatureState.update` (same accumulator update, same feature arithmetic),
+    on caller-owned accumulator views instead of a FeatureState's own buffers.
+    """
+    for key, (kind, beta) in spec.accumulators().items():
+        acc[key].mul_(beta).add_(spec._moment_input(kind, g), alpha=1.0 - beta)
+    return spec._features(g, t, acc)
+
+
+class SymbolicOptimizer(torch.optim.Optimizer):
+    """``p <- p + lr * equation(features)``: a distilled (or hand-written) rule as a ``torch.optim`` optimizer.
+
+    Args:
+        params: parameters or param groups (each group may set its own ``lr``).
+        equation: an :class:`Equation`, or a path / JSON of one.
+        lr: multiplier of the equation's update (default 1.0); schedulers act on it.
+        feature_spec: override the feature constants (default: ``equation.provenance["feature_spec"]``).
+        chunk_size: elements processed per in-place chunk (a speed knob; results do not depend on it).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        equation: Equation | str | Path | Mapping[str, Any],
+        lr: float = 1.0,
+        *,
+        feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        super().__init__(params, {"lr": float(lr)})
+        self.equation = load_equation(equation)
+        self.plan = EquationPlan.from_equation(self.equation, feature_spec)
+        self.chunk_size = int(chunk_size)
+        self._modules: dict[tuple[torch.device, torch.dtype], CompiledEquation] = {}
+
+    @classmethod
+    def from_file(cls, params: Iterable[Any], path: str | Path, lr_mult: float = 1.0, **kwargs: Any
+                  ) -> SymbolicOptimizer:
+        """Build from an equation JSON file; ``lr = lr_mult * kwargs.get("lr", 1.0)``."""
+        lr = float(lr_mult) * float(kwargs.pop("lr", 1.0))
+        return cls(params, load_equation(Path(path)), lr=lr, **kwargs)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _module(self, device: torch.device, dtype: torch.dtype) -> CompiledEquation:
+        key = (device, dtype)
+        mod = self._modules.get(key)
+        if mod is None:
+            mod = self.equation.compile(dtype=dtype).to(device)
+            mod.requires_grad_(False)
+            self._modules[key] = mod
+        return mod
+
+    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
+        state["step"] = 0
+        for key in self.plan.accumulators:
+            state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        for feature, _, slots in self.plan.rings:
+            state[f"hist_{feature}"] = torch.zeros((slots, *p.shape), dtype=p.dtype, device=p.device)
+
+    def state_bytes(self) -> int:
+        """Bytes of all state tensors (accumulators and rings)."""
+        return sum(v.numel() * v.element_size() for s in self.state.values() for v in s.values()
+                   if isinstance(v, Tensor))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr = float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("SymbolicOptimizer does not support sparse gradients")
+                self._step_param(p, p.grad, lr)
+        return loss
+
+    def _step_param(self, p: Tensor, grad: Tensor, lr: float) -> None:
+        plan = self.plan
+        spec = plan.spec
+        state = self.state[p]
+        if not state:
+            self._init_state(p, state)
+        state["step"] = t = int(state["step"]) + 1
+        evaluate = _fast_evaluator(self._module(p.device, p.dtype))
+        g = grad.detach().to(p.dtype).contiguous().view(-1)
+        n = g.numel()
+        direct = p.is_contiguous()
+        out = p.view(-1) if direct else torch.zeros(n, dtype=p.dtype, device=p.device)
+        accs = {k: state[k].view(-1) for k in plan.accumulators}
+        rings = {f: state[f"hist_{f}"].view(slots, -1) for f, _, slots in plan.rings}
+        read_slot = {(f, k): (t - k - 1) % rings[f].shape[0] for f, k, _ in plan.lagged}
+        write_slot = {f: (t - 1) % slots for f, _, slots in plan.rings}
+        cs = self.chunk_size
+        tf = float(t)
+        for a in range(0, n, cs):
+            b = min(a + cs, n)
+            env: dict[str, Tensor] = {}
+            feats = None
+            if spec is not None:
+                feats = _accumulate_(spec, {k: v[a:b] for k, v in accs.items()}, g[a:b], tf)
+                for j, name in plan.lag0:
+                    env[name] = feats[:, j]
+            for f, k, name in plan.lagged:
+                env[name] = rings[f][read_slot[(f, k)], a:b]
+            upd = evaluate(env)
+            for f, j, _ in plan.rings:
+                rings[f][write_slot[f], a:b].copy_(feats[:, j])  # type: ignore[index]
+            out[a:b].add_(upd, alpha=lr)
+        if not direct:
+            p.add_(out.view(p.shape))
+
+    # -- (de)serialisation ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state dict plus the equation's text (checked on load)."""
+        sd = super().state_dict()
+        sd["equation"] = self.equation.text
+        return sd
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; refuses state saved for a different equation."""
+        sd = dict(state_dict)
+        text = sd.pop("equation", None)
+        if text is not None and text != self.equation.text:
+            raise ValueError(f"optimizer state was saved for equation {text!r}, not {self.equation.text!r}")
+        super().load_state_dict(sd)
+        for s in self.state.values():
+            if "step" in s:
+                s["step"] = int(s["step"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# functional API (differentiable unrolls)
+# ---------------------------------------------------------------------------------------------------
+def _plan_of(module: CompiledEquation, feature_spec: FeatureSpec | Mapping[str, Any] | None) -> EquationPlan:
+    return EquationPlan.from_equation(module.equation, feature_spec)
+
+
+def init_functional_state(
+    equation: Equation | CompiledEquation,
+    params: Mapping[str, Tensor],
+    *,
+    feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Tensor]]:
+    """Fresh functional state for :func:`functional_step`: per parameter name, FeatureSpec's functional state
+    (``t`` and accumulators, flat) plus ``hist_<feature>`` ``[max_lag, numel]`` in lag order (row 0 = lag 1)."""
+    eq = equation.equation if isinstance(equation, CompiledEquation) else equation
+    plan = EquationPlan.from_equation(eq, feature_spec)
+    out: dict[str, dict[str, Tensor]] = {}
+    for name, p in params.items():
+        n = p.numel()
+        if plan.spec is not None:
+            st = plan.spec.init(n, device=p.device, dtype=p.dtype)
+        else:
+            st = {"t": torch.zeros((), device=p.device, dtype=p.dtype)}
+        for f, _, slots in plan.rings:
+            st[f"hist_{f}"] = torch.zeros(slots, n, device=p.device, dtype=p.dtype)
+        out[name] = st
+    return out
+
+
+def functional_step(
+    equation_module: CompiledEquation,
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: Mapping[str, Mapping[str, Tensor]],
+    *,
+    lr: float | Tensor = 1.0,
+    constants: Sequence[Tensor] | None = None,
+    feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """One update without mutation: ``new_p = p + lr * eq(features)`` for every name in ``grads``.
+
+    Differentiable w.r.t. the module's constants (or ``constants``: one tensor per constant slot of the
+    module, substituted with ``torch.func.functional_call``) and w.r.t. ``params``; gradients are detached
+    (first-order). Parameters without a gradient are passed through unchanged. Matches
+    :meth:`SymbolicOptimizer.step` (same FeatureSpec arithmetic) up to float rounding.
+    """
+    plan = _plan_of(equation_module, feature_spec)
+    spec = plan.spec
+    if constants is not None:
+        override = {f"constants.{i}": c for i, c in enumerate(constants)}
+
+        def run(env: dict[str, Tensor]) -> Tensor:
+            return functional_call(equation_module, override, (env,))
+    else:
+        run = equation_module
+    new_params: dict[str, Tensor] = dict(params)
+    new_state: dict[str, dict[str, Tensor]] = {k: dict(v) for k, v in state.items()}
+    for name, grad in grads.items():
+        if grad is None:
+            continue
+        p = params[name]
+        st = state[name]
+        g = grad.detach().reshape(-1).to(p.dtype)
+        env: dict[str, Tensor] = {}
+        if spec is not None:
+            spec_state = {k: v for k, v in st.items() if not k.startswith("hist_")}
+            feats, nst = spec.step(spec_state, g)
+            for j, var in plan.lag0:
+                env[var] = feats[:, j]
+        else:
+            feats, nst = None, {"t": st["t"] + 1}
+        for f, k, var in plan.lagged:
+            env[var] = st[f"hist_{f}"][k - 1]
+        upd = run(env)
+        for f, j, _ in plan.rings:
+            hist = st[f"hist_{f}"]
+            nst[f"hist_{f}"] = torch.cat([feats[:, j].unsqueeze(0), hist[:-1]], dim=0)  # type: ignore[index]
+        new_params[name] = p + lr * upd.reshape(p.shape) if upd.dim() else p + lr * upd
+        new_state[name] = nst
+    return new_params, new_state

@@ -133,6 +133,69 @@ def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: 
             console.print(t)
 
 
+equation_app = typer.Typer(no_args_is_help=True, help="Inspect equation files.")
+app.add_typer(equation_app, name="equation")
+
+
+@equation_app.command("show")
+def equation_show(
+    file: Path = typer.Argument(..., help="An equation JSON file (or a Pareto-front JSON: every equation)."),
+    dataset: Path = typer.Option(None, "--dataset", help="A collect-stage dataset.npz to measure R² and TPF on."),
+    latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
+) -> None:
+    """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
+    import json as _json
+
+    from harness.symbolic.equation import Equation, EquationParseError
+    from harness.symbolic.sr.base import ParetoFront
+
+    try:
+        data = _json.loads(file.read_text())
+        if isinstance(data, dict) and data.get("format") == "symbolic-l2o/pareto-front":
+            eqs = list(ParetoFront.from_json(data).equations)
+        else:
+            eqs = [Equation.from_json(data)]
+    except FileNotFoundError:
+        _fail(f"{file} does not exist")
+    except (ValueError, EquationParseError, KeyError, TypeError) as err:
+        _fail(f"{file} is not a valid equation file: {err}")
+    ds = None
+    if dataset is not None:
+        from harness.stages.collect import SRDataset
+
+        ds = SRDataset.load(dataset)
+    for eq in eqs:
+        console.print(_describe_equation(eq, ds, latex), highlight=False, markup=False)
+
+
+def _describe_equation(eq: object, ds: object, latex: bool) -> str:
+    from harness.symbolic.metrics import r2, tpf
+
+    lines = [f"update = {eq}", f"  complexity: {eq.complexity}   constants: {eq.n_constants}"]
+    lags = eq.lags_used()
+    lines.append("  features:   " + (", ".join(f"{f} (lags {', '.join(map(str, ls))})" for f, ls in lags.items()) or "none"))
+    metrics = dict(eq.metrics)
+    if ds is not None:
+        raw_val = ds.raw("val") if hasattr(ds, "raw") else None
+        if raw_val is not None:
+            X, y = raw_val
+            metrics["r2_dataset"] = r2(y, eq.evaluate(X, ds.names))
+            t = tpf(eq, X, ds.names)
+            metrics["tpf"] = t.overall
+            for f, v in t.per_feature.items():
+                metrics[f"tpf_{f}"] = v
+    if metrics:
+        lines.append("  metrics:    " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if v is not None))
+    prov = eq.provenance
+    if prov:
+        keys = [k for k in ("backend", "seed", "source", "max_complexity", "method") if k in prov]
+        if keys:
+            lines.append("  provenance: " + ", ".join(f"{k}={prov[k]}" for k in keys))
+    if latex:
+        lines.append(f"  latex:      {eq.latex()}")
+    return "\n".join(lines)
+
+
 @app.command("list")
 def list_cmd(kind: Kind = typer.Argument(..., help="optimizees, teachers or sr-backends.")) -> None:
     """List registered plug-ins (built-ins and entry points)."""

@@ -29,13 +29,17 @@ from harness.symbolic.optimizer import SymbolicOptimizer
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
     """Sum of ``nbytes`` of every tensor in the optimizer's per-parameter state."""
-    return sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    return sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor)
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=15, help="timed rounds (each round steps every rule once)")
+    ap.add_argument("--reps", type=int, default=9, help="timed rounds (each round steps every rule once)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rules", default="adam_equation,eq6_L2,eq6_L20")
@@ -74,8 +78,10 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     adam_bytes = state_bytes(opts["adam"]) / n_params
-    print(f"ResNet-18 parameters: {n_params} in {len(params)} tensors; threads={args.threads}; "
-          f"{args.reps} interleaved rounds, medians")
+    print(
+        f"ResNet-18 parameters: {n_params} in {len(params)} tensors; threads={args.threads}; "
+        f"{args.reps} interleaved rounds, medians"
+    )
     print(f"{'rule':<16}{'step ms':>10}{'ratio vs Adam':>15}{'state B/param':>15}")
     print(f"{'torch Adam':<16}{med['adam'] * 1e3:>10.1f}{1.0:>15.2f}{adam_bytes:>15.3f}")
     rows = []
@@ -83,8 +89,14 @@ def main() -> None:
         ratio = med[r] / med["adam"]
         sb = state_bytes(opts[r]) / n_params
         print(f"{r:<16}{med[r] * 1e3:>10.1f}{ratio:>15.2f}{sb:>15.3f}")
-        rows.append({"rule": r, "step_ms": round(med[r] * 1e3, 2), "step_ratio_vs_adam": round(ratio, 3),
-                     "state_bytes_per_param": round(sb, 3)})
+        rows.append(
+            {
+                "rule": r,
+                "step_ms": round(med[r] * 1e3, 2),
+                "step_ratio_vs_adam": round(ratio, 3),
+                "state_bytes_per_param": round(sb, 3),
+            }
+        )
     if args.json:
         print(json.dumps(rows))
 

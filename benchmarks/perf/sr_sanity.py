@@ -92,18 +92,48 @@ _LINEAR = ["add", "sub", "mul"]
 #: operon settings per target (SRSettings fields; ``max_complexity`` is Operon's tree length, where a
 #: weighted variable ``w*x`` counts as one node)
 SETTINGS: dict[str, dict[str, Any]] = {
-    "sgd": {"operators": _LINEAR, "max_complexity": 10, "population_size": 200, "iterations": 20,
-            "optimizer_iterations": 10},
-    "decaying_sum": {"operators": _LINEAR, "max_complexity": 40, "population_size": 500, "iterations": 100,
-                     "optimizer_iterations": 10},
-    "nonlinear": {"operators": [*_LINEAR, "square", "exp"], "max_complexity": 25, "population_size": 500,
-                  "iterations": 100, "optimizer_iterations": 10},
-    "momentum": {"operators": _LINEAR, "max_complexity": 30, "population_size": 500, "iterations": 100,
-                 "optimizer_iterations": 10},
-    "adam": {"operators": [*_LINEAR, "div", "square", "sqrt", "tanh"], "max_complexity": 20,
-             "population_size": 200, "iterations": 30, "optimizer_iterations": 10},
-    "adam_raw_lags": {"operators": [*_LINEAR, "div", "square", "sqrt", "tanh"], "max_complexity": 40,
-                      "population_size": 500, "iterations": 100, "optimizer_iterations": 10},
+    "sgd": {
+        "operators": _LINEAR,
+        "max_complexity": 10,
+        "population_size": 200,
+        "iterations": 20,
+        "optimizer_iterations": 10,
+    },
+    "decaying_sum": {
+        "operators": _LINEAR,
+        "max_complexity": 40,
+        "population_size": 300,
+        "iterations": 50,
+        "optimizer_iterations": 10,
+    },
+    "nonlinear": {
+        "operators": [*_LINEAR, "square", "exp"],
+        "max_complexity": 25,
+        "population_size": 500,
+        "iterations": 50,
+        "optimizer_iterations": 10,
+    },
+    "momentum": {
+        "operators": _LINEAR,
+        "max_complexity": 30,
+        "population_size": 300,
+        "iterations": 50,
+        "optimizer_iterations": 10,
+    },
+    "adam": {
+        "operators": [*_LINEAR, "div", "square", "sqrt", "tanh"],
+        "max_complexity": 20,
+        "population_size": 200,
+        "iterations": 30,
+        "optimizer_iterations": 10,
+    },
+    "adam_raw_lags": {
+        "operators": [*_LINEAR, "div", "square", "sqrt", "tanh"],
+        "max_complexity": 40,
+        "population_size": 500,
+        "iterations": 100,
+        "optimizer_iterations": 10,
+    },
 }
 
 #: SR inputs per target: (features, kept variables or None for all lags, FeatureSpec constants)
@@ -113,8 +143,11 @@ INPUTS: dict[str, tuple[tuple[str, ...], list[str] | None, dict[str, float]]] = 
     "decaying_sum": (("g",), None, {}),
     "nonlinear": (("g",), None, {}),
     "momentum": (("g",), None, {}),
-    "adam": (("g", "m_hat", "g_hat", "m09"), [*_G_LAGS, "m_hat_0", "g_hat_0", "m09_0"],
-             {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
+    "adam": (
+        ("g", "m_hat", "g_hat", "m09"),
+        [*_G_LAGS, "m_hat_0", "g_hat_0", "m09_0"],
+        {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    ),
     "adam_raw_lags": (("g",), None, {}),
 }
 
@@ -131,8 +164,13 @@ def record_gradients(steps: int = TRAIN_STEPS, seed: int = TRAIN_SEED) -> np.nda
     y = data.y_train
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10),
     )
     opt = torch.optim.SGD(net.parameters(), lr=TRAIN_LR)
     gen = torch.Generator().manual_seed(seed)
@@ -186,9 +224,14 @@ def _adam_direction(G: np.ndarray, beta1: float = 0.9, beta2: float = 0.999, eps
 
 TARGETS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "sgd": ("-0.01*g_t", lambda G: -0.01 * G),
-    "decaying_sum": ("sum_{i<10} (1-0.1i)*g_{t-i}", lambda G: sum((1 - 0.1 * i) * _lag(G, i) for i in range(10))),
-    "nonlinear": ("g_t^2 + g_{t-1} + 2*g_{t-2} + exp(g_{t-4})",
-                  lambda G: G**2 + _lag(G, 1) + 2 * _lag(G, 2) + np.exp(_lag(G, 4))),
+    "decaying_sum": (
+        "sum_{i<10} (1-0.1i)*g_{t-i}",
+        lambda G: sum((1 - 0.1 * i) * _lag(G, i) for i in range(10)),
+    ),
+    "nonlinear": (
+        "g_t^2 + g_{t-1} + 2*g_{t-2} + exp(g_{t-4})",
+        lambda G: G**2 + _lag(G, 1) + 2 * _lag(G, 2) + np.exp(_lag(G, 4)),
+    ),
     "momentum": ("m_t = 0.6*m_{t-1} + g_t", lambda G: _heavy_ball(G, 0.6)),
     "adam": ("m_hat_t/(sqrt(v_hat_t)+1e-8), betas (0.9, 0.999)", _adam_direction),
     "adam_raw_lags": ("as adam, from g_0..g_19 only", _adam_direction),
@@ -203,8 +246,14 @@ def _round(v: float, digits: int) -> sympy.Expr:
     return sympy.Integer(int(r)) if r == int(r) and abs(r) < 1e6 else sympy.Float(r, digits)
 
 
-def display(eq: Equation, X: np.ndarray, y: np.ndarray, names: list[str],
-            digits: int = DISPLAY_DIGITS, drop: float = DISPLAY_DROP) -> tuple[str, float]:
+def display(
+    eq: Equation,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    digits: int = DISPLAY_DIGITS,
+    drop: float = DISPLAY_DROP,
+) -> tuple[str, float]:
     """A short form of ``eq``: top-level terms whose std (or |value|) is below ``drop * std(y)`` left
     out, constants rounded to ``digits`` significant digits; returns (text, held-out R² of that form)."""
     consts = {s: sympy.Float(v) for s, v in zip(eq.constant_symbols, eq.constants, strict=True)}
@@ -216,7 +265,9 @@ def display(eq: Equation, X: np.ndarray, y: np.ndarray, names: list[str],
         size = float(np.std(vals)) if term.free_symbols else float(np.abs(np.mean(vals)))
         if size >= drop * scale:
             kept.append(term)
-    short = sympy.Add(*kept).xreplace({f: _round(float(f), digits) for f in sympy.Add(*kept).atoms(sympy.Float)})
+    short = sympy.Add(*kept).xreplace(
+        {f: _round(float(f), digits) for f in sympy.Add(*kept).atoms(sympy.Float)}
+    )
     short_eq = Equation.from_sympy(short) if short.free_symbols else None
     from harness.symbolic.metrics import r2
 
@@ -224,13 +275,23 @@ def display(eq: Equation, X: np.ndarray, y: np.ndarray, names: list[str],
     return str(short), r2(y, yhat)
 
 
-def run_target(name: str, G: np.ndarray, *, seed: int = SR_SEED, n_samples: int = N_SAMPLES) -> dict[str, Any]:
+def run_target(
+    name: str, G: np.ndarray, *, seed: int = SR_SEED, n_samples: int = N_SAMPLES
+) -> dict[str, Any]:
     """Build the target's dataset, distill it with operon, and report the MC pick."""
     formula, fn = TARGETS[name]
     features, variables, fkw = INPUTS[name]
     ds: SRDataset = collect_from_gradients(
-        G, fn, LAGS, features, variables=variables, n_samples=n_samples, holdout=HOLDOUT, seed=DATA_SEED,
-        feature_kwargs=fkw, source={"synthetic": name, "formula": formula},
+        G,
+        fn,
+        LAGS,
+        features,
+        variables=variables,
+        n_samples=n_samples,
+        holdout=HOLDOUT,
+        seed=DATA_SEED,
+        feature_kwargs=fkw,
+        source={"synthetic": name, "formula": formula},
     )
     settings = {**SETTINGS[name], "threads": THREADS}
     front: ParetoFront = distill(ds, BACKEND, settings, seed, mc_threshold=MC_THRESHOLD)
@@ -263,15 +324,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=SR_SEED, help="SR seed")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
-    targets = list(args.targets) + (["adam_raw_lags"] if args.extra and "adam_raw_lags" not in args.targets
-                                    else [])
+    targets = list(args.targets) + (
+        ["adam_raw_lags"] if args.extra and "adam_raw_lags" not in args.targets else []
+    )
     t0 = time.perf_counter()
     G = normalise(record_gradients())
-    print(f"gradients: {CNN_DESCRIPTION}; plain SGD lr={TRAIN_LR}, batch {TRAIN_BATCH}, {TRAIN_STEPS} steps, "
-          f"{G.shape[1]} non-zero coordinates, each divided by its RMS; {time.perf_counter() - t0:.1f} s")
-    print(f"SR: backend {BACKEND}, {THREADS} threads, seed {args.seed}, {N_SAMPLES} train + "
-          f"{int(round(HOLDOUT * N_SAMPLES))} held-out rows, inputs rescaled to unit variance; "
-          f"equation = MC pick (held-out R² within {MC_THRESHOLD} of the best)")
+    print(
+        f"gradients: {CNN_DESCRIPTION}; plain SGD lr={TRAIN_LR}, batch {TRAIN_BATCH}, {TRAIN_STEPS} steps, "
+        f"{G.shape[1]} non-zero coordinates, each divided by its RMS; {time.perf_counter() - t0:.1f} s"
+    )
+    print(
+        f"SR: backend {BACKEND}, {THREADS} threads, seed {args.seed}, {N_SAMPLES} train + "
+        f"{int(round(HOLDOUT * N_SAMPLES))} held-out rows, inputs rescaled to unit variance; "
+        f"equation = MC pick (held-out R² within {MC_THRESHOLD} of the best)"
+    )
     rows = []
     for name in targets:
         row = run_target(name, G, seed=args.seed)
@@ -280,18 +346,32 @@ def main() -> None:
         print(f"  inputs: {row['inputs'] if isinstance(row['inputs'], str) else ', '.join(row['inputs'])}")
         print(f"  settings: {row['settings']}")
         print(f"  recovered: {row['equation']}   (R² of this printed form {row['r2_shown']:.4f})")
-        print(f"  held-out R² {row['r2']:.4f} in {row['seconds']:.1f} s   | paper: R² {row['paper_r2']} "
-              f"in {row['paper_seconds']:.0f} s")
+        print(
+            f"  held-out R² {row['r2']:.4f} in {row['seconds']:.1f} s   | paper: R² {row['paper_r2']} "
+            f"in {row['paper_seconds']:.0f} s"
+        )
     print(f"\n{'target':<14} {'R²':>8} {'paper R²':>9} {'seconds':>8} {'paper s':>8}  ok")
     for r in rows:
-        ok = (r["r2"] >= r["paper_r2"] and r["seconds"] <= r["paper_seconds"]) if r["target"] in PAPER else None
-        print(f"{r['target']:<14} {r['r2']:8.4f} {r['paper_r2']:9.2f} {r['seconds']:8.1f} "
-              f"{r['paper_seconds']:8.0f}  {'-' if ok is None else ('yes' if ok else 'NO')}")
+        ok = (
+            (r["r2"] >= r["paper_r2"] and r["seconds"] <= r["paper_seconds"])
+            if r["target"] in PAPER
+            else None
+        )
+        print(
+            f"{r['target']:<14} {r['r2']:8.4f} {r['paper_r2']:9.2f} {r['seconds']:8.1f} "
+            f"{r['paper_seconds']:8.0f}  {'-' if ok is None else ('yes' if ok else 'NO')}"
+        )
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:
         keys = ("target", "equation", "r2", "seconds", "r2_shown", "paper_r2", "paper_seconds", "complexity")
-        print(json.dumps([{k: (None if isinstance(r[k], float) and not math.isfinite(r[k]) else r[k])
-                           for k in keys} for r in rows]))
+        print(
+            json.dumps(
+                [
+                    {k: (None if isinstance(r[k], float) and not math.isfinite(r[k]) else r[k]) for k in keys}
+                    for r in rows
+                ]
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class SRDataset:
         feature_spec: ``FeatureSpec.to_dict()`` of the features, so a consumer recomputes them exactly.
         source: what produced the targets (``{"rule": ..., "kwargs": ...}``, a checkpoint, or synthetic).
         meta: plain-JSON facts (optimizees, seeds, steps, rows dropped, time, ...).
+        index_train, index_val: ``[N, 3]`` int64 origin of each row: (run, step ``t``, coordinate), with
+            ``run`` indexing ``meta["runs"]`` (0 for :func:`collect_from_gradients`); None if unknown.
     """
 
     X_train: np.ndarray
@@ -85,6 +87,8 @@ class SRDataset:
     feature_spec: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    index_train: np.ndarray | None = None
+    index_val: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.X_train = np.asarray(self.X_train, dtype=np.float64)
@@ -107,6 +111,13 @@ class SRDataset:
             raise ValueError("SRDataset: duplicate variable names")
         for n in self.names:
             split_variable(n)
+        for key, X in (("index_train", self.X_train), ("index_val", self.X_val)):
+            idx = getattr(self, key)
+            if idx is not None:
+                idx = np.asarray(idx, dtype=np.int64)
+                if idx.shape != (X.shape[0], 3):
+                    raise ValueError(f"SRDataset.{key} must be [N, 3] (run, step, coordinate), got {idx.shape}")
+                setattr(self, key, idx)
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -145,9 +156,11 @@ class SRDataset:
             "source": self.source,
             "meta": self.meta,
         }
+        index = {k: getattr(self, k) for k in ("index_train", "index_val") if getattr(self, k) is not None}
         np.savez_compressed(
             path,
             **{k: getattr(self, k) for k in _ARRAYS},
+            **index,
             names=np.array(self.names, dtype=np.str_),
             metadata=np.array(json.dumps(_plain(metadata), allow_nan=False)),
         )
@@ -164,6 +177,7 @@ class SRDataset:
             if missing:
                 raise ValueError(f"{str(path)!r} is not an SR dataset: it lacks {missing}")
             arrays = {k: npz[k] for k in _ARRAYS}
+            arrays.update({k: npz[k] for k in ("index_train", "index_val") if k in npz.files})
             names = [str(n) for n in npz["names"].tolist()]
             metadata = json.loads(str(npz["metadata"]))
         if metadata.get("format") != DATASET_FORMAT:
@@ -238,6 +252,7 @@ def _scale_of(col: np.ndarray) -> float:
 def _finish(
     X_raw: np.ndarray,
     y_raw: np.ndarray,
+    index: np.ndarray,
     names: list[str],
     spec: FeatureSpec,
     n_samples: int,
@@ -249,9 +264,9 @@ def _finish(
     """Drop non-finite rows, shuffle, split train/val, rescale to unit variance (train statistics)."""
     finite = np.all(np.isfinite(X_raw), axis=1) & np.isfinite(y_raw)
     dropped = int((~finite).sum())
-    X_raw, y_raw = X_raw[finite], y_raw[finite]
+    X_raw, y_raw, index = X_raw[finite], y_raw[finite], index[finite]
     perm = rng.permutation(X_raw.shape[0])
-    X_raw, y_raw = X_raw[perm], y_raw[perm]
+    X_raw, y_raw, index = X_raw[perm], y_raw[perm], index[perm]
     want_val = int(round(holdout * n_samples))
     total = X_raw.shape[0]
     if total < n_samples + want_val:
@@ -273,7 +288,8 @@ def _finish(
     meta = {**meta, "rows_dropped_nonfinite": dropped, "rows_available": total, "n_train": n_train,
             "n_val": n_val}
     return SRDataset(Xt / x_scale, yt / y_scale, Xv / x_scale, yv / y_scale, names, x_scale, y_scale,
-                     spec.to_dict(), source, meta)
+                     spec.to_dict(), source, meta, index_train=index[n_val : n_val + n_train],
+                     index_val=index[:n_val])
 
 
 def _columns(spec: FeatureSpec, variables: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
@@ -359,7 +375,8 @@ def collect_from_gradients(
             X_rows[sel] = hist[pos[sel]][:, col_idx]
             y_rows[sel] = Y[s, coords[sel]]
     meta = {"steps": steps, "n_coords": n, "lags": T}
-    return _finish(X_rows, y_rows, names, spec, n_samples, holdout, rng,
+    index = np.stack([np.zeros_like(coords), t_off + T, coords], axis=1)
+    return _finish(X_rows, y_rows, index, names, spec, n_samples, holdout, rng,
                    dict(source or {"synthetic": True}), meta)
 
 
@@ -405,8 +422,9 @@ def _run(
     quota: int,
     rng: np.random.Generator,
     device: torch.device,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train one optimizee with the teacher; return sampled rows ``(X_raw, y_raw)`` and run facts."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train one optimizee with the teacher; return sampled rows ``(X_raw, y_raw)``, their
+    ``(step, coordinate)`` and run facts."""
     T = sr_spec.lags
     optimizee = OPTIMIZEES.get(str(opt_spec["name"]))(seed=opt_seed, device=device,
                                                       **dict(opt_spec.get("kwargs") or {}))
@@ -453,7 +471,7 @@ def _run(
         done = t
     info = {"optimizee": str(opt_spec["name"]), "seed": opt_seed, "steps": done, "status": status,
             "n_coords": n, "first_loss": first_loss, "last_loss": last_loss}
-    return X_rows, y_rows, info
+    return X_rows, y_rows, np.stack([t_off + T, coords], axis=1), info
 
 
 def collect(
@@ -508,7 +526,7 @@ def collect(
         raise ValueError("no optimizee runs (every spec has an empty seed list)")
     want = n_samples + int(round(holdout * n_samples))
     quota = int(math.ceil(want / len(runs)))
-    X_parts, y_parts, infos = [], [], []
+    X_parts, y_parts, i_parts, infos = [], [], [], []
     for i, (spec, s) in enumerate(runs):
         if "name" not in spec:
             raise ValueError(f"optimizee spec {dict(spec)} lacks 'name'")
@@ -517,9 +535,10 @@ def collect(
             raise ValueError(f"optimizee {spec['name']!r}: steps={run_steps} < lags={sr_spec.lags}; no row "
                              "would have a full history")
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2, i]))
-        X, y, info = _run(teacher, spec, s, run_steps, sr_spec, col_idx, quota, rng, dev)
+        X, y, where, info = _run(teacher, spec, s, run_steps, sr_spec, col_idx, quota, rng, dev)
         X_parts.append(X)
         y_parts.append(y)
+        i_parts.append(np.column_stack([np.full(len(y), i), where]))
         infos.append(info)
     meta = {
         "runs": infos,
@@ -530,5 +549,5 @@ def collect(
         "time_s": time.perf_counter() - t0,
     }
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
-    return _finish(np.concatenate(X_parts), np.concatenate(y_parts), names, sr_spec, n_samples, holdout, rng,
-                   desc, meta)
+    return _finish(np.concatenate(X_parts), np.concatenate(y_parts), np.concatenate(i_parts), names, sr_spec,
+                   n_samples, holdout, rng, desc, meta)

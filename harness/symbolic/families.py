@@ -45,10 +45,16 @@ def adam_equation(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, ep
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     spec = FeatureSpec(("m_hat",), lags=1, beta1=beta1, beta2=beta2, eps=eps)
-    prov = {"family": "adam", "feature_spec": spec.to_dict(), "params": {"lr": lr, "beta1": beta1,
-                                                                          "beta2": beta2, "eps": eps}}
-    return Equation(sympy.Symbol("_lr", real=True) * _var("m_hat_0"), {sympy.Symbol("_lr", real=True): -lr},
-                    provenance=prov)
+    prov = {
+        "family": "adam",
+        "feature_spec": spec.to_dict(),
+        "params": {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps},
+    }
+    return Equation(
+        sympy.Symbol("_lr", real=True) * _var("m_hat_0"),
+        {sympy.Symbol("_lr", real=True): -lr},
+        provenance=prov,
+    )
 
 
 def sgd_equation(lr: float = 0.01) -> Equation:
@@ -57,8 +63,11 @@ def sgd_equation(lr: float = 0.01) -> Equation:
         raise ValueError(f"lr must be > 0, got {lr}")
     spec = FeatureSpec(("g",), lags=1)
     k = sympy.Symbol("_lr", real=True)
-    return Equation(k * _var("g_0"), {k: -lr}, provenance={"family": "sgd", "feature_spec": spec.to_dict(),
-                                                            "params": {"lr": lr}})
+    return Equation(
+        k * _var("g_0"),
+        {k: -lr},
+        provenance={"family": "sgd", "feature_spec": spec.to_dict(), "params": {"lr": lr}},
+    )
 
 
 def _weights(W: Any, features: Sequence[str], L: int, lr: float) -> np.ndarray:

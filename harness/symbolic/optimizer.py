@@ -84,8 +84,9 @@ def load_equation(source: Equation | str | Path | Mapping[str, Any]) -> Equation
     return Equation.from_json(data)
 
 
-def feature_spec_for(equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None) -> (
-        FeatureSpec | None):
+def feature_spec_for(
+    equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None
+) -> FeatureSpec | None:
     """The FeatureSpec computing exactly the features ``equation`` reads (``lags=1``: the optimizer keeps its own
     per-feature rings), with constants from ``feature_spec`` or ``equation.provenance["feature_spec"]``.
 
@@ -120,20 +121,20 @@ class EquationPlan:
     rings: tuple[tuple[str, int, int], ...]
 
     @classmethod
-    def from_equation(cls, equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None
-                      ) -> EquationPlan:
+    def from_equation(
+        cls, equation: Equation, feature_spec: FeatureSpec | Mapping[str, Any] | None = None
+    ) -> EquationPlan:
         spec = feature_spec_for(equation, feature_spec)
+        column = {name: j for j, name in enumerate(spec.names)} if spec is not None else {}
         lag0: list[tuple[int, str]] = []
         lagged: list[tuple[str, int, str]] = []
         for var in equation.variables:
             feature, lag = split_variable(var)
             if lag == 0:
-                lag0.append((spec.index(feature), var))  # type: ignore[union-attr]
+                lag0.append((column[feature], var))
             else:
                 lagged.append((feature, lag, var))
-        rings = tuple(
-            (f, spec.index(f), max(lags)) for f, lags in equation.lags_used().items() if max(lags) > 0  # type: ignore[union-attr]
-        )
+        rings = tuple((f, column[f], max(lags)) for f, lags in equation.lags_used().items() if max(lags) > 0)
         return cls(spec, tuple(lag0), tuple(lagged), rings)
 
     @property
@@ -194,24 +195,30 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         self.equation = load_equation(equation)
         self.plan = EquationPlan.from_equation(self.equation, feature_spec)
         self.chunk_size = int(chunk_size)
-        self._modules: dict[tuple[torch.device, torch.dtype], CompiledEquation] = {}
+        self._evaluators: dict[
+            tuple[torch.device, torch.dtype], Callable[[Mapping[str, Tensor]], Tensor]
+        ] = {}
 
     @classmethod
-    def from_file(cls, params: Iterable[Any], path: str | Path, lr_mult: float = 1.0, **kwargs: Any
-                  ) -> SymbolicOptimizer:
+    def from_file(
+        cls, params: Iterable[Any], path: str | Path, lr_mult: float = 1.0, **kwargs: Any
+    ) -> SymbolicOptimizer:
         """Build from an equation JSON file; ``lr = lr_mult * kwargs.get("lr", 1.0)``."""
         lr = float(lr_mult) * float(kwargs.pop("lr", 1.0))
         return cls(params, load_equation(Path(path)), lr=lr, **kwargs)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _module(self, device: torch.device, dtype: torch.dtype) -> CompiledEquation:
+    def _evaluator(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> Callable[[Mapping[str, Tensor]], Tensor]:
+        """The compiled equation for parameters of this device and dtype (built once)."""
         key = (device, dtype)
-        mod = self._modules.get(key)
-        if mod is None:
+        fn = self._evaluators.get(key)
+        if fn is None:
             mod = self.equation.compile(dtype=dtype).to(device)
             mod.requires_grad_(False)
-            self._modules[key] = mod
-        return mod
+            fn = self._evaluators[key] = _fast_evaluator(mod)
+        return fn
 
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
         state["step"] = 0
@@ -222,8 +229,12 @@ class SymbolicOptimizer(torch.optim.Optimizer):
 
     def state_bytes(self) -> int:
         """Bytes of all state tensors (accumulators and rings)."""
-        return sum(v.numel() * v.element_size() for s in self.state.values() for v in s.values()
-                   if isinstance(v, Tensor))
+        return sum(
+            v.numel() * v.element_size()
+            for s in self.state.values()
+            for v in s.values()
+            if isinstance(v, Tensor)
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -249,7 +260,7 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         if not state:
             self._init_state(p, state)
         state["step"] = t = int(state["step"]) + 1
-        evaluate = _fast_evaluator(self._module(p.device, p.dtype))
+        evaluate = self._evaluator(p.device, p.dtype)
         g = grad.detach().to(p.dtype).contiguous().view(-1)
         n = g.numel()
         direct = p.is_contiguous()

@@ -281,6 +281,15 @@ class FeatureSpec:
         return int(min(int(state["t"].item()), self.lags))
 
     # -- arithmetic shared by both APIs --------------------------------------------------------------
+    @torch.no_grad()
+    def update_(self, acc: Mapping[str, Tensor], g: Tensor, t: float) -> Tensor:
+        """In place: fold gradient ``g`` (the ``t``-th) into caller-owned accumulators ``acc`` (keys of
+        :meth:`accumulators`) and return the current features ``[n, F]``. The stateful path of every
+        consumer (FeatureState, SymbolicOptimizer) goes through here."""
+        for key, (kind, beta) in self.accumulators().items():
+            acc[key].mul_(beta).add_(self._moment_input(kind, g), alpha=1.0 - beta)
+        return self._features(g, t, acc)
+
     def _moment_input(self, kind: str, g: Tensor) -> Tensor:
         if kind == "g":
             return g
@@ -415,9 +424,7 @@ class FeatureState:
         if g.numel() != self.n:
             raise ValueError(f"expected a gradient with {self.n} elements, got {g.numel()}")
         self.step += 1
-        for key, (kind, beta) in self._acc_defs.items():
-            self.acc[key].mul_(beta).add_(self.spec._moment_input(kind, g), alpha=1.0 - beta)
-        feats = self.spec._features(g, float(self.step), self.acc)
+        feats = self.spec.update_(self.acc, g, float(self.step))
         if self.history is not None:
             self.history.push(feats)
         return feats

@@ -116,7 +116,9 @@ class SRDataset:
             if idx is not None:
                 idx = np.asarray(idx, dtype=np.int64)
                 if idx.shape != (X.shape[0], 3):
-                    raise ValueError(f"SRDataset.{key} must be [N, 3] (run, step, coordinate), got {idx.shape}")
+                    raise ValueError(
+                        f"SRDataset.{key} must be [N, 3] (run, step, coordinate), got {idx.shape}"
+                    )
                 setattr(self, key, idx)
 
     # -- views -----------------------------------------------------------------------------------
@@ -183,7 +185,9 @@ class SRDataset:
         if metadata.get("format") != DATASET_FORMAT:
             raise ValueError(f"{str(path)!r} is not an SR dataset (format {metadata.get('format')!r})")
         if int(metadata.get("version", 0)) > _DATASET_VERSION:
-            raise ValueError(f"{str(path)!r} has SR dataset version {metadata['version']}, newer than this code")
+            raise ValueError(
+                f"{str(path)!r} has SR dataset version {metadata['version']}, newer than this code"
+            )
         return cls(
             names=names,
             y_scale=float(metadata["y_scale"]),
@@ -285,11 +289,27 @@ def _finish(
     Xt, yt = X_raw[n_val : n_val + n_train], y_raw[n_val : n_val + n_train]
     x_scale = np.array([_scale_of(Xt[:, j]) for j in range(Xt.shape[1])], dtype=np.float64)
     y_scale = _scale_of(yt)
-    meta = {**meta, "rows_dropped_nonfinite": dropped, "rows_available": total, "n_train": n_train,
-            "n_val": n_val}
-    return SRDataset(Xt / x_scale, yt / y_scale, Xv / x_scale, yv / y_scale, names, x_scale, y_scale,
-                     spec.to_dict(), source, meta, index_train=index[n_val : n_val + n_train],
-                     index_val=index[:n_val])
+    meta = {
+        **meta,
+        "rows_dropped_nonfinite": dropped,
+        "rows_available": total,
+        "n_train": n_train,
+        "n_val": n_val,
+    }
+    return SRDataset(
+        Xt / x_scale,
+        yt / y_scale,
+        Xv / x_scale,
+        yv / y_scale,
+        names,
+        x_scale,
+        y_scale,
+        spec.to_dict(),
+        source,
+        meta,
+        index_train=index[n_val : n_val + n_train],
+        index_val=index[:n_val],
+    )
 
 
 def _columns(spec: FeatureSpec, variables: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
@@ -300,13 +320,16 @@ def _columns(spec: FeatureSpec, variables: Sequence[str] | None) -> tuple[list[s
     wanted = set(variables)
     unknown = sorted(wanted - set(all_names))
     if unknown:
-        raise ValueError(f"variables {unknown} are not produced by features {list(spec.names)} "
-                         f"with {spec.lags} lags")
+        raise ValueError(
+            f"variables {unknown} are not produced by features {list(spec.names)} with {spec.lags} lags"
+        )
     idx = [i for i, n in enumerate(all_names) if n in wanted]
     return [all_names[i] for i in idx], np.array(idx)
 
 
-def _sample_grid(rng: np.random.Generator, n_steps_valid: int, n_coords: int, k: int) -> tuple[np.ndarray, ...]:
+def _sample_grid(
+    rng: np.random.Generator, n_steps_valid: int, n_coords: int, k: int
+) -> tuple[np.ndarray, ...]:
     """``k`` distinct (step offset, coordinate) pairs drawn uniformly (all of them if fewer exist)."""
     grid = n_steps_valid * n_coords
     k = min(k, grid)
@@ -376,8 +399,9 @@ def collect_from_gradients(
             y_rows[sel] = Y[s, coords[sel]]
     meta = {"steps": steps, "n_coords": n, "lags": T}
     index = np.stack([np.zeros_like(coords), t_off + T, coords], axis=1)
-    return _finish(X_rows, y_rows, index, names, spec, n_samples, holdout, rng,
-                   dict(source or {"synthetic": True}), meta)
+    return _finish(
+        X_rows, y_rows, index, names, spec, n_samples, holdout, rng, dict(source or {"synthetic": True}), meta
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,8 +412,10 @@ def build_teacher(source: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     in eval mode, and a plain description of it."""
     source = dict(source)
     if ("rule" in source) == ("checkpoint" in source):
-        raise ValueError("collect source needs exactly one of 'rule' (a registered teacher) or "
-                         f"'checkpoint' (a teacher checkpoint path); got keys {sorted(source)}")
+        raise ValueError(
+            "collect source needs exactly one of 'rule' (a registered teacher) or "
+            f"'checkpoint' (a teacher checkpoint path); got keys {sorted(source)}"
+        )
     if "rule" in source:
         unknown = set(source) - {"rule", "kwargs"}
         if unknown:
@@ -426,8 +452,9 @@ def _run(
     """Train one optimizee with the teacher; return sampled rows ``(X_raw, y_raw)``, their
     ``(step, coordinate)`` and run facts."""
     T = sr_spec.lags
-    optimizee = OPTIMIZEES.get(str(opt_spec["name"]))(seed=opt_seed, device=device,
-                                                      **dict(opt_spec.get("kwargs") or {}))
+    optimizee = OPTIMIZEES.get(str(opt_spec["name"]))(
+        seed=opt_seed, device=device, **dict(opt_spec.get("kwargs") or {})
+    )
     module = optimizee.module()
     params = [p for p in module.parameters() if p.requires_grad]
     n = sum(p.numel() for p in params)
@@ -452,8 +479,12 @@ def _run(
         if t == 1:
             first_loss = last_loss
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float32)
-                          for g, p in zip(grads, params, strict=True)])
+        flat = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float32)
+                for g, p in zip(grads, params, strict=True)
+            ]
+        )
         with torch.no_grad():
             update, t_state = teacher(t_features.update(flat), t_state)
             sr_state.update(flat[sub_t])
@@ -461,7 +492,9 @@ def _run(
                 sel = np.nonzero(t_off == t - T)[0]
                 if sel.size:
                     hist = sr_state.lagged().reshape(len(sub), -1)
-                    X_rows[sel] = hist[torch.as_tensor(pos[sel], device=device)].double().cpu().numpy()[:, col_idx]
+                    X_rows[sel] = (
+                        hist[torch.as_tensor(pos[sel], device=device)].double().cpu().numpy()[:, col_idx]
+                    )
                     y_rows[sel] = update[coords_t[torch.as_tensor(sel, device=device)]].double().cpu().numpy()
             offset = 0
             for p in params:
@@ -469,8 +502,15 @@ def _run(
                 p.add_(update[offset : offset + k].view_as(p).to(p.dtype))
                 offset += k
         done = t
-    info = {"optimizee": str(opt_spec["name"]), "seed": opt_seed, "steps": done, "status": status,
-            "n_coords": n, "first_loss": first_loss, "last_loss": last_loss}
+    info = {
+        "optimizee": str(opt_spec["name"]),
+        "seed": opt_seed,
+        "steps": done,
+        "status": status,
+        "n_coords": n,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+    }
     return X_rows, y_rows, np.stack([t_off + T, coords], axis=1), info
 
 
@@ -512,8 +552,9 @@ def collect(
         raise ValueError("collect needs at least one optimizee spec")
     if not 0.0 <= holdout < 1.0 or n_samples < 2:
         raise ValueError(f"need n_samples >= 2 and 0 <= holdout < 1, got {n_samples}, {holdout}")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     teacher, desc = build_teacher(source)
     teacher.to(dev)
     tspec: FeatureSpec = teacher.feature_spec
@@ -532,8 +573,10 @@ def collect(
             raise ValueError(f"optimizee spec {dict(spec)} lacks 'name'")
         run_steps = int(spec.get("steps", steps))
         if run_steps < sr_spec.lags:
-            raise ValueError(f"optimizee {spec['name']!r}: steps={run_steps} < lags={sr_spec.lags}; no row "
-                             "would have a full history")
+            raise ValueError(
+                f"optimizee {spec['name']!r}: steps={run_steps} < lags={sr_spec.lags}; no row "
+                "would have a full history"
+            )
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2, i]))
         X, y, where, info = _run(teacher, spec, s, run_steps, sr_spec, col_idx, quota, rng, dev)
         X_parts.append(X)
@@ -549,5 +592,15 @@ def collect(
         "time_s": time.perf_counter() - t0,
     }
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
-    return _finish(np.concatenate(X_parts), np.concatenate(y_parts), np.concatenate(i_parts), names, sr_spec,
-                   n_samples, holdout, rng, desc, meta)
+    return _finish(
+        np.concatenate(X_parts),
+        np.concatenate(y_parts),
+        np.concatenate(i_parts),
+        names,
+        sr_spec,
+        n_samples,
+        holdout,
+        rng,
+        desc,
+        meta,
+    )

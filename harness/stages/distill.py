@@ -163,7 +163,9 @@ def choose(front: ParetoFront, how: str | int = "mc", *, threshold: float | None
     if how == "best":
         return front.best()
     if how == "mc":
-        thr = threshold if threshold is not None else front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+        thr = (
+            threshold if threshold is not None else front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+        )
         return front.at_complexity(mc(front, float(thr)))
     raise ValueError(f"how must be 'mc', 'best' or an int complexity, got {how!r}")
 
@@ -235,12 +237,17 @@ def write_outputs(
     paths["best"] = chosen.save(outdir / "best.json")
     label = str(front.provenance.get("backend", "front"))
     mc_c = front.provenance.get("mc")
-    paths["pareto"] = plot_pareto({label: front}, outdir / "pareto.png", title=title,
-                                  mc_complexity=int(mc_c) if mc_c is not None else None)
+    paths["pareto"] = plot_pareto(
+        {label: front},
+        outdir / "pareto.png",
+        title=title,
+        mc_complexity=int(mc_c) if mc_c is not None else None,
+    )
     if dataset is not None:
         Xv, _ = dataset.raw("val") if dataset.n_val >= 2 else dataset.raw("train")
-        paths["tpf"] = plot_tpf({label: front}, Xv, outdir / "tpf.png", dataset.names, per_feature=True,
-                                title=title)
+        paths["tpf"] = plot_tpf(
+            {label: front}, Xv, outdir / "tpf.png", dataset.names, per_feature=True, title=title
+        )
     else:
         paths["tpf"] = _plot_tpf_from_metrics(front, outdir / "tpf.png")
     return paths

@@ -23,8 +23,8 @@ State per parameter is only what the equation needs:
   over ``g_0, g_3`` keeps ``hist_g`` with 3 slots and nothing else; Adam's equation keeps ``m`` and ``v``.
 
 The stateful :meth:`SymbolicOptimizer.step` works through each parameter in cache-sized chunks (in place, no
-parameter-sized temporaries), which is what makes it as fast as ``torch.optim.Adam(foreach=True)`` on CPU
-(see ``benchmarks/perf/optimizer_step.py``). :func:`functional_step` is the same arithmetic without mutation,
+parameter-sized temporaries); on CPU that keeps it near ``torch.optim.Adam(foreach=True)`` (0.7-1.6x on a
+busy 2-core machine, ``benchmarks/perf/optimizer_step.py``). :func:`functional_step` is the same arithmetic without mutation,
 differentiable w.r.t. the compiled equation's constants, for unrolled meta-tuning; gradients are inputs
 (detached: first-order, as in the L2O literature).
 """
@@ -162,9 +162,7 @@ def _accumulate_(spec: FeatureSpec, acc: Mapping[str, Tensor], g: Tensor, t: flo
     Exactly :meth:`harness.features.FeatureState.update` (same accumulator update, same feature arithmetic),
     on caller-owned accumulator views instead of a FeatureState's own buffers.
     """
-    for key, (kind, beta) in spec.accumulators().items():
-        acc[key].mul_(beta).add_(spec._moment_input(kind, g), alpha=1.0 - beta)
-    return spec._features(g, t, acc)
+    return spec.update_(acc, g, t)
 
 
 class SymbolicOptimizer(torch.optim.Optimizer):
@@ -175,7 +173,10 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         equation: an :class:`Equation`, or a path / JSON of one.
         lr: multiplier of the equation's update (default 1.0); schedulers act on it.
         feature_spec: override the feature constants (default: ``equation.provenance["feature_spec"]``).
-        chunk_size: elements processed per in-place chunk (a speed knob; results do not depend on it).
+        chunk_size: elements processed per in-place chunk (a speed knob; results agree to float rounding).
+
+    Parameters whose ``.grad`` is None are skipped (their state does not tick), as in ``torch.optim``.
+    Weight decay, if wanted, belongs in the equation.
     """
 
     def __init__(

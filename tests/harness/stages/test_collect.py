@@ -64,8 +64,15 @@ def test_lag_zero_is_newest_against_hand_built_history(sgd_ds: SRDataset) -> Non
 
 
 def test_feature_override_and_variable_subset() -> None:
-    ds = collect(SGD, [P1], features=["g", "m09"], lags=5, n_samples=50, variables=["g_0", "g_1", "m09_0"],
-                 seeds_per_optimizee=1)
+    ds = collect(
+        SGD,
+        [P1],
+        features=["g", "m09"],
+        lags=5,
+        n_samples=50,
+        variables=["g_0", "g_1", "m09_0"],
+        seeds_per_optimizee=1,
+    )
     assert ds.names == ["g_0", "g_1", "m09_0"]
     assert ds.feature_spec["names"] == ["g", "m09"] and ds.feature_spec["lags"] == 5
     full = collect(SGD, [P1], features=["g", "m09"], lags=3, n_samples=20, seeds_per_optimizee=1)

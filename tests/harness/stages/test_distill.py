@@ -16,14 +16,19 @@ from harness.symbolic.equation import Equation, ParetoFront
 @pytest.fixture(scope="module")
 def momentum_ds() -> SRDataset:
     mlp = {"name": "mlp", "kwargs": {"hidden": [8], "batch_size": 32}, "steps": 60}
-    return collect({"rule": "momentum", "kwargs": {"lr": 0.05, "beta": 0.6}}, [mlp], n_samples=1500,
-                   seeds_per_optimizee=1)
+    return collect(
+        {"rule": "momentum", "kwargs": {"lr": 0.05, "beta": 0.6}},
+        [mlp],
+        n_samples=1500,
+        seeds_per_optimizee=1,
+    )
 
 
 @pytest.fixture(scope="module")
 def sgd_ds() -> SRDataset:
-    return collect({"rule": "sgd", "kwargs": {"lr": 0.01}}, [{"name": "quadratic_cos", "steps": 40}],
-                   n_samples=300)
+    return collect(
+        {"rule": "sgd", "kwargs": {"lr": 0.01}}, [{"name": "quadratic_cos", "steps": 40}], n_samples=300
+    )
 
 
 def test_linear_backend_recovers_momentum(momentum_ds: SRDataset) -> None:
@@ -32,9 +37,13 @@ def test_linear_backend_recovers_momentum(momentum_ds: SRDataset) -> None:
     assert best.metrics["r2_val"] > 0.99
     assert best.metrics["r2_val_scaled"] == pytest.approx(best.metrics["r2_val"], abs=1e-9)
     # raw coefficients: update = -lr * sum_i beta^i g_{t-i}; TPF = beta / (1 - beta) = 1.5
-    values = {v: float(best.evaluate({**{n: np.zeros(1) for n in momentum_ds.names}, v: np.ones(1)})[0]
-                       - best.evaluate({n: np.zeros(1) for n in momentum_ds.names})[0])
-              for v in ("g_0", "g_1", "g_2")}
+    values = {
+        v: float(
+            best.evaluate({**{n: np.zeros(1) for n in momentum_ds.names}, v: np.ones(1)})[0]
+            - best.evaluate({n: np.zeros(1) for n in momentum_ds.names})[0]
+        )
+        for v in ("g_0", "g_1", "g_2")
+    }
     assert values == pytest.approx({"g_0": -0.05, "g_1": -0.03, "g_2": -0.018}, rel=1e-3)
     assert best.metrics["tpf"] == pytest.approx(1.5, abs=0.05)
     assert best.metrics["tpf_g"] == best.metrics["tpf"]
@@ -62,8 +71,12 @@ def test_operon_tiny_budget_recovers_sgd(sgd_ds: SRDataset) -> None:
 
 
 def _front() -> ParetoFront:
-    rows = [("g_0", 0.5), ("0.5*g_0 + g_1", 0.995), ("0.5*g_0 + 0.25*g_1 + g_2", 0.999),
-            ("0.5*g_0 + 0.25*g_1 + 0.1*g_2 + g_3", 0.9995)]
+    rows = [
+        ("g_0", 0.5),
+        ("0.5*g_0 + g_1", 0.995),
+        ("0.5*g_0 + 0.25*g_1 + g_2", 0.999),
+        ("0.5*g_0 + 0.25*g_1 + 0.1*g_2 + g_3", 0.9995),
+    ]
     eqs = [Equation.parse(t).with_metrics(r2_val=r, r2_train=r) for t, r in rows]
     return ParetoFront(eqs, {"mc_threshold": 0.01})
 

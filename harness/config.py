@@ -297,9 +297,12 @@ class CollectStage(StageBase):
     optimizees: list[OptimizeeSpec] = Field(min_length=1)
     features: list[str] | None = None
     lags: int = Field(default=20, gt=0)
+    #: only these ``feature_lag`` columns (default: every feature at every lag)
+    variables: list[str] | None = None
     n_samples: int = Field(default=5000, gt=0)
     holdout: float = Field(default=0.2, gt=0, lt=1)
     steps: int = Field(default=200, gt=0)
+    seeds_per_optimizee: int = Field(default=2, gt=0)
     seed: int = 0
 
     @field_validator("features")

@@ -300,6 +300,8 @@ def collect_trainable(config: dict[str, Any]) -> None:
         holdout=float(config["holdout"]),
         steps=int(config["steps"]),
         seed=int(config["seed"]),
+        variables=config.get("variables"),
+        seeds_per_optimizee=int(config.get("seeds_per_optimizee", 2)),
     )
     with tempfile.TemporaryDirectory() as out:
         path = Path(out) / "dataset.npz"
@@ -351,6 +353,8 @@ def plan_collect(suite: Suite, stage: CollectStage, inputs: dict[str, StageOutco
         "holdout": stage.holdout,
         "steps": stage.steps,
         "seed": stage.seed,
+        "variables": stage.variables,
+        "seeds_per_optimizee": stage.seeds_per_optimizee,
     }
     return StagePlan(collect_trainable, space, len(sources), "n_train", "max", trial_tags, trial_params)
 

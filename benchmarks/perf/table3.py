@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -40,6 +41,14 @@ import teacher_vs_adam as tva  # noqa: E402 - a sibling script
 
 P2 = (50, 20)
 P3 = (50, 20, 20, 12)
+
+
+def std(xs: Sequence[float]) -> float:
+    """Population standard deviation (inf when a value is not finite)."""
+    m = tva.mean(xs)
+    if not math.isfinite(m):
+        return math.inf
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / max(len(xs), 1))
 
 
 def teacher_settings(
@@ -88,13 +97,12 @@ def run(
 
     adam: dict[str, dict[str, Any]] = {}
     for p, fac in factories.items():
-        means = {
-            lr: tva.mean(tva.per_seed_losses(fac, tva.adam_factory(lr), test_seeds, horizon))
-            for lr in adam_lrs
-        }
+        runs = {lr: tva.per_seed_losses(fac, tva.adam_factory(lr), test_seeds, horizon) for lr in adam_lrs}
+        means = {lr: tva.mean(v) for lr, v in runs.items()}
         best = min(adam_lrs, key=lambda lr: means[lr])
         adam[p] = {
             "best_loss": means[best],
+            "best_std": std(runs[best]),
             "best_lr": best,
             "means": {str(lr): v for lr, v in means.items()},
         }
@@ -107,20 +115,23 @@ def run(
         used = {h["optimizee_seed"] for h in res.history}
         assert not used & (set(test_seeds) | set(val_seeds)), "a test/validation seed was used for training"
         teacher = res.teacher().eval()
-        losses = {
-            p: tva.mean(tva.per_seed_losses(fac, tva.teacher_factory(teacher), test_seeds, horizon))
+        per_seed = {
+            p: tva.per_seed_losses(fac, tva.teacher_factory(teacher), test_seeds, horizon)
             for p, fac in factories.items()
         }
         row = {
             "teacher": name,
-            "in_dist_loss": losses["P2"],
-            "ood_loss": losses["P3"],
+            "in_dist_loss": tva.mean(per_seed["P2"]),
+            "in_dist_std": std(per_seed["P2"]),
+            "ood_loss": tva.mean(per_seed["P3"]),
+            "ood_std": std(per_seed["P3"]),
             "meta_train_s": res.elapsed_s,
             "episodes": res.episodes,
             "meta_iterations": res.meta_iterations,
             "best_val_loss": res.best_val_loss,
             "final_episode_length": res.final_episode_length,
             "imitation_episodes": sum(bool(h.get("imitation")) for h in res.history),
+            "stop_reason": res.stop_reason,
         }
         rows.append(row)
         log(
@@ -132,20 +143,25 @@ def run(
     log("")
     log(
         f"Table 3 at CPU scale: {dataset}, trained on P2 = MLP{P2}, final full-training-set loss at step "
-        f"{horizon}, mean over {len(test_seeds)} unseen seeds"
+        f"{horizon}, mean +- std over {len(test_seeds)} unseen seeds"
     )
-    header = f"{'teacher':<10} | {'P2 (in-dist)':>12} | {'P3 (OOD)':>10} | {'meta-train s':>12} | {'episodes':>8} | {'last ep. len':>12}"
+    header = (
+        f"{'teacher':<10} | {'P2 (in-dist)':>19} | {'P3 (OOD)':>19} | {'meta-train s':>12} | "
+        f"{'episodes':>8} | {'last ep. len':>12}"
+    )
     log(header)
     log("-" * len(header))
     for r in rows:
         log(
-            f"{r['teacher']:<10} | {r['in_dist_loss']:12.5f} | {r['ood_loss']:10.5f} | "
+            f"{r['teacher']:<10} | {r['in_dist_loss']:8.5f} +- {r['in_dist_std']:7.5f} | "
+            f"{r['ood_loss']:8.5f} +- {r['ood_std']:7.5f} | "
             f"{r['meta_train_s']:12.0f} | {r['episodes']:8d} | {r['final_episode_length']:12d}"
         )
     log("-" * len(header))
     log(
-        f"{'Adam best':<10} | {adam['P2']['best_loss']:12.5f} | {adam['P3']['best_loss']:10.5f} | "
-        f"lr {adam['P2']['best_lr']:g} / {adam['P3']['best_lr']:g}"
+        f"{'Adam best':<10} | {adam['P2']['best_loss']:8.5f} +- {adam['P2']['best_std']:7.5f} | "
+        f"{adam['P3']['best_loss']:8.5f} +- {adam['P3']['best_std']:7.5f} | "
+        f"lr {adam['P2']['best_lr']:g} (P2), {adam['P3']['best_lr']:g} (P3)"
     )
     log(f"total wall time {seconds:.0f} s")
     return {

@@ -408,28 +408,37 @@ def collect_from_gradients(
 # the collect stage
 # ------------------------------------------------------------------------------------------------
 def build_teacher(source: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The teacher of ``source`` (``{"rule": name, "kwargs": {...}}`` or ``{"checkpoint": path}``)
-    in eval mode, and a plain description of it."""
+    """The teacher of ``source`` in eval mode, and a plain description of it.
+
+    ``source`` is ``{"rule": name, "kwargs": {...}}`` (a ``TEACHERS`` entry) or ``{"checkpoint": path}``
+    (a meta-trained teacher); an optional ``"label"`` (display name) is kept in the description.
+    """
     source = dict(source)
     if ("rule" in source) == ("checkpoint" in source):
         raise ValueError(
             "collect source needs exactly one of 'rule' (a registered teacher) or "
             f"'checkpoint' (a teacher checkpoint path); got keys {sorted(source)}"
         )
+    allowed = {"rule", "kwargs", "label"} if "rule" in source else {"checkpoint", "label"}
+    unknown = set(source) - allowed
+    if unknown:
+        raise ValueError(f"unknown collect source keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     if "rule" in source:
-        unknown = set(source) - {"rule", "kwargs"}
-        if unknown:
-            raise ValueError(f"unknown collect source keys {sorted(unknown)} (use 'rule' and 'kwargs')")
         kwargs = dict(source.get("kwargs") or {})
         teacher = TEACHERS.get(str(source["rule"]))(**kwargs)
-        desc = {"rule": str(source["rule"]), "kwargs": kwargs}
+        desc: dict[str, Any] = {"rule": str(source["rule"]), "kwargs": kwargs}
     else:
         from teachers.checkpoint import load_teacher
 
         path = Path(source["checkpoint"])
         teacher = load_teacher(path)
         desc = {"checkpoint": str(path), "teacher": teacher.name, "kwargs": dict(teacher.kwargs)}
+    if "label" in source:
+        desc["label"] = str(source["label"])
     return teacher.eval(), desc
+
+
+_SPEC_KEYS = {"name", "kwargs", "steps", "epochs", "label", "seeds", "n_seeds"}
 
 
 def _optimizee_seeds(spec: Mapping[str, Any], seed: int, seeds_per_optimizee: int) -> list[int]:
@@ -455,6 +464,14 @@ def _run(
     optimizee = OPTIMIZEES.get(str(opt_spec["name"]))(
         seed=opt_seed, device=device, **dict(opt_spec.get("kwargs") or {})
     )
+    if opt_spec.get("steps") is not None:
+        steps = int(opt_spec["steps"])
+    elif opt_spec.get("epochs") is not None:
+        steps = max(1, int(math.ceil(float(opt_spec["epochs"]) * optimizee.steps_per_epoch)))
+    if steps < T:
+        raise ValueError(
+            f"optimizee {opt_spec['name']!r}: {steps} steps < lags={T}; no row would have a full history"
+        )
     module = optimizee.module()
     params = [p for p in module.parameters() if p.requires_grad]
     n = sum(p.numel() for p in params)
@@ -534,8 +551,9 @@ def collect(
     Args:
         source: ``{"rule": name, "kwargs": {...}}`` (any ``TEACHERS`` entry, hand rules included) or
             ``{"checkpoint": path}`` (a meta-trained teacher).
-        optimizees: specs ``{"name", "kwargs"?, "steps"?, "seeds"? | "n_seeds"?}``; each runs on its
-            ``seeds`` (default ``1000*seed + k`` for ``k < seeds_per_optimizee``) for ``steps`` steps.
+        optimizees: specs ``{"name", "kwargs"?, "steps"? | "epochs"?, "seeds"? | "n_seeds"?, "label"?}``;
+            each runs on its ``seeds`` (default ``1000*seed + k`` for ``k < seeds_per_optimizee``) for its
+            ``steps`` (or ``epochs`` times its steps per epoch; default the ``steps`` argument).
         features: SR feature names; default the teacher's own input features (the paper's choice).
         lags: history length T (the paper: 20).
         n_samples, holdout: ``n_samples`` training rows plus ``round(holdout * n_samples)`` held-out rows,
@@ -562,6 +580,12 @@ def collect(
     constants.update(dict(feature_kwargs or {}))
     sr_spec = FeatureSpec(tuple(features) if features else tspec.names, int(lags), **constants)
     names, col_idx = _columns(sr_spec, variables)
+    for spec in optimizees:
+        if "name" not in spec:
+            raise ValueError(f"optimizee spec {dict(spec)} lacks 'name'")
+        unknown = set(spec) - _SPEC_KEYS
+        if unknown:
+            raise ValueError(f"unknown optimizee spec keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
     runs = [(spec, s) for spec in optimizees for s in _optimizee_seeds(spec, seed, seeds_per_optimizee)]
     if not runs:
         raise ValueError("no optimizee runs (every spec has an empty seed list)")
@@ -569,16 +593,8 @@ def collect(
     quota = int(math.ceil(want / len(runs)))
     X_parts, y_parts, i_parts, infos = [], [], [], []
     for i, (spec, s) in enumerate(runs):
-        if "name" not in spec:
-            raise ValueError(f"optimizee spec {dict(spec)} lacks 'name'")
-        run_steps = int(spec.get("steps", steps))
-        if run_steps < sr_spec.lags:
-            raise ValueError(
-                f"optimizee {spec['name']!r}: steps={run_steps} < lags={sr_spec.lags}; no row "
-                "would have a full history"
-            )
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2, i]))
-        X, y, where, info = _run(teacher, spec, s, run_steps, sr_spec, col_idx, quota, rng, dev)
+        X, y, where, info = _run(teacher, spec, s, int(steps), sr_spec, col_idx, quota, rng, dev)
         X_parts.append(X)
         y_parts.append(y)
         i_parts.append(np.column_stack([np.full(len(y), i), where]))

@@ -15,14 +15,17 @@ paper re-scales inputs to unit variance), then for every front equation:
 
 The returned front holds the raw equations, sorted by complexity (the backend's front, not re-pruned on
 held-out error), with ``mc`` (the MC of the front on held-out error) in its provenance.
-:func:`write_outputs` saves ``equations.json``, ``best.json`` (the :func:`choose` pick) and two PNGs.
+:func:`write_outputs` saves ``equations.json``, ``best.json`` (the :func:`choose` pick) and two PNGs;
+:func:`merge_and_choose` merges the fronts of several trials (backend x seed x complexity) and chooses.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ __all__ = [
     "choose",
     "distill",
     "front_summary",
+    "merge_and_choose",
     "write_outputs",
 ]
 
@@ -99,18 +103,27 @@ def distill(
     has_val = dataset.n_val >= 2
     spec = dict(dataset.feature_spec)
     equations: list[Equation] = []
+    skipped: list[str] = []
     for eq in front:
         scaled = eq.score(dataset.X_val, dataset.y_val, dataset.names, "val") if has_val else eq
-        raw = unscale_equation(scaled, dataset)
+        try:
+            raw = unscale_equation(scaled, dataset)
+        except (ValueError, KeyError, OverflowError) as exc:  # e.g. a constant overflows when unscaled
+            skipped.append(f"{scaled.text}: {exc}")
+            continue
         raw = raw.score(Xt_raw, yt_raw, dataset.names, "train")
         if has_val:
             raw = raw.score(Xv_raw, yv_raw, dataset.names, "val")
         extra = {f"{k}_scaled": v for k, v in scaled.metrics.items() if k.startswith(("r2_", "mse_"))}
         extra.update({k: v for k, v in scaled.metrics.items() if not k.startswith(("r2_", "mse_"))})
         extra["complexity_scaled"] = float(scaled.complexity)
-        result = tpf(raw, Xv_raw if has_val else Xt_raw, dataset.names)
-        extra["tpf"] = result.overall
-        extra.update({f"tpf_{f}": v for f, v in result.per_feature.items()})
+        try:
+            result = tpf(raw, Xv_raw if has_val else Xt_raw, dataset.names)
+        except (RuntimeError, ValueError, TypeError):  # an operator without a torch derivative
+            extra["tpf"] = math.nan
+        else:
+            extra["tpf"] = result.overall
+            extra.update({f"tpf_{f}": v for f, v in result.per_feature.items()})
         raw = raw.with_metrics(**extra)
         raw.provenance = {
             **dict(eq.provenance),
@@ -135,7 +148,13 @@ def distill(
         "fit_s": fit_s,
         "mc_threshold": float(mc_threshold),
         "split": "val" if has_val else "train",
+        "skipped": len(skipped),
     }
+    if skipped:
+        warnings.warn(
+            f"distill: left out {len(skipped)} equation(s) that could not be unscaled, e.g. {skipped[0]}",
+            stacklevel=2,
+        )
     out = ParetoFront(equations, prov)
     if equations:
         try:
@@ -209,6 +228,18 @@ def _plot_tpf_from_metrics(front: ParetoFront, path: Path) -> Path:
     return path
 
 
+def _mark_choice(front: ParetoFront, how: str | int, threshold: float | None = None) -> Equation:
+    """:func:`choose`'s pick, with ``chosen_by`` (and the MC threshold) noted in its provenance."""
+    chosen = choose(front, how, threshold=threshold).copy()
+    chosen.provenance["chosen_by"] = how if isinstance(how, str) else f"complexity<={int(how)}"
+    if how == "mc":
+        thr = (
+            threshold if threshold is not None else front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+        )
+        chosen.provenance["mc_threshold"] = float(thr)
+    return chosen
+
+
 def write_outputs(
     front: ParetoFront,
     outdir: str | Path,
@@ -217,27 +248,22 @@ def write_outputs(
     how: str | int = "mc",
     title: str | None = None,
 ) -> dict[str, Path]:
-    """Write the distill artifacts into ``outdir`` and return their paths by key.
+    """Write the distill artifacts into ``outdir``; return their paths keyed by file name.
 
-    ``equations`` (``equations.json``: the front), ``best`` (``best.json``: :func:`choose` with ``how``,
-    its provenance notes ``chosen_by``), ``pareto`` (``pareto.png``: complexity vs held-out R² with the
-    MC line) and ``tpf`` (``tpf.png``: TPF vs complexity, recomputed per feature on the raw held-out rows
-    of ``dataset`` when given, else from the stored ``tpf`` metrics).
+    ``equations.json`` (the front), ``best.json`` (:func:`choose` with ``how``; its provenance notes
+    ``chosen_by``), ``pareto.png`` (complexity vs held-out R², MC line) and ``tpf.png`` (TPF vs
+    complexity, recomputed per feature on the raw held-out rows of ``dataset`` when given, else drawn
+    from the ``tpf`` metrics :func:`distill` stored).
     """
     from harness.symbolic.plots import plot_pareto, plot_tpf
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = {"equations": front.save(outdir / "equations.json")}
-    chosen = choose(front, how)
-    chosen = chosen.copy()
-    chosen.provenance["chosen_by"] = how if isinstance(how, str) else f"complexity<={int(how)}"
-    if how == "mc":
-        chosen.provenance["mc_threshold"] = front.provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
-    paths["best"] = chosen.save(outdir / "best.json")
+    paths = {"equations.json": front.save(outdir / "equations.json")}
+    paths["best.json"] = _mark_choice(front, how).save(outdir / "best.json")
     label = str(front.provenance.get("backend", "front"))
     mc_c = front.provenance.get("mc")
-    paths["pareto"] = plot_pareto(
+    paths["pareto.png"] = plot_pareto(
         {label: front},
         outdir / "pareto.png",
         title=title,
@@ -245,9 +271,79 @@ def write_outputs(
     )
     if dataset is not None:
         Xv, _ = dataset.raw("val") if dataset.n_val >= 2 else dataset.raw("train")
-        paths["tpf"] = plot_tpf(
+        paths["tpf.png"] = plot_tpf(
             {label: front}, Xv, outdir / "tpf.png", dataset.names, per_feature=True, title=title
         )
     else:
-        paths["tpf"] = _plot_tpf_from_metrics(front, outdir / "tpf.png")
+        paths["tpf.png"] = _plot_tpf_from_metrics(front, outdir / "tpf.png")
+    return paths
+
+
+def merge_and_choose(
+    fronts: Sequence[str | Path | ParetoFront],
+    how: str | int = "mc",
+    outdir: str | Path = ".",
+    *,
+    threshold: float | None = None,
+) -> dict[str, Path]:
+    """Merge several distill fronts (backend x seed x complexity trials of ONE dataset) and choose one.
+
+    The merged front is the non-dominated union on held-out error (each equation keeps its own
+    provenance: backend, seed, feature_spec); its provenance lists the merged fronts and its MC. Writes
+    ``front.json``, ``chosen.json`` (:func:`choose` with ``how``), ``pareto.png`` (every input front and
+    the merged one) and ``tpf.png`` (from the stored TPF metrics); returns paths keyed by file name.
+    Fronts of different sources (teachers) are merged as asked, with a warning: they describe
+    different rules.
+    """
+    from harness.symbolic.plots import plot_pareto
+
+    loaded = [f if isinstance(f, ParetoFront) else ParetoFront.load(f) for f in fronts]
+    if not loaded:
+        raise ValueError("merge_and_choose needs at least one front")
+    sources = {json.dumps(e.provenance.get("source"), sort_keys=True, default=str) for f in loaded for e in f}
+    if len(sources) > 1:
+        warnings.warn(
+            f"merging fronts of {len(sources)} different sources into one; choose per source instead",
+            stacklevel=2,
+        )
+    thr = float(
+        threshold if threshold is not None else loaded[0].provenance.get("mc_threshold", DEFAULT_MC_THRESHOLD)
+    )
+    merged = ParetoFront.from_equations([e for f in loaded for e in f])
+    keys = ("backend", "seed", "n_train", "n_val", "fit_s")
+    merged.provenance = {
+        "merged": [
+            {
+                **{k: f.provenance.get(k) for k in keys},
+                "max_complexity": (f.provenance.get("settings") or {}).get("max_complexity"),
+            }
+            for f in loaded
+        ],
+        "feature_spec": loaded[0].provenance.get("feature_spec"),
+        "source": loaded[0].provenance.get("source"),
+        "mc_threshold": thr,
+    }
+    if merged.equations:
+        merged.provenance["mc"] = mc(merged, thr)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {"front.json": merged.save(outdir / "front.json")}
+    paths["chosen.json"] = _mark_choice(merged, how, thr).save(outdir / "chosen.json")
+    labelled: dict[str, ParetoFront] = {}
+    for i, f in enumerate(loaded):
+        p = f.provenance
+        label = f"{p.get('backend', 'front')} s{p.get('seed', '?')}"
+        cmax = (p.get("settings") or {}).get("max_complexity")
+        if cmax is not None:
+            label += f" c<={cmax}"
+        labelled[label if label not in labelled else f"{label} #{i}"] = f
+    labelled["merged"] = merged
+    mc_c = merged.provenance.get("mc")
+    paths["pareto.png"] = plot_pareto(
+        labelled,
+        outdir / "pareto.png",
+        title="merged Pareto front",
+        mc_complexity=int(mc_c) if mc_c is not None else None,
+    )
+    paths["tpf.png"] = _plot_tpf_from_metrics(merged, outdir / "tpf.png")
     return paths

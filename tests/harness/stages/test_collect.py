@@ -89,10 +89,12 @@ def test_adam_rule_uses_its_own_feature_constants() -> None:
 def test_bad_inputs_are_clear() -> None:
     with pytest.raises(ValueError, match="exactly one of"):
         collect({"rule": "sgd", "checkpoint": "x.pt"}, [P1])
-    with pytest.raises(ValueError, match="steps=10 < lags=20"):
+    with pytest.raises(ValueError, match="10 steps < lags=20"):
         collect(SGD, [{"name": "quadratic_cos", "steps": 10}])
     with pytest.raises(KeyError, match="known teachers"):
         collect({"rule": "nope"}, [P1])
+    with pytest.raises(ValueError, match="unknown optimizee spec keys"):
+        collect(SGD, [{"name": "quadratic_cos", "step": 40}])
     with pytest.raises(ValueError, match="not produced"):
         collect(SGD, [P1], variables=["m_hat_0"])
 
@@ -133,3 +135,28 @@ def test_collect_from_gradients_lags_and_targets() -> None:
         np.testing.assert_allclose(X[j], G[t - 1 - np.arange(5), c], rtol=1e-12)
     with pytest.raises(ValueError, match="must return"):
         collect_from_gradients(G, lambda A: A[:-1], lags=5)
+
+
+def test_checkpoint_source_matches_rule(sgd_ds: SRDataset, tmp_path) -> None:
+    from teachers.checkpoint import save_teacher
+
+    path = save_teacher(TEACHERS.get("sgd")(lr=0.01), tmp_path / "sgd.pt")
+    ds = collect({"checkpoint": str(path)}, [P1], n_samples=300, holdout=0.2, seed=0)
+    assert ds.source == {"checkpoint": str(path), "teacher": "sgd", "kwargs": {"lr": 0.01}}
+    np.testing.assert_array_equal(ds.X_train, sgd_ds.X_train)
+    np.testing.assert_array_equal(ds.y_val, sgd_ds.y_val)
+
+
+def test_epochs_budget() -> None:
+    mlp = {"name": "mlp", "kwargs": {"hidden": [4], "batch_size": 512}, "epochs": 8, "label": "tiny"}
+    ds = collect(SGD, [mlp], n_samples=50, seeds_per_optimizee=1)
+    assert ds.meta["runs"][0]["steps"] == 8 * 3  # digits: 1437 training samples, 3 batches of 512
+    with pytest.raises(ValueError, match="3 steps < lags=20"):
+        collect(SGD, [{**mlp, "epochs": 1}])
+
+
+def test_source_label_is_kept() -> None:
+    ds = collect({**SGD, "label": "plain sgd"}, [P1], n_samples=20, seeds_per_optimizee=1)
+    assert ds.source == {"rule": "sgd", "kwargs": {"lr": 0.01}, "label": "plain sgd"}
+    with pytest.raises(ValueError, match="unknown collect source keys"):
+        collect({**SGD, "lr": 0.1}, [P1])

@@ -9,7 +9,14 @@ import pytest
 
 from harness.registry import SR_BACKENDS
 from harness.stages.collect import SRDataset, collect
-from harness.stages.distill import BackendUnavailableError, choose, distill, front_summary, write_outputs
+from harness.stages.distill import (
+    BackendUnavailableError,
+    choose,
+    distill,
+    front_summary,
+    merge_and_choose,
+    write_outputs,
+)
 from harness.symbolic.equation import Equation, ParetoFront
 
 
@@ -97,17 +104,31 @@ def test_choose_by_mc_best_and_complexity() -> None:
 def test_write_outputs(momentum_ds: SRDataset, tmp_path) -> None:
     front = distill(momentum_ds, "linear", {"max_complexity": 40}, seed=0)
     paths = write_outputs(front, tmp_path / "out", momentum_ds)
-    assert set(paths) == {"equations", "best", "pareto", "tpf"}
-    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
-    back = ParetoFront.load(paths["equations"])
+    assert set(paths) == {"equations.json", "best.json", "pareto.png", "tpf.png"}
+    assert all(p.is_file() and p.stat().st_size > 0 and p.name == k for k, p in paths.items())
+    back = ParetoFront.load(paths["equations.json"])
     assert [e.text for e in back] == [e.text for e in front]
     assert back[0].provenance["feature_spec"] == momentum_ds.feature_spec
-    best = Equation.load(paths["best"])
+    best = Equation.load(paths["best.json"])
     assert best == choose(front) and best.provenance["chosen_by"] == "mc"
     paths2 = write_outputs(front, tmp_path / "out2", how="best")  # no data: TPF plot from metrics
-    assert Equation.load(paths2["best"]) == front.best() and paths2["tpf"].is_file()
+    assert Equation.load(paths2["best.json"]) == front.best() and paths2["tpf.png"].is_file()
     summary = front_summary(front)
     assert summary["mc"] == choose(front).complexity and summary["best_r2_val"] > 0.99
+
+
+def test_merge_and_choose(momentum_ds: SRDataset, tmp_path) -> None:
+    small = distill(momentum_ds, "linear", {"max_complexity": 13}, seed=0)
+    large = distill(momentum_ds, "linear", {"max_complexity": 60}, seed=1)
+    paths = merge_and_choose([small.save(tmp_path / "a.json"), large], "best", tmp_path / "merged")
+    assert set(paths) == {"front.json", "chosen.json", "pareto.png", "tpf.png"}
+    merged = ParetoFront.load(paths["front.json"])
+    assert merged.best().metrics["r2_val"] == large.best().metrics["r2_val"]
+    assert [m["max_complexity"] for m in merged.provenance["merged"]] == [13, 60]
+    assert merged.provenance["mc"] == choose(merged).complexity
+    chosen = Equation.load(paths["chosen.json"])
+    assert chosen == merged.best() and chosen.provenance["chosen_by"] == "best"
+    assert chosen.provenance["feature_spec"] == momentum_ds.feature_spec
 
 
 class _Unavailable:

@@ -186,7 +186,7 @@ def run(
     dataset: str = "mnist1d",
     sizes: dict[str, tuple[int, ...]] | None = None,
     modes: Sequence[str] = MODES,
-    threads: int = 2,
+    threads: int = 1,
     timeout_s: float = 300.0,
     mem_fraction: float = 0.6,
     log: Any = print,
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]] | dict[str, 
     ap.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits"])
     ap.add_argument("--sizes", default=",".join(SIZES), help=f"subset of {','.join(SIZES)}")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per configuration")
     ap.add_argument("--timeout-s", type=float, default=300.0, help="per configuration")
     ap.add_argument("--json", action="store_true", help="print the rows as a JSON list (last line)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -36,9 +36,10 @@ def teachers_from_stage(outcome: Any) -> list[tuple[str, Path]]:
 def equations_from_stage(outcome: Any) -> list[tuple[str, Path]]:
     """``(label, equation.json)``: the chosen equation of a distill stage, or each meta_tune trial's."""
     if outcome.kind == "distill":
-        chosen = getattr(outcome, "extra", {}).get("chosen")
-        if chosen is not None and Path(chosen).exists():
-            return [(f"{outcome.name}", Path(chosen))]
+        chosen = getattr(outcome, "extra", {}).get("chosen") or {}
+        if chosen:
+            label = (lambda src: outcome.name) if len(chosen) == 1 else (lambda src: f"{outcome.name}-{src}")
+            return sorted((label(src), Path(p)) for src, p in chosen.items())
         found = [(f"{outcome.name}-{t.run_id[:6]}", p) for t, p in trial_files(outcome, "best.json")]
     else:
         found = [

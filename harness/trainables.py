@@ -378,7 +378,7 @@ def distill_trainable(config: dict[str, Any]) -> None:
     settings.setdefault("threads", cpus)
     front = distill(ds, config["backend"], settings, int(config["seed"]))
     with tempfile.TemporaryDirectory() as out:
-        files = write_outputs(front, out)
+        files = write_outputs(front, out, ds, how=config.get("choose", "mc"))
         best = max((eq.metrics.get("r2_val", float("-inf")) for eq in front.equations), default=float("nan"))
         metrics = {
             "best_r2_val": float(best),
@@ -420,6 +420,7 @@ def plan_distill(suite: Suite, stage: DistillStage, inputs: dict[str, StageOutco
         "source": tune.grid_search([s for s, _ in datasets]),
         "datasets": dict(datasets),
         "settings": dict(stage.settings),
+        "choose": stage.choose,
     }
     n = len(stage.backends) * len(stage.seeds) * len(stage.max_complexities) * len(datasets)
     return StagePlan(_distill_entry, space, n, "best_r2_val", "max", trial_tags, trial_params)
@@ -430,17 +431,24 @@ def _distill_entry(config: dict[str, Any]) -> None:
 
 
 def finalize_distill(stage: DistillStage, outcome: StageOutcome, outdir: Any, log: Any) -> None:
-    """Merge the trials' fronts into one, choose the equation the suite goes on with."""
+    """Merge the trials' fronts per source (teacher) and choose the equation each goes on with."""
+    from pathlib import Path
+
     from harness.stage_outputs import trial_files
     from harness.stages.distill import merge_and_choose
 
-    fronts = [p for _, p in trial_files(outcome, "equations.json")]
-    if not fronts:
+    by_source: dict[str, list[Any]] = {}
+    for t, p in trial_files(outcome, "equations.json"):
+        by_source.setdefault(t.tags.get(f"{TAG}.source", "source"), []).append(p)
+    if not by_source:
         log(f"[{stage.name}] no fronts to merge (all trials failed?)")
         return
-    files = merge_and_choose(fronts, stage.choose, outdir)
-    outcome.extra["chosen"] = str(files["chosen.json"])
-    outcome.extra["front"] = str(files["front.json"])
+    chosen = {}
+    for source, fronts in sorted(by_source.items()):
+        sub = Path(outdir) / source if len(by_source) > 1 else Path(outdir)
+        files = merge_and_choose(fronts, stage.choose, sub)
+        chosen[source] = str(files["chosen.json"])
+    outcome.extra["chosen"] = chosen
 
 
 FINALIZERS["distill"] = finalize_distill

@@ -652,6 +652,8 @@ class MetaTuneResult:
                     out[f"{name}_{when}"] = float(vals[key])
         if "heldout_before" in out and "heldout_after" in out:
             out["heldout_improvement"] = out["heldout_before"] - out["heldout_after"]
+        if "kept" in self.details:
+            out["kept_tuned"] = float(self.details["kept"] == "tuned")
         for key in ("best_value", "start_value", "n_trials", "n_new_trials"):
             v = self.details.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -686,14 +688,20 @@ def meta_tune(
     eval_seeds: Sequence[int] | None = None,
     eval_steps: int | None = None,
     device: str = "cpu",
+    keep: str = "better",
     **method_kwargs: Any,
 ) -> MetaTuneResult:
     """Meta-tune ``equation`` on ``optimizee`` with ``method`` (``gradient`` | ``optuna``) and measure it.
 
     ``method_kwargs`` go to :func:`meta_tune_gradient` or :func:`meta_tune_optuna`. Before/after metrics train
-    the optimizee with the initial and the tuned equation on ``eval_seeds`` (default ``[seed]``) for
-    ``eval_steps`` (default: the spec's budget) and report the held-out (test) loss.
+    the optimizee with the initial and the tuned equation on ``eval_seeds`` (default ``[seed]``; give seeds
+    the tuning never saw for an honest check) for ``eval_steps`` (default: the spec's budget) and report the
+    held-out (test) loss. With ``keep="better"`` (default) the result's equation is the tuned one only when
+    it is no worse on those seeds, else the initial one (``details["kept"]`` says which); ``keep="tuned"``
+    always returns the tuned equation.
     """
+    if keep not in ("better", "tuned"):
+        raise ValueError(f"keep must be 'better' or 'tuned', got {keep!r}")
     eq = load_equation(equation)
     dev = resolve_device(device)
     if method == "gradient":
@@ -708,6 +716,13 @@ def meta_tune(
     before = _mean_runs(eq, optimizee, seeds, eval_steps, dev)
     after = _mean_runs(tuned, optimizee, seeds, eval_steps, dev)
     details = {k: v for k, v in summary.items() if k != "trials"}
+    worse = after.get("diverged", 0.0) > before.get("diverged", 0.0) or after.get("test_loss", math.inf) > before.get(
+        "test_loss", math.inf
+    )
+    if keep == "better" and worse:
+        details["kept"] = "initial"
+        return MetaTuneResult(eq, eq, method, history, before, after, details)
+    details["kept"] = "tuned"
     return MetaTuneResult(tuned, eq, method, history, before, after, details)
 
 

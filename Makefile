@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SUITE ?= benchmarks/suites/baselines-smoke.yaml
+SUITE ?= benchmarks/suites/quickstart.yaml
 
 .PHONY: install quickstart test lint perf clean
 

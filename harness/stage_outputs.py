@@ -82,9 +82,9 @@ def chosen_equation_text(outcome: Any) -> str:
         for label, path in eqs:
             eq = Equation.load(path)
             fit = ", ".join(f"{k}={v:.4g}" for k, v in sorted(eq.metrics.items()) if k.startswith("r2"))
-            lines.append(
-                f"  {label}: update = {eq}   [complexity {eq.complexity}{', ' + fit if fit else ''}]"
-            )
+            short = eq.with_constants([float(f"{c:.4g}") for c in eq.constants])
+            lines.append(f"  {label}: update = {short}")
+            lines.append(f"    complexity {eq.complexity}, features {eq.lags_used()}{', ' + fit if fit else ''}")
             lines.append(f"    file: {path}")
         return "\n".join(lines)
     return ""

@@ -47,6 +47,7 @@ def resolve_tracking_uri(uri: str | None, workdir: str | Path = ".") -> str:
 
 def init_tracking(uri: str) -> MlflowClient:
     """Point MLflow at ``uri`` and create the SQLite DB now, in the driver, before trials start."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

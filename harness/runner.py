@@ -331,11 +331,14 @@ def run_stage(
     opts.log(f"[{stage.name}] {plan.n_trials} trials ({stage.kind}); Tune state in {exp_path}")
     grid = tuner.fit()
     errors = grid.num_errors
-    if grid.num_terminated + errors < plan.n_trials:
+    # a trial is done when its last report is the trainable's final one (Tune may call a trial stopped
+    # by Ctrl-C "terminated"); anything less means the stage was interrupted
+    finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get("final"))
+    if finished + errors < plan.n_trials:
         # Tune returns normally after SIGINT; the stage is unfinished and must not be marked complete
         client.set_terminated(stage_run_id, status="KILLED")
         raise SuiteInterrupted(
-            f"stage {stage.name!r} was interrupted after {grid.num_terminated}/{plan.n_trials} trials; "
+            f"stage {stage.name!r} was interrupted after {finished}/{plan.n_trials} trials; "
             "rerun the same command to resume it"
         )
     trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)

@@ -106,7 +106,7 @@ def run(
             "best_lr": best,
             "means": {str(lr): v for lr, v in means.items()},
         }
-        log(f"Adam on {p}: " + ", ".join(f"lr {lr:g}: {v:.5f}" for lr, v in means.items()))
+        log(f"Adam on {p}: " + ", ".join(f"lr {lr:g}: {v:.3e}" for lr, v in means.items()))
 
     rows: list[dict[str, Any]] = []
     for name in names:
@@ -135,7 +135,7 @@ def run(
         }
         rows.append(row)
         log(
-            f"{name}: P2 {row['in_dist_loss']:.5f}, P3 {row['ood_loss']:.5f} "
+            f"{name}: P2 {row['in_dist_loss']:.3e}, P3 {row['ood_loss']:.3e} "
             f"({res.elapsed_s:.0f} s, {res.episodes} episodes, stop: {res.stop_reason})"
         )
 
@@ -146,21 +146,21 @@ def run(
         f"{horizon}, mean +- std over {len(test_seeds)} unseen seeds"
     )
     header = (
-        f"{'teacher':<10} | {'P2 (in-dist)':>19} | {'P3 (OOD)':>19} | {'meta-train s':>12} | "
+        f"{'teacher':<10} | {'P2 (in-dist)':>21} | {'P3 (OOD)':>21} | {'meta-train s':>12} | "
         f"{'episodes':>8} | {'last ep. len':>12}"
     )
     log(header)
     log("-" * len(header))
     for r in rows:
         log(
-            f"{r['teacher']:<10} | {r['in_dist_loss']:8.5f} +- {r['in_dist_std']:7.5f} | "
-            f"{r['ood_loss']:8.5f} +- {r['ood_std']:7.5f} | "
+            f"{r['teacher']:<10} | {r['in_dist_loss']:9.3e} +- {r['in_dist_std']:8.2e} | "
+            f"{r['ood_loss']:9.3e} +- {r['ood_std']:8.2e} | "
             f"{r['meta_train_s']:12.0f} | {r['episodes']:8d} | {r['final_episode_length']:12d}"
         )
     log("-" * len(header))
     log(
-        f"{'Adam best':<10} | {adam['P2']['best_loss']:8.5f} +- {adam['P2']['best_std']:7.5f} | "
-        f"{adam['P3']['best_loss']:8.5f} +- {adam['P3']['best_std']:7.5f} | "
+        f"{'Adam best':<10} | {adam['P2']['best_loss']:9.3e} +- {adam['P2']['best_std']:8.2e} | "
+        f"{adam['P3']['best_loss']:9.3e} +- {adam['P3']['best_std']:8.2e} | "
         f"lr {adam['P2']['best_lr']:g} (P2), {adam['P3']['best_lr']:g} (P3)"
     )
     log(f"total wall time {seconds:.0f} s")

@@ -246,7 +246,7 @@ def run(
     log(
         f"meta-training: {result.elapsed_s:.1f} s, {result.episodes} episodes, "
         f"{result.meta_iterations} meta-iterations, stop: {result.stop_reason}; best validation "
-        f"loss {result.best_val_loss:.5f} at episode {result.best_episode}"
+        f"loss {result.best_val_loss:.4g} at episode {result.best_episode}"
     )
     log(f"settings: {settings}")
     header = f"{'seed':>9} | {'teacher':>9} | " + " | ".join(f"Adam {lr:g}".rjust(11) for lr in adam_lrs)
@@ -254,13 +254,13 @@ def run(
     log(header)
     log("-" * len(header))
     for i, s in enumerate(test_seeds):
-        row = f"{s:>9} | {ours[i]:9.5f} | " + " | ".join(f"{adam[lr][i]:11.5f}" for lr in adam_lrs)
+        row = f"{s:>9} | {ours[i]:9.3e} | " + " | ".join(f"{adam[lr][i]:11.3e}" for lr in adam_lrs)
         log(row)
     log("-" * len(header))
-    means = " | ".join(f"{mean(adam[lr]):11.5f}" for lr in adam_lrs)
-    log(f"{'mean':>9} | {teacher_loss:9.5f} | {means}")
+    means = " | ".join(f"{mean(adam[lr]):11.3e}" for lr in adam_lrs)
+    log(f"{'mean':>9} | {teacher_loss:9.3e} | {means}")
     verdict = "teacher <= Adam best" if teacher_loss <= adam_best else "teacher LOSES to Adam best"
-    log(f"teacher {teacher_loss:.5f} vs Adam best (lr {best_lr:g}) {adam_best:.5f}: {verdict}")
+    log(f"teacher {teacher_loss:.4g} vs Adam best (lr {best_lr:g}) {adam_best:.4g}: {verdict}")
     log(f"teacher evaluation {t_eval:.1f} s; total wall time {seconds:.1f} s")
     return {
         "teacher_loss": teacher_loss,

@@ -83,7 +83,9 @@ def test_teacher_memory_in_process_and_subprocess() -> None:
     row = mem.measure("dm-unroll", "digits", (6,), steps=3)
     assert row["state_bytes_per_param"] == pytest.approx(320.0)  # 2 layers x (h, c) x 20 x 4 bytes
     assert _finite(row["peak_mb"], row["peak_bytes_per_param"])
-    rows = mem.run("digits", {"tiny": (8,)}, ("adam", "rp-apply"), threads=1, timeout_s=120, log=lambda s: None)
+    rows = mem.run(
+        "digits", {"tiny": (8,)}, ("adam", "rp-apply"), threads=1, timeout_s=120, log=lambda s: None
+    )
     assert [r["mode"] for r in rows] == ["adam", "rp-apply"]
     adam, rp = rows
     assert "skipped" not in adam and "skipped" not in rp, rows

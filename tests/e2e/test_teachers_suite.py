@@ -30,13 +30,18 @@ def test_meta_train_stage_then_teacher_on_the_leaderboard(ray_session, tmp_path:
                 "kind": "evaluate",
                 "name": "eval",
                 "optimizees": [{"name": "quadratic_cos", "steps": 40}],
-                "optimizers": [{"family": "teacher", "from_stage": "teachers"}, {"family": "adam", "lr": 0.01}],
+                "optimizers": [
+                    {"family": "teacher", "from_stage": "teachers"},
+                    {"family": "adam", "lr": 0.01},
+                ],
                 "seeds": [100, 101],
             },
         ],
     }
     uri = f"sqlite:///{tmp_path}/m.db"
-    out = run_suite(load_suite_dict(data), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lambda s: None))
+    out = run_suite(
+        load_suite_dict(data), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lambda s: None)
+    )
     teach = out.stages["teachers"]
     assert teach.errors == 0 and len(teach.trials) == 1
     trial = teach.trials[0]
@@ -54,3 +59,65 @@ def test_meta_train_stage_then_teacher_on_the_leaderboard(ray_session, tmp_path:
     assert {r["family"] for r in rows} == {"teacher", "adam"}
     t_row = next(r for r in rows if r["family"] == "teacher")
     assert t_row["optimizer"] == "teacher:rp_small-s0" and t_row["n"] == 2
+
+
+def test_interrupted_meta_training_resumes_from_its_tune_checkpoint(ray_session, tmp_path: Path) -> None:
+    """Ctrl-C during meta-training, rerun: the trial continues from its last checkpoint, not episode 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    data = {
+        "name": "teach-resume",
+        "stages": [
+            {
+                "kind": "meta_train",
+                "name": "teachers",
+                "teachers": [{"name": "rp_small", "kwargs": {"out_scale": 0.1}}],
+                "optimizees": [{"name": "quadratic_cos"}],
+                "settings": {"episode_length": 60, "episodes": 40, "eval_every": 20, "val_seeds": [900]},
+                "checkpoint_every": 5,
+            }
+        ],
+    }
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(data))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = tracking.init_tracking(uri)
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
+    cmd += ["--workdir", str(tmp_path), "--address", address, "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, reached = time.time() + 180, 0
+    while time.time() < deadline and proc.poll() is None and reached < 10:
+        time.sleep(0.5)
+        try:
+            exps = tracking.our_experiments(client, "teach-resume")
+            runs = (
+                tracking.find_runs(client, [exps[0].experiment_id], "tags.`sl2o.kind` = 'trial'")
+                if exps
+                else []
+            )
+            if runs:
+                hist = client.get_metric_history(runs[0].info.run_id, "meta_loss")
+                reached = max((m.step for m in hist), default=0)
+        except Exception:  # noqa: BLE001 - runs appear while we poll
+            reached = 0
+    assert proc.poll() is None and reached >= 10, (
+        proc.communicate()[0] if proc.poll() is not None else reached
+    )
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    exp = tracking.our_experiments(client, "teach-resume")[0]
+    runs = tracking.find_runs(client, [exp.experiment_id], "tags.`sl2o.kind` = 'trial'")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 1, ([(r.info.status, r.data.tags.get("sl2o.error", "")[-800:]) for r in runs], rerun.stdout)
+    assert finished[0].data.metrics["episodes"] == 40.0
+    steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "meta_loss")]
+    assert steps and steps[0] > 1 and steps[-1] == 40, steps[:5]  # continued from a checkpoint, not episode 1

@@ -13,8 +13,10 @@ validation during meta-training uses the same measure.
 Default settings (chosen by trial, see the numbers below): ``rp`` with ``out_scale`` 0.1 (the default
 0.01 bounds every step to Adam(0.01)'s size), meta-lr 3e-3 with the meta-gradient clipped at norm 1,
 episodes of 200 steps (= the horizon) cut into unrolls of 20, no random scaling, no CL/IL, validation
-every 10 episodes on 5 validation seeds at the horizon, 420 s of meta-training. Measured on the shared
-2-core machine (three runs): digits 1.6e-5 / 2.6e-5 vs Adam(0.01) 1.48e-3; mnist1d 1.146 vs 1.154.
+every 10 episodes on 5 validation seeds at the horizon, 420 s of meta-training (135-160 episodes).
+Measured on the shared 2-core machine, teacher vs Adam(0.01), the best lr: digits 1.6e-5 (seed 0, twice),
+2.6e-5 (seed 1), 2.6e-5 (seed 2) vs 1.48e-3; digits with 2 threads under contention (10 episodes)
+8.5e-4 vs 1.48e-3; mnist1d 1.146 vs 1.154 (a narrow win; best validation at episode 50).
 
 Threads: ``--threads 1`` by default. These problems have a few thousand coordinates, and on the
 shared 2-core machine 2 intra-op threads made every step 4-14x slower than 1 (OpenMP workers

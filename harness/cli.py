@@ -140,7 +140,9 @@ app.add_typer(equation_app, name="equation")
 @equation_app.command("show")
 def equation_show(
     file: Path = typer.Argument(..., help="An equation JSON file (or a Pareto-front JSON: every equation)."),
-    dataset: Path = typer.Option(None, "--dataset", help="A collect-stage dataset.npz to measure R² and TPF on."),
+    dataset: Path = typer.Option(
+        None, "--dataset", help="A collect-stage dataset.npz to measure R² and TPF on."
+    ),
     latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
 ) -> None:
     """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
@@ -173,7 +175,10 @@ def _describe_equation(eq: object, ds: object, latex: bool) -> str:
 
     lines = [f"update = {eq}", f"  complexity: {eq.complexity}   constants: {eq.n_constants}"]
     lags = eq.lags_used()
-    lines.append("  features:   " + (", ".join(f"{f} (lags {', '.join(map(str, ls))})" for f, ls in lags.items()) or "none"))
+    lines.append(
+        "  features:   "
+        + (", ".join(f"{f} (lags {', '.join(map(str, ls))})" for f, ls in lags.items()) or "none")
+    )
     metrics = dict(eq.metrics)
     if ds is not None:
         raw_val = ds.raw("val") if hasattr(ds, "raw") else None
@@ -185,7 +190,9 @@ def _describe_equation(eq: object, ds: object, latex: bool) -> str:
             for f, v in t.per_feature.items():
                 metrics[f"tpf_{f}"] = v
     if metrics:
-        lines.append("  metrics:    " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if v is not None))
+        lines.append(
+            "  metrics:    " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if v is not None)
+        )
     prov = eq.provenance
     if prov:
         keys = [k for k in ("backend", "seed", "source", "max_complexity", "method") if k in prov]

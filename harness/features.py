@@ -482,4 +482,3 @@ def select(features: Tensor, spec: FeatureSpec, names: Sequence[str]) -> Tensor:
     """Columns ``names`` of a ``[n, F, ...]`` feature tensor laid out by ``spec``."""
     idx = torch.tensor([spec.index(n) for n in names], device=features.device)
     return features.index_select(1, idx)
-

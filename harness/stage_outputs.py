@@ -84,7 +84,9 @@ def chosen_equation_text(outcome: Any) -> str:
             fit = ", ".join(f"{k}={v:.4g}" for k, v in sorted(eq.metrics.items()) if k.startswith("r2"))
             short = eq.with_constants([float(f"{c:.4g}") for c in eq.constants])
             lines.append(f"  {label}: update = {short}")
-            lines.append(f"    complexity {eq.complexity}, features {eq.lags_used()}{', ' + fit if fit else ''}")
+            lines.append(
+                f"    complexity {eq.complexity}, features {eq.lags_used()}{', ' + fit if fit else ''}"
+            )
             lines.append(f"    file: {path}")
         return "\n".join(lines)
     return ""

@@ -61,7 +61,9 @@ def main() -> None:
     }
     print(f"{args.trials} trials of {args.steps} P1 steps")
     print(f"  direct call:       {direct * 1000:8.1f} ms per trial")
-    print(f"  through Tune+MLflow: {per_trial * 1000:6.1f} ms per trial (stage wall time / trials, 2 in parallel)")
+    print(
+        f"  through Tune+MLflow: {per_trial * 1000:6.1f} ms per trial (stage wall time / trials, 2 in parallel)"
+    )
     print(f"  ray.init:          {ray_init:8.2f} s once per suite")
     if args.json:
         print(json.dumps(result))

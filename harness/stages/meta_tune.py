@@ -716,9 +716,9 @@ def meta_tune(
     before = _mean_runs(eq, optimizee, seeds, eval_steps, dev)
     after = _mean_runs(tuned, optimizee, seeds, eval_steps, dev)
     details = {k: v for k, v in summary.items() if k != "trials"}
-    worse = after.get("diverged", 0.0) > before.get("diverged", 0.0) or after.get("test_loss", math.inf) > before.get(
+    worse = after.get("diverged", 0.0) > before.get("diverged", 0.0) or after.get(
         "test_loss", math.inf
-    )
+    ) > before.get("test_loss", math.inf)
     if keep == "better" and worse:
         details["kept"] = "initial"
         return MetaTuneResult(eq, eq, method, history, before, after, details)

@@ -86,9 +86,25 @@ _VARIABLE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)_(0|[1-9][0-9]*)$")
 _CONST_RE = re.compile(r"^c(0|[1-9][0-9]*)$")
 
 OPERATOR_NAMES: tuple[str, ...] = (
-    "add", "sub", "mul", "div",
-    "square", "cube", "sqrt", "pow", "exp", "log", "tanh", "asinh", "sinh",
-    "relu", "erfc", "abs", "sign", "cos", "sin",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "square",
+    "cube",
+    "sqrt",
+    "pow",
+    "exp",
+    "log",
+    "tanh",
+    "asinh",
+    "sinh",
+    "relu",
+    "erfc",
+    "abs",
+    "sign",
+    "cos",
+    "sin",
 )
 """Operator names SR settings may use (``sqrt`` and ``pow`` sign-extended, as in the paper)."""
 _OPERATOR_ALIASES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "ssqrt": "sqrt", "spow": "pow"}
@@ -279,7 +295,9 @@ class _Builder:
             return type(node.value) is int
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             return cls._int_only(node.operand)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
+        if isinstance(node, ast.BinOp) and isinstance(
+            node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+        ):
             return cls._int_only(node.left) and cls._int_only(node.right)
         return False
 
@@ -381,7 +399,9 @@ class _Builder:
 
     def _call(self, node: ast.Call) -> sympy.Expr:
         if not isinstance(node.func, ast.Name):
-            raise EquationParseError(f"only calls of known functions are allowed, not {type(node.func).__name__}")
+            raise EquationParseError(
+                f"only calls of known functions are allowed, not {type(node.func).__name__}"
+            )
         name = node.func.id
         fn = _FUNCTIONS.get(name)
         if fn is None:
@@ -703,7 +723,9 @@ _TORCH_OPS: dict[Any, Callable[..., Any]] = {
 _Env = tuple[Mapping[str, Any], Sequence[Any]]  # (variables by name, constants by index)
 
 
-def _closure(expr: sympy.Expr, const_index: Mapping[sympy.Symbol, int], ops: Mapping[Any, Callable]) -> Callable:
+def _closure(
+    expr: sympy.Expr, const_index: Mapping[sympy.Symbol, int], ops: Mapping[Any, Callable]
+) -> Callable:
     """Compile a sympy tree once into nested closures ``f((vars, consts)) -> value``."""
     if isinstance(expr, sympy.Symbol):
         if expr in const_index:
@@ -822,7 +844,9 @@ class Equation:
         canon, vals, _, text_ph = _canonicalize(expr, values)
         self._set(canon, vals, text_ph, metrics, provenance)
 
-    def _set(self, canon: sympy.Expr, vals: tuple[float, ...], text_ph: str, metrics: Any, provenance: Any) -> None:
+    def _set(
+        self, canon: sympy.Expr, vals: tuple[float, ...], text_ph: str, metrics: Any, provenance: Any
+    ) -> None:
         self._expr = canon
         self._constants = vals
         self._text_ph = text_ph
@@ -883,8 +907,9 @@ class Equation:
         (``sympy.sqrt(x)`` is the plain power ``x**(1/2)``; use :class:`ssqrt` for the sign-extended one).
         """
         if name_map:
-            expr = expr.xreplace({s: _var_symbol(name_map[s.name]) for s in expr.free_symbols
-                                  if s.name in name_map})
+            expr = expr.xreplace(
+                {s: _var_symbol(name_map[s.name]) for s in expr.free_symbols if s.name in name_map}
+            )
         return cls(expr, {}, metrics=metrics, provenance=provenance)
 
     # -- basic properties
@@ -949,8 +974,12 @@ class Equation:
 
     def __getstate__(self) -> dict[str, Any]:
         # cached closures do not pickle; everything else does (Ray ships equations between processes)
-        return {"text": self._text, "constants": self._constants, "metrics": self.metrics,
-                "provenance": self.provenance}
+        return {
+            "text": self._text,
+            "constants": self._constants,
+            "metrics": self.metrics,
+            "provenance": self.provenance,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         eq = Equation.parse(state["text"]).with_constants(state["constants"])
@@ -970,8 +999,10 @@ class Equation:
 
     def latex(self, digits: int = 4) -> str:
         """LaTeX with constants rounded to ``digits`` significant digits; variables as ``f_{t-k}``."""
-        subs = {s: sympy.Float(float(f"{v:.{digits}g}"), digits) for s, v in zip(self.constant_symbols,
-                                                                                   self._constants, strict=True)}
+        subs = {
+            s: sympy.Float(float(f"{v:.{digits}g}"), digits)
+            for s, v in zip(self.constant_symbols, self._constants, strict=True)
+        }
         names = {}
         for v in self.variables:
             f, lag = split_variable(v)
@@ -1057,8 +1088,13 @@ class Equation:
             out = np.broadcast_to(out, n).copy()
         return out
 
-    def score(self, X: Mapping[str, Any] | np.ndarray, y: np.ndarray, names: Sequence[str] | None = None,
-              split: str = "train") -> Equation:
+    def score(
+        self,
+        X: Mapping[str, Any] | np.ndarray,
+        y: np.ndarray,
+        names: Sequence[str] | None = None,
+        split: str = "train",
+    ) -> Equation:
         """A copy with ``r2_{split}`` and ``mse_{split}`` measured in float64 on (X, y)."""
         yhat = self.evaluate(X, names)
         return self.with_metrics(**{f"r2_{split}": r2(y, yhat), f"mse_{split}": mse(y, yhat)})
@@ -1078,7 +1114,8 @@ class Equation:
             "expression": self._text,
             "template": self.template,
             "variables": [
-                {"name": v, "feature": split_variable(v)[0], "lag": split_variable(v)[1]} for v in self.variables
+                {"name": v, "feature": split_variable(v)[0], "lag": split_variable(v)[1]}
+                for v in self.variables
             ],
             "constants": list(self._constants),
             "complexity": self.complexity,
@@ -1103,16 +1140,23 @@ class Equation:
                 name = v.get("name") if isinstance(v, Mapping) else v
                 if not isinstance(name, str) or not is_variable_name(name):
                     raise EquationParseError(f"bad variable entry {v!r} in equation JSON")
-                if isinstance(v, Mapping) and "feature" in v and (v["feature"], v.get("lag")) != split_variable(name):
+                if (
+                    isinstance(v, Mapping)
+                    and "feature" in v
+                    and (v["feature"], v.get("lag")) != split_variable(name)
+                ):
                     raise EquationParseError(f"variable {name!r} disagrees with its feature/lag fields")
                 allowed.add(name)
-        metrics = {k: (float("nan") if v is None else float(v)) for k, v in (data.get("metrics") or {}).items()}
+        metrics = {
+            k: (float("nan") if v is None else float(v)) for k, v in (data.get("metrics") or {}).items()
+        }
         eq = cls.parse(data["expression"], allowed, metrics=metrics, provenance=data.get("provenance") or {})
         consts = data.get("constants")
         if consts is not None:
             if len(consts) != eq.n_constants or not all(isinstance(c, (int, float)) for c in consts):
                 raise EquationParseError(
-                    f"equation JSON has {len(consts)} constants but its expression has {eq.n_constants}")
+                    f"equation JSON has {len(consts)} constants but its expression has {eq.n_constants}"
+                )
             eq = eq.with_constants(consts).with_metrics(**metrics)
             eq.provenance = dict(data.get("provenance") or {})
         return eq
@@ -1293,7 +1337,11 @@ class ParetoFront:
 
     @classmethod
     def from_equations(
-        cls, equations: Iterable[Equation], *, split: str = "auto", provenance: Mapping[str, Any] | None = None
+        cls,
+        equations: Iterable[Equation],
+        *,
+        split: str = "auto",
+        provenance: Mapping[str, Any] | None = None,
     ) -> ParetoFront:
         """The non-dominated subset of ``equations`` by (complexity, error)."""
         return cls(list(equations), dict(provenance or {})).nondominated(split)
@@ -1324,8 +1372,13 @@ class ParetoFront:
         prov["merged"] = len(others) + 1
         return ParetoFront(eqs, prov).nondominated(split)
 
-    def score(self, X: Mapping[str, Any] | np.ndarray, y: np.ndarray, names: Sequence[str] | None = None,
-              split: str = "val") -> ParetoFront:
+    def score(
+        self,
+        X: Mapping[str, Any] | np.ndarray,
+        y: np.ndarray,
+        names: Sequence[str] | None = None,
+        split: str = "val",
+    ) -> ParetoFront:
         """A front whose equations carry ``r2_{split}``/``mse_{split}`` measured on (X, y) (not re-pruned)."""
         return ParetoFront([eq.score(X, y, names, split) for eq in self.equations], dict(self.provenance))
 
@@ -1439,15 +1492,21 @@ def import_hall_of_fame(
         except (TypeError, ValueError):
             loss, cplx = float("nan"), float("nan")
         try:
-            eq = Equation.parse(text, allowed, name_map=name_map, caret_is_pow=True,
-                                metrics={"loss": loss, "pysr_complexity": cplx},
-                                provenance={"source": "pysr", "pysr_equation": text})
+            eq = Equation.parse(
+                text,
+                allowed,
+                name_map=name_map,
+                caret_is_pow=True,
+                metrics={"loss": loss, "pysr_complexity": cplx},
+                provenance={"source": "pysr", "pysr_equation": text},
+            )
         except EquationParseError as exc:
             skipped.append(f"{text}: {exc}")
             continue
         eqs.append(eq)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} hall-of-fame rows that do not parse, e.g. {skipped[0]}",
-                      stacklevel=2)
+        warnings.warn(
+            f"skipped {len(skipped)} hall-of-fame rows that do not parse, e.g. {skipped[0]}", stacklevel=2
+        )
     prov = {"source": "pysr", "skipped": len(skipped), "note": _PYSR_NOTE, **dict(provenance or {})}
     return ParetoFront(eqs, prov)

@@ -103,7 +103,11 @@ class TPFResult:
     sensitivity: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"overall": self.overall, "per_feature": dict(self.per_feature), "sensitivity": dict(self.sensitivity)}
+        return {
+            "overall": self.overall,
+            "per_feature": dict(self.per_feature),
+            "sensitivity": dict(self.sensitivity),
+        }
 
 
 def _weighted_lag(pairs: Sequence[tuple[int, float]]) -> float:
@@ -113,7 +117,9 @@ def _weighted_lag(pairs: Sequence[tuple[int, float]]) -> float:
     return sum(lag * s for lag, s in pairs if math.isfinite(s)) / total
 
 
-def tpf(equation: Equation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None) -> TPFResult:
+def tpf(
+    equation: Equation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
+) -> TPFResult:
     """TPF by sensitivity (see module docstring); equals eq. 3 for linear forms ``sum_i c_i g_{t-i}``."""
     from harness.symbolic.equation import split_variable
 
@@ -127,8 +133,13 @@ def tpf(equation: Equation, X: Mapping[str, Any] | np.ndarray, names: Sequence[s
     return TPFResult(overall, per_feature, sens)
 
 
-def mc(front: ParetoFront | Sequence[Equation], threshold: float = 0.01, *, split: str = "auto",
-       relative: bool = False) -> int:
+def mc(
+    front: ParetoFront | Sequence[Equation],
+    threshold: float = 0.01,
+    *,
+    split: str = "auto",
+    relative: bool = False,
+) -> int:
     """Minimal complexity: smallest complexity whose error is within ``threshold`` of the best error.
 
     Error per equation is ``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else its

@@ -117,7 +117,10 @@ def test_interrupted_meta_training_resumes_from_its_tune_checkpoint(ray_session,
     exp = tracking.our_experiments(client, "teach-resume")[0]
     runs = tracking.find_runs(client, [exp.experiment_id], "tags.`sl2o.kind` = 'trial'")
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert len(finished) == 1, ([(r.info.status, r.data.tags.get("sl2o.error", "")[-800:]) for r in runs], rerun.stdout)
+    assert len(finished) == 1, (
+        [(r.info.status, r.data.tags.get("sl2o.error", "")[-800:]) for r in runs],
+        rerun.stdout,
+    )
     assert finished[0].data.metrics["episodes"] == 40.0
     steps = [m.step for m in client.get_metric_history(finished[0].info.run_id, "meta_loss")]
     assert steps and steps[0] > 1 and steps[-1] == 40, steps[:5]  # continued from a checkpoint, not episode 1

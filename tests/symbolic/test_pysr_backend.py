@@ -17,12 +17,33 @@ from harness.symbolic.sr.pysr import PySRBackend, pysr_kwargs
 
 def test_pysr_kwargs_mapping() -> None:
     s = SRSettings(
-        operators=["add", "sub", "mul", "div", "pow", "square", "sqrt", "exp", "tanh", "asinh", "relu", "erfc"],
-        max_complexity=5, population_size=33, iterations=12, seed=4, max_time_s=30, optimizer_iterations=7,
+        operators=[
+            "add",
+            "sub",
+            "mul",
+            "div",
+            "pow",
+            "square",
+            "sqrt",
+            "exp",
+            "tanh",
+            "asinh",
+            "relu",
+            "erfc",
+        ],
+        max_complexity=5,
+        population_size=33,
+        iterations=12,
+        seed=4,
+        max_time_s=30,
+        optimizer_iterations=7,
     )
     kw = pysr_kwargs(s)
     assert kw["binary_operators"][:4] == ["+", "-", "*", "/"]
-    assert kw["binary_operators"][4].startswith("spow(x, y) =") and "sign(x) * abs(x)^y" in kw["binary_operators"][4]
+    assert (
+        kw["binary_operators"][4].startswith("spow(x, y) =")
+        and "sign(x) * abs(x)^y" in kw["binary_operators"][4]
+    )
     assert kw["unary_operators"][0] == "square"
     assert "ssqrt(x) = sign(x) * sqrt(abs(x))" in kw["unary_operators"]
     assert {"exp", "tanh", "asinh", "relu", "erfc"} <= set(kw["unary_operators"])
@@ -76,6 +97,8 @@ def test_real_pysr_fit() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 2))
     y = -0.01 * X[:, 0]
-    settings = SRSettings(operators=["add", "mul", "sub"], iterations=5, population_size=20, max_complexity=10)
+    settings = SRSettings(
+        operators=["add", "mul", "sub"], iterations=5, population_size=20, max_complexity=10
+    )
     front = PySRBackend().fit(X, y, ["g_0", "g_1"], settings)
     assert front.best().metrics["r2_train"] > 0.999

@@ -108,7 +108,9 @@ def test_operon_operator_mapping() -> None:
     X, y = np.zeros((10, 1)), np.zeros(10)
     with pytest.raises(ValueError, match="sign"):
         OperonBackend().fit(X, y, ["g_0"], SRSettings(operators=["add", "sign"]))
-    kw = OperonBackend().regressor_kwargs(SRSettings(seed=7, threads=2, max_time_s=1.5, extra={"max_depth": 7}))
+    kw = OperonBackend().regressor_kwargs(
+        SRSettings(seed=7, threads=2, max_time_s=1.5, extra={"max_depth": 7})
+    )
     assert kw["objectives"] == ["r2", "length"] and kw["optimizer_iterations"] > 0
     assert (kw["random_state"], kw["n_threads"], kw["max_time"], kw["max_depth"]) == (7, 2, 2, 7)
     with pytest.raises(ValueError, match="unknown pyoperon options"):

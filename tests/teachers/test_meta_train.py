@@ -106,8 +106,14 @@ def test_curriculum_advances_after_three_bad_evals_and_keeps_best(monkeypatch: p
 
 def test_curriculum_restart_uses_best_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = MetaTrainConfig(
-        teacher="rp_small", optimizee=P1, curriculum=True, cl_lengths=(4, 8), unroll=4, eval_every=1,
-        episodes=5, val_seeds=VAL,
+        teacher="rp_small",
+        optimizee=P1,
+        curriculum=True,
+        cl_lengths=(4, 8),
+        unroll=4,
+        eval_every=1,
+        episodes=5,
+        val_seeds=VAL,
     )
     trainer = MetaTrainer(cfg)
     scripted = iter([5.0, 3.0, 4.0, 3.5, 3.1])
@@ -126,16 +132,32 @@ def test_curriculum_restart_uses_best_weights(monkeypatch: pytest.MonkeyPatch) -
 
 def test_imitation_probability_and_loss() -> None:
     cfg = MetaTrainConfig(
-        teacher="rp_small", optimizee=P1, imitation=True, il_prob=0.3, episode_length=2, unroll=2,
-        episodes=200, eval_every=1000, val_seeds=VAL, seed=7,
+        teacher="rp_small",
+        optimizee=P1,
+        imitation=True,
+        il_prob=0.3,
+        episode_length=2,
+        unroll=2,
+        episodes=200,
+        eval_every=1000,
+        val_seeds=VAL,
+        seed=7,
     )
     result = MetaTrainer(cfg).run()
     frac = sum(h["imitation"] for h in result.history) / len(result.history)
     assert 0.2 < frac < 0.4
     # il_prob = 1: every episode imitates Adam, and the imitation loss falls
     cfg = MetaTrainConfig(
-        teacher="rp_small", optimizee=P1, imitation=True, il_prob=1.0, episode_length=20, unroll=20,
-        episodes=40, eval_every=1000, val_seeds=VAL, meta_lr=3e-3,
+        teacher="rp_small",
+        optimizee=P1,
+        imitation=True,
+        il_prob=1.0,
+        episode_length=20,
+        unroll=20,
+        episodes=40,
+        eval_every=1000,
+        val_seeds=VAL,
+        meta_lr=3e-3,
     )
     result = MetaTrainer(cfg).run()
     assert all(h["imitation"] for h in result.history)
@@ -147,8 +169,15 @@ def test_imitation_probability_and_loss() -> None:
 
 def test_resume_is_exact(tmp_path: Path) -> None:
     base = dict(
-        teacher="rp_small", optimizee=P1, episode_length=20, eval_every=2, val_seeds=VAL[:2],
-        random_scaling=True, imitation=True, il_prob=0.5, seed=3,
+        teacher="rp_small",
+        optimizee=P1,
+        episode_length=20,
+        eval_every=2,
+        val_seeds=VAL[:2],
+        random_scaling=True,
+        imitation=True,
+        il_prob=0.5,
+        seed=3,
     )
     straight = MetaTrainer(MetaTrainConfig(episodes=6, **base))
     straight.run()
@@ -166,8 +195,15 @@ def test_resume_is_exact(tmp_path: Path) -> None:
 
 
 def test_meta_train_function_save_and_budgets(tmp_path: Path) -> None:
-    cfg = MetaTrainConfig(teacher="dm", optimizee=P1, episode_length=10, meta_iterations=3, episodes=None,
-                          val_seeds=VAL[:2], unroll=5)
+    cfg = MetaTrainConfig(
+        teacher="dm",
+        optimizee=P1,
+        episode_length=10,
+        meta_iterations=3,
+        episodes=None,
+        val_seeds=VAL[:2],
+        unroll=5,
+    )
     result = meta_train(cfg)
     assert result.meta_iterations == 3 and result.stop_reason == "meta_iterations"
     assert math.isfinite(result.best_val_loss)
@@ -177,8 +213,16 @@ def test_meta_train_function_save_and_budgets(tmp_path: Path) -> None:
     a, _ = teacher(feats, teacher.init_state(5))
     b, _ = result.teacher()(feats, teacher.init_state(5))
     assert torch.equal(a, b)
-    tb = meta_train(MetaTrainConfig(teacher="rp_small", optimizee=P1, episodes=None, time_budget_s=0.5,
-                                    val_seeds=VAL[:1], episode_length=10))
+    tb = meta_train(
+        MetaTrainConfig(
+            teacher="rp_small",
+            optimizee=P1,
+            episodes=None,
+            time_budget_s=0.5,
+            val_seeds=VAL[:1],
+            episode_length=10,
+        )
+    )
     assert tb.stop_reason == "time_budget"
 
 

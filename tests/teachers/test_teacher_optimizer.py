@@ -59,7 +59,12 @@ def test_hand_rules_match_torch(rule: str, kwargs: dict, make_ref) -> None:  # n
 
 def test_param_groups_lr_multiplies_update_and_cosine_scheduler() -> None:
     ref, mine = _model(), _model()
-    _train(ref, torch.optim.SGD([{"params": ref[0].parameters(), "lr": 0.1}, {"params": ref[2].parameters()}], lr=0.2))
+    _train(
+        ref,
+        torch.optim.SGD(
+            [{"params": ref[0].parameters(), "lr": 0.1}, {"params": ref[2].parameters()}], lr=0.2
+        ),
+    )
     groups = [{"params": mine[0].parameters(), "lr": 1.0}, {"params": mine[2].parameters(), "lr": 2.0}]
     _train(mine, TeacherOptimizer(groups, TEACHERS.get("sgd")(lr=0.1)))
     for a, b in zip(ref.parameters(), mine.parameters(), strict=True):
@@ -101,7 +106,9 @@ def test_state_dict_round_trip_continues_identically() -> None:
 def test_checkpoint_round_trip(tmp_path: Path, name: str) -> None:
     torch.manual_seed(3)
     teacher = TEACHERS.get(name)()
-    path = save_teacher(teacher, tmp_path / "sub" / f"{name}.pt", meta={"optimizee": "quadratic_cos", "seed": 0})
+    path = save_teacher(
+        teacher, tmp_path / "sub" / f"{name}.pt", meta={"optimizee": "quadratic_cos", "seed": 0}
+    )
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == FORMAT and raw["teacher"] == name and raw["meta"]["seed"] == 0
     loaded = load_teacher(path)
@@ -139,7 +146,9 @@ def test_build_optimizer_teacher_family(tmp_path: Path) -> None:
     path = save_teacher(TEACHERS.get("sgd")(lr=0.1), tmp_path / "sgd.pt")
     ref, mine = _model(), _model()
     _train(ref, torch.optim.SGD(ref.parameters(), lr=0.05))
-    opt, sched = build_optimizer({"family": "teacher", "checkpoint": str(path), "lr": 0.5}, mine.parameters(), 10)
+    opt, sched = build_optimizer(
+        {"family": "teacher", "checkpoint": str(path), "lr": 0.5}, mine.parameters(), 10
+    )
     assert sched is None
     _train(mine, opt)
     for a, b in zip(ref.parameters(), mine.parameters(), strict=True):

@@ -27,7 +27,19 @@ __all__ = [
 ]
 
 PAPER_OPERATORS: tuple[str, ...] = (
-    "add", "sub", "mul", "div", "square", "sqrt", "exp", "pow", "tanh", "asinh", "sinh", "relu", "erfc",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "square",
+    "sqrt",
+    "exp",
+    "pow",
+    "tanh",
+    "asinh",
+    "sinh",
+    "relu",
+    "erfc",
 )
 """The paper's operator set (sqrt and pow sign-extended)."""
 

@@ -77,8 +77,16 @@ OPERON_MISSING: frozenset[str] = frozenset({"cube", "asinh", "relu", "erfc", "si
 """Operators of our grammar that pyoperon does not have."""
 
 _OUR_KEYS = {
-    "allowed_symbols", "objectives", "optimizer_iterations", "population_size", "pool_size", "generations",
-    "max_length", "n_threads", "random_state", "max_time",
+    "allowed_symbols",
+    "objectives",
+    "optimizer_iterations",
+    "population_size",
+    "pool_size",
+    "generations",
+    "max_length",
+    "n_threads",
+    "random_state",
+    "max_time",
 }
 
 
@@ -183,8 +191,12 @@ def _drop_tiny_offset(eq: Equation, scale: float) -> Equation:
         return eq
     values = {s: v for s, v in zip(syms, eq.constants, strict=True)}
     new = sympy.Add(*keep)
-    return Equation(new, {s: values[s] for s in new.free_symbols if s in values}, metrics=eq.metrics,
-                    provenance=eq.provenance)
+    return Equation(
+        new,
+        {s: values[s] for s in new.free_symbols if s in values},
+        metrics=eq.metrics,
+        provenance=eq.provenance,
+    )
 
 
 def _drop_unit_factors(eq: Equation) -> Equation:
@@ -205,8 +217,12 @@ def _drop_unit_factors(eq: Equation) -> Equation:
 
     new = go(eq.expr)
     values = dict(zip(syms, eq.constants, strict=True))
-    return Equation(new, {s: values[s] for s in new.free_symbols if s in values}, metrics=eq.metrics,
-                    provenance=eq.provenance)
+    return Equation(
+        new,
+        {s: values[s] for s in new.free_symbols if s in values},
+        metrics=eq.metrics,
+        provenance=eq.provenance,
+    )
 
 
 class OperonBackend:

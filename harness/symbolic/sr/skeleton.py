@@ -117,8 +117,14 @@ def fit_constants(
             vals[groups[gi]] = t
         consts = [np.float64(v) for v in vals]
         with np.errstate(all="ignore"):
-            A = np.stack([np.broadcast_to(np.asarray(c((env, consts)), dtype=np.float64), (n,)) for c in cols],
-                         axis=1) if cols else np.zeros((n, 0))
+            A = (
+                np.stack(
+                    [np.broadcast_to(np.asarray(c((env, consts)), dtype=np.float64), (n,)) for c in cols],
+                    axis=1,
+                )
+                if cols
+                else np.zeros((n, 0))
+            )
             off = np.zeros(n)
             for c in offset_terms:
                 off = off + np.asarray(c((env, consts)), dtype=np.float64)
@@ -140,8 +146,13 @@ def fit_constants(
     theta0 = np.array([values[groups[gi][0]] for gi in nonlinear_groups], dtype=np.float64)
     if nonlinear_groups:
         method = "lm" if n >= len(theta0) else "trf"
-        res = scipy.optimize.least_squares(lambda t: solve(t)[0], theta0, method=method, max_nfev=max_nfev,
-                                           x_scale="jac" if method == "trf" else 1.0)
+        res = scipy.optimize.least_squares(
+            lambda t: solve(t)[0],
+            theta0,
+            method=method,
+            max_nfev=max_nfev,
+            x_scale="jac" if method == "trf" else 1.0,
+        )
         theta = res.x
     else:
         theta = theta0
@@ -174,7 +185,9 @@ def tanh_sum_form(
     return eq, [sorted(occ[g])]
 
 
-def tanh_sum_parameters(eq: Equation, tie_group: Sequence[int] | None = None) -> tuple[dict[str, float], float]:
+def tanh_sum_parameters(
+    eq: Equation, tie_group: Sequence[int] | None = None
+) -> tuple[dict[str, float], float]:
     """Read ``({variable: W}, gamma)`` back from a (fitted) :func:`tanh_sum_form` equation.
 
     ``tie_group`` defaults to ``eq.provenance["tie_groups"][0]`` (set by :func:`fit_constants`).
@@ -189,8 +202,11 @@ def tanh_sum_parameters(eq: Equation, tie_group: Sequence[int] | None = None) ->
     weights: dict[str, float] = {}
     for term in sympy.Add.make_args(eq.expr):
         tanhs = [a for a in sympy.Mul.make_args(term) if isinstance(a, sympy.tanh)]
-        ws = [eq.constants[syms.index(a)] for a in sympy.Mul.make_args(term)
-              if a in syms and syms.index(a) not in gamma_idx]
+        ws = [
+            eq.constants[syms.index(a)]
+            for a in sympy.Mul.make_args(term)
+            if a in syms and syms.index(a) not in gamma_idx
+        ]
         if len(tanhs) != 1 or len(ws) != 1:
             raise ValueError(f"term {term} is not of the form W*gamma*tanh(x/gamma)")
         (var,) = [s.name for s in tanhs[0].free_symbols if s not in syms]
@@ -219,16 +235,24 @@ class SkeletonBackend:
         elif isinstance(form_spec, str):
             form = Equation.parse(form_spec, allowed_variables=names)
         else:
-            raise ValueError("skeleton backend: settings.extra['form'] must be 'eq6', an expression or an Equation")
+            raise ValueError(
+                "skeleton backend: settings.extra['form'] must be 'eq6', an expression or an Equation"
+            )
         max_nfev = int(settings.extra.get("max_nfev", max(50, settings.iterations)))
         fitted = fit_constants(form, X, y, names, tie_groups=tie, max_nfev=max_nfev)
         if is_eq6 and tie:
             gam = [fitted.constants[i] for i in tie[0]]
             if gam and gam[0] < 0:  # W*gamma*tanh(x/gamma) is even in gamma: report gamma > 0
-                fitted = fitted.with_constants([-v if i in tie[0] else v for i, v in enumerate(fitted.constants)])
+                fitted = fitted.with_constants(
+                    [-v if i in tie[0] else v for i, v in enumerate(fitted.constants)]
+                )
                 fitted.provenance = {"form": "eq6", "tie_groups": [list(tie[0])]}
-        prov = {"backend": self.name, "seed": settings.seed, "form": form.template,
-                "time_s": time.perf_counter() - t0}
+        prov = {
+            "backend": self.name,
+            "seed": settings.seed,
+            "form": form.template,
+            "time_s": time.perf_counter() - t0,
+        }
         return finish_front([fitted], X, y, names, prov, prune=False)
 
 
@@ -255,8 +279,11 @@ class LinearBackend:
         rhs = A.T @ y
         full = np.linalg.lstsq(A, y, rcond=None)[0]
         importance = np.abs(full[:f]) * X.std(axis=0)
-        order = [j for j in np.argsort(-importance, kind="stable")
-                 if importance[j] > prune_tol * (y.std() + 1e-300) or prune_tol == 0.0]
+        order = [
+            j
+            for j in np.argsort(-importance, kind="stable")
+            if importance[j] > prune_tol * (y.std() + 1e-300) or prune_tol == 0.0
+        ]
         equations = []
         ks = range(0 if intercept else 1, len(order) + 1)
         for k in ks:
@@ -274,6 +301,10 @@ class LinearBackend:
             if eq.complexity > settings.max_complexity:
                 break
             equations.append(eq)
-        prov = {"backend": self.name, "seed": settings.seed, "fit_intercept": intercept,
-                "time_s": time.perf_counter() - t0}
+        prov = {
+            "backend": self.name,
+            "seed": settings.seed,
+            "fit_intercept": intercept,
+            "time_s": time.perf_counter() - t0,
+        }
         return finish_front(equations, X, y, names, prov)

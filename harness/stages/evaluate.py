@@ -95,10 +95,37 @@ def evaluate(
     torch.manual_seed(seed)
     problem = OPTIMIZEES.get(optimizee["name"])(seed=seed, device=dev, **optimizee.get("kwargs", {}))
     n_steps = budget_steps(problem, optimizee.get("steps"), optimizee.get("epochs"))
+    return train(
+        problem,
+        lambda params: build_optimizer(optimizer, params, n_steps),
+        n_steps,
+        log_every=log_every,
+        on_log=on_log,
+    )
+
+
+def train(
+    problem: Any,
+    make_optimizer: Callable[[Any], tuple[torch.optim.Optimizer, Any]],
+    n_steps: int,
+    *,
+    log_every: int = 10,
+    on_log: Callable[[int, float], None] | None = None,
+    final_window: int = FINAL_WINDOW,
+    evaluate_test: bool = True,
+) -> EvalResult:
+    """The one training loop: ``problem.module()`` trained ``n_steps`` steps by ``make_optimizer(params)``
+    (which returns the optimizer and an optional per-step scheduler); every training run of the harness
+    (evaluate trials, meta-tuning objectives) goes through here so they measure the same thing.
+
+    ``final_train_loss`` is the mean of the last ``min(final_window, steps_per_epoch, n_steps)`` minibatch
+    losses; a NaN/inf loss or parameter ends the run as ``diverged``. ``evaluate_test=False`` skips the
+    held-out evaluation (``test_loss`` is then NaN).
+    """
     model = problem.module()
     model.train()
-    opt, sched = build_optimizer(optimizer, model.parameters(), n_steps)
-    window = max(1, min(FINAL_WINDOW, problem.steps_per_epoch, n_steps))
+    opt, sched = make_optimizer(model.parameters())
+    window = max(1, min(final_window, problem.steps_per_epoch, n_steps))
     recent: list[float] = []
     curve_steps: list[int] = []
     curve_loss: list[float] = []
@@ -127,33 +154,28 @@ def evaluate(
                 on_log(step, value)
     if status == "ok" and not all(math.isfinite(float(p.detach().abs().max())) for p in model.parameters()):
         status, diverged_at = "diverged", step
-    if status == "diverged":
-        return EvalResult(
-            status=status,
-            steps=step,
-            budget_steps=n_steps,
-            final_train_loss=math.inf,
-            test_loss=math.inf,
-            test_acc=0.0 if problem.is_classification else None,
-            wall_time_s=time.perf_counter() - start,
-            curve_steps=curve_steps,
-            curve_loss=curve_loss,
-            diverged_at=diverged_at,
-        )
-    model.eval()
-    test = problem.evaluate({k: v.detach() for k, v in model.named_parameters()})
-    test_loss = float(test["test_loss"])
-    if not math.isfinite(test_loss):
-        status, diverged_at = "diverged", step
-    return EvalResult(
+    result = EvalResult(
         status=status,
         steps=step,
         budget_steps=n_steps,
-        final_train_loss=sum(recent) / len(recent),
-        test_loss=test_loss if status == "ok" else math.inf,
-        test_acc=test.get("test_acc"),
-        wall_time_s=time.perf_counter() - start,
+        final_train_loss=math.inf,
+        test_loss=math.inf,
+        test_acc=0.0 if problem.is_classification else None,
+        wall_time_s=0.0,
         curve_steps=curve_steps,
         curve_loss=curve_loss,
         diverged_at=diverged_at,
     )
+    if status == "ok":
+        result.final_train_loss = sum(recent) / len(recent)
+        result.test_loss, result.test_acc = math.nan, None
+        if evaluate_test:
+            model.eval()
+            test = problem.evaluate({k: v.detach() for k, v in model.named_parameters()})
+            result.test_loss = float(test["test_loss"])
+            result.test_acc = test.get("test_acc")
+            if not math.isfinite(result.test_loss):
+                result.status, result.diverged_at = "diverged", step
+                result.test_loss = math.inf
+    result.wall_time_s = time.perf_counter() - start
+    return result

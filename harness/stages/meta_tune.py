@@ -93,48 +93,33 @@ def run_training(
     final_window: int = 10,
     evaluate_test: bool = True,
 ) -> dict[str, Any]:
-    """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` like the evaluate stage does.
+    """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` through the evaluate stage's loop.
 
-    Returns ``final_train_loss`` (mean of the last ``final_window`` minibatch losses), ``test_loss`` /
+    Returns ``final_train_loss`` (see :func:`harness.stages.evaluate.train`), ``test_loss`` /
     ``test_acc`` (held-out metrics, when ``evaluate_test``), ``diverged`` and ``steps``. A non-finite loss or
     parameter ends the run as diverged with infinite losses.
     """
+    from harness.stages.evaluate import train
+
     torch.manual_seed(seed)
     problem = problem if problem is not None else build_problem(optimizee, seed, device)
     n_steps = _budget(problem, optimizee, steps)
-    model = problem.module()
-    model.train()
-    opt = SymbolicOptimizer(model.parameters(), equation, lr=lr)
-    batches = problem.batches("train")
-    losses: list[float] = []
-    out: dict[str, Any] = {"steps": n_steps, "diverged": False}
-    for step in range(1, n_steps + 1):
-        batch = next(batches)
-        opt.zero_grad(set_to_none=True)
-        loss = problem.module_loss(model, batch)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            return {
-                **out,
-                "steps": step,
-                "diverged": True,
-                "final_train_loss": math.inf,
-                "test_loss": math.inf,
-            }
-        loss.backward()
-        opt.step()
-        losses.append(value)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    if not all(bool(torch.isfinite(p).all()) for p in params.values()):
-        return {**out, "diverged": True, "final_train_loss": math.inf, "test_loss": math.inf}
-    window = losses[-max(1, min(final_window, len(losses))) :]
-    out["final_train_loss"] = sum(window) / len(window)
-    if evaluate_test:
-        model.eval()
-        metrics = problem.evaluate(params)
-        out.update({k: float(v) for k, v in metrics.items()})
-        if not math.isfinite(out["test_loss"]):
-            out["diverged"] = True
+    res = train(
+        problem,
+        lambda params: (SymbolicOptimizer(params, equation, lr=lr), None),
+        n_steps,
+        final_window=final_window,
+        evaluate_test=evaluate_test,
+    )
+    out: dict[str, Any] = {
+        "steps": res.steps,
+        "diverged": res.status == "diverged",
+        "final_train_loss": res.final_train_loss,
+    }
+    if evaluate_test or res.status == "diverged":
+        out["test_loss"] = res.test_loss
+    if evaluate_test and res.status == "ok" and res.test_acc is not None:
+        out["test_acc"] = float(res.test_acc)
     return out
 
 

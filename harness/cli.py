@@ -32,7 +32,9 @@ class Format(str, Enum):
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -218,7 +220,7 @@ def list_cmd(kind: Kind = typer.Argument(..., help="optimizees, teachers or sr-b
                 extra = " [available]" if ok else f" [unavailable: {why}]"
             except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
                 extra = f" [unavailable: {err}]"
-        console.print(f"{name:16s} {doc[0] if doc else ''}{extra}", highlight=False)
+        console.print(f"{name:16s} {doc[0] if doc else ''}{extra}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -22,22 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+from harness.procmem import reset_peak, status_kb
 
 
 def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -60,8 +45,8 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
     n_params = problem.num_params()
     cuda = args.device.startswith("cuda")
     gc.collect()
-    base_kb = _status_kb("VmRSS")
-    reset = _reset_peak()
+    base_kb = status_kb("VmRSS")
+    reset = reset_peak()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -90,7 +75,7 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["added_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     else:
-        peak_kb = _status_kb("VmHWM")
+        peak_kb = status_kb("VmHWM")
         out["peak_mb"] = peak_kb / 1024
         out["added_mb"] = max(peak_kb - base_kb, 0) / 1024
     return out

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from harness.procmem import reset_peak, status_kb
+
 #: (label, hidden widths): 2-hidden-layer MLPs of growing width
 SIZES: dict[str, tuple[int, ...]] = {"1e4": (80, 80), "1e5": (290, 290), "1e6": (975, 975)}
 MODES: tuple[str, ...] = ("adam", "dm-apply", "dm-unroll", "rp-apply", "rp-unroll")
@@ -44,24 +46,6 @@ BATCH = 128
 # ------------------------------------------------------------------------------------------------
 # /proc helpers
 # ------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def mem_available_mb() -> float:
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -135,13 +119,13 @@ def measure(mode: str, dataset: str, hidden: Sequence[int], steps: int = STEPS) 
 
     _run_once(mode, dataset, (4,), 2)
     gc.collect()
-    hwm_before = _status_kb("VmHWM")
-    reset = _reset_peak()
-    base_kb = _status_kb("VmRSS")
+    hwm_before = status_kb("VmHWM")
+    reset = reset_peak()
+    base_kb = status_kb("VmRSS")
     t0 = time.perf_counter()
     n_params, state_bytes = _run_once(mode, dataset, hidden, steps)
     seconds = time.perf_counter() - t0
-    peak_kb = _status_kb("VmHWM") - (base_kb if reset else hwm_before)
+    peak_kb = status_kb("VmHWM") - (base_kb if reset else hwm_before)
     return {
         "mode": mode,
         "dataset": dataset,

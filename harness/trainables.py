@@ -35,6 +35,16 @@ def _tags_json(d: dict[str, Any]) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+def _params_of(keys: tuple[str, ...]) -> Any:
+    """A ``trial_params`` function: the trial config's ``keys``, flattened to MLflow params."""
+    from harness.tracking import flatten
+
+    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
+        return flatten({k: cfg[k] for k in keys})
+
+    return trial_params
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluate
 # ---------------------------------------------------------------------------------------------
@@ -137,10 +147,7 @@ def plan_evaluate(suite: Suite, stage: EvaluateStage, inputs: dict[str, StageOut
             f"{TAG}.config": _tags_json({k: cfg[k] for k in ("optimizee", "optimizer", "seed")}),
         }
 
-    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
-        from harness.tracking import flatten
-
-        return flatten({"optimizee": cfg["optimizee"], "optimizer": cfg["optimizer"], "seed": cfg["seed"]})
+    trial_params = _params_of(("optimizee", "optimizer", "seed"))
 
     space = {
         "optimizee": tune.grid_search(optimizees),
@@ -255,10 +262,7 @@ def plan_meta_train(suite: Suite, stage: MetaTrainStage, inputs: dict[str, Stage
             f"{TAG}.config": _tags_json({k: cfg[k] for k in ("teacher", "optimizee", "seed", "settings")}),
         }
 
-    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
-        from harness.tracking import flatten
-
-        return flatten({k: cfg[k] for k in ("teacher", "optimizee", "seed", "settings")})
+    trial_params = _params_of(("teacher", "optimizee", "seed", "settings"))
 
     space = {
         "teacher": tune.grid_search(teachers),
@@ -337,12 +341,7 @@ def plan_collect(suite: Suite, stage: CollectStage, inputs: dict[str, StageOutco
             f"{TAG}.config": _tags_json({"source": cfg["source"], "seed": cfg["seed"]}),
         }
 
-    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
-        from harness.tracking import flatten
-
-        return flatten(
-            {k: cfg[k] for k in ("source", "optimizees", "features", "lags", "n_samples", "steps", "seed")}
-        )
+    trial_params = _params_of(("source", "optimizees", "features", "lags", "n_samples", "steps", "seed"))
 
     space = {
         "source": tune.grid_search(sources),
@@ -408,10 +407,7 @@ def plan_distill(suite: Suite, stage: DistillStage, inputs: dict[str, StageOutco
             f"{TAG}.config": _tags_json({k: cfg[k] for k in ("backend", "source", "seed", "max_complexity")}),
         }
 
-    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
-        from harness.tracking import flatten
-
-        return flatten({k: cfg[k] for k in ("backend", "source", "seed", "max_complexity", "settings")})
+    trial_params = _params_of(("backend", "source", "seed", "max_complexity", "settings"))
 
     space = {
         "backend": tune.grid_search(list(stage.backends)),
@@ -496,10 +492,7 @@ def plan_meta_tune(suite: Suite, stage: MetaTuneStage, inputs: dict[str, StageOu
             f"{TAG}.config": _tags_json({k: cfg[k] for k in ("equation", "method", "seed")}),
         }
 
-    def trial_params(cfg: dict[str, Any]) -> dict[str, str]:
-        from harness.tracking import flatten
-
-        return flatten({k: cfg[k] for k in ("equation", "optimizee", "method", "seed", "settings")})
+    trial_params = _params_of(("equation", "optimizee", "method", "seed", "settings"))
 
     space = {
         "equation": tune.grid_search(equations),

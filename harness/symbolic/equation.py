@@ -1163,15 +1163,20 @@ class Equation:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_json` to ``path`` (JSON)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
-        return path
+        return write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Equation:
         """Read an equation JSON file written by :meth:`save`."""
         return cls.from_json(Path(path).read_text())
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write strict JSON (no NaN/inf) to ``path``, creating its folder; the one writer of equation files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return path
 
 
 def _jsonable(obj: Any) -> Any:
@@ -1431,10 +1436,8 @@ class ParetoFront:
         return cls([Equation.from_json(e) for e in data["equations"]], dict(data.get("provenance") or {}))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
-        return path
+        """Write :meth:`to_json` to ``path`` (JSON)."""
+        return write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> ParetoFront:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from harness import report, tracking
@@ -90,7 +86,9 @@ def test_diverging_config_is_recorded_and_ranked_last(ray_session, tmp_path: Pat
     assert len(diverged) == 1 and diverged[0].metrics["diverged"] == 1.0
 
 
-def test_interrupted_run_resumes_without_redoing_finished_trials(ray_session, tmp_path: Path) -> None:
+def test_interrupted_run_resumes_without_redoing_finished_trials(
+    ray_session, tmp_path: Path, cli_run_command, run_and_interrupt
+) -> None:
     data = {
         "name": "resume",
         "stages": [
@@ -106,41 +104,18 @@ def test_interrupted_run_resumes_without_redoing_finished_trials(ray_session, tm
             }
         ],
     }
-    suite_file = tmp_path / "resume.yaml"
-    suite_file.write_text(yaml.safe_dump(data))
     uri = f"sqlite:///{tmp_path}/m.db"
-    address = ray_session.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
-    cmd += ["--workdir", str(tmp_path), "--address", address, "--no-leaderboard"]
+    cmd = cli_run_command(data, tmp_path, uri, ray_session.get_runtime_context().gcs_address)
     client = tracking.init_tracking(uri)  # create the DB here so polling never races its migration
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    finished: list = []
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        if True:
-            try:
-                exps = tracking.our_experiments(client, "resume")
-                finished = (
-                    tracking.find_runs(
-                        client,
-                        [exps[0].experiment_id],
-                        "tags.`sl2o.kind` = 'trial' and attributes.status = 'FINISHED'",
-                    )
-                    if exps
-                    else []
-                )
-            except Exception:  # noqa: BLE001 - the DB may be mid-migration
-                finished = []
-        if len(finished) >= 2:
-            break
-    assert proc.poll() is None, proc.communicate()[0]
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+
+    def two_finished() -> list:
+        exps = tracking.our_experiments(client, "resume")
+        done = tracking.find_runs(
+            client, [exps[0].experiment_id], "tags.`sl2o.kind` = 'trial' and attributes.status = 'FINISHED'"
+        )
+        return done if len(done) >= 2 else []
+
+    finished = run_and_interrupt(cmd, tmp_path, two_finished)
     done_before = {r.data.tags["sl2o.trial_id"] for r in finished}
     assert 2 <= len(done_before) < 6
 

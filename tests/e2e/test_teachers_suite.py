@@ -61,14 +61,11 @@ def test_meta_train_stage_then_teacher_on_the_leaderboard(ray_session, tmp_path:
     assert t_row["optimizer"] == "teacher:rp_small-s0" and t_row["n"] == 2
 
 
-def test_interrupted_meta_training_resumes_from_its_tune_checkpoint(ray_session, tmp_path: Path) -> None:
+def test_interrupted_meta_training_resumes_from_its_tune_checkpoint(
+    ray_session, tmp_path: Path, cli_run_command, run_and_interrupt
+) -> None:
     """Ctrl-C during meta-training, rerun: the trial continues from its last checkpoint, not episode 1."""
-    import signal
     import subprocess
-    import sys
-    import time
-
-    import yaml
 
     data = {
         "name": "teach-resume",
@@ -83,34 +80,17 @@ def test_interrupted_meta_training_resumes_from_its_tune_checkpoint(ray_session,
             }
         ],
     }
-    suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(yaml.safe_dump(data))
     uri = f"sqlite:///{tmp_path}/m.db"
     client = tracking.init_tracking(uri)
-    address = ray_session.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
-    cmd += ["--workdir", str(tmp_path), "--address", address, "--no-leaderboard"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline, reached = time.time() + 180, 0
-    while time.time() < deadline and proc.poll() is None and reached < 10:
-        time.sleep(0.5)
-        try:
-            exps = tracking.our_experiments(client, "teach-resume")
-            runs = (
-                tracking.find_runs(client, [exps[0].experiment_id], "tags.`sl2o.kind` = 'trial'")
-                if exps
-                else []
-            )
-            if runs:
-                hist = client.get_metric_history(runs[0].info.run_id, "meta_loss")
-                reached = max((m.step for m in hist), default=0)
-        except Exception:  # noqa: BLE001 - runs appear while we poll
-            reached = 0
-    assert proc.poll() is None and reached >= 10, (
-        proc.communicate()[0] if proc.poll() is not None else reached
-    )
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+    cmd = cli_run_command(data, tmp_path, uri, ray_session.get_runtime_context().gcs_address)
+
+    def ten_episodes() -> bool:
+        exps = tracking.our_experiments(client, "teach-resume")
+        runs = tracking.find_runs(client, [exps[0].experiment_id], "tags.`sl2o.kind` = 'trial'")
+        hist = client.get_metric_history(runs[0].info.run_id, "meta_loss")
+        return max((m.step for m in hist), default=0) >= 10
+
+    run_and_interrupt(cmd, tmp_path, ten_episodes, timeout=180)
 
     rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -1,0 +1,64 @@
+"""Strict JSON in one place: the sanitizer every artifact writer uses, and an atomic file writer.
+
+Strict means what ``json.dumps(..., allow_nan=False)`` accepts: non-finite floats become ``None``,
+numpy scalars and arrays become Python numbers and lists, anything else unknown becomes its ``str``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_jsonable", "write_json", "dumps"]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A strict-JSON copy of ``obj`` (non-finite floats -> None, numpy -> Python, unknown -> str)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """``json.dumps`` of the strict copy of ``obj`` (never emits NaN or Infinity)."""
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Write strict JSON to ``path`` atomically (temp file + rename), creating its folder.
+
+    A reader never sees a half-written file: either the old content or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps(data, indent=indent) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -66,6 +66,7 @@ __all__ = [
     "abs_pow",
     "feature_beta",
     "is_feature",
+    "is_variable_name",
     "log_sign_preprocess",
     "parse_variable",
     "signed_pow",
@@ -78,8 +79,10 @@ BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat")
 MOMENTUM_FEATURES: tuple[str, ...] = ("m05", "m09", "m099")
 NORMALISED_MOMENTUM_FEATURES: tuple[str, ...] = ("mn05", "mn09", "mn099")
 
-_EMA_RE = re.compile(r"^(mn|m)(0\d+)$")
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_EMA_RE = re.compile(r"(mn|m)(0\d+)")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: ``feature_lag``: the feature an identifier, the lag a non-negative int without leading zeros
+_VARIABLE_RE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)_(0|[1-9][0-9]*)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # ------------------------------------------------------------------------------------------------
 def feature_beta(name: str) -> tuple[str, float] | None:
     """``("m", 0.9)`` for ``"m09"``, ``("mn", 0.99)`` for ``"mn099"``; None for other names."""
-    match = _EMA_RE.match(name)
+    match = _EMA_RE.fullmatch(name)
     if match is None:
         return None
     kind, digits = match.groups()
@@ -104,19 +107,31 @@ def is_feature(name: str) -> bool:
 
 def variable_name(feature: str, lag: int) -> str:
     """The SR / equation symbol of ``feature`` at ``lag`` (0 = newest): ``"m_hat_3"``."""
-    if not _NAME_RE.match(feature):
-        raise ValueError(f"bad feature name {feature!r}: use an identifier without dots")
+    if not _NAME_RE.fullmatch(feature) or "__" in feature or feature.endswith("_"):
+        raise ValueError(
+            f"bad feature name {feature!r}: use an identifier without dots, '__' or a trailing '_'"
+        )
     if int(lag) < 0:
         raise ValueError(f"lag must be >= 0, got {lag}")
     return f"{feature}_{int(lag)}"
 
 
 def parse_variable(name: str) -> tuple[str, int]:
-    """Inverse of :func:`variable_name`: split on the LAST underscore, ``"m_hat_3" -> ("m_hat", 3)``."""
-    feature, sep, lag = name.rpartition("_")
-    if not sep or not feature or not lag.isdigit():
-        raise ValueError(f"{name!r} is not a '<feature>_<lag>' variable name")
-    return feature, int(lag)
+    """Inverse of :func:`variable_name`: split on the LAST underscore, ``"m_hat_3" -> ("m_hat", 3)``.
+
+    The one parser of variable names (the equation layer's ``split_variable`` is this function). Strict:
+    the feature is an identifier without ``__``, the lag a non-negative int without leading zeros
+    (``g_03`` is refused, so every variable has exactly one spelling); raises ValueError otherwise.
+    """
+    match = _VARIABLE_RE.fullmatch(name) if isinstance(name, str) else None
+    if match is None or "__" in name:
+        raise ValueError(f"{name!r} is not a variable name of the form feature_lag (e.g. g_0, m_hat_3)")
+    return match.group(1), int(match.group(2))
+
+
+def is_variable_name(name: str) -> bool:
+    """True for names :func:`parse_variable` accepts."""
+    return isinstance(name, str) and _VARIABLE_RE.fullmatch(name) is not None and "__" not in name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,10 +277,8 @@ class FeatureSpec:
         """One gradient in, current features ``[n, F]`` and the NEW state out; inputs are not mutated."""
         g = grad.reshape(-1).to(state["t"].dtype)
         t = state["t"] + 1
-        new: dict[str, Tensor] = {"t": t}
-        for key, (kind, beta) in self.accumulators().items():
-            new[key] = beta * state[key] + (1.0 - beta) * self._moment_input(kind, g)
-        feats = self._features(g, t, new)
+        feats, acc = self.advance(state, g, t)
+        new: dict[str, Tensor] = {"t": t, **acc}
         if self.lags > 1:
             new["hist"] = torch.cat([feats.unsqueeze(-1), state["hist"][..., :-1]], dim=-1)
         return feats, new
@@ -281,6 +294,17 @@ class FeatureSpec:
         return int(min(int(state["t"].item()), self.lags))
 
     # -- arithmetic shared by both APIs --------------------------------------------------------------
+    def advance(
+        self, acc: Mapping[str, Tensor], g: Tensor, t: Tensor | float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Without mutation: fold gradient ``g`` (the ``t``-th) into accumulators ``acc`` (keys of
+        :meth:`accumulators`; other keys are ignored); return the current features ``[n, F]`` and the new
+        accumulators. The functional twin of :meth:`update_` (same arithmetic)."""
+        new: dict[str, Tensor] = {}
+        for key, (kind, beta) in self.accumulators().items():
+            new[key] = beta * acc[key] + (1.0 - beta) * self._moment_input(kind, g)
+        return self._features(g, t, new), new
+
     @torch.no_grad()
     def update_(self, acc: Mapping[str, Tensor], g: Tensor, t: float) -> Tensor:
         """In place: fold gradient ``g`` (the ``t``-th) into caller-owned accumulators ``acc`` (keys of
@@ -313,7 +337,9 @@ class FeatureSpec:
                 num = g if name == "g_hat" else acc["m"] / corr(self.beta1)
                 cols.append(num / denom_v)
             else:
-                kind, beta = feature_beta(name)  # type: ignore[misc]
+                parsed = feature_beta(name)
+                assert parsed is not None, name  # FeatureSpec validated its names
+                kind, beta = parsed
                 m = acc[_ema_key(beta)] / corr(beta)
                 if kind == "m":
                     cols.append(m)

@@ -13,6 +13,7 @@ from harness.features import (
     History,
     abs_pow,
     feature_beta,
+    is_variable_name,
     log_sign_preprocess,
     parse_variable,
     signed_pow,
@@ -161,11 +162,33 @@ def test_variable_name_round_trip() -> None:
         for lag in (0, 7, 19):
             assert parse_variable(variable_name(feat, lag)) == (feat, lag)
     assert parse_variable("m_hat_12") == ("m_hat", 12)
-    for bad in ("g", "g_", "_3", "m_hat_x", "m_hat_-1"):
+    for bad in (
+        "g",
+        "g_",
+        "_3",
+        "m_hat_x",
+        "m_hat_-1",
+        "g_03",
+        "g__1",
+        "m__hat_0",
+        "g_0\n",
+        "g_\u00b2",
+        "1g_0",
+    ):
         with pytest.raises(ValueError):
             parse_variable(bad)
-    with pytest.raises(ValueError):
-        variable_name("m.hat", 0)
+        assert not is_variable_name(bad)
+    assert is_variable_name("m_hat_12") and is_variable_name("g_0")
+    for bad_feature in ("m.hat", "m__hat", "g_"):
+        with pytest.raises(ValueError):
+            variable_name(bad_feature, 0)
+
+
+def test_one_variable_parser() -> None:
+    from harness.symbolic import equation, names
+
+    assert equation.split_variable is parse_variable and names.split_variable is parse_variable
+    assert equation.is_variable_name is is_variable_name
 
 
 def test_memory_only_what_is_needed() -> None:

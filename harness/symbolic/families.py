@@ -26,7 +26,7 @@ import numpy as np
 import sympy
 
 from harness.features import FeatureSpec, variable_name
-from harness.symbolic.equation import Equation
+from harness.symbolic.expression import Equation
 
 __all__ = ["FAMILIES", "adam_equation", "build_family", "eq6", "sgd_equation"]
 
@@ -70,14 +70,18 @@ def sgd_equation(lr: float = 0.01) -> Equation:
     )
 
 
-def _weights(W: Any, features: Sequence[str], L: int, lr: float) -> np.ndarray:
+Weights = (
+    float | Mapping[str, "float | Sequence[float]"] | Sequence[float] | Sequence[Sequence[float]] | np.ndarray
+)
+"""Eq. 6's ``W``: a scalar, a row per feature (a scalar or ``L`` values), or a ``[|G|, L]`` array."""
+
+
+def _weights(W: Weights | None, features: Sequence[str], L: int, lr: float) -> np.ndarray:
     """W as a ``[|G|, L]`` array from None (uniform ``lr / (|G| * L)``), a scalar, a per-feature mapping
     or a nested sequence."""
     shape = (len(features), L)
     if W is None:
         return np.full(shape, lr / (len(features) * L))
-    if np.isscalar(W):
-        return np.full(shape, float(W))
     if isinstance(W, Mapping):
         unknown = set(W) - set(features)
         if unknown:
@@ -89,7 +93,9 @@ def _weights(W: Any, features: Sequence[str], L: int, lr: float) -> np.ndarray:
         arr = np.stack(rows)
     else:
         arr = np.asarray(W, dtype=np.float64)
-        if arr.ndim == 1 and arr.size == len(features):
+        if arr.ndim == 0:
+            arr = np.full(shape, float(arr))
+        elif arr.ndim == 1 and arr.size == len(features):
             arr = np.repeat(arr[:, None], L, axis=1)
     if arr.shape != shape:
         raise ValueError(f"W must have shape {shape} (features x lags), got {arr.shape}")
@@ -101,7 +107,7 @@ def _weights(W: Any, features: Sequence[str], L: int, lr: float) -> np.ndarray:
 def eq6(
     features: Sequence[str] = ("m_hat", "g_hat"),
     L: int = 2,
-    W: Any = None,
+    W: Weights | None = None,
     gamma: float = 1.0,
     *,
     lr: float = 1e-3,

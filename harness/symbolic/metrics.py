@@ -8,23 +8,54 @@ lag). On linear forms ``s_i = |c_i|``, so this is exactly eq. 3.
 MC: the smallest complexity on a Pareto front whose error (held-out ``1 - R²`` when available) is within
 a threshold of the front's best error.
 
-This module imports nothing from :mod:`harness.symbolic.equation` at import time (that module uses
-:func:`r2`), and takes equations and fronts duck-typed.
+Also the fit error that orders Pareto fronts (:func:`fit_error`). The equation modules use :func:`r2` and
+:func:`mse`, so this module imports none of them: equations and fronts are typed by small protocols.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from harness.symbolic.equation import Equation, ParetoFront
+from harness.features import parse_variable
 
-__all__ = ["TPFResult", "mc", "mse", "r2", "sensitivities", "tpf"]
+if TYPE_CHECKING:  # pragma: no cover - torch is imported lazily, only for sensitivities
+    import torch
+
+__all__ = [
+    "DifferentiableEquation",
+    "ScoredEquation",
+    "TPFResult",
+    "fit_error",
+    "mc",
+    "mse",
+    "r2",
+    "sensitivities",
+    "tpf",
+]
+
+
+class ScoredEquation(Protocol):
+    """What :func:`fit_error` and :func:`mc` read of an equation: its fit ``metrics`` and ``complexity``."""
+
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+
+    @property
+    def complexity(self) -> int: ...
+
+
+class DifferentiableEquation(Protocol):
+    """What :func:`sensitivities` and :func:`tpf` read of an equation: its variables and a torch lowering."""
+
+    @property
+    def variables(self) -> Sequence[str]: ...
+
+    def compile(self, *, dtype: torch.dtype | None = None) -> Callable[[Mapping[str, torch.Tensor]], Any]: ...
 
 
 def r2(y: Any, yhat: Any) -> float:
@@ -56,7 +87,7 @@ def mse(y: Any, yhat: Any) -> float:
 
 
 def sensitivities(
-    equation: Equation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
+    equation: DifferentiableEquation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
 ) -> dict[str, float]:
     """``{variable: mean |d update / d variable|}`` over the rows of X, by torch autograd in float64.
 
@@ -95,7 +126,7 @@ def sensitivities(
 
 @dataclass
 class TPFResult:
-    """Temporal preference factor: ``overall`` over all (feature, lag), ``per_feature``, and the raw
+    """Temporal Perception Field: ``overall`` over all (feature, lag), ``per_feature``, and the raw
     ``sensitivity`` of each variable. NaN where no sensitivity is positive (e.g. no variables)."""
 
     overall: float
@@ -118,23 +149,37 @@ def _weighted_lag(pairs: Sequence[tuple[int, float]]) -> float:
 
 
 def tpf(
-    equation: Equation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
+    equation: DifferentiableEquation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
 ) -> TPFResult:
     """TPF by sensitivity (see module docstring); equals eq. 3 for linear forms ``sum_i c_i g_{t-i}``."""
-    from harness.symbolic.equation import split_variable
-
     sens = sensitivities(equation, X, names)
     by_feature: dict[str, list[tuple[int, float]]] = {}
     for v, s in sens.items():
-        f, lag = split_variable(v)
+        f, lag = parse_variable(v)
         by_feature.setdefault(f, []).append((lag, s))
     per_feature = {f: _weighted_lag(p) for f, p in sorted(by_feature.items())}
     overall = _weighted_lag([p for ps in by_feature.values() for p in ps])
     return TPFResult(overall, per_feature, sens)
 
 
+def fit_error(eq: ScoredEquation, split: str = "auto") -> float:
+    """Fit error that orders Pareto fronts: ``1 - r2_val`` (held-out) when known, else ``1 - r2_train``,
+    else the backend's ``loss``; ``split="val"``/``"train"`` forces one R² (inf when it is missing)."""
+    m = eq.metrics
+    keys = {"auto": ("r2_val", "r2_train"), "val": ("r2_val",), "train": ("r2_train",)}.get(split)
+    if keys is None:
+        raise ValueError(f"split must be 'auto', 'val' or 'train', got {split!r}")
+    for k in keys:
+        if k in m:
+            v = 1.0 - m[k]
+            return v if math.isfinite(v) else math.inf
+    if split == "auto" and "loss" in m:
+        return m["loss"] if math.isfinite(m["loss"]) else math.inf
+    return math.inf
+
+
 def mc(
-    front: ParetoFront | Sequence[Equation],
+    front: Iterable[ScoredEquation],
     threshold: float = 0.01,
     *,
     split: str = "auto",
@@ -142,14 +187,12 @@ def mc(
 ) -> int:
     """Minimal complexity: smallest complexity whose error is within ``threshold`` of the best error.
 
-    Error per equation is ``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else its
-    ``loss`` (``split="val"``/``"train"`` forces one; see :class:`~harness.symbolic.equation.ParetoFront`). ``relative=True`` reads the threshold
-    as a fraction of the best error instead of an absolute gap.
+    ``front`` is a :class:`~harness.symbolic.front.ParetoFront` or any iterable of equations. Error per
+    equation is :func:`fit_error` (``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else
+    its ``loss``; ``split="val"``/``"train"`` forces one). ``relative=True`` reads the threshold as a
+    fraction of the best error instead of an absolute gap.
     """
-    from harness.symbolic.equation import _error
-
-    eqs = list(front.equations if hasattr(front, "equations") else front)
-    scored = [(e.complexity, _error(e, split)) for e in eqs]
+    scored = [(e.complexity, fit_error(e, split)) for e in front]
     scored = [(c, err) for c, err in scored if math.isfinite(err)]
     if not scored:
         raise ValueError("MC of a front without any finite error")

@@ -42,8 +42,9 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from harness.features import FeatureSpec
-from harness.symbolic.equation import CompiledEquation, Equation, split_variable
+from harness.features import FeatureSpec, parse_variable
+from harness.symbolic.compiled import CompiledEquation
+from harness.symbolic.expression import Equation
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -129,7 +130,7 @@ class EquationPlan:
         lag0: list[tuple[int, str]] = []
         lagged: list[tuple[str, int, str]] = []
         for var in equation.variables:
-            feature, lag = split_variable(var)
+            feature, lag = parse_variable(var)
             if lag == 0:
                 lag0.append((column[feature], var))
             else:

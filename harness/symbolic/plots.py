@@ -1,4 +1,5 @@
-"""Matplotlib plots of distillation results: Pareto fronts and TPF against complexity, saved as PNG.
+"""Matplotlib plots of distillation results: Pareto fronts and TPF (Temporal Perception Field) against
+complexity, saved as PNG.
 
 Figures are drawn on the Agg canvas directly (no pyplot, no global backend switch), so this works in
 headless workers and never opens windows.
@@ -15,10 +16,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.symbolic.equation import ParetoFront, _error
-from harness.symbolic.metrics import tpf
+from harness.symbolic.front import ParetoFront
+from harness.symbolic.metrics import fit_error, tpf
 
-__all__ = ["plot_pareto", "plot_tpf"]
+__all__ = ["plot_pareto", "plot_tpf", "plot_tpf_from_metrics"]
 
 
 def _fronts(fronts: ParetoFront | Mapping[str, ParetoFront]) -> dict[str, ParetoFront]:
@@ -50,7 +51,7 @@ def plot_pareto(
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot(1, 1, 1)
     for label, front in _fronts(fronts).items():
-        pts = [(e.complexity, 1.0 - _error(e, split)) for e in front]
+        pts = [(e.complexity, 1.0 - fit_error(e, split)) for e in front]
         pts = [(c, r) for c, r in pts if math.isfinite(r)]
         if not pts:
             continue
@@ -89,7 +90,24 @@ def plot_tpf(
                 ax.plot(c, [t.per_feature.get(f, math.nan) for _, t in rows], ".--", label=f"{label}: {f}")
     ax.set_xlabel("complexity")
     ax.set_ylabel("TPF (mean lag weighted by sensitivity)")
-    ax.set_title(title or "Temporal preference vs complexity")
+    ax.set_title(title or "Temporal Perception Field vs complexity")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_tpf_from_metrics(front: ParetoFront, path: str | Path) -> Path:
+    """TPF against complexity from the ``tpf`` metrics distill stored (when no data is at hand).
+
+    Equations without a ``tpf`` metric are drawn as gaps. Returns the PNG path.
+    """
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    c = [e.complexity for e in front]
+    ax.plot(c, [e.metrics.get("tpf", math.nan) for e in front], "o-", markersize=4, label="overall")
+    ax.set_xlabel("complexity")
+    ax.set_ylabel("TPF (mean lag weighted by sensitivity)")
+    ax.set_title("Temporal Perception Field vs complexity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -6,7 +6,7 @@ import numpy as np
 
 from harness.symbolic.equation import Equation, ParetoFront
 from harness.symbolic.metrics import mc
-from harness.symbolic.plots import plot_pareto, plot_tpf
+from harness.symbolic.plots import plot_pareto, plot_tpf, plot_tpf_from_metrics
 
 
 def test_plots_write_png(tmp_path) -> None:
@@ -23,5 +23,8 @@ def test_plots_write_png(tmp_path) -> None:
         {"operon": front, "linear": front}, tmp_path / "a" / "pareto.png", mc_complexity=mc(front)
     )
     p2 = plot_tpf(front, X, tmp_path / "tpf.png", per_feature=True)
-    for p in (p1, p2):
+    stored = ParetoFront([e.with_metrics(tpf=float(i)) for i, e in enumerate(front)][:2] + [front[2]])
+    p3 = plot_tpf_from_metrics(stored, tmp_path / "b" / "tpf.png")
+    assert p3 == tmp_path / "b" / "tpf.png"
+    for p in (p1, p2, p3):
         assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"

@@ -15,7 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.symbolic.equation import Equation, ParetoFront, normalize_operators, split_variable
+from harness.symbolic.expression import Equation
+from harness.symbolic.front import ParetoFront
+from harness.symbolic.names import normalize_operators, split_variable
 
 __all__ = [
     "DEFAULT_OPERATORS",

@@ -50,7 +50,10 @@ from typing import Any
 import numpy as np
 import sympy
 
-from harness.symbolic.equation import Equation, ParetoFront, _var_symbol, spow, ssqrt
+from harness.symbolic.expression import Equation
+from harness.symbolic.front import ParetoFront
+from harness.symbolic.functions import expr_args, spow, ssqrt
+from harness.symbolic.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 
 __all__ = ["OPERON_MISSING", "OPERON_SYMBOLS", "OperonBackend", "operon_symbols", "tree_to_equation"]
@@ -115,8 +118,7 @@ def tree_to_equation(tree: Any, names_by_hash: Mapping[int, str]) -> Equation:
         tree: ``pyoperon.Tree`` (e.g. ``SymbolicRegressor.pareto_front_[i]['tree']``).
         names_by_hash: variable hash -> our variable name.
     """
-    import pyoperon as op
-
+    op = importlib.import_module("pyoperon")  # compiled module without type information
     T = op.NodeType
     nodes = list(tree.Nodes)
     values: dict[sympy.Symbol, float] = {}
@@ -132,7 +134,7 @@ def tree_to_equation(tree: Any, names_by_hash: Mapping[int, str]) -> Equation:
             return const(n.Value)
         if n.IsVariable:
             try:
-                x = _var_symbol(names_by_hash[n.HashValue])
+                x = var_symbol(names_by_hash[n.HashValue])
             except KeyError:
                 raise ValueError(f"operon tree has an unknown variable hash {n.HashValue}") from None
             w = _f32(n.Value)
@@ -193,7 +195,7 @@ def _drop_tiny_offset(eq: Equation, scale: float) -> Equation:
     new = sympy.Add(*keep)
     return Equation(
         new,
-        {s: values[s] for s in new.free_symbols if s in values},
+        {s: values[s] for s in new.free_symbols if isinstance(s, sympy.Symbol) and s in values},
         metrics=eq.metrics,
         provenance=eq.provenance,
     )
@@ -209,7 +211,7 @@ def _drop_unit_factors(eq: Equation) -> Equation:
     def go(e: sympy.Expr) -> sympy.Expr:
         if not e.args:
             return e
-        args = [go(a) for a in e.args]
+        args = [go(a) for a in expr_args(e)]
         if isinstance(e, sympy.Mul):
             kept = [a for a in args if a not in ones]
             args = kept if kept else [sympy.Integer(1)]
@@ -219,7 +221,7 @@ def _drop_unit_factors(eq: Equation) -> Equation:
     values = dict(zip(syms, eq.constants, strict=True))
     return Equation(
         new,
-        {s: values[s] for s in new.free_symbols if s in values},
+        {s: values[s] for s in new.free_symbols if isinstance(s, sympy.Symbol) and s in values},
         metrics=eq.metrics,
         provenance=eq.provenance,
     )

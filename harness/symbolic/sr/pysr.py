@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.symbolic.equation import ParetoFront, import_hall_of_fame, relu, spow, ssqrt
+from harness.symbolic.front import ParetoFront
+from harness.symbolic.functions import relu, spow, ssqrt
+from harness.symbolic.pysr_import import import_hall_of_fame
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 
 __all__ = ["PYSR_BINARY", "PYSR_UNARY", "PySRBackend", "pysr_kwargs"]
@@ -156,7 +158,7 @@ class PySRBackend:
         if not ok:
             raise RuntimeError(f"pysr backend unavailable: {why}")
         X, y, names = check_fit_inputs(X, y, names)
-        from pysr import PySRRegressor
+        PySRRegressor = importlib.import_module("pysr").PySRRegressor
 
         kw = pysr_kwargs(settings)
         accepted = set(inspect.signature(PySRRegressor.__init__).parameters) - {"self"}

@@ -26,13 +26,10 @@ import numpy as np
 import scipy.optimize
 import sympy
 
-from harness.symbolic.equation import (
-    _NP_OPS,
-    Equation,
-    ParetoFront,
-    _closure,
-    _var_symbol,
-)
+from harness.symbolic.expression import Equation
+from harness.symbolic.front import ParetoFront
+from harness.symbolic.lowering import NP_OPS, closure
+from harness.symbolic.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 
 __all__ = ["LinearBackend", "SkeletonBackend", "fit_constants", "tanh_sum_form", "tanh_sum_parameters"]
@@ -94,7 +91,7 @@ def fit_constants(
     terms = sympy.Add.make_args(form.expr)
     for ti, term in enumerate(terms):
         for f in sympy.Mul.make_args(term):
-            if f in index and len(groups[group_of[index[f]]]) == 1:
+            if isinstance(f, sympy.Symbol) and f in index and len(groups[group_of[index[f]]]) == 1:
                 linear[ti] = index[f]
                 break
     linear_consts = set(linear.values())
@@ -104,9 +101,9 @@ def fit_constants(
     offset_terms = []
     for ti, term in enumerate(terms):
         if ti in linear:
-            cols.append(_closure(term.xreplace({syms[linear[ti]]: sympy.Integer(1)}), index, _NP_OPS))
+            cols.append(closure(term.xreplace({syms[linear[ti]]: sympy.Integer(1)}), index, NP_OPS))
         else:
-            offset_terms.append(_closure(term, index, _NP_OPS))
+            offset_terms.append(closure(term, index, NP_OPS))
     lin_order = [linear[ti] for ti in sorted(linear)]
     n = y.shape[0]
     values = np.array(form.constants, dtype=np.float64)
@@ -180,7 +177,7 @@ def tanh_sum_form(
     for j, v in enumerate(variables):
         w = sympy.Symbol(f"_w{j}", real=True)
         values[w] = float((weights or {}).get(v, 0.0))
-        terms.append(w * g * sympy.tanh(_var_symbol(v) / g))
+        terms.append(w * g * sympy.tanh(var_symbol(v) / g))
     eq, occ = Equation._with_occurrences(sympy.Add(*terms), values, provenance={"form": "eq6"})
     return eq, [sorted(occ[g])]
 
@@ -196,8 +193,9 @@ def tanh_sum_parameters(
         groups = eq.provenance.get("tie_groups") or []
         if not groups:
             raise ValueError("no tie group given and none in the equation's provenance")
-        tie_group = groups[0]
-    gamma_idx = set(tie_group)
+        gamma_idx = {int(i) for i in groups[0]}
+    else:
+        gamma_idx = set(tie_group)
     syms = eq.constant_symbols
     weights: dict[str, float] = {}
     for term in sympy.Add.make_args(eq.expr):
@@ -209,7 +207,7 @@ def tanh_sum_parameters(
         ]
         if len(tanhs) != 1 or len(ws) != 1:
             raise ValueError(f"term {term} is not of the form W*gamma*tanh(x/gamma)")
-        (var,) = [s.name for s in tanhs[0].free_symbols if s not in syms]
+        (var,) = [s.name for s in tanhs[0].free_symbols if isinstance(s, sympy.Symbol) and s not in syms]
         weights[var] = ws[0]
     return weights, eq.constants[min(gamma_idx)]
 
@@ -296,7 +294,7 @@ class LinearBackend:
             for j, b in zip(idx, beta, strict=True):
                 s = sympy.Symbol(f"_b{j}", real=True)
                 values[s] = float(b)
-                terms.append(s if j == f else s * _var_symbol(names[j]))
+                terms.append(s if j == f else s * var_symbol(names[j]))
             eq = Equation(sympy.Add(*terms), values)
             if eq.complexity > settings.max_complexity:
                 break

@@ -93,7 +93,7 @@ def _log(msg: str) -> None:
 def _print_equations(outcome: object) -> None:
     """Print the chosen equation of a suite's last distill/meta_tune stage, if any."""
     try:
-        from harness.stage_outputs import chosen_equation_text
+        from harness.stages.outputs import chosen_equation_text
     except ImportError:
         return
     text = chosen_equation_text(outcome)

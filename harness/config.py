@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -199,177 +200,22 @@ class Resources(_Model):
     gpus_per_trial: float = Field(default=0, ge=0)
 
 
+#: ``(referenced stage name, stage kinds it may be)``: one ``from_stage`` of a stage
+StageRef = tuple[str, tuple[str, ...]]
+
+
 class StageBase(_Model):
+    """Fields every stage kind has; a kind's spec model subclasses this with ``kind: Literal[...]``."""
+
+    kind: str
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     resources: Resources | None = None
     max_failures: int | None = Field(default=None, ge=0)
     max_concurrent: int | None = Field(default=None, gt=0)
 
-
-class EvaluateStage(StageBase):
-    """Train every optimizee with every optimizer for every seed; record curves and final metrics."""
-
-    kind: Literal["evaluate"]
-    optimizees: list[OptimizeeSpec] = Field(min_length=1)
-    optimizers: list[OptimizerEntry] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    log_every: int = Field(default=10, gt=0)
-    device: str = "auto"
-
-
-class TeacherSpec(_Model):
-    """A registered teacher, its constructor kwargs, and meta-training settings that override the
-    stage's for this teacher only (e.g. ``{curriculum: true, imitation: true}`` for DM+CL+IL)."""
-
-    name: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]+$")
-
-    def display(self) -> str:
-        return self.label or self.name
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from harness.registry import TEACHERS
-
-        TEACHERS.get(v)
-        return v
-
-    @model_validator(mode="after")
-    def _kwargs_match_signature(self) -> TeacherSpec:
-        from harness.registry import TEACHERS
-
-        if self.name in TEACHERS:
-            check_kwargs(TEACHERS.get(self.name), self.kwargs, f"teacher {self.name!r}")
-        return self
-
-
-class MetaTrainStage(StageBase):
-    """Meta-train every teacher on every optimizee distribution for every seed (truncated BPTT)."""
-
-    kind: Literal["meta_train"]
-    teachers: list[TeacherSpec] = Field(min_length=1)
-    optimizees: list[OptimizeeSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    checkpoint_every: int = Field(default=5, gt=0)
-
-    @model_validator(mode="after")
-    def _settings(self) -> MetaTrainStage:
-        from harness.stages.meta_train import check_settings
-
-        check_settings(self.settings)
-        labels = [t.display() for t in self.teachers]
-        for t in self.teachers:
-            check_settings({**self.settings, **t.settings})
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"teacher labels must be unique (got {labels}); give each a distinct label")
-        return self
-
-
-class SourceSpec(_Model):
-    """What a collect stage records: an earlier meta_train stage, a teacher checkpoint, or a rule."""
-
-    from_stage: str | None = None
-    checkpoint: str | None = None
-    rule: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one(self) -> SourceSpec:
-        given = [k for k in ("from_stage", "checkpoint", "rule") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of from_stage, checkpoint or rule")
-        if self.rule is not None:
-            from harness.registry import TEACHERS
-
-            check_kwargs(TEACHERS.get(self.rule), self.kwargs, f"rule {self.rule!r}")
-        return self
-
-
-class CollectStage(StageBase):
-    """Run a source optimizer and record (feature history, update) pairs for symbolic regression."""
-
-    kind: Literal["collect"]
-    source: SourceSpec
-    optimizees: list[OptimizeeSpec] = Field(min_length=1)
-    features: list[str] | None = None
-    lags: int = Field(default=20, gt=0)
-    #: only these ``feature_lag`` columns (default: every feature at every lag)
-    variables: list[str] | None = None
-    n_samples: int = Field(default=5000, gt=0)
-    holdout: float = Field(default=0.2, gt=0, lt=1)
-    steps: int = Field(default=200, gt=0)
-    seeds_per_optimizee: int = Field(default=2, gt=0)
-    seed: int = 0
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None:
-            from harness.features import FeatureSpec
-
-            FeatureSpec(tuple(v))
-        return v
-
-
-class DistillStage(StageBase):
-    """Symbolic regression over backend x seed x maximum complexity; fronts merged, one equation chosen."""
-
-    kind: Literal["distill"]
-    from_stage: str
-    backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    choose: Literal["mc", "best"] | int = "mc"
-
-    @field_validator("backends")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from harness.registry import SR_BACKENDS
-
-        for name in v:
-            SR_BACKENDS.get(name)
-        return v
-
-    @field_validator("settings")
-    @classmethod
-    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
-        import dataclasses
-
-        from harness.symbolic.sr.base import SRSettings
-
-        known = {f.name for f in dataclasses.fields(SRSettings)}
-        bad = sorted(set(v) - known)
-        if bad:
-            raise ValueError(f"unknown SR setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-        return v
-
-
-class MetaTuneStage(StageBase):
-    """Meta-tune the constants of a distilled equation on a target optimizee (gradient or Optuna)."""
-
-    kind: Literal["meta_tune"]
-    from_stage: str | None = None
-    equation: str | None = None
-    optimizee: OptimizeeSpec
-    method: Literal["gradient", "optuna"] = "gradient"
-    settings: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-
-    @model_validator(mode="after")
-    def _source(self) -> MetaTuneStage:
-        if (self.equation is None) == (self.from_stage is None):
-            raise ValueError("give exactly one of equation (a JSON file) or from_stage (a distill stage)")
-        return self
-
-
-Stage = Annotated[
-    EvaluateStage | MetaTrainStage | CollectStage | DistillStage | MetaTuneStage, Field(discriminator="kind")
-]
+    def inputs(self) -> list[StageRef]:
+        """The earlier stages this stage reads (``from_stage`` fields) and the kinds each may be."""
+        return []
 
 
 class Metric(_Model):
@@ -378,17 +224,22 @@ class Metric(_Model):
 
 
 class Suite(_Model):
-    """A suite file: stages run in order, tracked under one MLflow parent run."""
+    """A suite file: stages run in order, tracked under one MLflow parent run.
+
+    ``stages`` holds one spec model per entry, of the kind its ``kind:`` names; the kinds are those in
+    :data:`harness.registry.STAGES` (built-ins and plug-ins), so :func:`load_suite_dict` validates with
+    :func:`suite_model`, which knows them all.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     metric: Metric = Field(default_factory=Metric)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(default=1, ge=0)
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[StageBase] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_stage_names(self) -> Suite:
+    def _stage_references(self) -> Suite:
         seen: set[str] = set()
         for s in self.stages:
             if s.name in seen:
@@ -396,7 +247,7 @@ class Suite(_Model):
             seen.add(s.name)
         for i, s in enumerate(self.stages):
             earlier = {t.name: t.kind for t in self.stages[:i]}
-            for ref, kinds in _stage_refs(s):
+            for ref, kinds in s.inputs():
                 if ref not in earlier:
                     raise ValueError(
                         f"stage {s.name!r} uses from_stage {ref!r}, which is not an earlier stage "
@@ -409,55 +260,67 @@ class Suite(_Model):
                     )
         return self
 
-    def stage(self, name: str) -> Any:
+    def stage(self, name: str) -> StageBase:
         for s in self.stages:
             if s.name == name:
                 return s
         raise KeyError(f"suite {self.name!r} has no stage {name!r}")
 
 
-def _stage_refs(stage: Any) -> list[tuple[str, tuple[str, ...]]]:
-    """``(referenced stage, kinds it may be)`` for every from_stage in a stage."""
-    refs: list[tuple[str, tuple[str, ...]]] = []
-    for opt in getattr(stage, "optimizers", []) or []:
-        ref = getattr(opt, "from_stage", None)
-        if ref:
-            kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
-            refs.append((ref, kinds))
-    if stage.kind == "distill":
-        refs.append((stage.from_stage, ("collect",)))
-    if stage.kind == "meta_tune" and stage.from_stage:
-        refs.append((stage.from_stage, ("distill", "meta_tune")))
-    source = getattr(stage, "source", None)
-    if source is not None and source.from_stage:
-        refs.append((source.from_stage, ("meta_train",)))
-    return refs
+_SUITE_MODELS: dict[tuple[type, ...], type[Suite]] = {}
+
+
+def suite_model() -> type[Suite]:
+    """The :class:`Suite` model whose ``stages`` accept every registered stage kind (by ``kind:``)."""
+    from harness.registry import STAGES
+
+    specs = tuple(kind.spec_model for _, kind in STAGES.items())
+    model = _SUITE_MODELS.get(specs)
+    if model is None:
+        tagged = tuple(
+            Annotated[spec, Tag(spec.model_fields["kind"].annotation.__args__[0])] for spec in specs
+        )
+        entry = Annotated[
+            Union[tagged],  # noqa: UP007 - a union built at run time
+            Discriminator(
+                _stage_kind,
+                custom_error_type="stage_kind",
+                custom_error_message=(
+                    f"a stage needs 'kind:' one of {', '.join(STAGES.names())} "
+                    "(plug-ins add kinds through the 'symbolic_l2o.stages' entry-point group)"
+                ),
+            ),
+        ]
+        model = create_model("Suite", __base__=Suite, stages=(list[entry], Field(min_length=1)))
+        _SUITE_MODELS[specs] = model
+    return model
+
+
+def _stage_kind(v: Any) -> str | None:
+    return v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None)
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
-_BRANCH_NAMES = {
-    "evaluate",
-    "meta_train",
-    "collect",
-    "distill",
-    "meta_tune",
-    "grid",
-    "sgd",
-    "adam",
-    "teacher",
-    "symbolic",
-}
+#: tags of the optimizer-entry union (stage kinds' names are added from the registry)
+_OPTIMIZER_TAGS = {"grid", "sgd", "adam", "teacher", "symbolic"}
+
+
+def _branch_names() -> set[str]:
+    from harness.registry import STAGES
+
+    return _OPTIMIZER_TAGS | set(STAGES.names())
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
     """Pydantic's error location as a YAML path (``stages[0].optimizees[1].epochs``)."""
     out = ""
+    branches = _branch_names()
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _BRANCH_NAMES or "[" in str(part):
+        elif part in branches or "[" in str(part):
             continue  # union-branch / validator names are not YAML keys
         else:
             out += f".{part}" if out else str(part)
@@ -486,7 +349,7 @@ def load_suite_dict(data: Any, source: str = "<suite>") -> Suite:
     if not isinstance(data, dict):
         raise SuiteError(f"{source}: a suite file must be a YAML mapping with name and stages")
     try:
-        return Suite.model_validate(data)
+        return suite_model().model_validate(data)
     except ValidationError as err:
         raise SuiteError(format_validation_error(err, source)) from None
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "write_json", "dumps"]
+__all__ = ["dumps", "flatten_params", "to_jsonable", "write_json"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -62,3 +62,15 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``a.b.c`` keys with string values (MLflow params); lists as JSON."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_params(v, key + "."))
+        else:
+            out[key] = json.dumps(to_jsonable(v)) if isinstance(v, list | tuple) else str(v)
+    return out

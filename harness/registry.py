@@ -1,6 +1,7 @@
 """One registry class for every plug-in kind: built-ins registered in code, plug-ins via entry points.
 
-Entry-point groups: ``symbolic_l2o.optimizees``, ``symbolic_l2o.teachers``, ``symbolic_l2o.sr_backends``.
+Entry-point groups: ``symbolic_l2o.optimizees``, ``symbolic_l2o.teachers``, ``symbolic_l2o.sr_backends``,
+``symbolic_l2o.stages``.
 An entry point's value is ``module:attribute``; the attribute is registered under the entry point's name.
 """
 
@@ -28,12 +29,21 @@ class Registry(Generic[T]):
         kind: human name used in error messages ("optimizee").
         group: entry-point group scanned once, lazily, for third-party plug-ins.
         builtins: modules imported lazily on first lookup; importing them registers the built-ins.
+        adapt: applied to every object registered (in code or from an entry point); it may check the
+            object and return what is stored (e.g. an instance of a registered class).
     """
 
-    def __init__(self, kind: str, group: str, builtins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtins: tuple[str, ...] = (),
+        adapt: Callable[[Any], T] | None = None,
+    ) -> None:
         self.kind = kind
         self.group = group
         self._builtins = builtins
+        self._adapt = adapt
         self._items: dict[str, T] = {}
         self._loaded = False
 
@@ -41,9 +51,10 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
 
         def _add(o: T) -> T:
-            if name in self._items and self._items[name] is not o:
+            stored = self._adapt(o) if self._adapt is not None else o
+            if name in self._items and self._items[name] is not stored:
                 raise ValueError(f"{self.kind} {name!r} is already registered ({self._items[name]!r})")
-            self._items[name] = o
+            self._items[name] = stored
             return o
 
         if obj is None:
@@ -58,7 +69,8 @@ class Registry(Generic[T]):
             importlib.import_module(mod)
         for ep in entry_points(group=self.group):
             if ep.name not in self._items:
-                self._items[ep.name] = ep.load()
+                obj = ep.load()
+                self._items[ep.name] = self._adapt(obj) if self._adapt is not None else obj
 
     def get(self, name: str) -> T:
         """Return the entry named ``name``; an unknown name raises with the list of known ones."""
@@ -92,4 +104,24 @@ OPTIMIZEES: Registry[Callable[..., Any]] = Registry(
 TEACHERS: Registry[Callable[..., Any]] = Registry("teacher", "symbolic_l2o.teachers", builtins=("teachers",))
 SR_BACKENDS: Registry[Callable[..., Any]] = Registry(
     "SR backend", "symbolic_l2o.sr_backends", builtins=("harness.symbolic.sr",)
+)
+
+
+def _stage_kind(obj: Any) -> Any:
+    """A registered stage kind: an instance of a ``harness.stages.base.StageKind`` subclass (a class is
+    instantiated), checked with its ``check()`` (duck-typed here, so the registry imports no stage code)."""
+    kind = obj() if isinstance(obj, type) else obj
+    missing = [
+        a for a in ("check", "plan", "run", "finalize", "spec_model", "trial_model") if not hasattr(kind, a)
+    ]
+    if missing:
+        raise TypeError(
+            f"a stage kind must be a harness.stages.base.StageKind, got {obj!r} (no {', '.join(missing)})"
+        )
+    kind.check()
+    return kind
+
+
+STAGES: Registry[Any] = Registry(
+    "stage kind", "symbolic_l2o.stages", builtins=("harness.stages.kinds",), adapt=_stage_kind
 )

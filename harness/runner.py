@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,21 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import __version__, tracking
-from harness.config import Resources, Suite
-from harness.tracking import TAG
+from harness.config import Resources, StageBase, Suite
+from harness.jsonio import flatten_params
+from harness.registry import STAGES
+from harness.stages.base import StageKind
+from harness.stages.outputs import TAG, ResultKey, StageOutcome, SuiteOutcome, TrialOutput
+
+__all__ = [
+    "RunOptions",
+    "StageOutcome",
+    "SuiteInterrupted",
+    "SuiteOutcome",
+    "TrialOutput",
+    "init_ray",
+    "run_suite",
+]
 
 
 class SuiteInterrupted(RuntimeError):
@@ -44,40 +55,6 @@ class RunOptions:
     workdir: str = "sl2o_runs"
     quiet: bool = False
     log: Callable[[str], None] = print
-
-
-@dataclass
-class TrialOutput:
-    """One finished trial of a stage: its config, MLflow run and local artifact directory."""
-
-    run_id: str
-    config: dict[str, Any]
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    artifacts: Path | None
-
-
-@dataclass
-class StageOutcome:
-    name: str
-    kind: str
-    key: str
-    run_id: str
-    reused: bool
-    trials: list[TrialOutput] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SuiteOutcome:
-    suite: str
-    run_id: str
-    tracking_uri: str
-    experiment_id: str
-    stages: dict[str, StageOutcome]
-    seconds: float
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,50 +88,31 @@ def trial_resources(res: Resources) -> dict[str, float]:
     return {"cpu": float(res.cpus_per_trial), "gpu": float(gpus)}
 
 
-def set_trial_threads() -> int:
-    """Torch intra-op threads = the CPUs Ray gave this trial (avoids oversubscription)."""
-    import torch
+class _TrialTags:
+    """``trial config -> MLflow tags`` for a stage kind (picklable: Tune saves it with its callbacks)."""
 
-    cpus = 1
-    try:
-        res = tune.get_context().get_trial_resources()
-        cpus = max(1, int(sum(b.get("CPU", 0) for b in res.bundles) or 1))
-    except Exception:  # noqa: BLE001 - outside a Tune trial
-        cpus = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
-    torch.set_num_threads(cpus)
-    return cpus
+    def __init__(self, kind: StageKind[Any, Any]) -> None:
+        self.kind = kind
 
-
-# ---------------------------------------------------------------------------------------------
-# stage plans: what each stage kind turns into
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class StagePlan:
-    """A stage as Tune sees it: the trainable, its grid, and how trials map to tags/params."""
-
-    trainable: Callable[[dict[str, Any]], None]
-    param_space: dict[str, Any]
-    n_trials: int
-    metric: str
-    mode: str
-    trial_tags: Callable[[dict[str, Any]], dict[str, str]]
-    trial_params: Callable[[dict[str, Any]], dict[str, str]]
+    def __call__(self, config: dict[str, Any]) -> dict[str, str]:
+        trial = config["trial"]
+        tags = {f"{TAG}.{k}": str(v) for k, v in self.kind.trial_tags(trial).items()}
+        identity = trial.model_dump(mode="json", include=set(self.kind.identity) or None)
+        tags[f"{TAG}.config"] = json.dumps(identity, sort_keys=True, default=str)
+        return tags
 
 
-PLANNERS: dict[str, Callable[..., StagePlan]] = {}
-#: per stage kind, called after the stage's trials (fresh or reused): ``fn(outcome, ctx, fresh) -> None``
-FINALIZERS: dict[str, Callable[..., None]] = {}
+class _TrialParams:
+    """``trial config -> MLflow params`` for a stage kind."""
+
+    def __init__(self, kind: StageKind[Any, Any]) -> None:
+        self.kind = kind
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, str]:
+        return flatten_params(self.kind.trial_params(config["trial"]))
 
 
-def planner(kind: str) -> Callable[[Callable[..., StagePlan]], Callable[..., StagePlan]]:
-    def deco(fn: Callable[..., StagePlan]) -> Callable[..., StagePlan]:
-        PLANNERS[kind] = fn
-        return fn
-
-    return deco
-
-
-def stage_key(stage: Any, inputs: dict[str, StageOutcome]) -> str:
+def stage_key(stage: StageBase, inputs: dict[str, StageOutcome]) -> str:
     """Hash of the stage's config, its input stages' keys and the harness version."""
     payload = {
         "stage": stage.model_dump(mode="json", exclude={"max_concurrent"}),
@@ -162,24 +120,6 @@ def stage_key(stage: Any, inputs: dict[str, StageOutcome]) -> str:
         "version": __version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def report_artifacts(metrics: dict[str, Any], files: dict[str, Path] | None = None) -> None:
-    """Final ``tune.report``: metrics plus a checkpoint whose ``artifacts/`` the tracker logs."""
-    from ray.tune import Checkpoint
-
-    if not files:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        art = Path(tmp) / "artifacts"
-        art.mkdir()
-        for name, src in files.items():
-            if Path(src).is_dir():
-                shutil.copytree(src, art / name)
-            else:
-                shutil.copy2(src, art / name)
-        tune.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +198,12 @@ def run_stage(
         _finalize(stage, outcome, ctx, art_cache, fresh=False, opts=opts)
         return outcome
 
+    from harness.trainable import run_trial
+
     start = time.time()
-    plan = PLANNERS[stage.kind](suite, stage, inputs)
+    kind = STAGES.get(stage.kind)
+    trials = kind.plan(suite, stage, inputs)
+    n_trials = len(trials)
     tune_dir = Path(opts.workdir).resolve() / "tune" / suite.name
     exp_name = f"{stage.name}-{key}"
     exp_path = tune_dir / exp_name
@@ -289,10 +233,15 @@ def run_stage(
         tracking.log_batch(client, stage_run_id, params=tracking.flatten(stage.model_dump(mode="json")))
 
     res = stage.resources or suite.resources
-    trainable = tune.with_resources(plan.trainable, trial_resources(res))
+    trainable = tune.with_resources(run_trial, trial_resources(res))
+    param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
     if tune.Tuner.can_restore(str(exp_path)):
         opts.log(f"[{stage.name}] restoring Tune experiment {exp_path}")
-        tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
+        # the trial models are object references to Tune: its saved state keeps placeholders for them,
+        # so the same param space is handed back (Tune requires its structure to be unchanged)
+        tuner = tune.Tuner.restore(
+            str(exp_path), trainable, resume_unfinished=True, resume_errored=True, param_space=param_space
+        )
     else:
         tracker = tracking.TrialTracker(
             ctx["tracking_uri"],
@@ -304,13 +253,13 @@ def run_stage(
                 f"{TAG}.stage_kind": stage.kind,
                 f"{TAG}.stage_key": key,
             },
-            plan.trial_tags,
-            plan.trial_params,
+            _TrialTags(kind),
+            _TrialParams(kind),
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
         tuner = tune.Tuner(
             trainable,
-            param_space=plan.param_space,
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
                 max_concurrent_trials=stage.max_concurrent,
@@ -323,22 +272,22 @@ def run_stage(
                     JsonLoggerCallback(),
                     CSVLoggerCallback(),
                     tracker,
-                    Progress(stage.name, plan.n_trials, opts.log),
+                    Progress(stage.name, n_trials, opts.log),
                 ],
                 verbose=0,
             ),
         )
-    opts.log(f"[{stage.name}] {plan.n_trials} trials ({stage.kind}); Tune state in {exp_path}")
+    opts.log(f"[{stage.name}] {n_trials} trials ({stage.kind}); Tune state in {exp_path}")
     grid = tuner.fit()
     errors = grid.num_errors
     # a trial is done when its last report is the trainable's final one (Tune may call a trial stopped
     # by Ctrl-C "terminated"); anything less means the stage was interrupted
-    finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get("final"))
-    if finished + errors < plan.n_trials:
+    finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(ResultKey.FINAL))
+    if finished + errors < n_trials:
         # Tune returns normally after SIGINT; the stage is unfinished and must not be marked complete
         client.set_terminated(stage_run_id, status="KILLED")
         raise SuiteInterrupted(
-            f"stage {stage.name!r} was interrupted after {finished}/{plan.n_trials} trials; "
+            f"stage {stage.name!r} was interrupted after {finished}/{n_trials} trials; "
             "rerun the same command to resume it"
         )
     trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)
@@ -356,20 +305,15 @@ def _finalize(
     stage: Any, outcome: StageOutcome, ctx: dict[str, Any], art_cache: Path, fresh: bool, opts: RunOptions
 ) -> None:
     """Stage-level post-processing (e.g. merging a distill stage's fronts) and its artifacts."""
-    fn = FINALIZERS.get(stage.kind)
-    if fn is None:
-        return
     outdir = art_cache / "stage"
     outdir.mkdir(parents=True, exist_ok=True)
-    fn(stage, outcome, outdir, opts.log)
+    STAGES.get(stage.kind).finalize(stage, outcome, outdir, opts.log)
     if fresh and any(outdir.iterdir()):
         ctx["client"].log_artifacts(outcome.run_id, str(outdir))
 
 
 def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
-    import harness.trainables  # noqa: F401 - registers the stage planners
-
     quiet_tune_output()
     start = time.time()
     uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)

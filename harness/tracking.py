@@ -7,7 +7,6 @@ That keeps a single writer on the SQLite store and works unchanged against an ``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -19,7 +18,9 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-TAG = "sl2o"  # tag prefix
+from harness.jsonio import flatten_params
+from harness.stages.outputs import ARTIFACTS_DIR, TAG, ResultKey
+
 DEFAULT_DB = "mlflow.db"
 
 
@@ -74,16 +75,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     )
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> ``a.b.c`` keys with string values, for MLflow params."""
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
-    return out
+#: nested config -> flat MLflow params (one definition, in harness.jsonio)
+flatten = flatten_params
 
 
 def start_run(
@@ -201,9 +194,10 @@ def _tune_callback_base() -> type:
 class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
     """Ray Tune callback: one MLflow child run per trial under the stage run.
 
-    Results may carry ``curve_steps``/``curve_<name>`` lists (logged as metric histories in one
-    batch), ``final: True`` with final metrics, ``status`` and ``artifacts_dir`` (a directory whose
-    files are logged as artifacts when the trial ends).
+    Results carry the keys of :class:`harness.stages.outputs.ResultKey`: ``curve_steps``/``curve_<name>``
+    lists (logged as metric histories in one batch), and on the last one ``final: True`` with the final
+    metrics, ``status`` and ``info`` (logged as tags); the final checkpoint's ``artifacts/`` folder is
+    logged as the run's artifacts when the trial ends.
     """
 
     def __init__(
@@ -255,22 +249,28 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         rid = self._run_for(trial)
         metrics: list[Metric] = []
-        steps = result.get("curve_steps")
+        steps = result.get(ResultKey.CURVE_STEPS)
         now = int(time.time() * 1000)
         if steps:
             for key, values in result.items():
-                if key.startswith("curve_") and key != "curve_steps" and isinstance(values, list):
-                    name = key[len("curve_") :]
+                if (
+                    key.startswith(ResultKey.CURVE_PREFIX)
+                    and key != ResultKey.CURVE_STEPS
+                    and isinstance(values, list)
+                ):
+                    name = key[len(ResultKey.CURVE_PREFIX) :]
                     metrics.extend(
                         Metric(name, float(v), now, int(s))
                         for s, v in zip(steps, values, strict=False)
                         if isinstance(v, int | float) and math.isfinite(float(v))
                     )
         tags = {}
-        if result.get("final"):
-            keep = {k: v for k, v in result.items() if k in result.get("final_keys", ())}
+        if result.get(ResultKey.FINAL):
+            keep = {k: v for k, v in result.items() if k in result.get(ResultKey.FINAL_KEYS, ())}
             metrics.extend(finite_metrics(keep))
-            tags[f"{TAG}.status"] = str(result.get("status", "ok"))
+            tags[f"{TAG}.status"] = str(result.get(ResultKey.STATUS, "ok"))
+            for k, v in (result.get(ResultKey.INFO) or {}).items():
+                tags[f"{TAG}.{k}"] = str(v)[:5000]
         if metrics or tags:
             log_batch(self.client, rid, metrics=metrics, tags=tags)
 
@@ -278,7 +278,7 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         rid = self._run_for(trial)
         ckpt = trial.checkpoint
         if ckpt is not None and ckpt.path and os.path.isdir(ckpt.path):
-            art = os.path.join(ckpt.path, "artifacts")
+            art = os.path.join(ckpt.path, ARTIFACTS_DIR)
             if os.path.isdir(art):
                 self.client.log_artifacts(rid, art)
         self.client.set_terminated(rid, status="FINISHED")

@@ -25,16 +25,28 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from harness.config import StageBase, StageRef, Suite
 from harness.registry import SR_BACKENDS
-from harness.stages.collect import SRDataset, unscale_equation
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
+from harness.stages.collect.dataset import SRDataset, unscale_equation
+from harness.stages.outputs import (
+    BEST_FILE,
+    CHOSEN_FILE,
+    DATASET_FILE,
+    FRONT_FILE,
+    StageOutcome,
+    trial_files,
+)
 from harness.symbolic.equation import Equation, ParetoFront
 from harness.symbolic.metrics import mc, tpf
+from harness.symbolic.sr.base import SRSettings
 
 __all__ = [
     "DEFAULT_MC_THRESHOLD",
@@ -56,8 +68,6 @@ class BackendUnavailableError(RuntimeError):
 
 def _settings(settings: Any, seed: int) -> Any:
     """An ``SRSettings`` copy with ``seed`` set (a dict is validated by ``SRSettings.from_dict``)."""
-    from harness.symbolic.sr.base import SRSettings
-
     if isinstance(settings, SRSettings):
         data = settings.to_dict()
     elif isinstance(settings, Mapping):
@@ -208,26 +218,6 @@ def front_summary(front: ParetoFront, how: str | int = "mc") -> dict[str, float]
     return out
 
 
-def _plot_tpf_from_metrics(front: ParetoFront, path: Path) -> Path:
-    """TPF against complexity from the ``tpf`` metrics distill stored (when no data is at hand)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot(1, 1, 1)
-    c = [e.complexity for e in front]
-    ax.plot(c, [e.metrics.get("tpf", math.nan) for e in front], "o-", markersize=4, label="overall")
-    ax.set_xlabel("complexity")
-    ax.set_ylabel("TPF (mean lag weighted by sensitivity)")
-    ax.set_title("Temporal preference vs complexity")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
 def _mark_choice(front: ParetoFront, how: str | int, threshold: float | None = None) -> Equation:
     """:func:`choose`'s pick, with ``chosen_by`` (and the MC threshold) noted in its provenance."""
     chosen = choose(front, how, threshold=threshold).copy()
@@ -255,12 +245,12 @@ def write_outputs(
     complexity, recomputed per feature on the raw held-out rows of ``dataset`` when given, else drawn
     from the ``tpf`` metrics :func:`distill` stored).
     """
-    from harness.symbolic.plots import plot_pareto, plot_tpf
+    from harness.symbolic.plots import plot_pareto, plot_tpf, plot_tpf_from_metrics
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = {"equations.json": front.save(outdir / "equations.json")}
-    paths["best.json"] = _mark_choice(front, how).save(outdir / "best.json")
+    paths = {FRONT_FILE: front.save(outdir / FRONT_FILE)}
+    paths[BEST_FILE] = _mark_choice(front, how).save(outdir / BEST_FILE)
     label = str(front.provenance.get("backend", "front"))
     mc_c = front.provenance.get("mc")
     paths["pareto.png"] = plot_pareto(
@@ -275,7 +265,7 @@ def write_outputs(
             {label: front}, Xv, outdir / "tpf.png", dataset.names, per_feature=True, title=title
         )
     else:
-        paths["tpf.png"] = _plot_tpf_from_metrics(front, outdir / "tpf.png")
+        paths["tpf.png"] = plot_tpf_from_metrics(front, outdir / "tpf.png")
     return paths
 
 
@@ -295,7 +285,7 @@ def merge_and_choose(
     Fronts of different sources (teachers) are merged as asked, with a warning: they describe
     different rules.
     """
-    from harness.symbolic.plots import plot_pareto
+    from harness.symbolic.plots import plot_pareto, plot_tpf_from_metrics
 
     loaded = [f if isinstance(f, ParetoFront) else ParetoFront.load(f) for f in fronts]
     if not loaded:
@@ -328,7 +318,7 @@ def merge_and_choose(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"front.json": merged.save(outdir / "front.json")}
-    paths["chosen.json"] = _mark_choice(merged, how, thr).save(outdir / "chosen.json")
+    paths[CHOSEN_FILE] = _mark_choice(merged, how, thr).save(outdir / CHOSEN_FILE)
     labelled: dict[str, ParetoFront] = {}
     for i, f in enumerate(loaded):
         p = f.provenance
@@ -345,5 +335,125 @@ def merge_and_choose(
         title="merged Pareto front",
         mc_complexity=int(mc_c) if mc_c is not None else None,
     )
-    paths["tpf.png"] = _plot_tpf_from_metrics(merged, outdir / "tpf.png")
+    paths["tpf.png"] = plot_tpf_from_metrics(merged, outdir / "tpf.png")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# the stage kind
+# ---------------------------------------------------------------------------------------------------
+#: the typed model of a distill stage's ``settings:`` (``SRSettings`` minus the grid's seed/complexity)
+DistillSettings = settings_model("DistillSettings", SRSettings, what="SR", exclude=("seed", "max_complexity"))
+
+
+class DistillStage(StageBase):
+    """Symbolic regression over backend x seed x maximum complexity; fronts merged, one equation chosen."""
+
+    kind: Literal["distill"]
+    from_stage: str
+    backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
+    settings: DistillSettings = Field(default_factory=DistillSettings)  # type: ignore[valid-type]
+    choose: Literal["mc", "best"] | int = "mc"
+
+    @field_validator("backends")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            SR_BACKENDS.get(name)
+        return v
+
+    @model_validator(mode="after")
+    def _settings(self) -> DistillStage:
+        SRSettings.from_dict(given(self.settings))  # the dataclass's own checks (operators, ranges)
+        return self
+
+    def inputs(self) -> list[StageRef]:
+        return [(self.from_stage, ("collect",))]
+
+
+class DistillTrial(TrialModel):
+    """One SR fit: a backend, a seed and a maximum complexity on one source's dataset file."""
+
+    backend: str
+    source: str
+    dataset: str
+    seed: int
+    max_complexity: int = Field(gt=0)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    choose: Literal["mc", "best"] | int = "mc"
+
+
+class DistillKind(StageKind[DistillStage, DistillTrial]):
+    """``distill``: Pareto fronts per trial, merged and chosen per source when the stage ends."""
+
+    name = "distill"
+    spec_model = DistillStage
+    trial_model = DistillTrial
+    outputs = (FRONT_FILE, BEST_FILE)
+    metric = "best_r2_val"
+    mode = "max"
+    identity = ("backend", "source", "seed", "max_complexity")
+
+    def plan(
+        self, suite: Suite, spec: DistillStage, inputs: Mapping[str, StageOutcome]
+    ) -> list[DistillTrial]:
+        datasets = [(t.tag("source"), str(p)) for t, p in trial_files(inputs[spec.from_stage], DATASET_FILE)]
+        if not datasets:
+            raise ValueError(f"stage {spec.from_stage!r} produced no datasets; nothing to distill")
+        settings = given(spec.settings)
+        return [
+            DistillTrial(
+                backend=b,
+                source=src,
+                dataset=path,
+                seed=seed,
+                max_complexity=c,
+                settings=settings,
+                choose=spec.choose,
+            )
+            for b in spec.backends
+            for seed in spec.seeds
+            for c in spec.max_complexities
+            for src, path in datasets
+        ]
+
+    def run(self, trial: DistillTrial, ctx: TrialContext) -> TrialResult:
+        start = time.time()
+        ds = SRDataset.load(trial.dataset)
+        settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
+        front = distill(ds, trial.backend, settings, trial.seed)
+        files = write_outputs(front, ctx.outdir, ds, how=trial.choose)
+        best = max((eq.metrics.get("r2_val", float("-inf")) for eq in front.equations), default=float("nan"))
+        metrics = {
+            "best_r2_val": float(best),
+            "front_size": float(len(front.equations)),
+            "seconds": time.time() - start,
+        }
+        return TrialResult(metrics, files=files)
+
+    def finalize(
+        self, spec: DistillStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
+    ) -> None:
+        """Merge the trials' fronts per source (teacher) and choose the equation each goes on with."""
+        by_source: dict[str, list[Path]] = {}
+        for t, p in trial_files(outcome, FRONT_FILE):
+            by_source.setdefault(t.tag("source", "source"), []).append(p)
+        if not by_source:
+            log(f"[{spec.name}] no fronts to merge (all trials failed?)")
+            return
+        chosen = {}
+        for source, fronts in sorted(by_source.items()):
+            sub = outdir / source if len(by_source) > 1 else outdir
+            files = merge_and_choose(fronts, spec.choose, sub)
+            chosen[source] = str(files[CHOSEN_FILE])
+        outcome.extra["chosen"] = chosen
+
+    def trial_tags(self, trial: DistillTrial) -> dict[str, str]:
+        return {
+            "backend": trial.backend,
+            "source": trial.source,
+            "seed": str(trial.seed),
+            "max_complexity": str(trial.max_complexity),
+        }

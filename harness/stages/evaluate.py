@@ -1,21 +1,27 @@
 """The evaluate stage: train one optimizee with one optimizer config for one seed.
 
 A pure function (no Ray, no MLflow): it returns the train-loss curve, final metrics and wall time.
-A non-finite loss ends the run early as ``diverged``; it is a result, never an exception.
+A non-finite loss ends the run early as ``diverged``; it is a result, never an exception. The stage kind
+below (spec, trials, run) makes it one Ray Tune trial per optimizee x optimizer x seed.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
-from harness.optimizers import build_optimizer
-from harness.registry import OPTIMIZEES
+from harness.config import GridRef, OptimizeeSpec, OptimizerEntry, StageBase, StageRef, Suite
+from harness.optimizers import FAMILIES, build_optimizer, optimizer_label
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
+from harness.stages.outputs import StageOutcome, optimizers_from_stage
+from harness.stages.problems import budget_steps, build_problem
 
 #: how many of the last minibatch losses ``final_train_loss`` averages (capped by steps per epoch)
 FINAL_WINDOW = 20
@@ -53,22 +59,6 @@ class EvalResult:
         return asdict(self)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def budget_steps(optimizee: Any, steps: int | None, epochs: float | None) -> int:
-    """Training steps from a steps or epochs budget (default: the optimizee's ``default_steps``)."""
-    if steps is not None:
-        return int(steps)
-    if epochs is not None:
-        return max(1, int(math.ceil(epochs * optimizee.steps_per_epoch)))
-    return int(optimizee.default_steps)
-
-
 def evaluate(
     optimizee: dict[str, Any],
     optimizer: dict[str, Any],
@@ -91,9 +81,8 @@ def evaluate(
     Returns:
         An ``EvalResult``; a NaN/inf loss yields ``status="diverged"`` with infinite losses.
     """
-    dev = resolve_device(device)
     torch.manual_seed(seed)
-    problem = OPTIMIZEES.get(optimizee["name"])(seed=seed, device=dev, **optimizee.get("kwargs", {}))
+    problem = build_problem(optimizee, seed, device)
     n_steps = budget_steps(problem, optimizee.get("steps"), optimizee.get("epochs"))
     return train(
         problem,
@@ -179,3 +168,109 @@ def train(
                 result.test_loss = math.inf
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# the stage kind
+# ---------------------------------------------------------------------------------------------------
+class EvaluateStage(StageBase):
+    """Train every optimizee with every optimizer for every seed; record curves and final metrics."""
+
+    kind: Literal["evaluate"]
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    optimizers: list[OptimizerEntry] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    log_every: int = Field(default=10, gt=0)
+    device: str = "auto"
+
+    def inputs(self) -> list[StageRef]:
+        refs: list[StageRef] = []
+        for opt in self.optimizers:
+            ref = getattr(opt, "from_stage", None)
+            if ref:
+                kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
+                refs.append((ref, kinds))
+        return refs
+
+
+class EvaluateTrial(TrialModel):
+    """One training run: an optimizee spec, a concrete optimizer config (no grid, no from_stage), a seed."""
+
+    optimizee: OptimizeeSpec
+    optimizer: dict[str, Any]
+    seed: int
+    log_every: int = Field(default=10, gt=0)
+    device: str = "auto"
+
+    @field_validator("optimizer")
+    @classmethod
+    def _concrete(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("family") not in FAMILIES:
+            raise ValueError(f"optimizer family {v.get('family')!r} is not one of {', '.join(FAMILIES)}")
+        if "from_stage" in v or "grid" in v:
+            raise ValueError("a trial's optimizer must be concrete (grids and from_stage resolved)")
+        return v
+
+
+def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome]) -> list[dict[str, Any]]:
+    """Expand grid references and earlier stages' outputs into concrete optimizer configs (deduplicated)."""
+    from search_spaces import load_grid
+
+    out: list[dict[str, Any]] = []
+    for entry in stage.optimizers:
+        if isinstance(entry, GridRef):
+            out.extend(load_grid(entry.grid, entry.file))
+            continue
+        spec = entry.model_dump(exclude_none=True, exclude_defaults=True)
+        spec["family"] = entry.family
+        src = spec.pop("from_stage", None)
+        out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
+    seen, uniq = set(), []
+    for o in out:
+        k = json.dumps(o, sort_keys=True)
+        if k not in seen:
+            seen.add(k)
+            uniq.append(o)
+    return uniq
+
+
+class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
+    """``evaluate``: the leaderboard's trials."""
+
+    name = "evaluate"
+    spec_model = EvaluateStage
+    trial_model = EvaluateTrial
+    outputs = ()
+    metric = "final_train_loss"
+    identity = ("optimizee", "optimizer", "seed")
+
+    def plan(
+        self, suite: Suite, spec: EvaluateStage, inputs: Mapping[str, StageOutcome]
+    ) -> list[EvaluateTrial]:
+        optimizers = resolve_optimizers(spec, inputs)
+        return [
+            EvaluateTrial(optimizee=o, optimizer=opt, seed=seed, log_every=spec.log_every, device=spec.device)
+            for o in spec.optimizees
+            for opt in optimizers
+            for seed in spec.seeds
+        ]
+
+    def run(self, trial: EvaluateTrial, ctx: TrialContext) -> TrialResult:
+        result = evaluate(
+            trial.optimizee.model_dump(exclude_none=True),
+            trial.optimizer,
+            trial.seed,
+            device=trial.device,
+            log_every=trial.log_every,
+            on_log=lambda step, loss: ctx.progress(step, train_loss=loss),
+        )
+        info = {} if result.diverged_at is None else {"diverged_at": str(result.diverged_at)}
+        return TrialResult(result.metrics(), status=result.status, info=info)
+
+    def trial_tags(self, trial: EvaluateTrial) -> dict[str, str]:
+        return {
+            "optimizee": trial.optimizee.display(),
+            "optimizer": optimizer_label(trial.optimizer),
+            "optimizer_family": str(trial.optimizer.get("family")),
+            "seed": str(trial.seed),
+        }

@@ -2,25 +2,41 @@
 
 A thin, pure wrapper over ``teachers.meta_train`` that turns stage config dicts into a
 ``MetaTrainConfig``, supports resuming from a saved trainer state, and writes the stage's artifacts
-(the best teacher's checkpoint and the training history).
+(the best teacher's checkpoint and the training history). The stage kind below makes it one Ray Tune
+trial per teacher x optimizee x seed, checkpointed every ``checkpoint_every`` episodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from harness.config import OptimizeeSpec, StageBase, Suite, check_kwargs
+from harness.jsonio import write_json
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
+from harness.stages.outputs import HISTORY_FILE, STATUS_DIVERGED, STATUS_OK, TEACHER_FILE, StageOutcome
 from teachers.meta_train import MetaTrainConfig, MetaTrainer, MetaTrainResult
 
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(MetaTrainConfig))
 #: MetaTrainConfig fields a stage's ``settings`` may set (teacher/optimizee/seed come from the grid)
 SETTINGS_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(MetaTrainConfig)
-    if f.name not in ("teacher", "teacher_kwargs", "optimizee", "optimizee_kwargs", "seed")
+    f
+    for f in _CONFIG_FIELDS
+    if f not in ("teacher", "teacher_kwargs", "optimizee", "optimizee_kwargs", "seed")
+)
+
+
+#: the typed model of a stage's (or a teacher's) ``settings:``, derived from ``MetaTrainConfig``
+MetaTrainSettings = settings_model(
+    "MetaTrainSettings",
+    MetaTrainConfig,
+    what="meta-training",
+    exclude=tuple(f for f in _CONFIG_FIELDS if f not in SETTINGS_FIELDS),
 )
 
 
@@ -75,26 +91,157 @@ def write_outputs(result: MetaTrainResult, cfg: MetaTrainConfig, outdir: str | P
     """Write ``teacher.pt`` (best weights, a teachers.checkpoint file) and ``history.json``."""
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher_path = out / "teacher.pt"
+    teacher_path = out / TEACHER_FILE
     result.save(teacher_path, meta={"config": cfg.to_dict()})
-    hist = out / "history.json"
-
-    def clean(v: Any) -> Any:
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    hist.write_text(
-        json.dumps(
-            {
-                "config": cfg.to_dict(),
-                "best_val_loss": clean(result.best_val_loss),
-                "best_episode": result.best_episode,
-                "episodes": result.episodes,
-                "meta_iterations": result.meta_iterations,
-                "elapsed_s": result.elapsed_s,
-                "stop_reason": result.stop_reason,
-                "history": [{k: clean(v) for k, v in h.items()} for h in result.history],
-            },
-            indent=1,
-        )
+    hist = write_json(
+        out / HISTORY_FILE,
+        {
+            "config": cfg.to_dict(),
+            "best_val_loss": result.best_val_loss,
+            "best_episode": result.best_episode,
+            "episodes": result.episodes,
+            "meta_iterations": result.meta_iterations,
+            "elapsed_s": result.elapsed_s,
+            "stop_reason": result.stop_reason,
+            "history": result.history,
+        },
+        indent=1,
     )
-    return {"teacher.pt": teacher_path, "history.json": hist}
+    return {TEACHER_FILE: teacher_path, HISTORY_FILE: hist}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the stage kind
+# ---------------------------------------------------------------------------------------------------
+class TeacherSpec(BaseModel):
+    """A registered teacher, its constructor kwargs, and meta-training settings that override the
+    stage's for this teacher only (e.g. ``{curriculum: true, imitation: true}`` for DM+CL+IL)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    settings: MetaTrainSettings = Field(default_factory=MetaTrainSettings)  # type: ignore[valid-type]
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+-]+$")
+
+    def display(self) -> str:
+        return self.label or self.name
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from harness.registry import TEACHERS
+
+        TEACHERS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_match_signature(self) -> TeacherSpec:
+        from harness.registry import TEACHERS
+
+        if self.name in TEACHERS:
+            check_kwargs(TEACHERS.get(self.name), self.kwargs, f"teacher {self.name!r}")
+        return self
+
+
+class MetaTrainStage(StageBase):
+    """Meta-train every teacher on every optimizee distribution for every seed (truncated BPTT)."""
+
+    kind: Literal["meta_train"]
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    settings: MetaTrainSettings = Field(default_factory=MetaTrainSettings)  # type: ignore[valid-type]
+    checkpoint_every: int = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _settings(self) -> MetaTrainStage:
+        labels = [t.display() for t in self.teachers]
+        for t in self.teachers:
+            check_settings(self.merged_settings(t))
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"teacher labels must be unique (got {labels}); give each a distinct label")
+        return self
+
+    def merged_settings(self, teacher: TeacherSpec) -> dict[str, Any]:
+        """The stage's settings with the teacher's own on top."""
+        return {**given(self.settings), **given(teacher.settings)}
+
+
+class MetaTrainTrial(TrialModel):
+    """One meta-training run: a teacher on an optimizee distribution from a seed, with its settings."""
+
+    teacher: TeacherSpec
+    optimizee: OptimizeeSpec
+    seed: int
+    settings: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_every: int = Field(default=5, gt=0)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_settings(v)
+        return v
+
+
+class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
+    """``meta_train``: teachers, checkpointed so a killed trial resumes where it was."""
+
+    name = "meta_train"
+    spec_model = MetaTrainStage
+    trial_model = MetaTrainTrial
+    outputs = (TEACHER_FILE, HISTORY_FILE)
+    metric = "best_val_loss"
+    identity = ("teacher", "optimizee", "seed", "settings")
+
+    def plan(
+        self, suite: Suite, spec: MetaTrainStage, inputs: Mapping[str, StageOutcome]
+    ) -> list[MetaTrainTrial]:
+        return [
+            MetaTrainTrial(
+                teacher=t,
+                optimizee=o,
+                seed=seed,
+                settings=spec.merged_settings(t),
+                checkpoint_every=spec.checkpoint_every,
+            )
+            for t in spec.teachers
+            for o in spec.optimizees
+            for seed in spec.seeds
+        ]
+
+    def run(self, trial: MetaTrainTrial, ctx: TrialContext) -> TrialResult:
+        teacher = {"name": trial.teacher.name, "kwargs": trial.teacher.kwargs}
+        cfg = make_config(teacher, trial.optimizee.model_dump(), trial.seed, trial.settings)
+
+        def on_episode(trainer: MetaTrainer, m: dict[str, Any]) -> None:
+            ep = int(m["episode"])
+            ctx.progress(
+                ep,
+                meta_loss=float(m.get("meta_loss", math.nan)),
+                val_loss=float(m.get("val_loss", math.nan)),
+            )
+            if ep % trial.checkpoint_every == 0:
+                ctx.checkpoint(
+                    trainer.state_dict(),
+                    episode=float(ep),
+                    best_val_loss=float(m.get("best_val_loss", math.inf)),
+                )
+
+        result = run_meta_train(cfg, resume=ctx.restore(), on_episode=on_episode)
+        files = write_outputs(result, cfg, ctx.outdir)
+        metrics = {
+            "best_val_loss": result.best_val_loss,
+            "episodes": float(result.episodes),
+            "meta_iterations": float(result.meta_iterations),
+            "elapsed_s": result.elapsed_s,
+        }
+        status = STATUS_OK if math.isfinite(result.best_val_loss) else STATUS_DIVERGED
+        return TrialResult(metrics, status=status, files=files, info={"stop_reason": result.stop_reason})
+
+    def trial_tags(self, trial: MetaTrainTrial) -> dict[str, str]:
+        return {
+            "teacher": trial.teacher.display(),
+            "optimizee": trial.optimizee.display(),
+            "seed": str(trial.seed),
+        }

@@ -10,7 +10,7 @@ import yaml
 from harness import report, tracking
 from harness.config import load_suite_dict
 from harness.runner import RunOptions, run_suite
-from harness.stage_outputs import chosen_equation_text, equations_from_stage
+from harness.stages.outputs import chosen_equation_text, equations_from_stage
 from harness.symbolic.equation import Equation
 from harness.symbolic.sr.base import ParetoFront
 

@@ -10,7 +10,6 @@ import torch
 
 from harness.stages.meta_tune import (
     DIVERGED_PENALTY,
-    _slot_constants,
     build_problem,
     constant_slots,
     constants_from_values,
@@ -22,6 +21,7 @@ from harness.stages.meta_tune import (
     unrolled_meta_loss,
     write_outputs,
 )
+from harness.stages.meta_tune.gradient import _slot_constants
 from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6, sgd_equation
 from harness.symbolic.optimizer import init_functional_state

@@ -25,224 +25,20 @@ rows; 1.0 where the std is zero or not finite), and the stored arrays are ``X = 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sympy
 import torch
 
 from harness.features import FeatureSpec, FeatureState
-from harness.registry import OPTIMIZEES, TEACHERS
-from harness.symbolic.equation import Equation, split_variable
-
-__all__ = [
-    "DATASET_FORMAT",
-    "SRDataset",
-    "build_teacher",
-    "collect",
-    "collect_from_gradients",
-    "unscale_equation",
-]
-
-DATASET_FORMAT = "symbolic-l2o/sr-dataset"
-_DATASET_VERSION = 1
-_ARRAYS = ("X_train", "y_train", "X_val", "y_val", "x_scale")
-
-
-# ------------------------------------------------------------------------------------------------
-# dataset
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class SRDataset:
-    """A distillation dataset: scaled inputs/targets, their scales, and how they were made.
-
-    Attributes:
-        X_train, X_val: ``[N, V]`` float64 scaled inputs (``X_raw / x_scale``), columns named ``names``.
-        y_train, y_val: ``[N]`` float64 scaled targets (``y_raw / y_scale``).
-        names: the ``V`` variable names ``feature_lag`` (feature-major, lag-minor; a subset of
-            ``FeatureSpec.variable_names()`` when only some variables were kept).
-        x_scale: ``[V]`` positive factors: ``X_raw = X * x_scale``.
-        y_scale: positive factor: ``y_raw = y * y_scale``.
-        feature_spec: ``FeatureSpec.to_dict()`` of the features, so a consumer recomputes them exactly.
-        source: what produced the targets (``{"rule": ..., "kwargs": ...}``, a checkpoint, or synthetic).
-        meta: plain-JSON facts (optimizees, seeds, steps, rows dropped, time, ...).
-        index_train, index_val: ``[N, 3]`` int64 origin of each row: (run, step ``t``, coordinate), with
-            ``run`` indexing ``meta["runs"]`` (0 for :func:`collect_from_gradients`); None if unknown.
-    """
-
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    names: list[str]
-    x_scale: np.ndarray
-    y_scale: float
-    feature_spec: dict[str, Any]
-    source: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    index_train: np.ndarray | None = None
-    index_val: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.X_train = np.asarray(self.X_train, dtype=np.float64)
-        self.X_val = np.asarray(self.X_val, dtype=np.float64)
-        self.y_train = np.asarray(self.y_train, dtype=np.float64).ravel()
-        self.y_val = np.asarray(self.y_val, dtype=np.float64).ravel()
-        self.x_scale = np.asarray(self.x_scale, dtype=np.float64).ravel()
-        self.y_scale = float(self.y_scale)
-        self.names = [str(n) for n in self.names]
-        v = len(self.names)
-        for key in ("X_train", "X_val"):
-            arr = getattr(self, key)
-            if arr.ndim != 2 or arr.shape[1] != v:
-                raise ValueError(f"SRDataset.{key} must be [N, {v}] (one column per name), got {arr.shape}")
-        if self.X_train.shape[0] != self.y_train.shape[0] or self.X_val.shape[0] != self.y_val.shape[0]:
-            raise ValueError("SRDataset: X and y row counts differ")
-        if self.x_scale.shape != (v,) or not np.all(self.x_scale > 0) or not self.y_scale > 0:
-            raise ValueError("SRDataset: x_scale must be [V] and all scales positive")
-        if len(set(self.names)) != v:
-            raise ValueError("SRDataset: duplicate variable names")
-        for n in self.names:
-            split_variable(n)
-        for key, X in (("index_train", self.X_train), ("index_val", self.X_val)):
-            idx = getattr(self, key)
-            if idx is not None:
-                idx = np.asarray(idx, dtype=np.int64)
-                if idx.shape != (X.shape[0], 3):
-                    raise ValueError(
-                        f"SRDataset.{key} must be [N, 3] (run, step, coordinate), got {idx.shape}"
-                    )
-                setattr(self, key, idx)
-
-    # -- views -----------------------------------------------------------------------------------
-    @property
-    def n_train(self) -> int:
-        return int(self.X_train.shape[0])
-
-    @property
-    def n_val(self) -> int:
-        return int(self.X_val.shape[0])
-
-    @property
-    def spec(self) -> FeatureSpec:
-        """The :class:`FeatureSpec` that computes the features."""
-        return FeatureSpec.from_dict(self.feature_spec)
-
-    def raw(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-        """``(X_raw, y_raw)`` of ``split`` (``train`` or ``val``): the values before rescaling."""
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        X, y = (self.X_train, self.y_train) if split == "train" else (self.X_val, self.y_val)
-        return X * self.x_scale, y * self.y_scale
-
-    # -- files -----------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write one ``.npz`` (no pickled objects): the arrays, ``names`` as a unicode array, and a
-        ``metadata`` JSON string (format, version, y_scale, feature_spec, source, meta)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {
-            "format": DATASET_FORMAT,
-            "version": _DATASET_VERSION,
-            "y_scale": self.y_scale,
-            "feature_spec": self.feature_spec,
-            "source": self.source,
-            "meta": self.meta,
-        }
-        index = {k: getattr(self, k) for k in ("index_train", "index_val") if getattr(self, k) is not None}
-        np.savez_compressed(
-            path,
-            **{k: getattr(self, k) for k in _ARRAYS},
-            **index,
-            names=np.array(self.names, dtype=np.str_),
-            metadata=np.array(json.dumps(_plain(metadata), allow_nan=False)),
-        )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SRDataset:
-        """Read a file written by :meth:`save` (``allow_pickle=False``: nothing executes)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"SR dataset {str(path)!r} does not exist")
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in (*_ARRAYS, "names", "metadata") if k not in npz.files]
-            if missing:
-                raise ValueError(f"{str(path)!r} is not an SR dataset: it lacks {missing}")
-            arrays = {k: npz[k] for k in _ARRAYS}
-            arrays.update({k: npz[k] for k in ("index_train", "index_val") if k in npz.files})
-            names = [str(n) for n in npz["names"].tolist()]
-            metadata = json.loads(str(npz["metadata"]))
-        if metadata.get("format") != DATASET_FORMAT:
-            raise ValueError(f"{str(path)!r} is not an SR dataset (format {metadata.get('format')!r})")
-        if int(metadata.get("version", 0)) > _DATASET_VERSION:
-            raise ValueError(
-                f"{str(path)!r} has SR dataset version {metadata['version']}, newer than this code"
-            )
-        return cls(
-            names=names,
-            y_scale=float(metadata["y_scale"]),
-            feature_spec=dict(metadata["feature_spec"]),
-            source=dict(metadata.get("source") or {}),
-            meta=dict(metadata.get("meta") or {}),
-            **arrays,
-        )
-
-
-def _plain(obj: Any) -> Any:
-    """Strict-JSON version of metadata (numpy scalars to Python, non-finite floats to None)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
-
-
-# ------------------------------------------------------------------------------------------------
-# equations over scaled data -> raw data
-# ------------------------------------------------------------------------------------------------
-def unscale_equation(eq: Equation, ds: SRDataset) -> Equation:
-    """The equation over RAW features and target, given one fitted on the dataset's scaled data.
-
-    With ``y = f(x)`` fitted on ``x = x_raw / x_scale`` and ``y = y_raw / y_scale``, the raw rule is
-    ``y_raw = y_scale * f(x_raw / x_scale)``: each variable ``v`` is replaced by ``v / scale_v`` and the
-    whole expression multiplied by ``y_scale``, as sympy Floats (53-bit, so the constants that sympy
-    folds are correctly rounded float64 products), then rebuilt with :meth:`Equation.from_sympy`.
-    Scales equal to 1 are left out. Metrics are not carried over (they were measured on scaled data);
-    provenance is.
-    """
-    scale = dict(zip(ds.names, ds.x_scale.tolist(), strict=True))
-    consts = {s: sympy.Float(v) for s, v in zip(eq.constant_symbols, eq.constants, strict=True)}
-    expr = eq.expr.xreplace(consts)
-    subs: dict[sympy.Symbol, sympy.Expr] = {}
-    for sym in expr.free_symbols:
-        if sym.name not in scale:
-            raise KeyError(f"equation variable {sym.name!r} is not a column of the dataset")
-        if scale[sym.name] != 1.0:
-            subs[sym] = sym / sympy.Float(scale[sym.name])
-    expr = expr.xreplace(subs)
-    if ds.y_scale != 1.0:
-        expr = sympy.Float(ds.y_scale) * expr
-    return Equation.from_sympy(expr, provenance=eq.provenance)
+from harness.registry import TEACHERS
+from harness.stages.collect.dataset import SRDataset
+from harness.stages.problems import budget_steps, build_problem, resolve_device
 
 
 # ------------------------------------------------------------------------------------------------
@@ -461,13 +257,9 @@ def _run(
     """Train one optimizee with the teacher; return sampled rows ``(X_raw, y_raw)``, their
     ``(step, coordinate)`` and run facts."""
     T = sr_spec.lags
-    optimizee = OPTIMIZEES.get(str(opt_spec["name"]))(
-        seed=opt_seed, device=device, **dict(opt_spec.get("kwargs") or {})
-    )
-    if opt_spec.get("steps") is not None:
-        steps = int(opt_spec["steps"])
-    elif opt_spec.get("epochs") is not None:
-        steps = max(1, int(math.ceil(float(opt_spec["epochs"]) * optimizee.steps_per_epoch)))
+    optimizee = build_problem(opt_spec, opt_seed, device)
+    if opt_spec.get("steps") is not None or opt_spec.get("epochs") is not None:
+        steps = budget_steps(optimizee, opt_spec.get("steps"), opt_spec.get("epochs"))
     if steps < T:
         raise ValueError(
             f"optimizee {opt_spec['name']!r}: {steps} steps < lags={T}; no row would have a full history"
@@ -570,9 +362,7 @@ def collect(
         raise ValueError("collect needs at least one optimizee spec")
     if not 0.0 <= holdout < 1.0 or n_samples < 2:
         raise ValueError(f"need n_samples >= 2 and 0 <= holdout < 1, got {n_samples}, {holdout}")
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     teacher, desc = build_teacher(source)
     teacher.to(dev)
     tspec: FeatureSpec = teacher.feature_spec

@@ -1,0 +1,210 @@
+"""The stage contract: what one stage kind owns, and how a trial talks to whatever runs it.
+
+A stage kind is one :class:`StageKind` object, registered in :data:`harness.registry.STAGES` (plug-ins
+through the ``symbolic_l2o.stages`` entry-point group). It owns
+
+* ``spec_model``: the pydantic model of its YAML entry (a :class:`harness.config.StageBase` subclass
+  with ``kind: Literal["<name>"]`` and typed settings); ``spec.inputs()`` names the earlier stages it reads;
+* ``trial_model``: the pydantic model of one trial's config; :meth:`StageKind.plan` returns a list of
+  them (the stage's trials), and the runner hands each to Ray Tune as it is, to be validated again at the
+  trainable's entry;
+* :meth:`StageKind.run`: the pure work of one trial (no Ray, no MLflow); it reports progress and
+  checkpoints through a :class:`TrialContext` and returns a :class:`TrialResult`;
+* :meth:`StageKind.finalize`: stage-level work after all trials (e.g. merging fronts), optional;
+* ``outputs``: the artifact files each finished trial writes (names from :mod:`harness.stages.outputs`).
+
+The defaults fail loudly: a kind that forgets ``plan`` or ``run`` raises ``NotImplementedError`` naming
+itself. :class:`LocalContext` runs a trial without Ray (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, create_model, model_validator
+
+from harness.config import StageBase, Suite
+from harness.stages.outputs import STATUS_OK, StageOutcome
+
+SpecT = TypeVar("SpecT", bound=StageBase)
+TrialT = TypeVar("TrialT", bound=BaseModel)
+
+
+class TrialModel(BaseModel):
+    """Base of every trial model: strict fields, frozen, picklable (it crosses into Ray Tune as is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class TrialResult:
+    """What one trial's :meth:`StageKind.run` returns.
+
+    Attributes:
+        metrics: final scalar metrics (logged to MLflow; non-finite values are dropped there).
+        status: ``ok`` or ``diverged`` (a diverged run is a result, never an exception).
+        files: artifact name -> local path; the runner copies them into the trial's artifacts.
+        info: extra string facts logged as ``sl2o.<name>`` tags (e.g. ``stop_reason``).
+    """
+
+    metrics: dict[str, float]
+    status: str = STATUS_OK
+    files: dict[str, Path] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class TrialContext(Protocol):
+    """What a running trial may ask of its runner (Ray Tune in a suite, :class:`LocalContext` in tests)."""
+
+    #: CPUs this trial may use (torch threads are already set to it)
+    cpus: int
+    #: an empty scratch directory the trial may write its output files to
+    outdir: Path
+
+    def progress(self, step: int, **values: float) -> None:
+        """Record one curve point (``step`` and named values); the runner streams them in batches."""
+        ...
+
+    def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
+        """Save ``state`` (tensors and plain values) so a retried trial resumes from it."""
+        ...
+
+    def restore(self) -> Mapping[str, Any] | None:
+        """The state of the last :meth:`checkpoint` of this trial, or None on a fresh start."""
+        ...
+
+
+class LocalContext:
+    """A :class:`TrialContext` without Ray: curve points and checkpoints are kept in memory."""
+
+    def __init__(self, outdir: str | Path | None = None, cpus: int = 1) -> None:
+        self._tmp = None if outdir is not None else tempfile.TemporaryDirectory(prefix="sl2o-trial-")
+        self.outdir = Path(outdir if outdir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.cpus = cpus
+        self.curves: dict[str, list[float]] = {}
+        self.steps: list[int] = []
+        self.state: Mapping[str, Any] | None = None
+
+    def progress(self, step: int, **values: float) -> None:
+        self.steps.append(int(step))
+        for k, v in values.items():
+            self.curves.setdefault(k, []).append(float(v))
+
+    def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
+        self.state = state
+
+    def restore(self) -> Mapping[str, Any] | None:
+        return self.state
+
+
+class StageKind(Generic[SpecT, TrialT]):
+    """One stage kind (see the module docstring); subclass it and register an instance in ``STAGES``."""
+
+    #: the ``kind:`` value in suite files
+    name: ClassVar[str] = ""
+    spec_model: ClassVar[type[StageBase]]
+    trial_model: ClassVar[type[TrialModel]]
+    #: artifact files each finished trial writes
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: the trial metric Tune tracks (and its direction)
+    metric: ClassVar[str] = ""
+    mode: ClassVar[str] = "min"
+    #: trial-model fields that identify a trial (its ``sl2o.config`` tag)
+    identity: ClassVar[tuple[str, ...]] = ()
+
+    def plan(self, suite: Suite, spec: SpecT, inputs: Mapping[str, StageOutcome]) -> list[TrialT]:
+        """The stage's trials, one model each; ``inputs`` holds the outcomes of ``spec.inputs()``."""
+        raise NotImplementedError(f"stage kind {self.name!r} does not define plan()")
+
+    def run(self, trial: TrialT, ctx: TrialContext) -> TrialResult:
+        """Run one trial (pure: no Ray, no MLflow)."""
+        raise NotImplementedError(f"stage kind {self.name!r} does not define run()")
+
+    def finalize(self, spec: SpecT, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]) -> None:
+        """Stage-level work after the trials (fresh or reused); files written to ``outdir`` are logged."""
+
+    def trial_tags(self, trial: TrialT) -> dict[str, str]:
+        """Short facts about a trial, logged as ``sl2o.<key>`` tags (used to label and find runs)."""
+        return {}
+
+    def trial_params(self, trial: TrialT) -> dict[str, Any]:
+        """The trial's config as (nested) MLflow params; default: the whole model."""
+        return trial.model_dump(mode="json")
+
+    def check(self) -> None:
+        """Refuse a kind that is missing a part of the contract (called when it is registered)."""
+        for attr in ("spec_model", "trial_model"):
+            if not isinstance(getattr(type(self), attr, None), type):
+                raise TypeError(f"stage kind {type(self).__name__} must set {attr} to a pydantic model class")
+        if not self.name:
+            raise TypeError(f"stage kind {type(self).__name__} must set name")
+        kind_field = self.spec_model.model_fields.get("kind")
+        if kind_field is None or typing.get_args(kind_field.annotation) != (self.name,):
+            raise TypeError(
+                f"stage kind {self.name!r}: {self.spec_model.__name__}.kind must be Literal[{self.name!r}]"
+            )
+        if not self.metric:
+            raise TypeError(f"stage kind {self.name!r} must set metric (the trial metric Tune tracks)")
+
+
+def run_local(kind: StageKind[Any, Any], trial: BaseModel, ctx: TrialContext | None = None) -> TrialResult:
+    """Validate ``trial`` again and run it with ``kind`` outside Ray (what the Tune trainable does in a suite)."""
+    checked = kind.trial_model.model_validate(trial.model_dump())
+    return kind.run(checked, ctx if ctx is not None else LocalContext())
+
+
+# -- typed settings derived from the one definition of each settings dataclass --------------------------------
+def settings_fields(source: type | Callable[..., Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{name: annotation}`` of a dataclass's fields or a function's keyword parameters."""
+    import inspect
+
+    hints = typing.get_type_hints(source)
+    if dataclasses.is_dataclass(source):
+        names = [f.name for f in dataclasses.fields(source)]
+    else:
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        names = [p.name for p in inspect.signature(source).parameters.values() if p.kind in kinds]
+    return {n: hints.get(n, Any) for n in names if n not in exclude}
+
+
+def settings_model(
+    name: str, *sources: type | Callable[..., Any], what: str, exclude: tuple[str, ...] = ()
+) -> type[BaseModel]:
+    """A strict pydantic model of the fields of dataclasses and/or the keyword parameters of functions.
+
+    Every field is optional (the source's default applies; see :func:`given`); unknown keys are refused
+    with the known names; types come from the sources' annotations, so the settings a suite may give are
+    defined once, where they are used.
+    """
+    fields: dict[str, Any] = {}
+    for source in sources:
+        for n, t in settings_fields(source, exclude).items():
+            fields.setdefault(n, (t | None, None))
+    known = sorted(fields)
+
+    def refuse_unknown(cls: type, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            bad = sorted(set(data) - set(known))
+            if bad:
+                raise ValueError(f"unknown {what} setting(s) {', '.join(bad)}; known: {', '.join(known)}")
+        return data
+
+    return create_model(  # type: ignore[call-overload]
+        name,
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        __doc__=f"The {what} settings a suite may give (unset ones keep their defaults).",
+        __validators__={"refuse_unknown": model_validator(mode="before")(refuse_unknown)},
+        **fields,
+    )
+
+
+def given(settings: BaseModel) -> dict[str, Any]:
+    """The settings a suite actually set (unset fields keep the source's own defaults)."""
+    return settings.model_dump(exclude_unset=True)

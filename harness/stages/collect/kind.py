@@ -1,0 +1,147 @@
+"""The collect stage kind: one trial per source (a meta-trained teacher, a checkpoint or a rule)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.config import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
+from harness.stages.collect.record import collect
+from harness.stages.outputs import DATASET_FILE, StageOutcome, teachers_from_stage
+
+
+class SourceSpec(BaseModel):
+    """What a collect stage records: an earlier meta_train stage, a teacher checkpoint, or a rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_stage: str | None = None
+    checkpoint: str | None = None
+    rule: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> SourceSpec:
+        given = [k for k in ("from_stage", "checkpoint", "rule") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of from_stage, checkpoint or rule")
+        if self.rule is not None:
+            from harness.registry import TEACHERS
+
+            check_kwargs(TEACHERS.get(self.rule), self.kwargs, f"rule {self.rule!r}")
+        return self
+
+
+def _check_features(v: list[str] | None) -> list[str] | None:
+    if v is not None:
+        from harness.features import FeatureSpec
+
+        FeatureSpec(tuple(v))
+    return v
+
+
+class CollectStage(StageBase):
+    """Run a source optimizer and record (feature history, update) pairs for symbolic regression."""
+
+    kind: Literal["collect"]
+    source: SourceSpec
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    features: list[str] | None = None
+    lags: int = Field(default=20, gt=0)
+    #: only these ``feature_lag`` columns (default: every feature at every lag)
+    variables: list[str] | None = None
+    n_samples: int = Field(default=5000, gt=0)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    steps: int = Field(default=200, gt=0)
+    seeds_per_optimizee: int = Field(default=2, gt=0)
+    seed: int = 0
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str] | None) -> list[str] | None:
+        return _check_features(v)
+
+    def inputs(self) -> list[StageRef]:
+        return [(self.source.from_stage, ("meta_train",))] if self.source.from_stage else []
+
+
+class CollectTrial(TrialModel):
+    """One dataset: a resolved source (``{"rule", "kwargs"}`` or ``{"checkpoint"}``, plus a ``label``)."""
+
+    source: dict[str, Any]
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    features: list[str] | None = None
+    lags: int = Field(default=20, gt=0)
+    variables: list[str] | None = None
+    n_samples: int = Field(default=5000, gt=0)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    steps: int = Field(default=200, gt=0)
+    seeds_per_optimizee: int = Field(default=2, gt=0)
+    seed: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if ("rule" in v) == ("checkpoint" in v) or "label" not in v:
+            raise ValueError("a trial's source needs a label and exactly one of rule or checkpoint")
+        return v
+
+
+class CollectKind(StageKind[CollectStage, CollectTrial]):
+    """``collect``: the distillation datasets."""
+
+    name = "collect"
+    spec_model = CollectStage
+    trial_model = CollectTrial
+    outputs = (DATASET_FILE,)
+    metric = "n_train"
+    mode = "max"
+    identity = ("source", "seed")
+
+    def plan(
+        self, suite: Suite, spec: CollectStage, inputs: Mapping[str, StageOutcome]
+    ) -> list[CollectTrial]:
+        src = spec.source
+        if src.from_stage:
+            sources = [
+                {"checkpoint": str(p), "label": label}
+                for label, p in teachers_from_stage(inputs[src.from_stage])
+            ]
+        elif src.checkpoint:
+            sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
+        else:
+            sources = [{"rule": src.rule, "kwargs": dict(src.kwargs), "label": src.rule}]
+        common = spec.model_dump(
+            include={"optimizees", "features", "lags", "variables", "n_samples", "holdout", "steps", "seed"}
+        ) | {"seeds_per_optimizee": spec.seeds_per_optimizee}
+        return [CollectTrial(source=s, **common) for s in sources]
+
+    def run(self, trial: CollectTrial, ctx: TrialContext) -> TrialResult:
+        start = time.time()
+        ds = collect(
+            dict(trial.source),
+            [o.model_dump(exclude_none=True) for o in trial.optimizees],
+            features=trial.features,
+            lags=trial.lags,
+            n_samples=trial.n_samples,
+            holdout=trial.holdout,
+            steps=trial.steps,
+            seed=trial.seed,
+            variables=trial.variables,
+            seeds_per_optimizee=trial.seeds_per_optimizee,
+        )
+        path = ds.save(ctx.outdir / DATASET_FILE)
+        metrics = {
+            "n_train": float(len(ds.y_train)),
+            "n_val": float(len(ds.y_val)),
+            "n_inputs": float(ds.X_train.shape[1]),
+            "seconds": time.time() - start,
+        }
+        return TrialResult(metrics, files={DATASET_FILE: path})
+
+    def trial_tags(self, trial: CollectTrial) -> dict[str, str]:
+        return {"source": str(trial.source.get("label"))}

@@ -1,0 +1,11 @@
+"""The built-in stage kinds, registered in :data:`harness.registry.STAGES` (imported lazily by it)."""
+
+from harness.registry import STAGES
+from harness.stages.collect.kind import CollectKind
+from harness.stages.distill import DistillKind
+from harness.stages.evaluate import EvaluateKind
+from harness.stages.meta_train import MetaTrainKind
+from harness.stages.meta_tune.kind import MetaTuneKind
+
+for _kind in (MetaTrainKind(), CollectKind(), DistillKind(), MetaTuneKind(), EvaluateKind()):
+    STAGES.register(_kind.name, _kind)

@@ -1,0 +1,173 @@
+"""What stages hand each other, named once: artifact file names, trial-result keys, and the outcome types.
+
+Ray-free and MLflow-free: the runner fills :class:`StageOutcome` from MLflow, the stage kinds read it in
+their plans (``teachers_from_stage`` and friends find the files a finished stage's trials wrote), and the
+tracker reads the result keys. A new stage kind names its own artifacts in its module; the shared ones are
+here because more than one kind reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: prefix of every MLflow tag the harness writes (``sl2o.kind``, ``sl2o.seed``, ...)
+TAG = "sl2o"
+
+#: the folder of a trial's final Tune checkpoint whose files become the trial run's MLflow artifacts
+ARTIFACTS_DIR = "artifacts"
+
+# -- artifact files a stage's trials write and later stages read ----------------------------------------------
+TEACHER_FILE = "teacher.pt"  # meta_train: the best teacher (teachers.checkpoint format)
+TRAINER_FILE = "trainer.pt"  # meta_train: the trainer state inside a Tune checkpoint (resume)
+HISTORY_FILE = "history.json"  # meta_train / meta_tune: the run's history
+DATASET_FILE = "dataset.npz"  # collect: the SR dataset
+FRONT_FILE = "equations.json"  # distill: one trial's Pareto front
+BEST_FILE = "best.json"  # distill: one trial's chosen equation
+CHOSEN_FILE = "chosen.json"  # distill (stage level): the merged fronts' chosen equation
+EQUATION_FILE = "equation.json"  # meta_tune: the tuned equation
+
+
+class ResultKey:
+    """Keys of the dicts a trial reports to Ray Tune (and the tracker reads)."""
+
+    #: true on the trial's last report only; a trial without it did not finish
+    FINAL = "final"
+    #: the names of the final report's metrics (the rest are bookkeeping)
+    FINAL_KEYS = "final_keys"
+    #: ``ok`` | ``diverged`` (errors are Tune's, not a status)
+    STATUS = "status"
+    #: curve points since the last report: ``curve_steps`` plus ``curve_<name>`` lists of equal length
+    CURVE_PREFIX = "curve_"
+    CURVE_STEPS = "curve_steps"
+    #: extra string facts of a final report logged as ``sl2o.<name>`` tags (e.g. ``stop_reason``)
+    INFO = "info"
+
+
+STATUS_OK = "ok"
+STATUS_DIVERGED = "diverged"
+
+
+def tag(name: str) -> str:
+    """The MLflow tag ``sl2o.<name>``."""
+    return f"{TAG}.{name}"
+
+
+# -- outcomes -------------------------------------------------------------------------------------------------
+@dataclass
+class TrialOutput:
+    """One finished trial of a stage: its identity, MLflow run, metrics and local artifact directory."""
+
+    run_id: str
+    config: dict[str, Any]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    artifacts: Path | None
+
+    def tag(self, name: str, default: str = "?") -> str:
+        """The value of tag ``sl2o.<name>``."""
+        return self.tags.get(tag(name), default)
+
+
+@dataclass
+class StageOutcome:
+    """A finished (or reused) stage: its trials and whatever its finalize step added to ``extra``."""
+
+    name: str
+    kind: str
+    key: str
+    run_id: str
+    reused: bool
+    trials: list[TrialOutput] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteOutcome:
+    """Every stage of a suite run, in order, and where it was tracked."""
+
+    suite: str
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    stages: dict[str, StageOutcome]
+    seconds: float
+
+
+# -- finding what earlier stages produced ---------------------------------------------------------------------
+def trial_files(outcome: StageOutcome, name: str) -> list[tuple[TrialOutput, Path]]:
+    """``(trial, path)`` for every finished trial of ``outcome`` whose artifacts hold ``name``."""
+    out = []
+    for t in outcome.trials:
+        if t.artifacts is not None and (t.artifacts / name).exists():
+            out.append((t, t.artifacts / name))
+    return out
+
+
+def teachers_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
+    """``(label, teacher.pt)`` for each meta-trained teacher of a meta_train stage."""
+    found = [(f"{t.tag('teacher')}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, TEACHER_FILE)]
+    if not found:
+        raise ValueError(f"stage {outcome.name!r} produced no teacher checkpoints (all its trials failed?)")
+    return sorted(found)
+
+
+def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
+    """``(label, equation file)``: the chosen equation of a distill stage, or each meta_tune trial's."""
+    if outcome.kind == "distill":
+        chosen = outcome.extra.get("chosen") or {}
+        if chosen:
+            if len(chosen) == 1:
+                return [(outcome.name, Path(p)) for p in chosen.values()]
+            return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in chosen.items())
+        found = [(f"{outcome.name}-{t.run_id[:6]}", p) for t, p in trial_files(outcome, BEST_FILE)]
+    else:
+        found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
+    if not found:
+        raise ValueError(f"stage {outcome.name!r} produced no equations (all its trials failed?)")
+    return sorted(found)
+
+
+def optimizers_from_stage(spec: dict[str, Any], outcome: StageOutcome) -> list[dict[str, Any]]:
+    """Concrete teacher/symbolic optimizer configs for ``{family, from_stage}`` entries."""
+    family = spec["family"]
+    base = {k: v for k, v in spec.items() if k != "name"}
+    if family == "teacher":
+        return [
+            {**base, "checkpoint": str(path), "name": spec.get("name") or label}
+            for label, path in teachers_from_stage(outcome)
+        ]
+    if family == "symbolic":
+        return [
+            {**base, "equation": str(path), "name": spec.get("name") or label}
+            for label, path in equations_from_stage(outcome)
+        ]
+    raise ValueError(f"from_stage is only for teacher and symbolic optimizers, not {family!r}")
+
+
+def chosen_equation_text(outcome: SuiteOutcome) -> str:
+    """A few lines naming the equation the suite ended with (last meta_tune, else last distill)."""
+    from harness.symbolic.equation import Equation
+
+    for st in reversed(list(outcome.stages.values())):
+        if st.kind not in ("meta_tune", "distill"):
+            continue
+        try:
+            eqs = equations_from_stage(st)
+        except ValueError:
+            continue
+        lines = [f"chosen equation ({st.kind} stage {st.name!r}):"]
+        for label, path in eqs:
+            eq = Equation.load(path)
+            fit = ", ".join(f"{k}={v:.4g}" for k, v in sorted(eq.metrics.items()) if k.startswith("r2"))
+            short = eq.with_constants([float(f"{c:.4g}") for c in eq.constants])
+            lines.append(f"  {label}: update = {short}")
+            lines.append(
+                f"    complexity {eq.complexity}, features {eq.lags_used()}{', ' + fit if fit else ''}"
+            )
+            lines.append(f"    file: {path}")
+        return "\n".join(lines)
+    return ""

@@ -1,0 +1,121 @@
+"""The one Ray Tune trainable: it runs any registered stage kind's trial and reports it to Tune.
+
+The param space of a stage is ``{"kind": name, "trial": tune.grid_search([trial models])}``; this module
+validates the trial model again on entry, gives the kind a :class:`TuneContext` (progress in batches,
+checkpoints through Tune so a retried trial resumes), and turns the kind's :class:`TrialResult` into the
+final report the tracker reads (keys from :mod:`harness.stages.outputs`). It does not import the runner.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from ray import tune
+from ray.tune import Checkpoint
+
+from harness.registry import STAGES
+from harness.stages.base import TrialResult
+from harness.stages.outputs import ARTIFACTS_DIR, TRAINER_FILE, ResultKey
+
+#: how often (seconds) a running trial streams its new curve points to the tracker
+CURVE_FLUSH_S = 5.0
+
+
+def set_trial_threads() -> int:
+    """Torch intra-op threads = the CPUs Ray gave this trial (avoids oversubscription)."""
+    cpus = 1
+    try:
+        res = tune.get_context().get_trial_resources()
+        cpus = max(1, int(sum(b.get("CPU", 0) for b in res.bundles) or 1))
+    except Exception:  # noqa: BLE001 - outside a Tune trial
+        cpus = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(cpus)
+    return cpus
+
+
+class TuneContext:
+    """The :class:`harness.stages.base.TrialContext` of a trial running under Ray Tune."""
+
+    def __init__(self, outdir: Path, cpus: int) -> None:
+        self.outdir = outdir
+        self.cpus = cpus
+        self._steps: list[int] = []
+        self._values: dict[str, list[float]] = {}
+        self._last_flush = time.time()
+
+    def pending_curves(self) -> dict[str, Any]:
+        """The curve points not reported yet, as ``curve_*`` result keys (and forget them)."""
+        if not self._steps:
+            return {}
+        out: dict[str, Any] = {ResultKey.CURVE_STEPS: list(self._steps)}
+        for k, v in self._values.items():
+            out[f"{ResultKey.CURVE_PREFIX}{k}"] = list(v)
+        self._steps.clear()
+        self._values = {k: [] for k in self._values}
+        self._last_flush = time.time()
+        return out
+
+    def progress(self, step: int, **values: float) -> None:
+        self._steps.append(int(step))
+        for k, v in values.items():
+            self._values.setdefault(k, []).append(float(v))
+        if time.time() - self._last_flush > CURVE_FLUSH_S:
+            tune.report({**self.pending_curves(), "step": int(step)})
+
+    def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(dict(state), Path(tmp) / TRAINER_FILE)
+            tune.report({**self.pending_curves(), **metrics}, checkpoint=Checkpoint.from_directory(tmp))
+
+    def restore(self) -> Mapping[str, Any] | None:
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            path = Path(d) / TRAINER_FILE
+            return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def final_report(result: TrialResult) -> dict[str, Any]:
+    """The last ``tune.report`` of a trial: its metrics, status and facts, marked final."""
+    return {
+        **result.metrics,
+        ResultKey.FINAL: True,
+        ResultKey.FINAL_KEYS: list(result.metrics),
+        ResultKey.STATUS: result.status,
+        ResultKey.INFO: dict(result.info),
+    }
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune trainable: run ``config["trial"]`` (a trial model) with the stage kind ``config["kind"]``."""
+    kind = STAGES.get(config["kind"])
+    trial = config["trial"]
+    data = trial.model_dump(exclude_unset=True) if isinstance(trial, BaseModel) else trial
+    checked = kind.trial_model.model_validate(data)  # validated again on the worker
+    cpus = set_trial_threads()
+    with tempfile.TemporaryDirectory(prefix="sl2o-trial-") as tmp:
+        ctx = TuneContext(Path(tmp) / "out", cpus)
+        ctx.outdir.mkdir()
+        result = kind.run(checked, ctx)
+        report = {**final_report(result), **ctx.pending_curves()}
+        if not result.files:
+            tune.report(report)
+            return
+        ckpt_dir = Path(tmp) / "ckpt"
+        art = ckpt_dir / ARTIFACTS_DIR
+        art.mkdir(parents=True)
+        for name, src in result.files.items():
+            if Path(src).is_dir():
+                shutil.copytree(src, art / name)
+            else:
+                shutil.copy2(src, art / name)
+        tune.report(report, checkpoint=Checkpoint.from_directory(str(ckpt_dir)))

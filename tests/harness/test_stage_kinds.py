@@ -1,0 +1,72 @@
+"""The stage contract, checked over every registered stage kind, and a plug-in kind found by entry point."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from harness.config import SuiteError, load_suite_dict
+from harness.registry import STAGES, Registry, _stage_kind
+from harness.stages.base import LocalContext, StageKind, run_local
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+@pytest.mark.parametrize("name", STAGES.names())
+def test_every_registered_kind_keeps_the_contract(name: str) -> None:
+    kind = STAGES.get(name)
+    assert isinstance(kind, StageKind) and kind.name == name
+    kind.check()
+    assert issubclass(kind.spec_model, BaseModel) and issubclass(kind.trial_model, BaseModel)
+    assert kind.metric and kind.mode in ("min", "max")
+    assert all(isinstance(o, str) and o for o in kind.outputs)
+    assert set(kind.identity) <= set(kind.trial_model.model_fields), "identity names trial fields"
+    # trial models are frozen: a trial cannot change on its way into Ray Tune
+    assert kind.trial_model.model_config.get("frozen") is True
+
+
+def test_builtin_kinds() -> None:
+    assert {"meta_train", "collect", "distill", "meta_tune", "evaluate"} <= set(STAGES.names())
+
+
+def test_a_kind_missing_parts_is_refused() -> None:
+    class NoSpec(StageKind):  # type: ignore[type-arg]
+        name = "broken"
+        metric = "x"
+
+    with pytest.raises(TypeError, match="spec_model"):
+        _stage_kind(NoSpec)
+    with pytest.raises(TypeError, match="StageKind"):
+        _stage_kind(object())
+
+
+def test_unknown_kind_lists_the_known_ones() -> None:
+    with pytest.raises(SuiteError, match="kind:' one of .*evaluate.*symbolic_l2o.stages"):
+        load_suite_dict({"name": "s", "stages": [{"kind": "nope", "name": "a"}]})
+
+
+@pytest.fixture
+def plugin_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    yield PLUGINS
+    sys.modules.pop("sl2o_lr_probe", None)
+
+
+def test_plugin_kind_registers_through_the_entry_point_and_runs_without_ray(plugin_path: Path) -> None:
+    reg: Registry[StageKind] = Registry("stage kind", "symbolic_l2o.stages", adapt=_stage_kind)
+    kind = reg.get("lr_probe")
+    assert type(kind).__module__ == "sl2o_lr_probe"
+    spec = kind.spec_model.model_validate(
+        {"kind": "lr_probe", "name": "probe", "optimizees": [{"name": "quadratic_cos"}], "lrs": [0.01, 0.001]}
+    )
+    trials = kind.plan(None, spec, {})
+    assert [t.lr for t in trials] == [0.01, 0.001]
+    ctx = LocalContext()
+    result = run_local(kind, trials[0], ctx)
+    assert result.status == "ok" and result.metrics["final_train_loss"] > 0
+    assert (ctx.outdir / "probe.json").exists() and ctx.steps[0] == 1 and ctx.curves["train_loss"]
+    with pytest.raises(ValueError, match="lr"):
+        run_local(kind, trials[0].model_copy(update={"lr": -1.0}))

@@ -1,0 +1,73 @@
+"""A stage-kind plug-in used by the tests: ``lr_probe`` trains each optimizee briefly with plain SGD at
+several learning rates and records the final loss and a ``probe.json`` artifact per trial.
+
+It is registered only through the ``symbolic_l2o.stages`` entry-point group (see the ``.dist-info``
+folder beside this package); nothing in ``harness/`` names it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from harness.config import OptimizeeSpec, StageBase, Suite
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
+from harness.stages.evaluate import train
+from harness.stages.outputs import StageOutcome
+from harness.stages.problems import build_problem
+
+PROBE_FILE = "probe.json"
+
+
+class LrProbeStage(StageBase):
+    """Train every optimizee for ``steps`` SGD steps at every learning rate in ``lrs``."""
+
+    kind: Literal["lr_probe"]
+    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    lrs: list[float] = Field(min_length=1)
+    steps: int = Field(default=20, gt=0)
+
+
+class LrProbeTrial(TrialModel):
+    optimizee: OptimizeeSpec
+    lr: float = Field(gt=0)
+    steps: int = Field(gt=0)
+
+
+class LrProbeKind(StageKind[LrProbeStage, LrProbeTrial]):
+    name = "lr_probe"
+    spec_model = LrProbeStage
+    trial_model = LrProbeTrial
+    outputs = (PROBE_FILE,)
+    metric = "final_train_loss"
+    identity = ("optimizee", "lr")
+
+    def plan(
+        self, suite: Suite, spec: LrProbeStage, inputs: Mapping[str, StageOutcome]
+    ) -> list[LrProbeTrial]:
+        return [
+            LrProbeTrial(optimizee=o, lr=lr, steps=spec.steps) for o in spec.optimizees for lr in spec.lrs
+        ]
+
+    def run(self, trial: LrProbeTrial, ctx: TrialContext) -> TrialResult:
+        torch.manual_seed(0)
+        problem = build_problem(trial.optimizee, seed=0)
+        res = train(
+            problem,
+            lambda params: (torch.optim.SGD(params, lr=trial.lr), None),
+            trial.steps,
+            log_every=5,
+            on_log=lambda step, loss: ctx.progress(step, train_loss=loss),
+        )
+        path = ctx.outdir / PROBE_FILE
+        path.write_text(json.dumps({"lr": trial.lr, "curve": res.curve_loss}))
+        return TrialResult(
+            {"final_train_loss": res.final_train_loss}, status=res.status, files={PROBE_FILE: path}
+        )
+
+    def trial_tags(self, trial: LrProbeTrial) -> dict[str, str]:
+        return {"optimizee": trial.optimizee.display(), "lr": f"{trial.lr:g}"}

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUITE ?= benchmarks/suites/quickstart.yaml
 
-.PHONY: install quickstart test lint perf clean
+.PHONY: install quickstart test test-fast lint typecheck perf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,19 @@ quickstart: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/pyright
+
+typecheck: install
+	$(BIN)/pyright
+
+# everything but the end-to-end tests (Ray Tune + MLflow suites): the inner loop, under 2 minutes
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300 -m "not e2e"
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/pyright
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 
 clean:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from harness.stages.collect import SRDataset
+    from harness.stages.outputs import SuiteOutcome
+    from harness.symbolic.equation import Equation
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="symbolic-l2o: learn, distill and benchmark optimizers."
@@ -90,12 +96,10 @@ def _log(msg: str) -> None:
     console.print(msg, highlight=False, soft_wrap=True, markup=False)
 
 
-def _print_equations(outcome: object) -> None:
+def _print_equations(outcome: SuiteOutcome) -> None:
     """Print the chosen equation of a suite's last distill/meta_tune stage, if any."""
-    try:
-        from harness.stages.outputs import chosen_equation_text
-    except ImportError:
-        return
+    from harness.stages.outputs import chosen_equation_text
+
     text = chosen_equation_text(outcome)
     if text:
         console.print(text, highlight=False)
@@ -172,7 +176,7 @@ def equation_show(
         console.print(_describe_equation(eq, ds, latex), highlight=False, markup=False)
 
 
-def _describe_equation(eq: object, ds: object, latex: bool) -> str:
+def _describe_equation(eq: Equation, ds: SRDataset | None, latex: bool) -> str:
     from harness.symbolic.metrics import r2, tpf
 
     lines = [f"update = {eq}", f"  complexity: {eq.complexity}   constants: {eq.n_constants}"]

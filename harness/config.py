@@ -291,7 +291,11 @@ def suite_model() -> type[Suite]:
                 ),
             ),
         ]
-        model = create_model("Suite", __base__=Suite, stages=(list[entry], Field(min_length=1)))
+        model = create_model(
+            "Suite",
+            __base__=Suite,
+            stages=(list[entry], Field(min_length=1)),  # pyright: ignore[reportInvalidTypeForm] - built at run time
+        )
         _SUITE_MODELS[specs] = model
     return model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -71,7 +72,10 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(
-            include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="WARNING"
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
         )
 
 
@@ -169,10 +173,11 @@ def _stage_outputs(client: Any, experiment_id: str, stage_run_id: str, dest: Pat
     for r in runs:
         art: Path | None = None
         if client.list_artifacts(r.info.run_id):
-            art = dest / r.info.run_id
-            if not art.exists():
-                art.mkdir(parents=True)
-                client.download_artifacts(r.info.run_id, "", str(art))
+            local = dest / r.info.run_id
+            if not local.exists():
+                local.mkdir(parents=True)
+                client.download_artifacts(r.info.run_id, "", str(local))
+            art = local
         cfg = json.loads(r.data.tags.get(f"{TAG}.config", "{}"))
         out.append(TrialOutput(r.info.run_id, cfg, dict(r.data.tags), dict(r.data.metrics), art))
     return out

@@ -176,7 +176,7 @@ def settings_fields(source: type | Callable[..., Any], exclude: tuple[str, ...] 
 
 def settings_model(
     name: str, *sources: type | Callable[..., Any], what: str, exclude: tuple[str, ...] = ()
-) -> type[BaseModel]:
+) -> type[SettingsModel]:
     """A strict pydantic model of the fields of dataclasses and/or the keyword parameters of functions.
 
     Every field is optional (the source's default applies; see :func:`given`); unknown keys are refused
@@ -187,22 +187,29 @@ def settings_model(
     for source in sources:
         for n, t in settings_fields(source, exclude).items():
             fields.setdefault(n, (t | None, None))
-    known = sorted(fields)
+    model = create_model(
+        name, __base__=SettingsModel, __doc__=f"The {what} settings a suite may give.", **fields
+    )
+    model.what = what
+    return model
 
-    def refuse_unknown(cls: type, data: Any) -> Any:
+
+class SettingsModel(BaseModel):
+    """Base of the typed settings models: unknown keys are refused with the list of known ones."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    #: what the settings are for, in error messages ("meta-training")
+    what: ClassVar[str] = "stage"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
+            known = sorted(cls.model_fields)
             bad = sorted(set(data) - set(known))
             if bad:
-                raise ValueError(f"unknown {what} setting(s) {', '.join(bad)}; known: {', '.join(known)}")
+                raise ValueError(f"unknown {cls.what} setting(s) {', '.join(bad)}; known: {', '.join(known)}")
         return data
-
-    return create_model(  # type: ignore[call-overload]
-        name,
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-        __doc__=f"The {what} settings a suite may give (unset ones keep their defaults).",
-        __validators__={"refuse_unknown": model_validator(mode="before")(refuse_unknown)},
-        **fields,
-    )
 
 
 def given(settings: BaseModel) -> dict[str, Any]:

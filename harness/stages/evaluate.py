@@ -17,7 +17,16 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from harness.config import GridRef, OptimizeeSpec, OptimizerEntry, StageBase, StageRef, Suite
+from harness.config import (
+    GridRef,
+    OptimizeeSpec,
+    OptimizerEntry,
+    StageBase,
+    StageRef,
+    Suite,
+    SymbolicOptSpec,
+    TeacherOptSpec,
+)
 from harness.optimizers import FAMILIES, build_optimizer, optimizer_label
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.outputs import StageOutcome, optimizers_from_stage
@@ -186,8 +195,8 @@ class EvaluateStage(StageBase):
     def inputs(self) -> list[StageRef]:
         refs: list[StageRef] = []
         for opt in self.optimizers:
-            ref = getattr(opt, "from_stage", None)
-            if ref:
+            if isinstance(opt, TeacherOptSpec | SymbolicOptSpec) and opt.from_stage:
+                ref = opt.from_stage
                 kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
                 refs.append((ref, kinds))
         return refs

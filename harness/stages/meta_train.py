@@ -78,11 +78,14 @@ def run_meta_train(
     trainer = MetaTrainer(cfg)
     if resume is not None:
         trainer.load_state_dict(resume)
-    callback = None
+    callback: Callable[[int, dict[str, Any]], Any] | None = None
     if on_episode is not None:
+        hook = on_episode
 
-        def callback(episode: int, metrics: dict[str, Any]) -> Any:
-            return on_episode(trainer, metrics)
+        def per_episode(episode: int, metrics: dict[str, Any]) -> Any:
+            return hook(trainer, metrics)
+
+        callback = per_episode
 
     return trainer.run(callback)
 

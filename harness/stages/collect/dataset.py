@@ -183,6 +183,8 @@ def unscale_equation(eq: Equation, ds: SRDataset) -> Equation:
     expr = eq.expr.xreplace(consts)
     subs: dict[sympy.Symbol, sympy.Expr] = {}
     for sym in expr.free_symbols:
+        if not isinstance(sym, sympy.Symbol):
+            continue
         if sym.name not in scale:
             raise KeyError(f"equation variable {sym.name!r} is not a column of the dataset")
         if scale[sym.name] != 1.0:

@@ -115,10 +115,21 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
             sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
         else:
             sources = [{"rule": src.rule, "kwargs": dict(src.kwargs), "label": src.rule}]
-        common = spec.model_dump(
-            include={"optimizees", "features", "lags", "variables", "n_samples", "holdout", "steps", "seed"}
-        ) | {"seeds_per_optimizee": spec.seeds_per_optimizee}
-        return [CollectTrial(source=s, **common) for s in sources]
+        return [
+            CollectTrial(
+                source=s,
+                optimizees=spec.optimizees,
+                features=spec.features,
+                lags=spec.lags,
+                variables=spec.variables,
+                n_samples=spec.n_samples,
+                holdout=spec.holdout,
+                steps=spec.steps,
+                seeds_per_optimizee=spec.seeds_per_optimizee,
+                seed=spec.seed,
+            )
+            for s in sources
+        ]
 
     def run(self, trial: CollectTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()

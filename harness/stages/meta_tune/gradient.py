@@ -60,7 +60,7 @@ def unrolled_meta_loss(
     constants: Sequence[Tensor] | None = None,
     lr: float = 1.0,
     meta_loss: str = "final",
-) -> tuple[Tensor, dict[str, Tensor], dict[str, dict[str, Tensor]], list[float]]:
+) -> tuple[Tensor, dict[str, Tensor], Mapping[str, Mapping[str, Tensor]], list[float]]:
     """Unroll ``len(batches)`` functional steps from ``params`` (detached) and return the meta-loss.
 
     The meta-loss is the held-out loss at the final parameters (``final``) or its mean over the parameters after

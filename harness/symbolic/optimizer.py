@@ -22,11 +22,13 @@ State per parameter is only what the equation needs:
   ``[max_lag, *param.shape]`` (lag 0 is computed from the current gradient, so it is never stored). An equation
   over ``g_0, g_3`` keeps ``hist_g`` with 3 slots and nothing else; Adam's equation keeps ``m`` and ``v``.
 
-The stateful :meth:`SymbolicOptimizer.step` works through each parameter in cache-sized chunks (in place, no
-parameter-sized temporaries); on CPU that keeps it near ``torch.optim.Adam(foreach=True)`` (0.7-1.6x on a
-busy 2-core machine, ``benchmarks/perf/optimizer_step.py``). :func:`functional_step` is the same arithmetic without mutation,
-differentiable w.r.t. the compiled equation's constants, for unrolled meta-tuning; gradients are inputs
-(detached: first-order, as in the L2O literature).
+One arithmetic, two drivers (as ``torch.optim.Adam.step`` calls ``adam()``): :func:`symbolic_update` computes the
+update and the new accumulators and lag buffers from the plan, the gradient, ``t`` and the compiled equation.
+The stateful :meth:`SymbolicOptimizer.step` calls it in place on cache-sized chunks of each parameter (no
+parameter-sized temporaries; on CPU that keeps it near ``torch.optim.Adam(foreach=True)``,
+``benchmarks/perf/optimizer_step.py``); :func:`functional_step` calls it without mutation, differentiable w.r.t.
+the compiled equation's constants, for unrolled meta-tuning. Gradients are inputs (detached: first-order, as in
+the L2O literature).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "functional_step",
     "init_functional_state",
     "load_equation",
+    "symbolic_update",
 ]
 
 #: elements per in-place chunk of the stateful step (temporaries stay in cache)
@@ -147,7 +150,11 @@ class EquationPlan:
         return list(self.accumulators) + [f"hist_{f}" for f, _, _ in self.rings]
 
 
-def _fast_evaluator(module: CompiledEquation) -> Callable[[Mapping[str, Tensor]], Tensor]:
+Evaluator = Callable[[Mapping[str, Tensor]], Tensor]
+"""A compiled equation as ``{variable: tensor} -> update`` (its constants bound)."""
+
+
+def _fast_evaluator(module: CompiledEquation[Equation]) -> Evaluator:
     """``module``'s expression as ``env -> tensor`` without ``forward``'s per-call input checks (which cost
     ~100 us per call in Python, once per chunk here); falls back to ``forward`` if the internals differ."""
     fn = getattr(module, "_fn", None)
@@ -157,13 +164,66 @@ def _fast_evaluator(module: CompiledEquation) -> Callable[[Mapping[str, Tensor]]
     return lambda env: fn((env, consts))
 
 
-def _accumulate_(spec: FeatureSpec, acc: Mapping[str, Tensor], g: Tensor, t: float) -> Tensor:
-    """In place: update ``acc`` with gradient ``g`` and return the features ``[n, F]``.
+def symbolic_update(
+    plan: EquationPlan,
+    evaluate: Evaluator,
+    g: Tensor,
+    acc: Mapping[str, Tensor],
+    hist: Mapping[str, Tensor],
+    t: int | Tensor,
+    *,
+    inplace: bool = False,
+) -> tuple[Tensor, Mapping[str, Tensor], Mapping[str, Tensor]]:
+    """The arithmetic of one symbolic step on flat coordinates, shared by both APIs.
 
-    Exactly :meth:`harness.features.FeatureState.update` (same accumulator update, same feature arithmetic),
-    on caller-owned accumulator views instead of a FeatureState's own buffers.
+    Args:
+        plan: what the equation reads (:class:`EquationPlan`).
+        evaluate: the compiled equation (constants bound), ``{variable: tensor} -> update``.
+        g: flat gradient (detached), the ``t``-th one.
+        acc: the plan's accumulators, flat like ``g``.
+        hist: per ring feature ``f`` of the plan, its past values ``[slots, n]``.
+        t: gradients seen including ``g`` (a Python int when ``inplace``; may be a 0-dim tensor otherwise).
+        inplace: the stateful path: fold ``g`` into ``acc`` in place (:meth:`FeatureSpec.update_`) and keep
+            ``hist`` as rings, lag ``k`` at row ``(t - 1 - k) % slots``, overwriting the oldest row with the
+            newest value. Otherwise nothing is mutated (:meth:`FeatureSpec.advance`) and ``hist`` is ordered
+            oldest first (lag ``k`` at row ``slots - k``) and shifted by one row.
+    Returns:
+        ``(update, accumulators, hist)`` after this step (in place: the same tensors, updated). The update is
+        not yet multiplied by the learning rate.
     """
-    return spec.update_(acc, g, t)
+    spec = plan.spec
+    env: dict[str, Tensor] = {}
+    feats: Tensor | None = None
+    new_acc: Mapping[str, Tensor] = acc
+    if spec is not None:
+        if inplace:
+            feats = spec.update_(acc, g, float(t))
+        else:
+            feats, new_acc = spec.advance(acc, g, t)
+        for j, var in plan.lag0:
+            env[var] = feats[:, j]
+    if inplace:
+        step = int(t)
+        for f, k, var in plan.lagged:
+            ring = hist[f]
+            env[var] = ring[(step - 1 - k) % ring.shape[0]]
+    else:
+        for f, k, var in plan.lagged:
+            ring = hist[f]
+            env[var] = ring[ring.shape[0] - k]
+    upd = evaluate(env)
+    if feats is None or not plan.rings:
+        return upd, new_acc, hist
+    if inplace:
+        if any(upd is v for v in env.values()):
+            upd = upd.clone()  # a bare lagged variable: its ring row is about to be overwritten
+        for f, j, slots in plan.rings:
+            hist[f][(int(t) - 1) % slots].copy_(feats[:, j])
+        return upd, acc, hist
+    new_hist = dict(hist)
+    for f, j, _ in plan.rings:
+        new_hist[f] = torch.cat([hist[f][1:], feats[:, j].unsqueeze(0)], dim=0)
+    return upd, new_acc, new_hist
 
 
 class SymbolicOptimizer(torch.optim.Optimizer):
@@ -257,7 +317,6 @@ class SymbolicOptimizer(torch.optim.Optimizer):
 
     def _step_param(self, p: Tensor, grad: Tensor, lr: float) -> None:
         plan = self.plan
-        spec = plan.spec
         state = self.state[p]
         if not state:
             self._init_state(p, state)
@@ -269,23 +328,12 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         out = p.view(-1) if direct else torch.zeros(n, dtype=p.dtype, device=p.device)
         accs = {k: state[k].view(-1) for k in plan.accumulators}
         rings = {f: state[f"hist_{f}"].view(slots, -1) for f, _, slots in plan.rings}
-        read_slot = {(f, k): (t - k - 1) % rings[f].shape[0] for f, k, _ in plan.lagged}
-        write_slot = {f: (t - 1) % slots for f, _, slots in plan.rings}
         cs = self.chunk_size
-        tf = float(t)
         for a in range(0, n, cs):
             b = min(a + cs, n)
-            env: dict[str, Tensor] = {}
-            feats = None
-            if spec is not None:
-                feats = _accumulate_(spec, {k: v[a:b] for k, v in accs.items()}, g[a:b], tf)
-                for j, name in plan.lag0:
-                    env[name] = feats[:, j]
-            for f, k, name in plan.lagged:
-                env[name] = rings[f][read_slot[(f, k)], a:b]
-            upd = evaluate(env)
-            for f, j, _ in plan.rings:
-                rings[f][write_slot[f], a:b].copy_(feats[:, j])  # type: ignore[index]
+            acc = {k: v[a:b] for k, v in accs.items()}
+            hist = {f: r[:, a:b] for f, r in rings.items()}
+            upd, _, _ = symbolic_update(plan, evaluate, g[a:b], acc, hist, t, inplace=True)
             out[a:b].add_(upd, alpha=lr)
         if not direct:
             p.add_(out.view(p.shape))
@@ -312,18 +360,21 @@ class SymbolicOptimizer(torch.optim.Optimizer):
 # ---------------------------------------------------------------------------------------------------
 # functional API (differentiable unrolls)
 # ---------------------------------------------------------------------------------------------------
-def _plan_of(module: CompiledEquation, feature_spec: FeatureSpec | Mapping[str, Any] | None) -> EquationPlan:
+def _plan_of(
+    module: CompiledEquation[Equation], feature_spec: FeatureSpec | Mapping[str, Any] | None
+) -> EquationPlan:
     return EquationPlan.from_equation(module.equation, feature_spec)
 
 
 def init_functional_state(
-    equation: Equation | CompiledEquation,
+    equation: Equation | CompiledEquation[Equation],
     params: Mapping[str, Tensor],
     *,
     feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Fresh functional state for :func:`functional_step`: per parameter name, FeatureSpec's functional state
-    (``t`` and accumulators, flat) plus ``hist_<feature>`` ``[max_lag, numel]`` in lag order (row 0 = lag 1)."""
+    (``t`` and accumulators, flat) plus ``hist_<feature>`` ``[max_lag, numel]``, oldest first (the last row is
+    lag 1)."""
     eq = equation.equation if isinstance(equation, CompiledEquation) else equation
     plan = EquationPlan.from_equation(eq, feature_spec)
     out: dict[str, dict[str, Tensor]] = {}
@@ -340,7 +391,7 @@ def init_functional_state(
 
 
 def functional_step(
-    equation_module: CompiledEquation,
+    equation_module: CompiledEquation[Equation],
     params: Mapping[str, Tensor],
     grads: Mapping[str, Tensor],
     state: Mapping[str, Mapping[str, Tensor]],
@@ -357,14 +408,14 @@ def functional_step(
     :meth:`SymbolicOptimizer.step` (same FeatureSpec arithmetic) up to float rounding.
     """
     plan = _plan_of(equation_module, feature_spec)
-    spec = plan.spec
+    run: Evaluator = equation_module
     if constants is not None:
         override = {f"constants.{i}": c for i, c in enumerate(constants)}
 
-        def run(env: dict[str, Tensor]) -> Tensor:
+        def run_with_constants(env: Mapping[str, Tensor]) -> Tensor:
             return functional_call(equation_module, override, (env,))
-    else:
-        run = equation_module
+
+        run = run_with_constants
     new_params: dict[str, Tensor] = dict(params)
     new_state: dict[str, dict[str, Tensor]] = {k: dict(v) for k, v in state.items()}
     for name, grad in grads.items():
@@ -373,20 +424,10 @@ def functional_step(
         p = params[name]
         st = state[name]
         g = grad.detach().reshape(-1).to(p.dtype)
-        env: dict[str, Tensor] = {}
-        if spec is not None:
-            spec_state = {k: v for k, v in st.items() if not k.startswith("hist_")}
-            feats, nst = spec.step(spec_state, g)
-            for j, var in plan.lag0:
-                env[var] = feats[:, j]
-        else:
-            feats, nst = None, {"t": st["t"] + 1}
-        for f, k, var in plan.lagged:
-            env[var] = st[f"hist_{f}"][k - 1]
-        upd = run(env)
-        for f, j, _ in plan.rings:
-            hist = st[f"hist_{f}"]
-            nst[f"hist_{f}"] = torch.cat([feats[:, j].unsqueeze(0), hist[:-1]], dim=0)  # type: ignore[index]
+        t = st["t"] + 1
+        acc = {k: st[k] for k in plan.accumulators}
+        hist = {f: st[f"hist_{f}"] for f, _, _ in plan.rings}
+        upd, acc, hist = symbolic_update(plan, run, g, acc, hist, t)
         new_params[name] = p + lr * upd.reshape(p.shape) if upd.dim() else p + lr * upd
-        new_state[name] = nst
+        new_state[name] = {"t": t, **acc, **{f"hist_{f}": h for f, h in hist.items()}}
     return new_params, new_state

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from collections import defaultdict
 from typing import Any
+
+from harness.jsonio import dumps
 
 EXTRA_METRICS = ("final_train_loss", "test_loss", "test_acc", "wall_time_s")
 
@@ -77,10 +78,8 @@ def _fmt(v: Any) -> str:
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    def clean(v: Any) -> Any:
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    return json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=2)
+    """Rows as strict JSON (a diverged row's infinite mean becomes null)."""
+    return dumps(rows)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

@@ -36,20 +36,13 @@ class SourceSpec(BaseModel):
         return self
 
 
-def _check_features(v: list[str] | None) -> list[str] | None:
-    if v is not None:
-        from harness.features import FeatureSpec
+class CollectSettings(BaseModel):
+    """What to record and how much: shared by the stage entry and each of its trials."""
 
-        FeatureSpec(tuple(v))
-    return v
+    model_config = ConfigDict(extra="forbid")
 
-
-class CollectStage(StageBase):
-    """Run a source optimizer and record (feature history, update) pairs for symbolic regression."""
-
-    kind: Literal["collect"]
-    source: SourceSpec
     optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    #: SR feature names (default: the source's own input features)
     features: list[str] | None = None
     lags: int = Field(default=20, gt=0)
     #: only these ``feature_lag`` columns (default: every feature at every lag)
@@ -63,25 +56,31 @@ class CollectStage(StageBase):
     @field_validator("features")
     @classmethod
     def _features(cls, v: list[str] | None) -> list[str] | None:
-        return _check_features(v)
+        if v is not None:
+            from harness.features import FeatureSpec
+
+            FeatureSpec(tuple(v))
+        return v
+
+    def collect_settings(self) -> dict[str, Any]:
+        """These fields' values (to copy from a stage entry into its trials)."""
+        return {k: getattr(self, k) for k in CollectSettings.model_fields}
+
+
+class CollectStage(StageBase, CollectSettings):
+    """Run a source optimizer and record (feature history, update) pairs for symbolic regression."""
+
+    kind: Literal["collect"]
+    source: SourceSpec
 
     def inputs(self) -> list[StageRef]:
         return [(self.source.from_stage, ("meta_train",))] if self.source.from_stage else []
 
 
-class CollectTrial(TrialModel):
+class CollectTrial(TrialModel, CollectSettings):
     """One dataset: a resolved source (``{"rule", "kwargs"}`` or ``{"checkpoint"}``, plus a ``label``)."""
 
     source: dict[str, Any]
-    optimizees: list[OptimizeeSpec] = Field(min_length=1)
-    features: list[str] | None = None
-    lags: int = Field(default=20, gt=0)
-    variables: list[str] | None = None
-    n_samples: int = Field(default=5000, gt=0)
-    holdout: float = Field(default=0.2, gt=0, lt=1)
-    steps: int = Field(default=200, gt=0)
-    seeds_per_optimizee: int = Field(default=2, gt=0)
-    seed: int = 0
 
     @field_validator("source")
     @classmethod
@@ -115,21 +114,7 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
             sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
         else:
             sources = [{"rule": src.rule, "kwargs": dict(src.kwargs), "label": src.rule}]
-        return [
-            CollectTrial(
-                source=s,
-                optimizees=spec.optimizees,
-                features=spec.features,
-                lags=spec.lags,
-                variables=spec.variables,
-                n_samples=spec.n_samples,
-                holdout=spec.holdout,
-                steps=spec.steps,
-                seeds_per_optimizee=spec.seeds_per_optimizee,
-                seed=spec.seed,
-            )
-            for s in sources
-        ]
+        return [CollectTrial(source=s, **spec.collect_settings()) for s in sources]
 
     def run(self, trial: CollectTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -275,6 +274,7 @@ class Equation:
         return eq
 
     def copy(self) -> Equation:
+        """A copy with its own ``metrics`` and ``provenance`` dicts."""
         eq = Equation.__new__(Equation)
         eq._set(self._expr, self._constants, self._text_ph, self.metrics, self.provenance)
         return eq
@@ -370,7 +370,7 @@ class Equation:
             ],
             "constants": list(self._constants),
             "complexity": self.complexity,
-            "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
+            "metrics": to_jsonable(self.metrics),
             "provenance": to_jsonable(self.provenance),
         }
 

@@ -48,6 +48,7 @@ class ParetoFront:
         return cls(list(equations), dict(provenance or {})).nondominated(split)
 
     def error(self, eq: Equation, split: str = "auto") -> float:
+        """:func:`~harness.symbolic.metrics.fit_error` of ``eq``."""
         return fit_error(eq, split)
 
     def nondominated(self, split: str = "auto") -> ParetoFront:
@@ -98,9 +99,11 @@ class ParetoFront:
 
     @property
     def complexities(self) -> list[int]:
+        """Complexity of each equation, in front order."""
         return [e.complexity for e in self.equations]
 
     def errors(self, split: str = "auto") -> list[float]:
+        """Fit error of each equation, in front order."""
         return [fit_error(e, split) for e in self.equations]
 
     def __len__(self) -> int:
@@ -113,6 +116,7 @@ class ParetoFront:
         return self.equations[i]
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: format tag, provenance (made strict JSON) and every equation's JSON."""
         return {
             "format": "symbolic-l2o/pareto-front",
             "version": 1,
@@ -122,6 +126,7 @@ class ParetoFront:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> ParetoFront:
+        """Inverse of :meth:`to_json` (a dict or a JSON string); equations go through the safe parser."""
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -137,4 +142,5 @@ class ParetoFront:
 
     @classmethod
     def load(cls, path: str | Path) -> ParetoFront:
+        """Read a front JSON file written by :meth:`save`."""
         return cls.from_json(Path(path).read_text())

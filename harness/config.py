@@ -7,8 +7,9 @@ are the cross product its fields describe (for ``evaluate``: optimizee x optimiz
 from __future__ import annotations
 
 import inspect
+import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -22,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from harness.features import ADAM_BETAS, ADAM_EPS
 
 
 class SuiteError(ValueError):
@@ -113,8 +116,8 @@ class SGDSpec(_Model):
 class AdamSpec(_Model):
     family: Literal["adam"]
     lr: float = Field(gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-8, gt=0)
+    betas: tuple[float, float] = ADAM_BETAS
+    eps: float = Field(default=ADAM_EPS, gt=0)
     cosine: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
     name: str | None = None
@@ -165,8 +168,77 @@ class GridRef(_Model):
     def _exists(self) -> GridRef:
         from search_spaces import load_grid
 
-        load_grid(self.grid, self.file)  # raises with the known grid names
+        specs: dict[str, type[_Model]] = {
+            "sgd": SGDSpec,
+            "adam": AdamSpec,
+            "teacher": TeacherOptSpec,
+            "symbolic": SymbolicOptSpec,
+        }
+        where = f"grid {self.grid!r}" + (f" of {self.file}" if self.file else "")
+        for cfg in load_grid(self.grid, self.file):  # raises with the known grid names
+            spec = specs.get(str(cfg.get("family")))
+            if spec is None:
+                raise ValueError(
+                    f"{where} has an entry of unknown family {cfg.get('family')!r}; "
+                    f"families: {', '.join(specs)}"
+                )
+            try:
+                spec.model_validate(cfg)
+            except ValidationError as err:
+                e = err.errors()[0]
+                field = ".".join(str(x) for x in e["loc"]) or "entry"
+                raise ValueError(f"{where}: entry {cfg}: {field}: {e['msg']}") from None
         return self
+
+
+#: fields of an optimizer entry that are never crossed (they name or locate one thing)
+_NOT_CROSSED = ("family", "name", "checkpoint", "equation", "from_stage")
+
+
+class OptimizerBlock(_Model):
+    """An optimizer entry whose fields may hold lists: the lists are crossed like a grid block."""
+
+    #: the scalar spec model each combination is validated as
+    spec: ClassVar[type[_Model]]
+    family: str
+
+    def expand(self) -> list[_Model]:
+        """One scalar spec per combination of the list-valued fields (in a stable order)."""
+        data = self.model_dump(exclude_unset=True)
+        keys = sorted(data)
+        values = [data[k] if isinstance(data[k], list) else [data[k]] for k in keys]
+        return [self.spec.model_validate(dict(zip(keys, c, strict=True))) for c in itertools.product(*values)]
+
+    @model_validator(mode="after")
+    def _combinations(self) -> OptimizerBlock:
+        try:
+            self.expand()
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(first["msg"].removeprefix("Value error, ")) from None
+        return self
+
+
+def _block_model(spec: type[_Model]) -> type[OptimizerBlock]:
+    """``spec`` with every crossable field also accepting a non-empty list of its values."""
+    fields: dict[str, Any] = {}
+    for name, f in spec.model_fields.items():
+        if name in _NOT_CROSSED:
+            fields[name] = (f.annotation, f)
+            continue
+        elem = Annotated.__class_getitem__((f.annotation, *f.metadata)) if f.metadata else f.annotation  # type: ignore[attr-defined]
+        many = Annotated[list[elem], Field(min_length=1)]  # type: ignore[valid-type]
+        default = ... if f.is_required() else f.default
+        fields[name] = (elem | many, Field(default=default, description=f.description))  # type: ignore[operator]
+    model = create_model(f"{spec.__name__}Block", __base__=OptimizerBlock, __doc__=spec.__doc__, **fields)
+    model.spec = spec
+    return model
+
+
+SGDBlock = _block_model(SGDSpec)
+AdamBlock = _block_model(AdamSpec)
+TeacherOptBlock = _block_model(TeacherOptSpec)
+SymbolicOptBlock = _block_model(SymbolicOptSpec)
 
 
 def _entry_kind(v: Any) -> str | None:
@@ -178,10 +250,10 @@ def _entry_kind(v: Any) -> str | None:
 
 OptimizerEntry = Annotated[
     Annotated[GridRef, Tag("grid")]
-    | Annotated[SGDSpec, Tag("sgd")]
-    | Annotated[AdamSpec, Tag("adam")]
-    | Annotated[TeacherOptSpec, Tag("teacher")]
-    | Annotated[SymbolicOptSpec, Tag("symbolic")],
+    | Annotated[SGDBlock, Tag("sgd")]  # type: ignore[valid-type]
+    | Annotated[AdamBlock, Tag("adam")]  # type: ignore[valid-type]
+    | Annotated[TeacherOptBlock, Tag("teacher")]  # type: ignore[valid-type]
+    | Annotated[SymbolicOptBlock, Tag("symbolic")],  # type: ignore[valid-type]
     Discriminator(
         _entry_kind,
         custom_error_type="optimizer_entry",
@@ -317,6 +389,10 @@ def _branch_names() -> set[str]:
     return _OPTIMIZER_TAGS | set(STAGES.names())
 
 
+#: pydantic's names for union branches of plain types, which are not YAML keys
+_TYPE_BRANCHES = {"float", "int", "bool", "str", "none"}
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     """Pydantic's error location as a YAML path (``stages[0].optimizees[1].epochs``)."""
     out = ""
@@ -324,7 +400,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in branches or "[" in str(part):
+        elif part in branches or part in _TYPE_BRANCHES or any(c in str(part) for c in "[-("):
             continue  # union-branch / validator names are not YAML keys
         else:
             out += f".{part}" if out else str(part)
@@ -332,19 +408,25 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: ``file: yaml.path: message``."""
-    lines = []
-    seen = set()
+    """One line per problem: ``file: yaml.path: message``.
+
+    Where a field accepts a value or a list of values, a bad list item is reported at its own path
+    (``lr[1]``) and the "not a single value" complaint about the whole list is left out.
+    """
+    found: list[tuple[str, str]] = []
     for e in err.errors():
         path = _format_loc(tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown field {str(e['loc'][-1])!r} (not allowed here; check the spelling)"
-        key = (path, msg)
-        if key in seen:
-            continue
-        seen.add(key)
-        lines.append(f"{source}: {path}: {msg}")
+        if (path, msg) not in found:
+            found.append((path, msg))
+    paths = {p for p, _ in found}
+    lines = [
+        f"{source}: {path}: {msg}"
+        for path, msg in found
+        if not any(other.startswith(path + "[") for other in paths)
+    ]
     return "\n".join(lines)
 
 

@@ -59,6 +59,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ADAM_BETAS",
+    "ADAM_EPS",
+    "ADAM_LR",
     "BASE_FEATURES",
     "FeatureSpec",
     "FeatureState",
@@ -72,6 +75,12 @@ __all__ = [
     "signed_pow",
     "variable_name",
 ]
+
+#: ``torch.optim.Adam``'s defaults: the one definition every Adam in the harness uses (the ``adam`` optimizer
+#: family, the ``adam`` rule teacher, :func:`harness.symbolic.families.adam_equation`)
+ADAM_LR: float = 1e-3
+ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+ADAM_EPS: float = 1e-8
 
 #: features with a fixed name (the ``mXY`` / ``mnXY`` families are parsed, see :func:`feature_beta`)
 BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat")

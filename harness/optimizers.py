@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from harness.features import ADAM_BETAS, ADAM_EPS
+
 FAMILIES = ("sgd", "adam", "teacher", "symbolic")
 
 
@@ -59,12 +61,12 @@ def build_optimizer(
             weight_decay=float(spec.pop("weight_decay", 0.0)),
         )
     elif family == "adam":
-        betas = spec.pop("betas", (0.9, 0.999))
+        betas = spec.pop("betas", ADAM_BETAS)
         opt = torch.optim.Adam(
             params,
             lr=float(spec.pop("lr")),
             betas=(float(betas[0]), float(betas[1])),
-            eps=float(spec.pop("eps", 1e-8)),
+            eps=float(spec.pop("eps", ADAM_EPS)),
             weight_decay=float(spec.pop("weight_decay", 0.0)),
             foreach=True,
         )

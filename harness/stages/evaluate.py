@@ -24,8 +24,6 @@ from harness.config import (
     StageBase,
     StageRef,
     Suite,
-    SymbolicOptSpec,
-    TeacherOptSpec,
 )
 from harness.optimizers import FAMILIES, build_optimizer, optimizer_label
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
@@ -195,8 +193,10 @@ class EvaluateStage(StageBase):
     def inputs(self) -> list[StageRef]:
         refs: list[StageRef] = []
         for opt in self.optimizers:
-            if isinstance(opt, TeacherOptSpec | SymbolicOptSpec) and opt.from_stage:
-                ref = opt.from_stage
+            if isinstance(opt, GridRef):
+                continue
+            ref = getattr(opt, "from_stage", None)
+            if ref:
                 kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
                 refs.append((ref, kinds))
         return refs
@@ -230,10 +230,11 @@ def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome])
         if isinstance(entry, GridRef):
             out.extend(load_grid(entry.grid, entry.file))
             continue
-        spec = entry.model_dump(exclude_none=True, exclude_defaults=True)
-        spec["family"] = entry.family
-        src = spec.pop("from_stage", None)
-        out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
+        for one in entry.expand():  # list-valued fields are crossed like a grid block
+            spec = one.model_dump(exclude_none=True, exclude_defaults=True)
+            spec["family"] = entry.family
+            src = spec.pop("from_stage", None)
+            out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
     seen, uniq = set(), []
     for o in out:
         k = json.dumps(o, sort_keys=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import sympy
 
-from harness.features import FeatureSpec, variable_name
+from harness.features import ADAM_BETAS, ADAM_EPS, ADAM_LR, FeatureSpec, variable_name
 from harness.symbolic.expression import Equation
 
 __all__ = ["FAMILIES", "adam_equation", "build_family", "eq6", "sgd_equation"]
@@ -36,7 +36,9 @@ def _var(name: str) -> sympy.Symbol:
     return sympy.Symbol(name, real=True)
 
 
-def adam_equation(lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Equation:
+def adam_equation(
+    lr: float = ADAM_LR, beta1: float = ADAM_BETAS[0], beta2: float = ADAM_BETAS[1], eps: float = ADAM_EPS
+) -> Equation:
     """Adam as an equation: ``-lr*m_hat_0`` with ``m_hat`` computed with ``(beta1, beta2, eps)``.
 
     Run by :class:`~harness.symbolic.optimizer.SymbolicOptimizer` it follows ``torch.optim.Adam(lr, betas,

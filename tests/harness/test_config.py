@@ -172,3 +172,63 @@ def test_duplicate_teacher_labels_are_refused() -> None:
     data["stages"][0]["teachers"][1].pop("label")
     with pytest.raises(SuiteError, match="labels must be unique"):
         load_suite_dict(data)
+
+
+def _evaluate_suite(*optimizers: object) -> dict:
+    return {
+        "name": "s",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 10}],
+                "optimizers": list(optimizers),
+            }
+        ],
+    }
+
+
+def test_lists_in_explicit_optimizer_entries_are_crossed_like_a_grid_block() -> None:
+    from harness.optimizers import optimizer_label
+    from harness.stages.evaluate import resolve_optimizers
+
+    suite = load_suite_dict(
+        _evaluate_suite(
+            {"family": "adam", "lr": [0.003, 0.02], "cosine": [False, True]},
+            {"family": "adam", "lr": 0.01, "betas": [0.9, 0.99]},  # one pair: a single value
+            {"family": "adam", "lr": 0.01, "betas": [[0.8, 0.9], [0.9, 0.999]]},  # a list of pairs: crossed
+        )
+    )
+    labels = [optimizer_label(o) for o in resolve_optimizers(suite.stages[0], {})]
+    assert labels == [
+        "adam(lr=0.003)",
+        "adam(lr=0.02)",
+        "adam(cosine,lr=0.003)",
+        "adam(cosine,lr=0.02)",
+        "adam(betas=(0.9, 0.99),lr=0.01)",
+        "adam(betas=(0.8, 0.9),lr=0.01)",
+        "adam(lr=0.01)",  # (0.9, 0.999) is Adam's default, so it is not in the label
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"family": "sgd", "lr": [0.1, -1.0]}, "stages[0].optimizers[0].lr[1]: Input should be greater than 0"),
+        ({"family": "sgd", "lr": []}, "stages[0].optimizers[0].lr: List should have at least 1 item"),
+        ({"family": "sgd", "lr": 0.1, "momentum": [0.0, 0.9], "nesterov": True}, "nesterov needs momentum > 0"),
+    ],
+)
+def test_bad_list_entries_name_the_item(entry: dict, expected: str) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(_evaluate_suite(entry))
+    assert expected in str(err.value)
+
+
+def test_grid_files_are_validated_entry_by_entry(tmp_path) -> None:
+    bad = tmp_path / "grids.yaml"
+    bad.write_text("grids:\n  g:\n    - {family: sgd, lr: [0.1, -1]}\n  h:\n    - {family: evil, lr: 1}\n")
+    with pytest.raises(SuiteError, match="grid 'g' of .*lr: Input should be greater than 0"):
+        load_suite_dict(_evaluate_suite({"grid": "g", "file": str(bad)}))
+    with pytest.raises(SuiteError, match="unknown family 'evil'"):
+        load_suite_dict(_evaluate_suite({"grid": "h", "file": str(bad)}))

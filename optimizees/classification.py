@@ -31,6 +31,20 @@ def _subsample(n: int, k: int | None, device: torch.device) -> Tensor | None:
     return torch.randperm(n, generator=g)[:k].sort().values.to(device)
 
 
+def _inputs(batch: Batch) -> Tensor:
+    """The inputs of a classification batch; a data-free ``Batch()`` here is a bug."""
+    if batch.inputs is None:
+        raise ValueError("a classification batch needs inputs, got Batch(inputs=None)")
+    return batch.inputs
+
+
+def _targets(batch: Batch) -> Tensor:
+    """The class labels of a classification batch; a data-free ``Batch()`` here is a bug."""
+    if batch.targets is None:
+        raise ValueError("a classification batch needs targets, got Batch(targets=None)")
+    return batch.targets
+
+
 def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4) -> Tensor:
     """Per-sample random crop (zero padding ``pad``) and horizontal flip of images ``[B, C, H, W]``."""
     b, _, h, w = x.shape
@@ -151,15 +165,15 @@ class ClassificationOptimizee(Optimizee):
     # -- objective -----------------------------------------------------------------------------
     def logits(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
         """Class scores of ``params`` on ``batch`` through the (training-mode) template."""
-        return functional_call(self.template, params, (batch.inputs,))
+        return functional_call(self.template, params, (_inputs(batch),))
 
     def loss(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
         """Mean cross-entropy; differentiable w.r.t. ``params``."""
-        return F.cross_entropy(self.logits(params, batch), batch.targets)
+        return F.cross_entropy(self.logits(params, batch), _targets(batch))
 
     def module_loss(self, module: nn.Module, batch: Batch) -> Tensor:
         """Mean cross-entropy of a plain module called directly (its own buffers update as usual)."""
-        return F.cross_entropy(module(batch.inputs), batch.targets)
+        return F.cross_entropy(module(_inputs(batch)), _targets(batch))
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
@@ -172,8 +186,9 @@ class ClassificationOptimizee(Optimizee):
         forward = self._eval_forward(params)
         total, correct, n = 0.0, 0, 0
         for batch in self.batches("test"):
-            logits = forward(batch.inputs)
-            total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
-            correct += int((logits.argmax(-1) == batch.targets).sum())
-            n += int(batch.targets.shape[0])
+            logits = forward(_inputs(batch))
+            targets = _targets(batch)
+            total += float(F.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == targets).sum())
+            n += int(targets.shape[0])
         return {"test_loss": total / max(n, 1), "test_acc": correct / max(n, 1)}

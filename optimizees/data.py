@@ -16,6 +16,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -147,7 +148,11 @@ def _load_digits() -> ArrayDataset:
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y)
+    # arrays in, arrays out (sklearn's annotation also allows lists and sparse matrices)
+    x_tr, x_te, y_tr, y_te = cast(
+        "list[np.ndarray]",
+        train_test_split(x, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y),
+    )
     mean, std = x_tr.mean(0), x_tr.std(0)
     std[std == 0] = 1.0  # always-blank border pixels
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
@@ -167,9 +172,12 @@ def _load_mnist1d() -> ArrayDataset:
     ``make_dataset`` seeds the global ``random``/``numpy`` generators, so their state is restored after.
     """
     from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
 
-    args = get_dataset_args()
-    args.num_samples = MNIST1D_SAMPLES
+    # as_dict=True returns the plain dict (the unannotated function is typed as dict | ObjectView)
+    arg_dict = cast("dict[str, Any]", get_dataset_args(as_dict=True))
+    arg_dict["num_samples"] = MNIST1D_SAMPLES
+    args = ObjectView(arg_dict)  # what get_dataset_args() returns by default: attribute access
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         data = make_dataset(args)

@@ -14,6 +14,11 @@ from optimizees.base import Batch, Optimizee
 class QuadraticCosModule(nn.Module):
     """Holds the variable ``x`` as a parameter and the problem data A, b, c as buffers."""
 
+    # buffers registered in __init__ (``nn.Module.__getattr__`` alone types them as ``Tensor | Module``)
+    A: Tensor
+    b: Tensor
+    c: Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("A", torch.randn(dim, dim))

@@ -4,7 +4,7 @@ Learned (numerical L2O): ``dm``, ``rp``, ``rp_small``, ``rp_extra``. Hand-writte
 ``adam``. See :mod:`teachers.base` for the interface and the update sign convention.
 """
 
-from teachers.base import LSTMStack, Teacher, detach_state, register_teacher
+from teachers.base import LSTMStack, Teacher, build_teacher, detach_state, register_teacher
 from teachers.dm import DM
 from teachers.rp import RP, LearnablePowerFeature, RPExtra, RPSmall
 from teachers.rules import AdamRule, MomentumRule, SGDRule
@@ -20,6 +20,7 @@ __all__ = [
     "RPSmall",
     "SGDRule",
     "Teacher",
+    "build_teacher",
     "detach_state",
     "register_teacher",
 ]

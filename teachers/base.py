@@ -85,6 +85,13 @@ def register_teacher(name: str) -> Callable[[type[T]], type[T]]:
     return deco
 
 
+def build_teacher(name: str, kwargs: Mapping[str, Any]) -> Teacher:
+    """Instantiate the teacher registered as ``name`` with ``kwargs`` (through ``TEACHERS``)."""
+    # the registry is typed for any callable; teacher entries are Teacher classes (see register_teacher)
+    teacher: Teacher = TEACHERS.get(name)(**kwargs)
+    return teacher
+
+
 class LSTMStack(nn.Module):
     """Stacked ``nn.LSTMCell`` layers stepped one time step at a time; state keys ``h{i}``, ``c{i}``."""
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.serialization import MAP_LOCATION
 
-from harness.registry import TEACHERS
-from teachers.base import Teacher
+from teachers.base import Teacher, build_teacher
 
 FORMAT = "sl2o-teacher/1"
 
@@ -56,7 +56,7 @@ def save_teacher(
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], map_location: MAP_LOCATION = "cpu") -> dict[str, Any]:
     """Load and validate the checkpoint dict (``weights_only=True``: no code runs)."""
     path = Path(path)
     if not path.is_file():
@@ -80,11 +80,11 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 def teacher_from_dict(ckpt: Mapping[str, Any]) -> Teacher:
     """Rebuild a teacher from a checkpoint dict through the ``TEACHERS`` registry."""
-    teacher = TEACHERS.get(ckpt["teacher"])(**ckpt["kwargs"])
+    teacher = build_teacher(ckpt["teacher"], ckpt["kwargs"])
     teacher.load_state_dict(ckpt["state_dict"])
     return teacher
 
 
-def load_teacher(path: str | os.PathLike[str], map_location: Any = "cpu") -> Teacher:
+def load_teacher(path: str | os.PathLike[str], map_location: MAP_LOCATION = "cpu") -> Teacher:
     """Load a teacher saved by :func:`save_teacher` (in eval mode)."""
     return teacher_from_dict(read_checkpoint(path, map_location)).eval()

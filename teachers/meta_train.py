@@ -33,21 +33,25 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from harness.registry import OPTIMIZEES, TEACHERS
+from harness.features import FeatureState
+from harness.registry import OPTIMIZEES
 from optimizees.base import Batch, Optimizee
-from teachers.base import State, Teacher, detach_state
+from teachers.base import State, Teacher, build_teacher, detach_state
 from teachers.rules import AdamRule
 
-Callback = Callable[[int, dict[str, Any]], Any]
+#: ``callback(episode, metrics)``; a truthy return value stops the run
+Callback = Callable[[int, dict[str, Any]], object]
 OptimizeeFactory = Callable[[int], Optimizee]
 
 
@@ -136,11 +140,11 @@ class MetaTrainResult:
 
     def teacher(self) -> Teacher:
         """A teacher built from the registry with the best weights loaded."""
-        t = TEACHERS.get(self.teacher_name)(**self.teacher_kwargs)
+        t = build_teacher(self.teacher_name, self.teacher_kwargs)
         t.load_state_dict(self.best_state_dict)
         return t
 
-    def save(self, path: Any, meta: Mapping[str, Any] | None = None) -> Any:
+    def save(self, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> Path:
         """Write the best teacher as a ``teachers.checkpoint`` file (meta gets the run summary)."""
         from teachers.checkpoint import save_teacher
 
@@ -308,7 +312,7 @@ class MetaTrainer:
 
     Args:
         cfg: the run's configuration.
-        teacher: optional pre-built teacher (default: ``TEACHERS.get(cfg.teacher)(**cfg.teacher_kwargs)``
+        teacher: optional pre-built teacher (default: ``build_teacher(cfg.teacher, cfg.teacher_kwargs)``
             seeded by ``cfg.seed``).
         factory: optional ``seed -> Optimizee`` (default: from ``cfg.optimizee`` / ``optimizee_kwargs``).
     """
@@ -321,7 +325,7 @@ class MetaTrainer:
         if teacher is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
-                teacher = TEACHERS.get(cfg.teacher)(**cfg.teacher_kwargs)
+                teacher = build_teacher(cfg.teacher, cfg.teacher_kwargs)
         if not teacher.learnable:
             raise ValueError(f"teacher {cfg.teacher!r} has no trainable parameters; nothing to meta-train")
         self.teacher = teacher.to(self.device)
@@ -395,8 +399,10 @@ class MetaTrainer:
         n = sum(v.numel() for v in x.values())
         fstate = self.teacher.new_feature_state(n, self.device)
         tstate: State = self.teacher.init_state(n, self.device)
-        expert = AdamRule(lr=cfg.il_lr) if imitate else None
-        efstate = expert.new_feature_state(n, self.device) if expert is not None else None
+        expert: tuple[AdamRule, FeatureState] | None = None  # the imitated rule and its own features
+        if imitate:
+            rule = AdamRule(lr=cfg.il_lr)
+            expert = (rule, rule.new_feature_state(n, self.device))
         batches = optimizee.batches("train")
         self.teacher.train()
 
@@ -410,8 +416,9 @@ class MetaTrainer:
             for _ in range(k_steps):
                 update, tstate = self.teacher(fstate.update(g), tstate)
                 if expert is not None:
+                    adam, efstate = expert
                     with torch.no_grad():
-                        target, _ = expert(efstate.update(g), {})  # type: ignore[union-attr]
+                        target, _ = adam(efstate.update(g), {})
                         params = _add_flat(params, target)  # the expert drives the trajectory
                     total = total + (update - target).square().mean() / cfg.il_lr**2
                     params = {k: v.requires_grad_(True) for k, v in params.items()}
@@ -420,7 +427,9 @@ class MetaTrainer:
                     params = _add_flat(params, update)
                     loss, g = _loss_and_grad(optimizee, params, next(batches), scale, keep_graph=True)
                     total = total + loss
-            meta_loss = total / k_steps  # type: ignore[operator]
+            if not isinstance(total, Tensor):  # cannot happen: unroll >= 1 and done < length
+                raise RuntimeError(f"empty unroll (k_steps={k_steps}): no meta-loss to back-propagate")
+            meta_loss = total / k_steps
             value = float(meta_loss.detach())
             if not math.isfinite(value) or not torch.isfinite(g).all():
                 diverged = True

@@ -9,11 +9,12 @@ cosine ``LambdaLR`` scheduler decays the learned step like any other optimizer's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, overload
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import ParamsT
 
 from harness.features import FeatureState
 from teachers.base import Teacher
@@ -31,7 +32,7 @@ class TeacherOptimizer(torch.optim.Optimizer):
     The teacher runs in float32 on the parameters' device.
     """
 
-    def __init__(self, params: Iterable[Any], teacher: Teacher, lr: float = 1.0) -> None:
+    def __init__(self, params: ParamsT, teacher: Teacher, lr: float = 1.0) -> None:
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         super().__init__(params, {"lr": float(lr)})
@@ -42,7 +43,7 @@ class TeacherOptimizer(torch.optim.Optimizer):
 
     @classmethod
     def from_checkpoint(
-        cls, params: Iterable[Any], checkpoint_path: str | os.PathLike[str], **kwargs: Any
+        cls, params: ParamsT, checkpoint_path: str | os.PathLike[str], **kwargs: Any
     ) -> TeacherOptimizer:
         """Build from a teacher checkpoint (``teachers.checkpoint`` format); kwargs go to ``__init__``."""
         from teachers.checkpoint import load_teacher
@@ -64,8 +65,14 @@ class TeacherOptimizer(torch.optim.Optimizer):
             self._tstate = {k: v.to(device) for k, v in self._pending["teacher_state"].items()}
             self._pending = None
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -81,7 +88,8 @@ class TeacherOptimizer(torch.optim.Optimizer):
             ]
         )
         self._ensure_state(flat.numel(), device)
-        assert self._features is not None and self._tstate is not None
+        if self._features is None or self._tstate is None:
+            raise RuntimeError("TeacherOptimizer: feature/teacher state missing after _ensure_state")
         feats = self._features.update(flat)
         update, self._tstate = self.teacher(feats, self._tstate)
         offset = 0

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from harness.features import FeatureSpec
+from harness.features import ADAM_BETAS, ADAM_EPS, ADAM_LR, FeatureSpec
 from teachers.base import State, Teacher, register_teacher
 
 
@@ -54,7 +54,11 @@ class AdamRule(Teacher):
     ``torch.optim.Adam`` (``m_hat`` is defined with Adam's ``sqrt(v_hat) + eps`` denominator)."""
 
     def __init__(
-        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+        self,
+        lr: float = ADAM_LR,
+        beta1: float = ADAM_BETAS[0],
+        beta2: float = ADAM_BETAS[1],
+        eps: float = ADAM_EPS,
     ) -> None:
         super().__init__()
         self.kwargs = {"lr": float(lr), "beta1": float(beta1), "beta2": float(beta2), "eps": float(eps)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,30 +65,62 @@ def make_config(
     )
 
 
+#: a teacher "learned" when its best validation loss is at least this fraction below its initial one
+LEARN_MARGIN = 0.05
+#: the key under which a checkpoint keeps the initial validation loss beside the trainer state
+INITIAL_VAL_KEY = "initial_val_loss"
+
+
+@dataclass
+class MetaTrainOutcome:
+    """A finished meta-training and the validation loss of the teacher before it (its initialisation)."""
+
+    result: MetaTrainResult
+    initial_val_loss: float
+
+    @property
+    def learned(self) -> bool:
+        """Whether the kept teacher's validation loss is clearly (by :data:`LEARN_MARGIN`) below the start.
+
+        A teacher that did not learn still yields a checkpoint, but its rule is whatever its initial
+        weights do; distilling it gives a fit to noise or a near-constant (the run summary says so).
+        """
+        best, start = self.result.best_val_loss, self.initial_val_loss
+        if not (math.isfinite(best) and math.isfinite(start)):
+            return math.isfinite(best) and not math.isfinite(start)
+        return best < start - LEARN_MARGIN * abs(start)
+
+
 def run_meta_train(
     cfg: MetaTrainConfig,
     *,
     resume: Mapping[str, Any] | None = None,
     on_episode: Callable[[MetaTrainer, dict[str, Any]], Any] | None = None,
-) -> MetaTrainResult:
-    """Run (or continue from ``resume``, a ``MetaTrainer.state_dict()``) one meta-training.
+) -> MetaTrainOutcome:
+    """Run (or continue from ``resume``: ``trainer.state_dict()`` plus ``initial_val_loss``) one meta-training.
 
-    ``on_episode(trainer, metrics)`` is called after each episode (progress, checkpoints); a truthy
-    return value stops the run early.
+    The teacher is validated once before training; ``on_episode(trainer, metrics)`` is called after each
+    episode (progress, checkpoints) with that initial loss in ``metrics["initial_val_loss"]`` (a checkpoint
+    keeps it beside the trainer state); a truthy return value stops the run early.
     """
     trainer = MetaTrainer(cfg)
+    initial = math.nan
     if resume is not None:
-        trainer.load_state_dict(resume)
+        state = dict(resume)
+        initial = float(state.pop(INITIAL_VAL_KEY, math.nan))
+        trainer.load_state_dict(state)
+    if not math.isfinite(initial) and resume is None:
+        initial = trainer.validate()
     callback: Callable[[int, dict[str, Any]], Any] | None = None
     if on_episode is not None:
         hook = on_episode
 
         def per_episode(episode: int, metrics: dict[str, Any]) -> Any:
-            return hook(trainer, metrics)
+            return hook(trainer, {**metrics, INITIAL_VAL_KEY: initial})
 
         callback = per_episode
 
-    return trainer.run(callback)
+    return MetaTrainOutcome(trainer.run(callback), initial)
 
 
 def write_outputs(result: MetaTrainResult, cfg: MetaTrainConfig, outdir: str | Path) -> dict[str, Path]:
@@ -226,21 +259,31 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
             )
             if ep % trial.checkpoint_every == 0:
                 ctx.checkpoint(
-                    trainer.state_dict(),
+                    {**trainer.state_dict(), INITIAL_VAL_KEY: m[INITIAL_VAL_KEY]},
                     episode=float(ep),
                     best_val_loss=float(m.get("best_val_loss", math.inf)),
                 )
 
-        result = run_meta_train(cfg, resume=ctx.restore(), on_episode=on_episode)
+        outcome = run_meta_train(cfg, resume=ctx.restore(), on_episode=on_episode)
+        result = outcome.result
         files = write_outputs(result, cfg, ctx.outdir)
         metrics = {
+            "initial_val_loss": outcome.initial_val_loss,
             "best_val_loss": result.best_val_loss,
+            "learned": float(outcome.learned),
             "episodes": float(result.episodes),
             "meta_iterations": float(result.meta_iterations),
             "elapsed_s": result.elapsed_s,
         }
         status = STATUS_OK if math.isfinite(result.best_val_loss) else STATUS_DIVERGED
-        return TrialResult(metrics, status=status, files=files, info={"stop_reason": result.stop_reason})
+        info = {"stop_reason": result.stop_reason, "learned": str(outcome.learned).lower()}
+        if not outcome.learned:
+            info["warning"] = (
+                f"teacher did not learn: validation loss {outcome.initial_val_loss:.4g} at the start, "
+                f"best {result.best_val_loss:.4g} (needs to fall by {LEARN_MARGIN:.0%}); check meta_lr, "
+                "the budget and out_scale"
+            )
+        return TrialResult(metrics, status=status, files=files, info=info)
 
     def trial_tags(self, trial: MetaTrainTrial) -> dict[str, str]:
         return {

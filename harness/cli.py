@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from harness.config import Suite
     from harness.stages.collect import SRDataset
     from harness.stages.outputs import SuiteOutcome
     from harness.symbolic.equation import Equation
@@ -87,13 +88,24 @@ def run(
     except SuiteInterrupted as err:
         _fail(str(err), code=130)
     console.print(f"suite {suite.name!r} finished in {outcome.seconds:.1f}s; MLflow: {outcome.tracking_uri}")
-    if leaderboard:
+    _print_summary(suite, outcome)
+    if leaderboard and any(s.kind == "evaluate" for s in suite.stages):
         _print_leaderboard(outcome.tracking_uri, suite.name, None, Format.table)
     _print_equations(outcome)
 
 
 def _log(msg: str) -> None:
     console.print(msg, highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_summary(suite: Suite, outcome: SuiteOutcome) -> None:
+    """What each stage produced (its kind's summary), in suite order."""
+    from harness.registry import STAGES
+
+    console.print("summary:", highlight=False)
+    for name, st in outcome.stages.items():
+        for line in STAGES.get(st.kind).summarize(suite.stage(name), st):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_equations(outcome: SuiteOutcome) -> None:
@@ -137,6 +149,43 @@ def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: 
     else:
         for t in report.to_rich_tables(rows):
             console.print(t)
+
+
+@app.command("distill-summary")
+def distill_summary_cmd(
+    suite: str = typer.Option(None, "--suite", help="Only this suite."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
+) -> None:
+    """One row per distilled teacher (the paper's Table 3): chosen equation, R², TPF, MC, complexity."""
+    import pandas as pd
+    from rich.table import Table
+
+    from harness import tracking
+    from harness.jsonio import dumps
+
+    uri = tracking.resolve_tracking_uri(tracking_uri, workdir)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        _fail(f"no MLflow database at {uri[len('sqlite:///') :]}; run a suite first or pass --tracking-uri")
+    rows = tracking.distill_records(tracking.init_tracking(uri), suite)
+    if not rows:
+        _fail(f"no finished distill stages{f' for suite {suite!r}' if suite else ''} in {uri}")
+    if fmt is Format.json:
+        sys.stdout.write(dumps(rows) + "\n")
+        return
+    frame = pd.DataFrame(rows)
+    if fmt is Format.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+        return
+    cols = ["suite", "stage", "source", "r2_val", "tpf", "mc", "complexity", "complexity_scaled"]
+    cols += ["front_size", "input_dependent_fraction", "learned", "equation"]
+    table = Table(title="distilled rules (Table 3)")
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    console.print(table)
 
 
 equation_app = typer.Typer(no_args_is_help=True, help="Inspect equation files.")

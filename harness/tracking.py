@@ -342,3 +342,32 @@ def leaderboard_records(
                     }
                 )
     return records
+
+
+def distill_records(client: MlflowClient, suite: str | None = None) -> list[dict[str, Any]]:
+    """Table 3 rows (one per distilled source) of the distill stages of each suite's latest run.
+
+    Reads the stage-level artifacts (``chosen.json`` and ``front.json`` per source) that a distill stage
+    logs when it finishes; see :func:`harness.stages.distill.distill_rows` for the columns.
+    """
+    import tempfile
+
+    from harness.stages.distill import distill_rows
+    from harness.stages.outputs import CHOSEN_FILE
+
+    rows: list[dict[str, Any]] = []
+    for exp in our_experiments(client, suite):
+        latest = latest_suite_run(client, exp.experiment_id)
+        if latest is None:
+            continue
+        for key in [k for k in latest.data.tags.get(f"{TAG}.stage_keys", "").split(",") if k]:
+            run = completed_stage_run(client, exp.experiment_id, key)
+            if run is None or run.data.tags.get(f"{TAG}.stage_kind") != "distill":
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                client.download_artifacts(run.info.run_id, "", tmp)
+                found = distill_rows(
+                    sorted(Path(tmp).rglob(CHOSEN_FILE)), run.data.tags.get(f"{TAG}.stage", "")
+                )
+            rows.extend({"suite": exp.name, **r} for r in found)
+    return rows

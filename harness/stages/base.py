@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from harness.config import StageBase, Suite
-from harness.stages.outputs import STATUS_OK, StageOutcome
+from harness.stages.outputs import STATUS_OK, TAG, StageOutcome
 
 SpecT = TypeVar("SpecT", bound=StageBase)
 TrialT = TypeVar("TrialT", bound=BaseModel)
@@ -129,6 +129,21 @@ class StageKind(Generic[SpecT, TrialT]):
 
     def finalize(self, spec: SpecT, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]) -> None:
         """Stage-level work after the trials (fresh or reused); files written to ``outdir`` are logged."""
+
+    def summarize(self, spec: SpecT, outcome: StageOutcome) -> list[str]:
+        """Lines for the end-of-run summary: trial counts, the kind's own lines, and trials' warnings."""
+        head = f"[{outcome.name}] {self.name}: {len(outcome.trials)} trials ok, {outcome.errors} errored"
+        lines = [head + (" (reused)" if outcome.reused else "")]
+        lines += [f"  {line}" for line in self.summary_lines(spec, outcome)]
+        for t in outcome.trials:
+            warning = t.tags.get(f"{TAG}.warning")
+            if warning:
+                lines.append(f"  WARNING ({t.run_id[:8]}): {warning}")
+        return lines
+
+    def summary_lines(self, spec: SpecT, outcome: StageOutcome) -> list[str]:
+        """What the stage produced, a line or a few per trial or per output (default: nothing more)."""
+        return []
 
     def trial_tags(self, trial: TrialT) -> dict[str, str]:
         """Short facts about a trial, logged as ``sl2o.<key>`` tags (used to label and find runs)."""

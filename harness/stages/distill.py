@@ -41,6 +41,7 @@ from harness.stages.outputs import (
     CHOSEN_FILE,
     DATASET_FILE,
     FRONT_FILE,
+    MERGED_FRONT_FILE,
     StageOutcome,
     trial_files,
 )
@@ -114,6 +115,7 @@ def distill(
     spec = dict(dataset.feature_spec)
     equations: list[Equation] = []
     skipped: list[str] = []
+    varying = target_varying_fraction(yv_raw if has_val else yt_raw)
     for eq in front:
         scaled = eq.score(dataset.X_val, dataset.y_val, dataset.names, "val") if has_val else eq
         try:
@@ -127,6 +129,8 @@ def distill(
         extra = {f"{k}_scaled": v for k, v in scaled.metrics.items() if k.startswith(("r2_", "mse_"))}
         extra.update({k: v for k, v in scaled.metrics.items() if not k.startswith(("r2_", "mse_"))})
         extra["complexity_scaled"] = float(scaled.complexity)
+        r2_key = "r2_val" if has_val else "r2_train"
+        extra["input_dependent_fraction"] = max(0.0, float(raw.metrics.get(r2_key, 0.0))) * varying
         try:
             result = tpf(raw, Xv_raw if has_val else Xt_raw, dataset.names)
         except (RuntimeError, ValueError, TypeError):  # an operator without a torch derivative
@@ -159,6 +163,7 @@ def distill(
         "mc_threshold": float(mc_threshold),
         "split": "val" if has_val else "train",
         "skipped": len(skipped),
+        "target_varying_fraction": varying,
     }
     if skipped:
         warnings.warn(
@@ -172,6 +177,19 @@ def distill(
         except ValueError:
             out.provenance["mc"] = None
     return out
+
+
+def target_varying_fraction(y: np.ndarray) -> float:
+    """``Var(y) / mean(y**2)``: the share of the target's mean square that is not a constant offset.
+
+    A teacher whose update barely depends on its inputs (one that did not learn, say) has a target close to
+    a constant: this is then near 0, while an equation that fits the constant and the small wiggles can still
+    show a high R². Each equation's ``input_dependent_fraction`` is ``max(R², 0)`` times this: the share of
+    the target's mean square its inputs explain.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    power = float(np.mean(y**2)) if y.size else 0.0
+    return float(np.var(y)) / power if power > 0 else 0.0
 
 
 def choose(front: ParetoFront, how: str | int = "mc", *, threshold: float | None = None) -> Equation:
@@ -311,13 +329,14 @@ def merge_and_choose(
         ],
         "feature_spec": loaded[0].provenance.get("feature_spec"),
         "source": loaded[0].provenance.get("source"),
+        "target_varying_fraction": loaded[0].provenance.get("target_varying_fraction"),
         "mc_threshold": thr,
     }
     if merged.equations:
         merged.provenance["mc"] = mc(merged, thr)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = {"front.json": merged.save(outdir / "front.json")}
+    paths = {MERGED_FRONT_FILE: merged.save(outdir / MERGED_FRONT_FILE)}
     paths[CHOSEN_FILE] = _mark_choice(merged, how, thr).save(outdir / CHOSEN_FILE)
     labelled: dict[str, ParetoFront] = {}
     for i, f in enumerate(loaded):
@@ -425,13 +444,19 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
         front = distill(ds, trial.backend, settings, trial.seed)
         files = write_outputs(front, ctx.outdir, ds, how=trial.choose)
+        info = {}
+        if ds.source.get("learned") is False:
+            info["warning"] = (
+                f"the dataset's source {ds.source.get('label', '?')!r} is a teacher that did not learn; "
+                "its distilled rule describes its initial weights"
+            )
         best = max((eq.metrics.get("r2_val", float("-inf")) for eq in front.equations), default=float("nan"))
         metrics = {
             "best_r2_val": float(best),
             "front_size": float(len(front.equations)),
             "seconds": time.time() - start,
         }
-        return TrialResult(metrics, files=files)
+        return TrialResult(metrics, files=files, info=info)
 
     def finalize(
         self, spec: DistillStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
@@ -450,6 +475,23 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
             chosen[source] = str(files[CHOSEN_FILE])
         outcome.extra["chosen"] = chosen
 
+    def summary_lines(self, spec: DistillStage, outcome: StageOutcome) -> list[str]:
+        lines = []
+        for row in distill_rows([Path(p) for p in outcome.extra.get("chosen", {}).values()], spec.name):
+            lines.append(f"{row['source']}: update = {row['equation']}")
+            per = ", ".join(
+                f"{k[4:]} {v:.3g}" for k, v in row.items() if k.startswith("tpf_") and v is not None
+            )
+            lines.append(
+                f"    held-out R² {_fmt(row['r2_val'])}, complexity {row['complexity']} (fitted form "
+                f"{row['complexity_scaled']}, MC {row['mc']}), TPF {_fmt(row['tpf'])}"
+                + (f" ({per})" if per else "")
+                + f", front of {row['front_size']}, input-dependent {_fmt(row['input_dependent_fraction'])}"
+            )
+            if not row["learned"]:
+                lines.append("    WARNING: its teacher did not learn (see the meta_train summary)")
+        return lines
+
     def trial_tags(self, trial: DistillTrial) -> dict[str, str]:
         return {
             "backend": trial.backend,
@@ -457,3 +499,44 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
             "seed": str(trial.seed),
             "max_complexity": str(trial.max_complexity),
         }
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
+def distill_rows(chosen_files: Sequence[Path], stage: str = "") -> list[dict[str, Any]]:
+    """One row per source (teacher) of a finished distill stage: the paper's Table 3 columns.
+
+    ``chosen_files`` are the stage's ``chosen.json`` files (one per source, each beside its merged
+    ``front.json``). Columns: ``stage``, ``source``, ``equation`` (constants to 4 digits), ``complexity``
+    (of the raw equation) and ``complexity_scaled`` (of the fitted form, what ``max_complexity`` bounds),
+    ``r2_val``, ``tpf`` and ``tpf_<feature>``, ``mc``, ``front_size``, ``input_dependent_fraction`` (see
+    :func:`target_varying_fraction`), ``target_varying_fraction`` and ``learned`` (False when the source is
+    a teacher that did not learn).
+    """
+    rows = []
+    for path in sorted(chosen_files):
+        eq = Equation.load(path)
+        merged = path.parent / MERGED_FRONT_FILE
+        front = ParetoFront.load(merged) if merged.exists() else None
+        source = eq.provenance.get("source") or {}
+        label = source.get("label") or source.get("rule") or source.get("checkpoint") or path.parent.name
+        m = eq.metrics
+        row: dict[str, Any] = {
+            "stage": stage,
+            "source": str(label),
+            "equation": str(eq.with_constants([float(f"{c:.4g}") for c in eq.constants])),
+            "complexity": eq.complexity,
+            "complexity_scaled": int(m["complexity_scaled"]) if "complexity_scaled" in m else None,
+            "r2_val": m.get("r2_val", m.get("r2_train")),
+            "tpf": m.get("tpf"),
+            "mc": front.provenance.get("mc") if front is not None else None,
+            "front_size": len(front) if front is not None else None,
+            "input_dependent_fraction": m.get("input_dependent_fraction"),
+            "target_varying_fraction": front.provenance.get("target_varying_fraction") if front else None,
+            "learned": source.get("learned", True) is not False,
+        }
+        row.update({k: v for k, v in sorted(m.items()) if k.startswith("tpf_")})
+        rows.append(row)
+    return rows

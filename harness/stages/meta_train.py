@@ -285,6 +285,20 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
             )
         return TrialResult(metrics, status=status, files=files, info=info)
 
+    def summary_lines(self, spec: MetaTrainStage, outcome: StageOutcome) -> list[str]:
+        lines = []
+        for t in sorted(outcome.trials, key=lambda t: (t.tag("teacher"), t.tag("optimizee"), t.tag("seed"))):
+            start, best = (
+                t.metrics.get("initial_val_loss", math.nan),
+                t.metrics.get("best_val_loss", math.nan),
+            )
+            verdict = "DID NOT LEARN" if t.tag("learned", "true") == "false" else "learned"
+            lines.append(
+                f"{t.tag('teacher')} on {t.tag('optimizee')} s{t.tag('seed')}: validation loss "
+                f"{start:.4g} -> {best:.4g} ({verdict}; stopped: {t.tag('stop_reason')})"
+            )
+        return lines
+
     def trial_tags(self, trial: MetaTrainTrial) -> dict[str, str]:
         return {
             "teacher": trial.teacher.display(),

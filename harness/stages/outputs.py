@@ -26,6 +26,7 @@ DATASET_FILE = "dataset.npz"  # collect: the SR dataset
 FRONT_FILE = "equations.json"  # distill: one trial's Pareto front
 BEST_FILE = "best.json"  # distill: one trial's chosen equation
 CHOSEN_FILE = "chosen.json"  # distill (stage level): the merged fronts' chosen equation
+MERGED_FRONT_FILE = "front.json"  # distill (stage level): the merged front, beside chosen.json
 EQUATION_FILE = "equation.json"  # meta_tune: the tuned equation
 
 
@@ -107,12 +108,22 @@ def trial_files(outcome: StageOutcome, name: str) -> list[tuple[TrialOutput, Pat
     return out
 
 
-def teachers_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
-    """``(label, teacher.pt)`` for each meta-trained teacher of a meta_train stage."""
-    found = [(f"{t.tag('teacher')}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, TEACHER_FILE)]
+def teacher_trials(outcome: StageOutcome) -> list[tuple[str, Path, TrialOutput]]:
+    """``(label, teacher.pt, trial)`` for each meta-trained teacher of a meta_train stage, by label."""
+    found = [(f"{t.tag('teacher')}-s{t.tag('seed')}", p, t) for t, p in trial_files(outcome, TEACHER_FILE)]
     if not found:
         raise ValueError(f"stage {outcome.name!r} produced no teacher checkpoints (all its trials failed?)")
-    return sorted(found)
+    return sorted(found, key=lambda x: x[0])
+
+
+def teachers_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
+    """``(label, teacher.pt)`` for each meta-trained teacher of a meta_train stage."""
+    return [(label, path) for label, path, _ in teacher_trials(outcome)]
+
+
+def did_not_learn(trial: TrialOutput) -> bool:
+    """Whether a meta_train trial flagged its teacher as one that did not learn (``sl2o.learned``)."""
+    return trial.tag("learned", "true") == "false"
 
 
 def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from harness.config import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.collect.record import collect
-from harness.stages.outputs import DATASET_FILE, StageOutcome, teachers_from_stage
+from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, teacher_trials
 
 
 class SourceSpec(BaseModel):
@@ -107,8 +107,8 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
         src = spec.source
         if src.from_stage:
             sources = [
-                {"checkpoint": str(p), "label": label}
-                for label, p in teachers_from_stage(inputs[src.from_stage])
+                {"checkpoint": str(p), "label": label} | ({"learned": False} if did_not_learn(t) else {})
+                for label, p, t in teacher_trials(inputs[src.from_stage])
             ]
         elif src.checkpoint:
             sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
@@ -118,8 +118,10 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
 
     def run(self, trial: CollectTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()
+        source = dict(trial.source)
+        learned = source.pop("learned", True)
         ds = collect(
-            dict(trial.source),
+            source,
             [o.model_dump(exclude_none=True) for o in trial.optimizees],
             features=trial.features,
             lags=trial.lags,
@@ -130,6 +132,13 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
             variables=trial.variables,
             seeds_per_optimizee=trial.seeds_per_optimizee,
         )
+        info = {}
+        if learned is False:
+            ds.source["learned"] = False
+            info["warning"] = (
+                f"source {source['label']!r} is a teacher that did not learn (see its meta_train trial); "
+                "its updates reflect its initial weights"
+            )
         path = ds.save(ctx.outdir / DATASET_FILE)
         metrics = {
             "n_train": float(len(ds.y_train)),
@@ -137,7 +146,14 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
             "n_inputs": float(ds.X_train.shape[1]),
             "seconds": time.time() - start,
         }
-        return TrialResult(metrics, files={DATASET_FILE: path})
+        return TrialResult(metrics, files={DATASET_FILE: path}, info=info)
+
+    def summary_lines(self, spec: CollectStage, outcome: StageOutcome) -> list[str]:
+        return [
+            f"{t.tag('source')}: {int(t.metrics.get('n_train', 0))} train + {int(t.metrics.get('n_val', 0))} "
+            f"held-out samples, {int(t.metrics.get('n_inputs', 0))} inputs"
+            for t in sorted(outcome.trials, key=lambda t: t.tag("source"))
+        ]
 
     def trial_tags(self, trial: CollectTrial) -> dict[str, str]:
         return {"source": str(trial.source.get("label"))}

@@ -128,5 +128,17 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         metrics["seconds"] = time.time() - start
         return TrialResult(metrics, files=files)
 
+    def summary_lines(self, spec: MetaTuneStage, outcome: StageOutcome) -> list[str]:
+        lines = []
+        for t in outcome.trials:
+            m = t.metrics
+            kept = "tuned" if m.get("kept_tuned", 1.0) else "initial (tuning did not help)"
+            lines.append(
+                f"{Path(str(t.config.get('equation', '?'))).parent.name or 'equation'} s{t.tag('seed')} "
+                f"({t.tag('method')}): held-out loss {m.get('heldout_before', float('nan')):.4g} -> "
+                f"{m.get('heldout_after', float('nan')):.4g}, kept {kept}"
+            )
+        return lines
+
     def trial_tags(self, trial: MetaTuneTrial) -> dict[str, str]:
         return {"method": trial.method, "seed": str(trial.seed)}

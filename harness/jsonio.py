@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dumps", "flatten_params", "to_jsonable", "write_json"]
+__all__ = ["dumps", "flatten_params", "parse_json", "to_jsonable", "write_json"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -74,3 +74,13 @@ def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = json.dumps(to_jsonable(v)) if isinstance(v, list | tuple) else str(v)
     return out
+
+
+def parse_json(data: Any, what: str, error: type[Exception] = ValueError) -> Any:
+    """``data`` itself, or parsed when it is a JSON string; bad JSON raises ``error`` naming ``what``."""
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise error(f"invalid {what} JSON: {exc}") from None

@@ -11,7 +11,6 @@ holds the class, its derived equations, float64 evaluation, scoring and JSON.
 from __future__ import annotations
 
 import ast
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import sympy
 import torch
 
-from harness.jsonio import to_jsonable, write_json
+from harness.jsonio import parse_json, to_jsonable, write_json
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.functions import expr_args
 from harness.symbolic.lowering import NP_OPS, Closure, closure, numpy_env
@@ -377,11 +376,7 @@ class Equation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> Equation:
         """Inverse of :meth:`to_json` (a dict or a JSON string); the expression goes through the safe parser."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise EquationParseError(f"invalid equation JSON: {exc}") from None
+        data = parse_json(data, "equation", EquationParseError)
         if not isinstance(data, Mapping) or not isinstance(data.get("expression"), str):
             raise EquationParseError("equation JSON needs a string field 'expression'")
         allowed = None

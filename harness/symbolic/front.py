@@ -6,7 +6,6 @@ Error is :func:`~harness.symbolic.metrics.fit_error`: ``1 - r2_val`` when held-o
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.jsonio import to_jsonable, write_json
+from harness.jsonio import parse_json, to_jsonable, write_json
 from harness.symbolic.expression import Equation
 from harness.symbolic.metrics import fit_error
 from harness.symbolic.names import EquationParseError
@@ -127,11 +126,7 @@ class ParetoFront:
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> ParetoFront:
         """Inverse of :meth:`to_json` (a dict or a JSON string); equations go through the safe parser."""
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise EquationParseError(f"invalid Pareto front JSON: {exc}") from None
+        data = parse_json(data, "Pareto front", EquationParseError)
         if not isinstance(data, Mapping) or not isinstance(data.get("equations"), list):
             raise EquationParseError("Pareto front JSON needs a list field 'equations'")
         return cls([Equation.from_json(e) for e in data["equations"]], dict(data.get("provenance") or {}))

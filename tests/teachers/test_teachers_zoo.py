@@ -97,9 +97,41 @@ def test_sizes_configurable() -> None:
 
 
 def test_rp_output_bounded_by_out_scale() -> None:
-    teacher = TEACHERS.get("rp")(out_scale=0.05)
-    outs, _ = _run(teacher, [torch.randn(100) * 1e3 for _ in range(3)])
-    assert outs[-1].abs().max() <= 0.05
+    """``update = out_scale * tanh(pre)``: with the output layer scaled so every pre-activation is
+    >= 10 in magnitude (un-squashed that would be a step of >= 10 * out_scale), the step stays within
+    ``out_scale`` and saturates at ``+out_scale`` / ``-out_scale`` (sign of the pre-activation)."""
+    torch.manual_seed(0)
+    out_scale = 0.05
+    teacher = TEACHERS.get("rp")(out_scale=out_scale)
+    grads = [torch.randn(100) * 10.0 ** (k - 1) for k in range(4)]  # 0.1 .. 1e2 scale, then 1e3 below
+    grads.append(torch.randn(100) * 1e3)
+    pre: list[torch.Tensor] = []
+    teacher.out.register_forward_hook(lambda _m, _a, out: pre.append(out.detach().squeeze(-1)))
+    outs, _ = _run(teacher, grads)
+    # default init: the step is exactly out_scale * tanh(pre-activation)
+    for u, p in zip(outs, pre, strict=True):
+        torch.testing.assert_close(u, out_scale * torch.tanh(p))
+    smallest = min(float(p.abs().min()) for p in pre)
+    assert smallest > 0
+    # the output layer is not fed back into the LSTM, so scaling its weights scales the pre-activation
+    w0 = teacher.out.weight.detach().clone()
+    bound = torch.tensor(out_scale)  # out_scale as the float32 the step is computed in
+    saturated: list[torch.Tensor] = []
+    for sign in (1.0, -1.0):
+        pre.clear()
+        with torch.no_grad():
+            teacher.out.weight.copy_(w0 * (sign * 20.0 / smallest))
+        outs, _ = _run(teacher, grads)
+        assert len(pre) == len(outs)
+        for u, p in zip(outs, pre, strict=True):
+            assert float(p.abs().min()) >= 10.0  # un-squashed: every |step| >= 10 * out_scale
+            assert bool((u.abs() <= bound).all())  # the bound holds ...
+            # ... and is reached: every step saturates at +-out_scale
+            torch.testing.assert_close(u, out_scale * torch.sign(p), rtol=0.0, atol=1e-6)
+        saturated.extend(outs)
+    both = torch.cat(saturated).detach()
+    assert float(both.max()) == pytest.approx(out_scale, abs=1e-6)
+    assert float(both.min()) == pytest.approx(-out_scale, abs=1e-6)
 
 
 def test_eta_feature_gets_gradients() -> None:

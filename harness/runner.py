@@ -103,6 +103,10 @@ class _TrialTags:
         tags = {f"{TAG}.{k}": str(v) for k, v in self.kind.trial_tags(trial).items()}
         identity = trial.model_dump(mode="json", include=set(self.kind.identity) or None)
         tags[f"{TAG}.config"] = json.dumps(identity, sort_keys=True, default=str)
+        # a readable run name: the trial's short facts (``quadratic_cos sgd(lr=0.1) 0``)
+        tags[f"{TAG}.label"] = " ".join(
+            v for k, v in self.kind.trial_tags(trial).items() if k != "optimizer_family"
+        )
         return tags
 
 
@@ -114,6 +118,11 @@ class _TrialParams:
 
     def __call__(self, config: dict[str, Any]) -> dict[str, str]:
         return flatten_params(self.kind.trial_params(config["trial"]))
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Tune's folder of a trial: its id (the default folder name repeats the config, here an object)."""
+    return f"{trial.trainable_name}_{trial.trial_id}"
 
 
 def stage_key(stage: StageBase, inputs: dict[str, StageOutcome]) -> str:
@@ -267,6 +276,7 @@ def run_stage(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
+                trial_dirname_creator=_trial_dirname,
                 max_concurrent_trials=stage.max_concurrent,
             ),
             run_config=tune.RunConfig(

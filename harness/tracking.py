@@ -238,7 +238,8 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             tags[f"{TAG}.kind"] = "trial"
             tags[f"{TAG}.trial_id"] = trial.trial_id
             tags[f"{TAG}.status"] = "running"
-            rid = start_run(self.client, self.experiment_id, str(trial), tags, self.parent_run_id)
+            name = tags.get(f"{TAG}.stage", "trial") + " " + (tags.get(f"{TAG}.label") or str(trial))
+            rid = start_run(self.client, self.experiment_id, name, tags, self.parent_run_id)
             log_batch(self.client, rid, params=self.trial_params(trial.config))
             self._runs[trial.trial_id] = rid
         return rid

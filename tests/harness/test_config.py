@@ -214,9 +214,15 @@ def test_lists_in_explicit_optimizer_entries_are_crossed_like_a_grid_block() -> 
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"family": "sgd", "lr": [0.1, -1.0]}, "stages[0].optimizers[0].lr[1]: Input should be greater than 0"),
+        (
+            {"family": "sgd", "lr": [0.1, -1.0]},
+            "stages[0].optimizers[0].lr[1]: Input should be greater than 0",
+        ),
         ({"family": "sgd", "lr": []}, "stages[0].optimizers[0].lr: List should have at least 1 item"),
-        ({"family": "sgd", "lr": 0.1, "momentum": [0.0, 0.9], "nesterov": True}, "nesterov needs momentum > 0"),
+        (
+            {"family": "sgd", "lr": 0.1, "momentum": [0.0, 0.9], "nesterov": True},
+            "nesterov needs momentum > 0",
+        ),
     ],
 )
 def test_bad_list_entries_name_the_item(entry: dict, expected: str) -> None:

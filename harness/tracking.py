@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def finite_metrics(metrics: dict[str, Any]) -> list[Metric]:
 def log_batch(
     client: MlflowClient,
     run_id: str,
-    metrics: list[Metric] = (),  # type: ignore[assignment]
+    metrics: Sequence[Metric] = (),
     params: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
 ) -> None:

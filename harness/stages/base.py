@@ -84,8 +84,11 @@ class LocalContext:
     """A :class:`TrialContext` without Ray: curve points and checkpoints are kept in memory."""
 
     def __init__(self, outdir: str | Path | None = None, cpus: int = 1) -> None:
-        self._tmp = None if outdir is not None else tempfile.TemporaryDirectory(prefix="sl2o-trial-")
-        self.outdir = Path(outdir if outdir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if outdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sl2o-trial-")
+            outdir = self._tmp.name
+        self.outdir = Path(outdir)
         self.outdir.mkdir(parents=True, exist_ok=True)
         self.cpus = cpus
         self.curves: dict[str, list[float]] = {}

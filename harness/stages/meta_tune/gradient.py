@@ -46,7 +46,10 @@ def _slot_constants(base: Sequence[float], slots: Sequence[Sequence[int]], u: Te
     for s, occ in enumerate(slots):
         for i in occ:
             out[i] = base[i] * torch.exp(u[s]) if base[i] != 0.0 else base[i] + u[s]
-    return out  # type: ignore[return-value]
+    missing = [i for i, c in enumerate(out) if c is None]
+    if missing:
+        raise ValueError(f"constant occurrences {missing} are in no slot")
+    return [c for c in out if c is not None]
 
 
 def unrolled_meta_loss(

@@ -91,7 +91,9 @@ def run(
     _print_summary(suite, outcome)
     if leaderboard and any(s.kind == "evaluate" for s in suite.stages):
         _print_leaderboard(outcome.tracking_uri, suite.name, None, Format.table)
-    _print_equations(outcome)
+    equation_stages = [s.kind for s in suite.stages if s.kind in ("distill", "meta_tune")]
+    if equation_stages and equation_stages[-1] == "meta_tune":  # a distill stage's summary shows its rules
+        _print_equations(outcome)
 
 
 def _log(msg: str) -> None:

@@ -104,10 +104,19 @@ class _TrialTags:
         identity = trial.model_dump(mode="json", include=set(self.kind.identity) or None)
         tags[f"{TAG}.config"] = json.dumps(identity, sort_keys=True, default=str)
         # a readable run name: the trial's short facts (``quadratic_cos sgd(lr=0.1) 0``)
-        tags[f"{TAG}.label"] = " ".join(
-            v for k, v in self.kind.trial_tags(trial).items() if k != "optimizer_family"
-        )
+        tags[f"{TAG}.label"] = _TrialLabel(self.kind)(config)
         return tags
+
+
+class _TrialLabel:
+    """``trial config -> short label`` (its tags' values) for progress lines and run names."""
+
+    def __init__(self, kind: StageKind[Any, Any]) -> None:
+        self.kind = kind
+
+    def __call__(self, config: dict[str, Any]) -> str:
+        tags = self.kind.trial_tags(config["trial"])
+        return " ".join(v for k, v in tags.items() if k != "optimizer_family")
 
 
 class _TrialParams:
@@ -141,8 +150,14 @@ def stage_key(stage: StageBase, inputs: dict[str, StageOutcome]) -> str:
 class Progress(tune.Callback):
     """Prints ``[stage] done/total trials, errors, elapsed`` as trials finish."""
 
-    def __init__(self, stage: str, total: int, log: Callable[[str], None]) -> None:
-        self.stage, self.total, self.log = stage, total, log
+    def __init__(
+        self,
+        stage: str,
+        total: int,
+        log: Callable[[str], None],
+        label: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
+        self.stage, self.total, self.log, self.label = stage, total, log, label
         self.done = self.errors = 0
         self.start = time.time()
 
@@ -158,13 +173,19 @@ class Progress(tune.Callback):
             f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed ({what})"
         )
 
+    def _name(self, trial: Any) -> str:
+        try:
+            return self.label(trial.config) if self.label is not None else str(trial)
+        except Exception:  # noqa: BLE001 - a label is a nicety; never break progress over it
+            return str(trial)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
-        self._line(str(trial))
+        self._line(self._name(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.errors += 1
-        self._line(f"{trial} errored")
+        self._line(f"{self._name(trial)} errored")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +308,7 @@ def run_stage(
                     JsonLoggerCallback(),
                     CSVLoggerCallback(),
                     tracker,
-                    Progress(stage.name, n_trials, opts.log),
+                    Progress(stage.name, n_trials, opts.log, _TrialLabel(kind)),
                 ],
                 verbose=0,
             ),

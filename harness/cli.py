@@ -12,6 +12,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from harness.config import Suite
+    from harness.runner import StageFailed
     from harness.stages.collect import SRDataset
     from harness.stages.outputs import SuiteOutcome
     from harness.symbolic.equation import Equation
@@ -71,10 +72,15 @@ def run(
     leaderboard: bool = typer.Option(
         True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end."
     ),
+    fresh: list[str] = typer.Option(
+        [], "--fresh", help="Rerun this stage whole, discarding its earlier runs (repeatable)."
+    ),
 ) -> None:
-    """Run a suite (rerunning the same command resumes it and reuses finished stages)."""
+    """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
+    import signal
+
     from harness.config import SuiteError, load_suite
-    from harness.runner import RunOptions, SuiteInterrupted, run_suite
+    from harness.runner import RunOptions, StageFailed, StageInputError, SuiteInterrupted, run_suite
 
     try:
         suite = load_suite(file)
@@ -82,11 +88,20 @@ def run(
         _fail(str(err))
     if tracking_uri is None and "MLFLOW_TRACKING_URI" not in __import__("os").environ:
         workdir.mkdir(parents=True, exist_ok=True)
-    opts = RunOptions(address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log)
+    opts = RunOptions(
+        address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log, fresh=frozenset(fresh)
+    )
+    # SIGTERM (a scheduler's or `kill`'s stop) behaves like Ctrl-C: Tune stops its trials and saves state
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         outcome = run_suite(suite, opts)
     except SuiteInterrupted as err:
         _fail(str(err), code=130)
+    except StageInputError as err:
+        _fail(str(err))
+    except StageFailed as failed:
+        _print_failure(suite, failed)
+        raise typer.Exit(1) from None
     console.print(f"suite {suite.name!r} finished in {outcome.seconds:.1f}s; MLflow: {outcome.tracking_uri}")
     _print_summary(suite, outcome)
     if leaderboard and any(s.kind == "evaluate" for s in suite.stages):
@@ -94,6 +109,36 @@ def run(
     equation_stages = [s.kind for s in suite.stages if s.kind in ("distill", "meta_tune")]
     if equation_stages and equation_stages[-1] == "meta_tune":  # a distill stage's summary shows its rules
         _print_equations(outcome)
+
+
+def _print_failure(suite: Suite, failed: StageFailed) -> None:
+    """What ran, which trials failed (one line each, with the log), and how to go on."""
+    from harness.registry import STAGES
+
+    completed = failed.outcome.extra.get("completed_stages", {})
+    console.print("summary:", highlight=False)
+    for name, st in completed.items():
+        for line in STAGES.get(st.kind).summarize(suite.stage(name), st):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    out = failed.outcome
+    err_console.print(
+        f"error: stage {out.name!r} is not finished: {len(failed.failures)} trial(s) errored, "
+        f"{len(out.trials)} ok; later stages did not run",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    for f in failed.failures:
+        err_console.print(
+            f"  {f.label}: {f.error}\n    log: {f.log}", highlight=False, markup=False, soft_wrap=True
+        )
+    err_console.print(
+        "Fix the cause and rerun the same command: only the errored and missing trials run again "
+        f"(--fresh {out.name} reruns the stage whole).",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _log(msg: str) -> None:
@@ -140,7 +185,15 @@ def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: 
     from harness import report, tracking
 
     client = tracking.init_tracking(uri)
-    rows = report.aggregate(tracking.leaderboard_records(client, suite, optimizee))
+    stats: dict[str, int] = {}
+    rows = report.aggregate(tracking.leaderboard_records(client, suite, optimizee, stats=stats))
+    if stats.get("duplicates"):
+        err_console.print(
+            f"warning: {stats['duplicates']} duplicate trial record(s) in this store were counted once "
+            "(a store written by an older version after a crash)",
+            highlight=False,
+            markup=False,
+        )
     if not rows:
         what = f" for suite {suite!r}" if suite else ""
         _fail(f"no finished evaluate trials{what} in {uri}")

@@ -18,7 +18,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (suite, optimizee, optimizer): mean/std/n of the metric, ranked per optimizee.
 
     A seed that diverged counts as +inf (or -inf for a ``max`` metric), so any divergence puts the
-    row after every row that never diverged; the count of diverged seeds is in ``diverged``.
+    row after every row that never diverged; the count of diverged seeds is in ``diverged``. A seed
+    whose trial errored has no value: it is left out of the mean, counted in ``errored``, and the row
+    ranks after the complete ones (its mean is over fewer seeds).
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -27,15 +29,18 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (suite, optimizee, optimizer), rs in groups.items():
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         worst = math.inf if mode == "min" else -math.inf
-        values, diverged = [], 0
+        values, diverged, errored = [], 0, 0
         for r in rs:
+            if r["status"] == "error":
+                errored += 1
+                continue
             if r["status"] == "diverged" or metric not in r["metrics"]:
                 diverged += r["status"] == "diverged"
                 values.append(worst)
             else:
                 values.append(float(r["metrics"][metric]))
         finite = [v for v in values if math.isfinite(v)]
-        mean = statistics.fmean(values) if len(finite) == len(values) else worst
+        mean = statistics.fmean(values) if values and len(finite) == len(values) else worst
         std = statistics.stdev(finite) if len(finite) > 1 and len(finite) == len(values) else 0.0
         row = {
             "suite": suite,
@@ -46,9 +51,10 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "mode": mode,
             "mean": mean,
             "std": std,
-            "n": len(rs),
+            "n": len(values),
             "diverged": diverged,
-            "seeds": sorted(str(r["seed"]) for r in rs),
+            "errored": errored,
+            "seeds": sorted(str(r["seed"]) for r in rs if r["status"] != "error"),
         }
         for m in EXTRA_METRICS:
             vals = [float(r["metrics"][m]) for r in rs if m in r["metrics"]]
@@ -59,7 +65,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
         v = row["mean"]
         v = v if row["mode"] == "min" else -v
-        return (row["suite"], row["optimizee"], row["diverged"] > 0, v, row["optimizer"])
+        incomplete = row["diverged"] > 0 or row["errored"] > 0
+        return (row["suite"], row["optimizee"], incomplete, v, row["optimizer"])
 
     rows.sort(key=sort_key)
     rank: dict[tuple[str, str], int] = defaultdict(int)
@@ -84,7 +91,19 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    cols = ["suite", "optimizee", "rank", "optimizer", "family", "metric", "mean", "std", "n", "diverged"]
+    cols = [
+        "suite",
+        "optimizee",
+        "rank",
+        "optimizer",
+        "family",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "diverged",
+        "errored",
+    ]
     cols += [m for m in EXTRA_METRICS if any(m in r for r in rows)]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
@@ -107,7 +126,7 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
         t = Table(
             title=f"{suite} / {optimizee}  ({metric}, {'lower' if mode == 'min' else 'higher'} is better)"
         )
-        for col in ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", *extras]:
+        for col in ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored", *extras]:
             t.add_column(col, justify="left" if col in ("optimizer", "family") else "right")
         for r in rs:
             t.add_row(
@@ -118,6 +137,7 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
                 _fmt(r["std"]),
                 str(r["n"]),
                 str(r["diverged"]),
+                str(r.get("errored", 0)),
                 *[_fmt(r.get(m, "")) for m in extras],
             )
         tables.append(t)

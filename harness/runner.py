@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from pydantic import BaseModel
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -44,6 +46,33 @@ class SuiteInterrupted(RuntimeError):
     """A stage stopped before all its trials finished (Ctrl-C); rerunning resumes it."""
 
 
+@dataclass
+class TrialFailure:
+    """One errored trial: which, why (the error's last line) and where its full log is."""
+
+    label: str
+    error: str
+    log: str
+
+
+class StageFailed(RuntimeError):
+    """A stage ended with errored trials: it is not finished, and the suite stops after it.
+
+    Rerunning the same command runs only the errored (and any missing) trials of the stage.
+    """
+
+    def __init__(self, outcome: StageOutcome, failures: list[TrialFailure]) -> None:
+        self.outcome = outcome
+        self.failures = failures
+        super().__init__(
+            f"stage {outcome.name!r}: {len(failures)} of {len(failures) + len(outcome.trials)} trials errored"
+        )
+
+
+class StageInputError(ValueError):
+    """A stage cannot be planned from what the earlier stages produced (one clear line)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # options and outcomes
 # ---------------------------------------------------------------------------------------------
@@ -56,6 +85,8 @@ class RunOptions:
     workdir: str = "sl2o_runs"
     quiet: bool = False
     log: Callable[[str], None] = print
+    #: names of stages to rerun whole (their earlier runs and Tune state are discarded)
+    fresh: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,15 +123,23 @@ def trial_resources(res: Resources) -> dict[str, float]:
     return {"cpu": float(res.cpus_per_trial), "gpu": float(gpus)}
 
 
+def trial_key(stage_key: str, trial: BaseModel) -> str:
+    """A trial's stable identity: its stage's key and its whole resolved config."""
+    blob = json.dumps(trial.model_dump(mode="json"), sort_keys=True, default=str)
+    return hashlib.sha256(f"{stage_key}\n{blob}".encode()).hexdigest()[:20]
+
+
 class _TrialTags:
     """``trial config -> MLflow tags`` for a stage kind (picklable: Tune saves it with its callbacks)."""
 
-    def __init__(self, kind: StageKind[Any, Any]) -> None:
+    def __init__(self, kind: StageKind[Any, Any], stage_key: str) -> None:
         self.kind = kind
+        self.stage_key = stage_key
 
     def __call__(self, config: dict[str, Any]) -> dict[str, str]:
         trial = config["trial"]
         tags = {f"{TAG}.{k}": str(v) for k, v in self.kind.trial_tags(trial).items()}
+        tags[f"{TAG}.trial_key"] = trial_key(self.stage_key, trial)
         identity = trial.model_dump(mode="json", include=set(self.kind.identity) or None)
         tags[f"{TAG}.config"] = json.dumps(identity, sort_keys=True, default=str)
         # a readable run name: the trial's short facts (``quadratic_cos sgd(lr=0.1) 0``)
@@ -115,6 +154,8 @@ class _TrialLabel:
         self.kind = kind
 
     def __call__(self, config: dict[str, Any]) -> str:
+        if "trial" not in config:
+            return "?"
         tags = self.kind.trial_tags(config["trial"])
         return " ".join(v for k, v in tags.items() if k != "optimizer_family")
 
@@ -225,7 +266,7 @@ def run_stage(
     exp_id = ctx["experiment_id"]
     key = stage_key(stage, inputs)
     art_cache = Path(opts.workdir).resolve() / "artifacts" / suite.name / f"{stage.name}-{key}"
-    done = tracking.completed_stage_run(client, exp_id, key)
+    done = None if stage.name in opts.fresh else tracking.completed_stage_run(client, exp_id, key)
     if done is not None:
         trials = _stage_outputs(client, exp_id, done.info.run_id, art_cache)
         opts.log(f"[{stage.name}] reusing finished stage (run {done.info.run_id}, {len(trials)} trials)")
@@ -237,11 +278,19 @@ def run_stage(
 
     start = time.time()
     kind = STAGES.get(stage.kind)
-    trials = kind.plan(suite, stage, inputs)
+    try:
+        trials = kind.plan(suite, stage, inputs)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise StageInputError(f"stage {stage.name!r} cannot start: {err}") from None
+    if not trials:
+        raise StageInputError(f"stage {stage.name!r} has no trials to run (check its inputs)")
     n_trials = len(trials)
     tune_dir = Path(opts.workdir).resolve() / "tune" / suite.name
     exp_name = f"{stage.name}-{key}"
     exp_path = tune_dir / exp_name
+    if stage.name in opts.fresh:
+        n = _forget_stage(client, exp_id, key, exp_path)
+        opts.log(f"[{stage.name}] --fresh: discarded {n} earlier runs and the Tune state of this stage")
     # a stage run with this key that did not complete is an interrupted one: continue it
     prev = tracking.find_runs(
         client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'stage'"
@@ -288,7 +337,7 @@ def run_stage(
                 f"{TAG}.stage_kind": stage.kind,
                 f"{TAG}.stage_key": key,
             },
-            _TrialTags(kind),
+            _TrialTags(kind, key),
             _TrialParams(kind),
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
@@ -329,12 +378,40 @@ def run_stage(
     trials = _stage_outputs(client, exp_id, stage_run_id, art_cache)
     secs = time.time() - start
     outcome = StageOutcome(stage.name, stage.kind, key, stage_run_id, False, trials, errors, secs)
+    if errors:
+        failures = [
+            TrialFailure(
+                _TrialLabel(kind)(r.config or {}), _last_line(r.error), str(Path(r.path) / "error.txt")
+            )
+            for r in grid
+            if r.error is not None
+        ]
+        client.set_tag(stage_run_id, f"{TAG}.errors", str(errors))
+        client.set_terminated(stage_run_id, status="FAILED")
+        opts.log(f"[{stage.name}] {errors} of {n_trials} trials errored; the stage is not finished")
+        raise StageFailed(outcome, failures)
     _finalize(stage, outcome, ctx, art_cache, fresh=True, opts=opts)
     client.set_tag(stage_run_id, f"{TAG}.complete", "true")
     client.set_tag(stage_run_id, f"{TAG}.errors", str(errors))
     client.set_terminated(stage_run_id, status="FINISHED")
     opts.log(f"[{stage.name}] finished: {len(trials)} trials ok, {errors} errored, {secs:.1f}s")
     return outcome
+
+
+def _last_line(err: BaseException | None) -> str:
+    """The last non-empty line of an error's text (Ray wraps the trial's own exception in a long one)."""
+    lines = [line.strip() for line in str(err or "unknown error").splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:300]
+
+
+def _forget_stage(client: Any, exp_id: str, key: str, exp_path: Path) -> int:
+    """``--fresh``: delete the MLflow runs (stage and trials) and the Tune state of a stage key."""
+    runs = tracking.find_runs(client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}'")
+    for r in runs:
+        client.delete_run(r.info.run_id)
+    if exp_path.exists():
+        shutil.rmtree(exp_path)
+    return len(runs)
 
 
 def _finalize(
@@ -367,14 +444,31 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             f"{TAG}.mode": suite.metric.mode,
         },
     )
+    unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
+    if unknown:
+        raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")
+    orphans = tracking.close_orphan_runs(client, exp_id, keep=suite_run_id)
+    if orphans:
+        opts.log(
+            f"closed {orphans} suite/stage runs left open by an earlier driver that did not exit cleanly"
+        )
     opts.log(f"suite {suite.name!r}: {len(suite.stages)} stage(s); MLflow {uri} (experiment {exp_id})")
     ctx = {"client": client, "experiment_id": exp_id, "suite_run_id": suite_run_id, "tracking_uri": uri}
     outcomes: dict[str, StageOutcome] = {}
+
+    def record(outs: list[StageOutcome]) -> None:
+        client.set_tag(suite_run_id, f"{TAG}.stage_keys", ",".join(o.key for o in outs))
+        client.set_tag(suite_run_id, f"{TAG}.stage_runs", ",".join(o.run_id for o in outs))
+
     try:
         for stage in suite.stages:
             outcomes[stage.name] = run_stage(suite, stage, dict(outcomes), ctx, opts)
-            client.set_tag(suite_run_id, f"{TAG}.stage_keys", ",".join(o.key for o in outcomes.values()))
-            client.set_tag(suite_run_id, f"{TAG}.stage_runs", ",".join(o.run_id for o in outcomes.values()))
+            record(list(outcomes.values()))
+    except StageFailed as failed:
+        record([*outcomes.values(), failed.outcome])  # the leaderboard shows what ran, errors counted
+        failed.outcome.extra["completed_stages"] = dict(outcomes)
+        client.set_terminated(suite_run_id, status="FAILED")
+        raise
     except BaseException:
         client.set_terminated(suite_run_id, status="KILLED")
         raise

@@ -7,15 +7,17 @@ That keeps a single writer on the SQLite store and works unchanged against an ``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.jsonio import flatten_params
@@ -49,12 +51,32 @@ def resolve_tracking_uri(uri: str | None, workdir: str | Path = ".") -> str:
 def init_tracking(uri: str) -> MlflowClient:
     """Point MLflow at ``uri`` and create the SQLite DB now, in the driver, before trials start."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    client.search_experiments(max_results=1)  # runs the schema migrations once, here
+    if not uri.startswith("sqlite:///"):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+        return client
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # creating and migrating a new store is serialized: two suites started at once on a fresh store
+    # would otherwise race in MLflow's schema migration ("duplicate column name")
+    with _file_lock(db.with_name(db.name + ".lock")):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # runs the schema migrations once, here
     return client
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing) for the ``with`` block."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -70,9 +92,15 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     root = artifact_root_for(uri)
-    return client.create_experiment(
-        name, artifact_location=f"{root}/{name}" if root else None, tags={f"{TAG}.suite": name}
-    )
+    try:
+        return client.create_experiment(
+            name, artifact_location=f"{root}/{name}" if root else None, tags={f"{TAG}.suite": name}
+        )
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # another driver created it just now
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 #: nested config -> flat MLflow params (one definition, in harness.jsonio)
@@ -169,6 +197,26 @@ def completed_stage_run(client: MlflowClient, experiment_id: str, stage_key: str
     return runs[0] if runs else None
 
 
+def close_orphan_runs(client: MlflowClient, experiment_id: str, keep: str | None = None) -> int:
+    """Close suite and stage runs an earlier driver left RUNNING (it was killed); returns how many.
+
+    Their trials are resumed by the stage that reruns; this only ends the stale bookkeeping runs.
+    """
+    stale = [
+        r
+        for kind in ("suite", "stage")
+        for r in find_runs(
+            client, [experiment_id], f"tags.`{TAG}.kind` = '{kind}' and attributes.status = 'RUNNING'"
+        )
+    ]
+    n = 0
+    for r in stale:
+        if r.info.run_id != keep:
+            client.set_terminated(r.info.run_id, status="KILLED")
+            n += 1
+    return n
+
+
 def close_stale_trial_runs(client: MlflowClient, experiment_id: str, stage_key: str) -> int:
     """Mark trial runs left RUNNING by an interrupted driver as KILLED; returns how many."""
     stale = find_runs(
@@ -192,7 +240,14 @@ def _tune_callback_base() -> type:
 
 
 class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
-    """Ray Tune callback: one MLflow child run per trial under the stage run.
+    """Ray Tune callback: one MLflow child run per trial under the stage run, exactly once.
+
+    A trial is identified by its ``sl2o.trial_key`` tag (the stage key and the trial's resolved config),
+    not by Tune's trial id, so whatever killed the driver before, the rerun leaves one record per trial:
+    a trial whose key already has a FINISHED run is not recorded again (Tune may rerun a trial its saved
+    state had not yet marked done); an unfinished run of the same key (a killed or errored attempt) is
+    deleted and replaced by the new attempt's run, so a retried curve replaces the old one instead of
+    being appended to it. The same happens when Tune retries a trial within one run.
 
     Results carry the keys of :class:`harness.stages.outputs.ResultKey`: ``curve_steps``/``curve_<name>``
     lists (logged as metric histories in one batch), and on the last one ``final: True`` with the final
@@ -215,7 +270,7 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         self.base_tags = base_tags
         self.trial_tags = trial_tags
         self.trial_params = trial_params
-        self._runs: dict[str, str] = {}
+        self._runs: dict[str, str | None] = {}
         self._client: MlflowClient | None = None
 
     @property
@@ -230,25 +285,46 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         state["_runs"] = {}
         return state
 
-    def _run_for(self, trial: Any) -> str:
-        rid = self._runs.get(trial.trial_id)
-        if rid is None:
-            tags = dict(self.base_tags)
-            tags.update(self.trial_tags(trial.config))
-            tags[f"{TAG}.kind"] = "trial"
-            tags[f"{TAG}.trial_id"] = trial.trial_id
-            tags[f"{TAG}.status"] = "running"
-            name = tags.get(f"{TAG}.stage", "trial") + " " + (tags.get(f"{TAG}.label") or str(trial))
-            rid = start_run(self.client, self.experiment_id, name, tags, self.parent_run_id)
-            log_batch(self.client, rid, params=self.trial_params(trial.config))
-            self._runs[trial.trial_id] = rid
+    def _run_for(self, trial: Any, fresh: bool = False) -> str | None:
+        """The run recording ``trial``; None when an earlier attempt already recorded it (finished)."""
+        if trial.trial_id in self._runs and not fresh:
+            return self._runs[trial.trial_id]
+        tags = dict(self.base_tags)
+        tags.update(self.trial_tags(trial.config))
+        key = tags[f"{TAG}.trial_key"]
+        earlier = find_runs(
+            self.client,
+            [self.experiment_id],
+            f"tags.`{TAG}.trial_key` = '{key}' and tags.`{TAG}.kind` = 'trial'",
+        )
+        if any(r.info.status == "FINISHED" for r in earlier) and not fresh:
+            self._runs[trial.trial_id] = None  # recorded once already: ignore this attempt
+            return None
+        for r in earlier:  # unfinished attempts: replaced by this one
+            self.client.delete_run(r.info.run_id)
+        tags[f"{TAG}.kind"] = "trial"
+        tags[f"{TAG}.trial_id"] = trial.trial_id
+        tags[f"{TAG}.status"] = "running"
+        name = tags.get(f"{TAG}.stage", "trial") + " " + (tags.get(f"{TAG}.label") or str(trial))
+        rid = start_run(self.client, self.experiment_id, name, tags, self.parent_run_id)
+        log_batch(self.client, rid, params=self.trial_params(trial.config))
+        self._runs[trial.trial_id] = rid
         return rid
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_for(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune retries a failed trial: its new attempt gets a new run, the failed one is removed."""
+        rid = self._runs.get(trial.trial_id)
+        if rid is not None:
+            self.client.delete_run(rid)
+        self._runs.pop(trial.trial_id, None)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         rid = self._run_for(trial)
+        if rid is None:
+            return
         metrics: list[Metric] = []
         steps = result.get(ResultKey.CURVE_STEPS)
         now = int(time.time() * 1000)
@@ -277,6 +353,8 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run_for(trial)
+        if rid is None:
+            return
         ckpt = trial.checkpoint
         if ckpt is not None and ckpt.path and os.path.isdir(ckpt.path):
             art = os.path.join(ckpt.path, ARTIFACTS_DIR)
@@ -286,6 +364,8 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run_for(trial)
+        if rid is None:
+            return
         err = ""
         if trial.error_file and os.path.exists(trial.error_file):
             err = Path(trial.error_file).read_text()[-4000:]
@@ -296,14 +376,40 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
 # ---------------------------------------------------------------------------------------------
 # leaderboard queries
 # ---------------------------------------------------------------------------------------------
+def _one_per_trial(runs: list[Any]) -> tuple[list[Any], int]:
+    """One run per trial identity (``sl2o.trial_key``, else stage key + config): a finished run before a
+    failed one, then the latest. Stores written before trial keys existed may hold doubles."""
+    best: dict[str, Any] = {}
+    duplicates = 0
+    for r in runs:
+        t = r.data.tags
+        ident = (
+            t.get(f"{TAG}.trial_key")
+            or f"{t.get(f'{TAG}.stage_key')}:{t.get(f'{TAG}.config', r.info.run_id)}"
+        )
+        rank = (r.info.status == "FINISHED", r.info.end_time or 0)
+        if ident in best:
+            duplicates += 1
+            other = best[ident]
+            if rank <= (other.info.status == "FINISHED", other.info.end_time or 0):
+                continue
+        best[ident] = r
+    return list(best.values()), duplicates
+
+
 def leaderboard_records(
-    client: MlflowClient, suite: str | None = None, optimizee: str | None = None
+    client: MlflowClient,
+    suite: str | None = None,
+    optimizee: str | None = None,
+    stats: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Finished evaluate-trial runs of each suite's latest run, as flat records for ``report``.
+    """Evaluate-trial runs (finished, and errored with ``status: error``) of each suite's latest run, one
+    per trial, as flat records for ``report``; ``stats["duplicates"]`` counts the doubles left out.
 
     Only the stage keys of the most recent suite run count, so an edited and rerun suite does not
     mix old and new results.
     """
+    duplicates = 0
     records: list[dict[str, Any]] = []
     for exp in our_experiments(client, suite):
         latest = latest_suite_run(client, exp.experiment_id)
@@ -317,9 +423,12 @@ def leaderboard_records(
                 client,
                 [exp.experiment_id],
                 f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'trial' "
-                f"and tags.`{TAG}.stage_kind` = 'evaluate' and attributes.status = 'FINISHED'",
+                f"and tags.`{TAG}.stage_kind` = 'evaluate'",
             )
-            for r in runs:
+            runs = [r for r in runs if r.info.status in ("FINISHED", "FAILED")]
+            unique, doubles = _one_per_trial(runs)
+            duplicates += doubles
+            for r in unique:
                 t = r.data.tags
                 if (
                     optimizee is not None
@@ -335,13 +444,17 @@ def leaderboard_records(
                         "optimizer": t.get(f"{TAG}.optimizer"),
                         "family": t.get(f"{TAG}.optimizer_family"),
                         "seed": t.get(f"{TAG}.seed"),
-                        "status": t.get(f"{TAG}.status", "ok"),
+                        "status": "error" if r.info.status == "FAILED" else t.get(f"{TAG}.status", "ok"),
+                        "trial_key": t.get(f"{TAG}.trial_key")
+                        or f"{key}:{t.get(f'{TAG}.config', r.info.run_id)}",
                         "metric": metric,
                         "mode": mode,
                         "metrics": dict(r.data.metrics),
                         "run_id": r.info.run_id,
                     }
                 )
+    if stats is not None:
+        stats["duplicates"] = duplicates
     return records
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -25,6 +28,7 @@ from pydantic import (
 )
 
 from harness.features import ADAM_BETAS, ADAM_EPS
+from search_spaces.safe_yaml import YAMLInputError, read_yaml
 
 
 class SuiteError(ValueError):
@@ -33,6 +37,29 @@ class SuiteError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# names and labels
+# ---------------------------------------------------------------------------------------------
+#: longest suite / stage name or label (they become MLflow experiment and run names and folder names)
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""Suite and stage names: letters, digits, ``_ . -`` (never ``.`` or ``..`` alone)."""
+LABEL_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+"""Labels (of optimizees, teachers): as names, plus ``+`` (``dm+cl+il``)."""
+
+
+def _not_dots(v: str) -> str:
+    if v in (".", ".."):
+        raise ValueError(f"{v!r} is not allowed as a name (it names a folder)")
+    return v
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
+"""A suite or stage name: :data:`NAME_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
+Label = Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
+"""A label: :data:`LABEL_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +72,7 @@ class OptimizeeSpec(_Model):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     steps: int | None = Field(default=None, gt=0)
     epochs: float | None = Field(default=None, gt=0)
-    label: str | None = None
+    label: Label | None = None
 
     @model_validator(mode="after")
     def _budget(self) -> OptimizeeSpec:
@@ -211,6 +238,13 @@ class OptimizerBlock(_Model):
 
     @model_validator(mode="after")
     def _combinations(self) -> OptimizerBlock:
+        from search_spaces import GridError, check_grid_size
+
+        data = self.model_dump(exclude_unset=True)
+        try:
+            check_grid_size([v if isinstance(v, list) else [v] for v in data.values()], "this entry")
+        except GridError as err:
+            raise ValueError(str(err)) from None
         try:
             self.expand()
         except ValidationError as err:
@@ -280,7 +314,7 @@ class StageBase(_Model):
     """Fields every stage kind has; a kind's spec model subclasses this with ``kind: Literal[...]``."""
 
     kind: str
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     resources: Resources | None = None
     max_failures: int | None = Field(default=None, ge=0)
     max_concurrent: int | None = Field(default=None, gt=0)
@@ -291,8 +325,23 @@ class StageBase(_Model):
 
 
 class Metric(_Model):
+    """The metric the leaderboard ranks by: one that evaluate trials record, and its direction."""
+
     name: str = "final_train_loss"
     mode: Literal["min", "max"] = "min"
+
+    @field_validator("name")
+    @classmethod
+    def _recorded(cls, v: str) -> str:
+        from harness.registry import STAGES
+
+        # defined once, beside what records them (harness.stages.evaluate.METRIC_MODES); read through the
+        # registry, as this module sits below the stage kinds
+        METRIC_MODES: dict[str, str] = STAGES.get("evaluate").metric_modes  # noqa: N806
+        if v not in METRIC_MODES:
+            known = ", ".join(f"{k} (mode: {m})" for k, m in METRIC_MODES.items())
+            raise ValueError(f"evaluate trials do not record a metric {v!r}; they record: {known}")
+        return v
 
 
 class Suite(_Model):
@@ -303,7 +352,7 @@ class Suite(_Model):
     :func:`suite_model`, which knows them all.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     description: str = ""
     metric: Metric = Field(default_factory=Metric)
     resources: Resources = Field(default_factory=Resources)
@@ -430,23 +479,102 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+FILE_FIELDS: dict[str, str] = {
+    "checkpoint": "teacher checkpoint",
+    "equation": "equation file",
+    "file": "grid file",
+}
+"""Fields that name a file a run reads, by field name, in any entry of any stage kind (plug-ins
+included); :func:`load_suite_dict` checks each exists (relative to the current directory)."""
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[BaseModel, str]]:
+    """Every pydantic model inside ``value`` with its YAML path."""
+    if isinstance(value, BaseModel):
+        yield value, path
+        for name in type(value).model_fields:
+            yield from _walk(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from _walk(item, f"{path}.{k}" if path else str(k))
+
+
+def reference_problems(suite: Suite) -> list[tuple[str, str]]:
+    """``(yaml path, problem)`` for each referenced file that is missing and each bad label."""
+    out: list[tuple[str, str]] = []
+    for model, path in _walk(suite, ""):
+        for field, what in FILE_FIELDS.items():
+            value = getattr(model, field, None) if field in type(model).model_fields else None
+            if not isinstance(value, str):
+                continue
+            p = Path(value)
+            if p.is_dir():
+                out.append((f"{path}.{field}", f"{what} {value!r} is a directory, not a file"))
+            elif not p.is_file():
+                where = "" if p.is_absolute() else f" (relative paths are read from {os.getcwd()})"
+                out.append((f"{path}.{field}", f"{what} {value!r} does not exist{where}"))
+        label = getattr(model, "label", None) if "label" in type(model).model_fields else None
+        if isinstance(label, str) and (
+            len(label) > MAX_NAME_LENGTH or label in (".", "..") or not re.fullmatch(LABEL_PATTERN, label)
+        ):
+            out.append(
+                (
+                    f"{path}.label",
+                    f"bad label {label[:MAX_NAME_LENGTH]!r}: use at most {MAX_NAME_LENGTH} of "
+                    "A-Z a-z 0-9 _ . + - (not '.' or '..')",
+                )
+            )
+    return out
+
+
 def load_suite_dict(data: Any, source: str = "<suite>") -> Suite:
-    """Validate an already-parsed YAML mapping."""
+    """Validate an already-parsed YAML mapping, then check the files it references exist."""
     if not isinstance(data, dict):
         raise SuiteError(f"{source}: a suite file must be a YAML mapping with name and stages")
     try:
-        return suite_model().model_validate(data)
+        suite = suite_model().model_validate(data)
     except ValidationError as err:
         raise SuiteError(format_validation_error(err, source)) from None
+    problems = reference_problems(suite)
+    if problems:
+        raise SuiteError("\n".join(f"{source}: {path}: {msg}" for path, msg in problems))
+    return suite
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite YAML file; raise SuiteError naming each wrong YAML path."""
+    """Read (safely, within the caps of :mod:`search_spaces.safe_yaml`) and validate a suite YAML file;
+    raise SuiteError naming each wrong YAML path."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise SuiteError(f"suite file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise SuiteError(f"{p}: not valid YAML: {err}") from None
+        data = read_yaml(p)
+    except YAMLInputError as err:
+        raise SuiteError(str(err)) from None
     return load_suite_dict(data, str(p))
+
+
+def check_resources(suite: Suite, available_cpus: float) -> None:
+    """Refuse a suite whose trials ask for more CPUs than ``available_cpus`` (e.g. ``os.cpu_count()``).
+
+    For a run on this machine (no cluster address): Ray would queue such a trial forever. Each stage's
+    resources are its own ``resources:`` or else the suite's; the error names the YAML path that sets them.
+    """
+    problems: list[str] = []
+    for i, stage in enumerate(suite.stages):
+        path = f"stages[{i}].resources" if stage.resources is not None else "resources"
+        res = stage.resources or suite.resources
+        line = (
+            f"suite {suite.name!r}: {path}.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial, but this "
+            f"machine has {available_cpus:g}; lower it, or pass --address of a Ray cluster that has them"
+        )
+        if res.cpus_per_trial > available_cpus and line not in problems:
+            problems.append(line)
+    if problems:
+        raise SuiteError("\n".join(problems))

@@ -7,14 +7,17 @@ A grid block's list-valued fields are crossed; the expansion into trials is Ray 
 from __future__ import annotations
 
 import itertools
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from search_spaces.safe_yaml import YAMLInputError, read_yaml
 
 HERE = Path(__file__).resolve().parent
 BASELINES = HERE / "baselines.yaml"
+MAX_GRID_CONFIGS = 10_000
+"""Most optimizer configs one grid (or one list-valued optimizer entry of a suite) may expand to."""
 
 
 class GridError(ValueError):
@@ -26,11 +29,21 @@ def _read(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise GridError(f"grid file {path!r} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
-    grids = data.get("grids")
+    try:
+        data = read_yaml(p) or {}
+    except YAMLInputError as err:
+        raise GridError(str(err)) from None
+    grids = data.get("grids") if isinstance(data, dict) else None
     if not isinstance(grids, dict):
         raise GridError(f"{path}: expected a top-level 'grids:' mapping of name -> list of blocks")
     return grids
+
+
+def check_grid_size(values: list[list[Any]], where: str, already: int = 0) -> None:
+    """Refuse crossing ``values`` when, with ``already`` configs, it passes :data:`MAX_GRID_CONFIGS`."""
+    total = already + math.prod(len(v) for v in values)
+    if total > MAX_GRID_CONFIGS:
+        raise GridError(f"{where} crosses to {total} optimizer configs, more than {MAX_GRID_CONFIGS}")
 
 
 def grid_names(file: str | None = None) -> list[str]:
@@ -50,6 +63,7 @@ def load_grid(name: str, file: str | None = None) -> list[dict[str, Any]]:
             raise GridError(f"{path}: grids.{name}[{i}] must be a mapping with a 'family' field")
         keys = sorted(block)
         values = [block[k] if isinstance(block[k], list) else [block[k]] for k in keys]
+        check_grid_size(values, f"{path}: grids.{name}[{i}]", len(out))
         for combo in itertools.product(*values):
             out.append(dict(zip(keys, combo, strict=True)))
     return out

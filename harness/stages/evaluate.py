@@ -30,6 +30,17 @@ from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.outputs import StageOutcome, optimizers_from_stage
 from harness.stages.problems import budget_steps, build_problem
 
+#: every metric an evaluate trial records (:meth:`EvalResult.metrics`), with the ``mode`` that ranks it
+#: best-first: the names a suite's ``metric:`` may use
+METRIC_MODES: dict[str, Literal["min", "max"]] = {
+    "final_train_loss": "min",
+    "test_loss": "min",
+    "test_acc": "max",
+    "wall_time_s": "min",
+    "steps": "max",
+    "diverged": "min",
+}
+
 #: how many of the last minibatch losses ``final_train_loss`` averages (capped by steps per epoch)
 FINAL_WINDOW = 20
 
@@ -50,7 +61,8 @@ class EvalResult:
     diverged_at: int | None = None
 
     def metrics(self) -> dict[str, float]:
-        """Scalar metrics for trackers (diverged runs report inf losses and 0 accuracy)."""
+        """Scalar metrics for trackers (diverged runs report inf losses and 0 accuracy); the names are
+        :data:`METRIC_MODES`' (``test_acc`` only where the optimizee has a test accuracy)."""
         out = {
             "final_train_loss": self.final_train_loss,
             "test_loss": self.test_loss,
@@ -252,6 +264,8 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
     trial_model = EvaluateTrial
     outputs = ()
     metric = "final_train_loss"
+    #: what its trials record: the metrics a suite's ``metric:`` may rank by (see harness.config.Metric)
+    metric_modes = METRIC_MODES
     identity = ("optimizee", "optimizer", "seed")
 
     def plan(

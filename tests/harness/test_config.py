@@ -238,3 +238,121 @@ def test_grid_files_are_validated_entry_by_entry(tmp_path) -> None:
         load_suite_dict(_evaluate_suite({"grid": "g", "file": str(bad)}))
     with pytest.raises(SuiteError, match="unknown family 'evil'"):
         load_suite_dict(_evaluate_suite({"grid": "h", "file": str(bad)}))
+
+
+# ---------------------------------------------------------------------------------------------
+# what a run would fail on, caught before it starts
+# ---------------------------------------------------------------------------------------------
+def test_referenced_files_must_exist_relative_to_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _evaluate_suite(
+        {"family": "teacher", "checkpoint": "teacher.pt"},
+        {"family": "symbolic", "equation": "eq.json"},
+    )
+    data["stages"].insert(0, {**pipeline()["stages"][1], "source": {"checkpoint": "teacher.pt"}})
+    data["stages"].insert(
+        1,
+        {"kind": "meta_tune", "name": "tune", "equation": "eq.json", "optimizee": {"name": "quadratic_cos"}},
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "s.yaml")
+    lines = str(err.value).splitlines()
+    assert lines == [
+        f"s.yaml: stages[0].source.checkpoint: teacher checkpoint 'teacher.pt' does not exist (relative paths are read from {tmp_path})",
+        f"s.yaml: stages[1].equation: equation file 'eq.json' does not exist (relative paths are read from {tmp_path})",
+        f"s.yaml: stages[2].optimizers[0].checkpoint: teacher checkpoint 'teacher.pt' does not exist (relative paths are read from {tmp_path})",
+        f"s.yaml: stages[2].optimizers[1].equation: equation file 'eq.json' does not exist (relative paths are read from {tmp_path})",
+    ]
+    (tmp_path / "teacher.pt").write_bytes(b"")
+    (tmp_path / "eq.json").mkdir()
+    with pytest.raises(SuiteError, match=r"stages\[1\]\.equation: equation file 'eq.json' is a directory"):
+        load_suite_dict(data, "s.yaml")
+    (tmp_path / "eq.json").rmdir()
+    (tmp_path / "eq.json").write_text("{}")
+    assert len(load_suite_dict(data).stages) == 3
+
+
+def test_a_missing_grid_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        SuiteError, match=r"stages\[0\]\.optimizers\[0\]: grid file '.*nope.yaml' does not exist"
+    ):
+        load_suite_dict(_evaluate_suite({"grid": "g", "file": str(tmp_path / "nope.yaml")}))
+
+
+def test_metric_must_be_one_evaluate_records_with_mode_hints() -> None:
+    from harness.stages.evaluate import METRIC_MODES, EvalResult
+
+    data = smoke()
+    data["metric"] = {"name": "accuracy", "mode": "max"}
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "smoke.yaml")
+    msg = str(err.value)
+    assert msg.startswith("smoke.yaml: metric.name: evaluate trials do not record a metric 'accuracy'")
+    assert "test_acc (mode: max)" in msg and "final_train_loss (mode: min)" in msg
+    for name in METRIC_MODES:
+        data["metric"] = {"name": name, "mode": METRIC_MODES[name]}
+        assert load_suite_dict(data).metric.name == name
+    # the list is what an evaluate trial records
+    result = EvalResult("ok", 3, 3, 0.1, 0.2, 0.9, 1.0)
+    assert set(result.metrics()) == set(METRIC_MODES)
+
+
+@pytest.mark.parametrize("bad", [".", "..", "x" * 101, "a/b", "a b", ""])
+@pytest.mark.parametrize("where", ["suite", "stage", "optimizee label", "teacher label"])
+def test_names_and_labels_are_short_safe_folder_names(where: str, bad: str) -> None:
+    data = pipeline()
+    if where == "suite":
+        data["name"], path = bad, "name"
+    elif where == "stage":
+        data["stages"][1]["name"], path = bad, r"stages\[1\]\.name"
+    elif where == "optimizee label":
+        data["stages"][0]["optimizees"][0]["label"], path = bad, r"stages\[0\]\.optimizees\[0\]\.label"
+    else:
+        data["stages"][0]["teachers"][0]["label"], path = bad, r"stages\[0\]\.teachers\[0\]\.label"
+    with pytest.raises(SuiteError, match=path):
+        load_suite_dict(data)
+
+
+def test_names_and_labels_of_100_characters_pass() -> None:
+    data = pipeline()
+    data["name"] = data["stages"][1]["name"] = "n" * 100
+    data["stages"][2]["from_stage"] = "n" * 100
+    data["stages"][0]["teachers"][0]["label"] = "dm+cl." + "x" * 94
+    data["stages"][0]["optimizees"][0]["label"] = "P1-" + "y" * 97
+    assert load_suite_dict(data).name == "n" * 100
+
+
+def test_an_optimizer_entry_crossing_to_too_many_configs_is_refused() -> None:
+    entry = {"family": "sgd", "lr": [0.1] * 101, "momentum": [0.5] * 100}
+    with pytest.raises(SuiteError, match=r"optimizers\[0\]: this entry crosses to 10100 optimizer configs"):
+        load_suite_dict(_evaluate_suite(entry))
+
+
+def test_a_grid_crossing_to_too_many_configs_is_refused(tmp_path: Path) -> None:
+    grids = tmp_path / "big.yaml"
+    grids.write_text(f"grids:\n  big:\n    - {{family: sgd, lr: {[0.1] * 200}, momentum: {[0.5] * 60}}}\n")
+    with pytest.raises(SuiteError, match=r"grids.big\[0\] crosses to 12000 optimizer configs"):
+        load_suite_dict(_evaluate_suite({"grid": "big", "file": str(grids)}))
+
+
+def test_check_resources_refuses_more_cpus_than_the_machine_has() -> None:
+    from harness.config import check_resources
+
+    data = pipeline()
+    data["resources"] = {"cpus_per_trial": 4}
+    data["stages"][2]["resources"] = {"cpus_per_trial": 1}
+    data["stages"][3]["resources"] = {"cpus_per_trial": 8}
+    suite = load_suite_dict(data)
+    check_resources(suite, 8)
+    with pytest.raises(SuiteError) as err:
+        check_resources(suite, 2)
+    assert str(err.value).splitlines() == [
+        "suite 'pipe': resources.cpus_per_trial: 4 CPUs per trial, but this machine has 2; lower it, "
+        "or pass --address of a Ray cluster that has them",
+        "suite 'pipe': stages[3].resources.cpus_per_trial: 8 CPUs per trial, but this machine has 2; lower it, "
+        "or pass --address of a Ray cluster that has them",
+    ]
+    with pytest.raises(SuiteError, match=r"stages\[3\]\.resources\.cpus_per_trial: 8 CPUs"):
+        check_resources(suite, 4.5)

@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from harness import __version__, tracking
-from harness.config import Resources, StageBase, Suite
+from harness import stagekey, tracking
+from harness.config import Resources, Suite
 from harness.jsonio import flatten_params
 from harness.registry import STAGES
 from harness.stages.base import StageKind
@@ -170,19 +170,13 @@ class _TrialParams:
         return flatten_params(self.kind.trial_params(config["trial"]))
 
 
+#: the trial keys a Tune experiment was created with, in its folder (a restore needs the same list)
+TRIALS_FILE = "sl2o-trials.json"
+
+
 def _trial_dirname(trial: Any) -> str:
     """Tune's folder of a trial: its id (the default folder name repeats the config, here an object)."""
     return f"{trial.trainable_name}_{trial.trial_id}"
-
-
-def stage_key(stage: StageBase, inputs: dict[str, StageOutcome]) -> str:
-    """Hash of the stage's config, its input stages' keys and the harness version."""
-    payload = {
-        "stage": stage.model_dump(mode="json", exclude={"max_concurrent"}),
-        "inputs": sorted((k, v.key) for k, v in inputs.items()),
-        "version": __version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +258,15 @@ def run_stage(
     """Run (or reuse, or resume) one stage as a Ray Tune experiment."""
     client = ctx["client"]
     exp_id = ctx["experiment_id"]
-    key = stage_key(stage, inputs)
+    kind = STAGES.get(stage.kind)
+    try:
+        trials = kind.plan(suite, stage, inputs)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise StageInputError(f"stage {stage.name!r} cannot start: {err}") from None
+    if not trials:
+        raise StageInputError(f"stage {stage.name!r} has no trials to run (check its inputs)")
+    # content-addressed: the resolved trials, the files they read, the inputs' keys and the code version
+    key = stagekey.stage_key(stage, {k: v.key for k, v in inputs.items()}, trials)
     art_cache = Path(opts.workdir).resolve() / "artifacts" / suite.name / f"{stage.name}-{key}"
     done = None if stage.name in opts.fresh else tracking.completed_stage_run(client, exp_id, key)
     if done is not None:
@@ -277,14 +279,7 @@ def run_stage(
     from harness.trainable import run_trial
 
     start = time.time()
-    kind = STAGES.get(stage.kind)
-    try:
-        trials = kind.plan(suite, stage, inputs)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise StageInputError(f"stage {stage.name!r} cannot start: {err}") from None
-    if not trials:
-        raise StageInputError(f"stage {stage.name!r} has no trials to run (check its inputs)")
-    n_trials = len(trials)
+    n_total = len(trials)
     tune_dir = Path(opts.workdir).resolve() / "tune" / suite.name
     exp_name = f"{stage.name}-{key}"
     exp_path = tune_dir / exp_name
@@ -318,8 +313,33 @@ def run_stage(
 
     res = stage.resources or suite.resources
     trainable = tune.with_resources(run_trial, trial_resources(res))
-    param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
+    restore = False
     if tune.Tuner.can_restore(str(exp_path)):
+        digest = prev[0].data.tags.get(f"{TAG}.tune_state_digest") if prev else None
+        if digest and (exp_path / TRIALS_FILE).exists():
+            stagekey.verify_tree(exp_path, digest)  # refuse to unpickle state this harness did not write
+            restore = True
+        else:
+            # a driver killed before it could record the state's digest: do not unpickle that state;
+            # run the trials MLflow has no finished record of, in a new Tune experiment
+            aside = exp_path.with_name(f"{exp_path.name}.unverified-{int(time.time())}")
+            exp_path.rename(aside)
+            opts.log(f"[{stage.name}] the Tune state of a killed driver cannot be verified; moved to {aside}")
+    if restore:
+        # the experiment's own trial list (written when it was created; covered by the digest)
+        keys = json.loads((exp_path / TRIALS_FILE).read_text())
+        by_key = {trial_key(key, t): t for t in trials}
+        trials = [by_key[k] for k in keys]
+    else:
+        finished = tracking.finished_trial_keys(client, exp_id, key)
+        trials = [t for t in trials if trial_key(key, t) not in finished]
+        if finished:
+            opts.log(f"[{stage.name}] {n_total - len(trials)} trials already recorded as finished")
+        exp_path.mkdir(parents=True, exist_ok=True)
+        (exp_path / TRIALS_FILE).write_text(json.dumps([trial_key(key, t) for t in trials]))
+    n_trials = len(trials)
+    param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
+    if restore:
         opts.log(f"[{stage.name}] restoring Tune experiment {exp_path}")
         # the trial models are object references to Tune: its saved state keeps placeholders for them,
         # so the same param space is handed back (Tune requires its structure to be unchanged)
@@ -363,11 +383,15 @@ def run_stage(
             ),
         )
     opts.log(f"[{stage.name}] {n_trials} trials ({stage.kind}); Tune state in {exp_path}")
-    grid = tuner.fit()
-    errors = grid.num_errors
+    results: list[Any] = []
+    if n_trials:
+        grid = tuner.fit()
+        results = [grid[i] for i in range(len(grid))]
+        client.set_tag(stage_run_id, f"{TAG}.tune_state_digest", stagekey.digest_tree(exp_path))
+    errors = sum(1 for r in results if r.error is not None)
     # a trial is done when its last report is the trainable's final one (Tune may call a trial stopped
     # by Ctrl-C "terminated"); anything less means the stage was interrupted
-    finished = sum(1 for r in grid if r.error is None and (r.metrics or {}).get(ResultKey.FINAL))
+    finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get(ResultKey.FINAL))
     if finished + errors < n_trials:
         # Tune returns normally after SIGINT; the stage is unfinished and must not be marked complete
         client.set_terminated(stage_run_id, status="KILLED")
@@ -383,7 +407,7 @@ def run_stage(
             TrialFailure(
                 _TrialLabel(kind)(r.config or {}), _last_line(r.error), str(Path(r.path) / "error.txt")
             )
-            for r in grid
+            for r in results
             if r.error is not None
         ]
         client.set_tag(stage_run_id, f"{TAG}.errors", str(errors))
@@ -425,6 +449,17 @@ def _finalize(
         ctx["client"].log_artifacts(outcome.run_id, str(outdir))
 
 
+def _version_tags() -> dict[str, str]:
+    """The harness version and git commit (MLflow's own ``mlflow.source.git.commit`` tag too)."""
+    v = stagekey.code_version()
+    tags = {f"{TAG}.version": str(v.get("version"))}
+    if v.get("commit"):
+        tags[f"{TAG}.git_commit"] = str(v["commit"])
+        tags[f"{TAG}.git_dirty"] = str(bool(v.get("dirty"))).lower()
+        tags["mlflow.source.git.commit"] = str(v["commit"])
+    return tags
+
+
 def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
     quiet_tune_output()
@@ -442,6 +477,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             f"{TAG}.suite": suite.name,
             f"{TAG}.metric": suite.metric.name,
             f"{TAG}.mode": suite.metric.mode,
+            **_version_tags(),
         },
     )
     unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})

@@ -485,3 +485,14 @@ def distill_records(client: MlflowClient, suite: str | None = None) -> list[dict
                 )
             rows.extend({"suite": exp.name, **r} for r in found)
     return rows
+
+
+def finished_trial_keys(client: MlflowClient, experiment_id: str, stage_key: str) -> set[str]:
+    """``sl2o.trial_key`` of every trial of a stage key that has a FINISHED run (recorded, done)."""
+    runs = find_runs(
+        client,
+        [experiment_id],
+        f"tags.`{TAG}.stage_key` = '{stage_key}' and tags.`{TAG}.kind` = 'trial' "
+        "and attributes.status = 'FINISHED'",
+    )
+    return {k for r in runs if (k := r.data.tags.get(f"{TAG}.trial_key"))}

@@ -8,6 +8,7 @@ folder beside this package); nothing in ``harness/`` names it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Literal
 
@@ -54,6 +55,9 @@ class LrProbeKind(StageKind[LrProbeStage, LrProbeTrial]):
         ]
 
     def run(self, trial: LrProbeTrial, ctx: TrialContext) -> TrialResult:
+        # test hook: an environment problem (not an input) that makes one trial fail until it is fixed
+        if os.environ.get("SL2O_PROBE_FAIL_LR") == f"{trial.lr:g}":
+            raise RuntimeError(f"probe at lr={trial.lr:g} fails while SL2O_PROBE_FAIL_LR is set")
         torch.manual_seed(0)
         problem = build_problem(trial.optimizee, seed=0)
         res = train(

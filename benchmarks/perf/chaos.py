@@ -1,0 +1,120 @@
+"""Exactly-once under crashes: run ``baselines-smoke``, SIGKILL the driver at several points, rerun after
+each kill, and count what the store holds.
+
+Each kill lands when the store has recorded a growing number of finished trials (spread over the run),
+so it hits the driver mid-stage with Tune's saved state behind its trial completions. The last rerun
+goes to the end. Then it counts, among the evaluate-trial runs MLflow keeps, the distinct trial
+identities (``sl2o.trial_key``), the duplicates (finished runs beyond one per identity) and the missing
+trials, and checks the leaderboard rows count every seed once.
+
+With ``--json`` the last line is ``{"kills", "trials_expected", "trials_unique", "duplicates", "missing",
+"leaderboard_rows_ok", "seconds"}``. Drivers connect to one local Ray instance that this script starts
+(``--address`` uses yours); the MLflow store and workdir are in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "benchmarks" / "suites" / "baselines-smoke.yaml"
+
+
+def _finished(uri: str, suite: str) -> list[Any]:
+    from harness import tracking
+    from harness.stages.outputs import TAG
+
+    client = tracking.init_tracking(uri)
+    exp = client.get_experiment_by_name(suite)
+    if exp is None:
+        return []
+    return tracking.find_runs(
+        client,
+        [exp.experiment_id],
+        f"tags.`{TAG}.kind` = 'trial' and tags.`{TAG}.stage_kind` = 'evaluate' and attributes.status = 'FINISHED'",
+    )
+
+
+def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
+    """SIGKILL ``sl2o run`` ``kills`` times mid-stage, rerun to the end, and count the trial records."""
+    from harness import report, tracking
+    from harness.config import load_suite
+    from harness.stages.outputs import TAG
+    from search_spaces import load_grid
+
+    suite = load_suite(SUITE)
+    stage = suite.stages[0]
+    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
+    cmd += ["--workdir", str(workdir), "--address", address, "--no-leaderboard"]
+    start = time.time()
+    done_kills = 0
+    for k in range(kills + 1):
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        target = (k + 1) * expected // (kills + 2)  # kill once this many trials are recorded
+        while k < kills and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                if len(_finished(uri, suite.name)) >= target:
+                    proc.send_signal(signal.SIGKILL)
+                    done_kills += 1
+                    log(f"kill {done_kills}: SIGKILL at >= {target} recorded trials")
+                    break
+            except Exception:  # noqa: BLE001 - the store may be busy or not created yet
+                continue
+        out, _ = proc.communicate(timeout=600)
+        if k == kills and proc.returncode != 0:
+            raise RuntimeError(f"the final rerun failed ({proc.returncode}):\n{out[-3000:]}")
+    runs = _finished(uri, suite.name)
+    keys = Counter(r.data.tags.get(f"{TAG}.trial_key") for r in runs)
+    rows = report.aggregate(tracking.leaderboard_records(tracking.init_tracking(uri), suite.name))
+    seeds_ok = all(r["n"] == len(stage.seeds) and len(set(r["seeds"])) == r["n"] for r in rows)  # type: ignore[attr-defined]
+    return {
+        "kills": done_kills,
+        "trials_expected": expected,
+        "trials_unique": len(keys),
+        "duplicates": sum(n - 1 for n in keys.values()),
+        "missing": expected - len(keys),
+        "leaderboard_rows_ok": bool(rows) and seeds_ok,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    import ray
+
+    from harness.runner import init_ray
+
+    address = args.address
+    if address is None:
+        init_ray(None)
+        address = ray.get_runtime_context().gcs_address
+    with tempfile.TemporaryDirectory(prefix="sl2o-chaos-") as tmp:
+        res = run_chaos(args.kills, address, Path(tmp))
+    if args.address is None:
+        ray.shutdown()
+    for k, v in res.items():
+        print(f"{k:22s} {v}")
+    if args.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""End to end: nothing lost, nothing doubled, nothing hidden.
+
+* a driver SIGKILLed mid-stage, then rerun: every trial is recorded once and the leaderboard counts
+  each seed once (``benchmarks/perf/chaos.py`` does this at three kill points);
+* a stage with an errored trial is not finished: ``sl2o run`` exits 1 naming the trial, its error and
+  its log; after the cause is fixed the same command runs only that trial;
+* two suites started at once on a fresh store both run (its creation is serialized).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import tracking
+from harness.stages.outputs import TAG
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "tests" / "plugins"
+CLI = [sys.executable, "-m", "harness.cli"]
+
+
+def _chaos_module():
+    spec = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "perf" / "chaos.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sigkilled_driver_then_rerun_records_every_trial_once(ray_session, tmp_path: Path) -> None:
+    res = _chaos_module().run_chaos(
+        2, ray_session.get_runtime_context().gcs_address, tmp_path, log=lambda m: None
+    )
+    assert res["kills"] == 2, res
+    assert res["duplicates"] == 0 and res["missing"] == 0, res
+    assert res["trials_unique"] == res["trials_expected"] and res["leaderboard_rows_ok"], res
+
+
+def test_errored_trial_fails_the_stage_and_a_rerun_runs_only_it(tmp_path: Path) -> None:
+    suite = {
+        "name": "errored-then-fixed",
+        "stages": [
+            {
+                "kind": "lr_probe",
+                "name": "probe",
+                "optimizees": [{"name": "quadratic_cos"}],
+                "lrs": [0.01, 0.001, 0.003],
+                "steps": 10,
+            }
+        ],
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])
+    cmd = [*CLI, "run", str(path), "--tracking-uri", uri, "--workdir", str(tmp_path), "--no-leaderboard"]
+
+    bad = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env={**env, "SL2O_PROBE_FAIL_LR": "0.001"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "stage 'probe' is not finished: 1 trial(s) errored, 2 ok" in bad.stderr
+    assert (
+        "quadratic_cos 0.001: RuntimeError: probe at lr=0.001 fails while SL2O_PROBE_FAIL_LR is set"
+        in bad.stderr
+    )
+    log = bad.stderr.split("log: ")[1].split()[0]
+    assert Path(log).is_file() and "SL2O_PROBE_FAIL_LR" in Path(log).read_text()
+
+    client = tracking.init_tracking(uri)
+    exp = client.get_experiment_by_name("errored-then-fixed")
+    first = {
+        r.data.tags[f"{TAG}.lr"]: r
+        for r in tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'trial'")
+    }
+    assert {k: r.info.status for k, r in first.items()} == {
+        "0.01": "FINISHED",
+        "0.003": "FINISHED",
+        "0.001": "FAILED",
+    }
+    (stage_run,) = tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'stage'")
+    assert stage_run.info.status == "FAILED" and f"{TAG}.complete" not in stage_run.data.tags
+
+    good = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "[probe] restoring Tune experiment" in good.stdout
+    assert "[probe] finished: 3 trials ok, 0 errored" in good.stdout
+    after = {
+        r.data.tags[f"{TAG}.lr"]: r
+        for r in tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'trial'")
+    }
+    assert {k: r.info.status for k, r in after.items()} == dict.fromkeys(
+        ("0.01", "0.003", "0.001"), "FINISHED"
+    )
+    # the trials that had finished were not run or recorded again; the errored one was replaced
+    assert after["0.01"].info.run_id == first["0.01"].info.run_id
+    assert after["0.003"].info.run_id == first["0.003"].info.run_id
+    assert after["0.001"].info.run_id != first["0.001"].info.run_id
+
+
+def test_two_suites_started_at_once_on_a_fresh_store(ray_session, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    address = ray_session.get_runtime_context().gcs_address
+    procs = []
+    for name in ("first", "second"):
+        suite = {
+            "name": name,
+            "stages": [
+                {
+                    "kind": "evaluate",
+                    "name": "e",
+                    "optimizees": [{"name": "quadratic_cos", "steps": 20}],
+                    "optimizers": [{"family": "adam", "lr": 0.01}],
+                }
+            ],
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(suite))
+        cmd = [*CLI, "run", str(path), "--tracking-uri", uri, "--workdir", str(tmp_path / name)]
+        procs.append(
+            subprocess.Popen(
+                [*cmd, "--address", address],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    assert "duplicate column" not in "".join(outs)

@@ -1,0 +1,87 @@
+"""The MLflow tracker records each trial exactly once, whatever Tune does with its attempts (no Ray run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import tracking
+from harness.stages.outputs import TAG
+
+
+@dataclass
+class FakeTrial:
+    """What the tracker reads of a Tune trial."""
+
+    trial_id: str
+    config: dict[str, Any]
+    checkpoint: Any = None
+    error_file: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tracker(uri: str, client: Any, exp: str, parent: str) -> tracking.TrialTracker:
+    return tracking.TrialTracker(
+        uri,
+        exp,
+        parent,
+        {f"{TAG}.stage": "s", f"{TAG}.stage_key": "k"},
+        lambda cfg: {f"{TAG}.trial_key": f"key-{cfg['x']}", f"{TAG}.label": f"x={cfg['x']}"},
+        lambda cfg: {"x": str(cfg["x"])},
+    )
+
+
+def _curve(steps: list[int], values: list[float]) -> dict[str, Any]:
+    return {"curve_steps": steps, "curve_train_loss": values}
+
+
+def _trial_runs(client: Any, exp: str) -> list[Any]:
+    return tracking.find_runs(client, [exp], f"tags.`{TAG}.kind` = 'trial'")
+
+
+def test_retry_replaces_the_failed_attempt_and_a_rerun_of_a_finished_trial_is_not_recorded(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = tracking.init_tracking(uri)
+    exp = tracking.ensure_experiment(client, "t", uri)
+    parent = tracking.start_run(client, exp, "stage", {f"{TAG}.kind": "stage"})
+    tr = _tracker(uri, client, exp, parent)
+    a = FakeTrial("a", {"x": 1})
+
+    tr.on_trial_start(0, [], a)
+    tr.on_trial_result(0, [], a, _curve([1, 10], [5.0, 4.0]))
+    tr.on_trial_error(0, [], a)
+    tr.on_trial_recover(0, [], a)  # Tune retries it within the same run
+    tr.on_trial_start(0, [], a)
+    tr.on_trial_result(0, [], a, _curve([1, 10], [3.0, 2.0]))
+    tr.on_trial_result(0, [], a, {"final": True, "final_keys": ["loss"], "loss": 2.0, "status": "ok"})
+    tr.on_trial_complete(0, [], a)
+    (run,) = _trial_runs(client, exp)
+    assert run.info.status == "FINISHED" and run.data.tags[f"{TAG}.trial_key"] == "key-1"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 3.0), (10, 2.0)]  # the retry's curve only
+
+    # a new driver (Tune lost track of the completion): the same trial runs again, and is not re-recorded
+    tr2 = _tracker(uri, client, exp, parent)
+    a2 = FakeTrial("a-again", {"x": 1})
+    tr2.on_trial_start(0, [], a2)
+    tr2.on_trial_result(0, [], a2, _curve([1], [9.0]))
+    tr2.on_trial_complete(0, [], a2)
+    (again,) = _trial_runs(client, exp)
+    assert again.info.run_id == run.info.run_id
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")] == [3.0, 2.0]
+
+    # an attempt the killed driver left RUNNING is replaced by the next attempt
+    b = FakeTrial("b", {"x": 2})
+    tr2.on_trial_start(0, [], b)
+    tr2.on_trial_result(0, [], b, _curve([1], [7.0]))
+    tr3 = _tracker(uri, client, exp, parent)
+    b2 = FakeTrial("b-again", {"x": 2})
+    tr3.on_trial_start(0, [], b2)
+    tr3.on_trial_result(0, [], b2, _curve([1], [6.0]))
+    tr3.on_trial_complete(0, [], b2)
+    runs = {r.data.tags[f"{TAG}.trial_key"]: r for r in _trial_runs(client, exp)}
+    assert set(runs) == {"key-1", "key-2"}
+    assert [m.value for m in client.get_metric_history(runs["key-2"].info.run_id, "train_loss")] == [6.0]

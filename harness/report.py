@@ -1,4 +1,5 @@
-"""Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last."""
+"""Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last,
+each row compared per seed with a reference (the optimizee's best Adam) with a bootstrap CI and a verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 from harness.jsonio import dumps
+from harness.stats import paired
 
 EXTRA_METRICS = ("final_train_loss", "test_loss", "test_acc", "wall_time_s")
 
@@ -30,6 +32,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         worst = math.inf if mode == "min" else -math.inf
         values, diverged, errored = [], 0, 0
+        per_seed: dict[str, float] = {}
         for r in rs:
             if r["status"] == "error":
                 errored += 1
@@ -39,6 +42,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 values.append(worst)
             else:
                 values.append(float(r["metrics"][metric]))
+            per_seed[str(r["seed"])] = values[-1]
         finite = [v for v in values if math.isfinite(v)]
         mean = statistics.fmean(values) if values and len(finite) == len(values) else worst
         std = statistics.stdev(finite) if len(finite) > 1 and len(finite) == len(values) else 0.0
@@ -55,6 +59,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "diverged": diverged,
             "errored": errored,
             "seeds": sorted(str(r["seed"]) for r in rs if r["status"] != "error"),
+            "_per_seed": per_seed,
         }
         for m in EXTRA_METRICS:
             vals = [float(r["metrics"][m]) for r in rs if m in r["metrics"]]
@@ -73,7 +78,28 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         rank[(row["suite"], row["optimizee"])] += 1
         row["rank"] = rank[(row["suite"], row["optimizee"])]
+    _compare_with_reference(rows)
+    for row in rows:
+        del row["_per_seed"]
     return rows
+
+
+def _compare_with_reference(rows: list[dict[str, Any]]) -> None:
+    """Per (suite, optimizee): each row against the best Adam row (else the top row), paired by seed."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by[(row["suite"], row["optimizee"])].append(row)
+    for group in by.values():  # rows are in rank order
+        complete = [r for r in group if r["diverged"] == 0 and r["errored"] == 0]
+        adams = [r for r in complete if r["family"] == "adam"]
+        ref = (adams or complete or group)[0]
+        for row in group:
+            row["reference"] = ref["optimizer"]
+            if row is ref:
+                row.update(diff=0.0, ci_low=math.nan, ci_high=math.nan, verdict="reference")
+                continue
+            p = paired(row["_per_seed"], ref["_per_seed"], row["mode"])
+            row.update(diff=p.diff, ci_low=p.low, ci_high=p.high, verdict=p.verdict)
 
 
 def _fmt(v: Any) -> str:
@@ -103,6 +129,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         "n",
         "diverged",
         "errored",
+        "reference",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "verdict",
     ]
     cols += [m for m in EXTRA_METRICS if any(m in r for r in rows)]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -110,6 +141,16 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         w.writerow({k: (";".join(v) if isinstance(v, list) else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def _fmt_diff(r: dict[str, Any]) -> str:
+    if r.get("verdict") == "reference":
+        return "-"
+    d, lo, hi = r.get("diff", math.nan), r.get("ci_low", math.nan), r.get("ci_high", math.nan)
+    if not math.isfinite(d):
+        return "n/a"
+    ci = f" [{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return f"{d:+.3g}{ci}"
 
 
 def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
@@ -126,7 +167,10 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
         t = Table(
             title=f"{suite} / {optimizee}  ({metric}, {'lower' if mode == 'min' else 'higher'} is better)"
         )
-        for col in ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored", *extras]:
+        ref = rs[0].get("reference", "")
+        cols = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
+        cols += [f"Δ vs {ref} [95% CI]", "verdict", *extras]
+        for col in cols:
             t.add_column(col, justify="left" if col in ("optimizer", "family") else "right")
         for r in rs:
             t.add_row(
@@ -138,6 +182,8 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
                 str(r["n"]),
                 str(r["diverged"]),
                 str(r.get("errored", 0)),
+                _fmt_diff(r),
+                str(r.get("verdict", "")),
                 *[_fmt(r.get(m, "")) for m in extras],
             )
         tables.append(t)

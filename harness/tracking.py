@@ -402,9 +402,11 @@ def leaderboard_records(
     suite: str | None = None,
     optimizee: str | None = None,
     stats: dict[str, int] | None = None,
+    curves: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate-trial runs (finished, and errored with ``status: error``) of each suite's latest run, one
-    per trial, as flat records for ``report``; ``stats["duplicates"]`` counts the doubles left out.
+    per trial, as flat records for ``report``; ``stats["duplicates"]`` counts the doubles left out. With
+    ``curves``, each record also holds its ``train_loss`` curve as ``[(step, value), ...]``.
 
     Only the stage keys of the most recent suite run count, so an edited and rerun suite does not
     mix old and new results.
@@ -453,6 +455,9 @@ def leaderboard_records(
                         "run_id": r.info.run_id,
                     }
                 )
+                if curves:
+                    history = client.get_metric_history(r.info.run_id, "train_loss")
+                    records[-1]["curve"] = sorted((int(m.step), float(m.value)) for m in history)
     if stats is not None:
         stats["duplicates"] = duplicates
     return records

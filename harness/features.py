@@ -63,6 +63,7 @@ __all__ = [
     "ADAM_EPS",
     "ADAM_LR",
     "BASE_FEATURES",
+    "MAX_LAG",
     "FeatureSpec",
     "FeatureState",
     "History",
@@ -92,6 +93,9 @@ _EMA_RE = re.compile(r"(mn|m)(0\d+)")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: ``feature_lag``: the feature an identifier, the lag a non-negative int without leading zeros
 _VARIABLE_RE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)_(0|[1-9][0-9]*)")
+MAX_LAG = 1000
+"""The largest lag a variable may name (``g_1000``); a history is at most ``MAX_LAG + 1`` long. Variable
+names come from untrusted equation text, and a lag sizes the history a consumer allocates."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,8 +124,8 @@ def variable_name(feature: str, lag: int) -> str:
         raise ValueError(
             f"bad feature name {feature!r}: use an identifier without dots, '__' or a trailing '_'"
         )
-    if int(lag) < 0:
-        raise ValueError(f"lag must be >= 0, got {lag}")
+    if not 0 <= int(lag) <= MAX_LAG:
+        raise ValueError(f"lag must be in 0..{MAX_LAG} (MAX_LAG), got {lag}")
     return f"{feature}_{int(lag)}"
 
 
@@ -130,17 +134,27 @@ def parse_variable(name: str) -> tuple[str, int]:
 
     The one parser of variable names (the equation layer's ``split_variable`` is this function). Strict:
     the feature is an identifier without ``__``, the lag a non-negative int without leading zeros
-    (``g_03`` is refused, so every variable has exactly one spelling); raises ValueError otherwise.
+    (``g_03`` is refused, so every variable has exactly one spelling) and at most :data:`MAX_LAG`; raises
+    ValueError otherwise.
     """
     match = _VARIABLE_RE.fullmatch(name) if isinstance(name, str) else None
     if match is None or "__" in name:
-        raise ValueError(f"{name!r} is not a variable name of the form feature_lag (e.g. g_0, m_hat_3)")
-    return match.group(1), int(match.group(2))
+        shown = repr(name[:60] + "...") if isinstance(name, str) and len(name) > 60 else repr(name)
+        raise ValueError(f"{shown} is not a variable name of the form feature_lag (e.g. g_0, m_hat_3)")
+    digits = match.group(2)
+    if len(digits) > len(str(MAX_LAG)) or int(digits) > MAX_LAG:
+        shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+        raise ValueError(f"variable {match.group(1)}_{shown}: lag {shown} is over the maximum lag {MAX_LAG}")
+    return match.group(1), int(digits)
 
 
 def is_variable_name(name: str) -> bool:
     """True for names :func:`parse_variable` accepts."""
-    return isinstance(name, str) and _VARIABLE_RE.fullmatch(name) is not None and "__" not in name
+    try:
+        parse_variable(name)
+    except ValueError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,8 +220,8 @@ class FeatureSpec:
             )
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate feature names in {names}")
-        if int(self.lags) < 1:
-            raise ValueError(f"lags must be >= 1, got {self.lags}")
+        if not 1 <= int(self.lags) <= MAX_LAG + 1:
+            raise ValueError(f"lags must be in 1..{MAX_LAG + 1} (lags 0..MAX_LAG), got {self.lags}")
         object.__setattr__(self, "lags", int(self.lags))
         for key in ("beta1", "beta2"):
             if not 0.0 <= float(getattr(self, key)) < 1.0:

@@ -113,8 +113,13 @@ def parse_yaml(text: str, source: str) -> Any:
         return loader.get_single_data()
     except _YamlCapError as err:
         raise YAMLInputError(f"{source}: refused: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(x for x in (err.context, err.problem) if x) or "syntax error"
+        raise YAMLInputError(f"{source}: not valid YAML{where}: {' '.join(what.split())}") from None
     except yaml.YAMLError as err:
-        raise YAMLInputError(f"{source}: not valid YAML: {err}") from None
+        raise YAMLInputError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as err:  # e.g. a 5000-digit integer
         raise YAMLInputError(f"{source}: not valid YAML: {type(err).__name__}: {err}") from None
     finally:

@@ -8,12 +8,18 @@ Format (a plain dict)::
      "state_dict": {...},              # tensors
      "feature_spec": {...},            # FeatureSpec.to_dict() of the teacher's inputs, informative
      "meta": {...}}                    # free-form plain values (optimizee, seed, val loss, ...)
+
+A checkpoint is untrusted input. :func:`read_checkpoint` loads with ``weights_only=True`` (a pickle that
+names code is refused), refuses files over :data:`MAX_CHECKPOINT_BYTES` (declared decompressed size), and
+:func:`teacher_from_dict` checks the constructor arguments before building anything: plain values only,
+and the sizes in :data:`KWARG_BOUNDS`. Every failure is one :class:`TeacherCheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,13 @@ from torch.serialization import MAP_LOCATION
 from teachers.base import Teacher, build_teacher
 
 FORMAT = "sl2o-teacher/1"
+MAX_CHECKPOINT_BYTES = 2**30
+"""Largest teacher checkpoint read (bytes; for the zip format, the declared decompressed size)."""
+KWARG_BOUNDS: dict[str, tuple[int, int]] = {"hidden": (1, 4096), "layers": (1, 16), "proj": (1, 4096)}
+"""Inclusive ``(min, max)`` of the constructor arguments that size a teacher (LSTM width and depth, input
+projection), checked before the teacher is built."""
+MAX_KWARG_ITEMS = 64
+"""Longest list a checkpoint's constructor argument may be (e.g. RP(extra)'s ``extra`` features)."""
 
 
 class TeacherCheckpointError(ValueError):
@@ -56,21 +69,51 @@ def save_teacher(
     return path
 
 
+def _declared_size(path: Path) -> int:
+    """The bytes ``path`` decompresses to: the zip directory's sizes (torch's format), else its size."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return sum(i.file_size for i in zf.infolist())
+    return path.stat().st_size
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line (never torch's advice to retry with weights_only=False)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        skip = ("Check the documentation", "Please file an issue")
+        detail = next((ln for ln in lines[1:] if not ln.startswith(skip)), "")
+        return "it holds more than tensors and plain values" + (f": {detail[:200]}" if detail else "")
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def read_checkpoint(path: str | os.PathLike[str], map_location: MAP_LOCATION = "cpu") -> dict[str, Any]:
     """Load and validate the checkpoint dict (``weights_only=True``: no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise TeacherCheckpointError(f"teacher checkpoint {str(path)!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        size = _declared_size(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
         raise TeacherCheckpointError(
-            f"{str(path)!r} is not a teacher checkpoint (cannot load it with weights_only=True: {exc})"
-        ) from exc
+            f"{str(path)!r} is not a teacher checkpoint (a broken zip: {exc})"
+        ) from None
+    if size > MAX_CHECKPOINT_BYTES:
+        raise TeacherCheckpointError(
+            f"{str(path)!r} is {size} bytes (decompressed), over the cap of {MAX_CHECKPOINT_BYTES} "
+            "(teachers.checkpoint.MAX_CHECKPOINT_BYTES)"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to load is the same answer
+        why = _load_failure(exc)
+        raise TeacherCheckpointError(
+            f"{str(path)!r} is not a teacher checkpoint (cannot load it with weights_only=True: {why})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TeacherCheckpointError(
-            f"{str(path)!r} is not a teacher checkpoint: expected format {FORMAT!r}, found {found!r}"
+            f"{str(path)!r} is not a teacher checkpoint: expected format {FORMAT!r}, found {str(found)[:80]!r}"
         )
     for key in ("teacher", "kwargs", "state_dict"):
         if key not in ckpt:
@@ -78,13 +121,59 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: MAP_LOCATION = "
     return ckpt
 
 
-def teacher_from_dict(ckpt: Mapping[str, Any]) -> Teacher:
-    """Rebuild a teacher from a checkpoint dict through the ``TEACHERS`` registry."""
-    teacher = build_teacher(ckpt["teacher"], ckpt["kwargs"])
-    teacher.load_state_dict(ckpt["state_dict"])
+def _plain(value: Any) -> bool:
+    """A constructor argument a checkpoint may hold: None, bool, int, finite float, short str, or a short
+    list of those."""
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return len(value) <= 200
+    if isinstance(value, list | tuple):
+        return len(value) <= MAX_KWARG_ITEMS and all(
+            not isinstance(v, list | tuple) and _plain(v) for v in value
+        )
+    return False
+
+
+def check_kwargs(kwargs: Any, source: str = "teacher checkpoint") -> dict[str, Any]:
+    """``kwargs`` if they are plain values within :data:`KWARG_BOUNDS`; TeacherCheckpointError otherwise."""
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise TeacherCheckpointError(f"{source}: 'kwargs' must be a mapping of argument names to values")
+    for k, v in kwargs.items():
+        if not _plain(v):
+            raise TeacherCheckpointError(f"{source}: kwargs[{k!r}] is not a plain value ({str(v)[:80]})")
+        if k in KWARG_BOUNDS and v is not None:
+            lo, hi = KWARG_BOUNDS[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise TeacherCheckpointError(
+                    f"{source}: kwargs[{k!r}] = {str(v)[:40]} is outside {lo}..{hi} "
+                    "(teachers.checkpoint.KWARG_BOUNDS)"
+                )
+    return kwargs
+
+
+def teacher_from_dict(ckpt: Mapping[str, Any], source: str = "teacher checkpoint") -> Teacher:
+    """Rebuild a teacher from a checkpoint dict through the ``TEACHERS`` registry; its kwargs are checked
+    first (:func:`check_kwargs`) and any failure is a TeacherCheckpointError naming ``source``."""
+    name, kwargs, state = ckpt["teacher"], check_kwargs(ckpt["kwargs"], source), ckpt["state_dict"]
+    if not isinstance(name, str):
+        raise TeacherCheckpointError(f"{source}: 'teacher' must be a registered teacher name")
+    if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise TeacherCheckpointError(f"{source}: 'state_dict' must map parameter names to tensors")
+    try:
+        teacher = build_teacher(name, kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise TeacherCheckpointError(f"{source}: cannot build teacher {name[:80]!r}: {exc}") from None
+    try:
+        teacher.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        first = " ".join(str(exc).split())[:400]
+        raise TeacherCheckpointError(f"{source}: its weights do not fit teacher {name!r}: {first}") from None
     return teacher
 
 
 def load_teacher(path: str | os.PathLike[str], map_location: MAP_LOCATION = "cpu") -> Teacher:
     """Load a teacher saved by :func:`save_teacher` (in eval mode)."""
-    return teacher_from_dict(read_checkpoint(path, map_location)).eval()
+    return teacher_from_dict(read_checkpoint(path, map_location), repr(str(path))).eval()

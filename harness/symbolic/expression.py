@@ -11,6 +11,7 @@ holds the class, its derived equations, float64 evaluation, scoring and JSON.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from harness.jsonio import parse_json, to_jsonable, write_json
+from harness.jsonio import to_jsonable, write_json
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.functions import expr_args
 from harness.symbolic.lowering import NP_OPS, Closure, closure, numpy_env
@@ -29,6 +30,8 @@ from harness.symbolic.names import (
     const_symbol,
     is_const_symbol,
     is_variable_name,
+    loads_json,
+    read_json_text,
     split_variable,
     var_symbol,
 )
@@ -376,16 +379,19 @@ class Equation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> Equation:
         """Inverse of :meth:`to_json` (a dict or a JSON string); the expression goes through the safe parser."""
-        data = parse_json(data, "equation", EquationParseError)
+        if isinstance(data, str):
+            data = loads_json(data, "equation")
         if not isinstance(data, Mapping) or not isinstance(data.get("expression"), str):
             raise EquationParseError("equation JSON needs a string field 'expression'")
         allowed = None
         if data.get("variables") is not None:
+            if not isinstance(data["variables"], list):
+                raise EquationParseError("equation JSON field 'variables' must be a list")
             allowed = set()
             for v in data["variables"]:
                 name = v.get("name") if isinstance(v, Mapping) else v
                 if not isinstance(name, str) or not is_variable_name(name):
-                    raise EquationParseError(f"bad variable entry {v!r} in equation JSON")
+                    raise EquationParseError(f"bad variable entry {str(v)[:80]} in equation JSON")
                 if (
                     isinstance(v, Mapping)
                     and "feature" in v
@@ -393,18 +399,23 @@ class Equation:
                 ):
                     raise EquationParseError(f"variable {name!r} disagrees with its feature/lag fields")
                 allowed.add(name)
-        metrics = {
-            k: (float("nan") if v is None else float(v)) for k, v in (data.get("metrics") or {}).items()
-        }
-        eq = cls.parse(data["expression"], allowed, metrics=metrics, provenance=data.get("provenance") or {})
+        metrics = _json_metrics(data.get("metrics"))
+        provenance = data.get("provenance") or {}
+        if not isinstance(provenance, Mapping):
+            raise EquationParseError("equation JSON field 'provenance' must be a mapping")
+        eq = cls.parse(data["expression"], allowed, metrics=metrics, provenance=provenance)
         consts = data.get("constants")
         if consts is not None:
-            if len(consts) != eq.n_constants or not all(isinstance(c, (int, float)) for c in consts):
+            if not isinstance(consts, list) or not all(
+                type(c) in (int, float) and math.isfinite(c) for c in consts
+            ):
+                raise EquationParseError("equation JSON field 'constants' must be a list of finite numbers")
+            if len(consts) != eq.n_constants:
                 raise EquationParseError(
                     f"equation JSON has {len(consts)} constants but its expression has {eq.n_constants}"
                 )
             eq = eq.with_constants(consts).with_metrics(**metrics)
-            eq.provenance = dict(data.get("provenance") or {})
+            eq.provenance = dict(provenance)
         return eq
 
     def save(self, path: str | Path) -> Path:
@@ -413,5 +424,21 @@ class Equation:
 
     @classmethod
     def load(cls, path: str | Path) -> Equation:
-        """Read an equation JSON file written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text())
+        """Read an equation JSON file written by :meth:`save` (at most ``MAX_JSON_BYTES``)."""
+        return cls.from_json(read_json_text(path, "equation"))
+
+
+def _json_metrics(raw: Any) -> dict[str, float]:
+    """An equation JSON's ``metrics``: a mapping of names to numbers (null is NaN)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise EquationParseError(f"equation JSON field 'metrics' must be a mapping, not {type(raw).__name__}")
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if v is not None and type(v) not in (int, float):
+            raise EquationParseError(
+                f"equation JSON metric {str(k)[:40]!r} must be a number, got {str(v)[:40]}"
+            )
+        out[str(k)] = float("nan") if v is None else float(v)
+    return out

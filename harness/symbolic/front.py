@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.jsonio import parse_json, to_jsonable, write_json
+from harness.jsonio import to_jsonable, write_json
 from harness.symbolic.expression import Equation
 from harness.symbolic.metrics import fit_error
-from harness.symbolic.names import EquationParseError
+from harness.symbolic.names import EquationParseError, loads_json, read_json_text
 
 __all__ = ["ParetoFront"]
 
@@ -126,10 +126,14 @@ class ParetoFront:
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> ParetoFront:
         """Inverse of :meth:`to_json` (a dict or a JSON string); equations go through the safe parser."""
-        data = parse_json(data, "Pareto front", EquationParseError)
+        if isinstance(data, str):
+            data = loads_json(data, "Pareto front")
         if not isinstance(data, Mapping) or not isinstance(data.get("equations"), list):
             raise EquationParseError("Pareto front JSON needs a list field 'equations'")
-        return cls([Equation.from_json(e) for e in data["equations"]], dict(data.get("provenance") or {}))
+        provenance = data.get("provenance") or {}
+        if not isinstance(provenance, Mapping):
+            raise EquationParseError("Pareto front JSON field 'provenance' must be a mapping")
+        return cls([Equation.from_json(e) for e in data["equations"]], dict(provenance))
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_json` to ``path`` (JSON)."""
@@ -138,4 +142,4 @@ class ParetoFront:
     @classmethod
     def load(cls, path: str | Path) -> ParetoFront:
         """Read a front JSON file written by :meth:`save`."""
-        return cls.from_json(Path(path).read_text())
+        return cls.from_json(read_json_text(path, "Pareto front"))

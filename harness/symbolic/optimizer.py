@@ -33,7 +33,6 @@ the L2O literature).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from torch.func import functional_call
 from harness.features import FeatureSpec, parse_variable
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.expression import Equation
+from harness.symbolic.names import loads_json, read_json_text
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -72,14 +72,8 @@ def load_equation(source: Equation | str | Path | Mapping[str, Any]) -> Equation
     else:
         text = str(source)
         if isinstance(source, Path) or not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise FileNotFoundError(f"equation file {path} does not exist")
-            text = path.read_text()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: not an equation JSON ({exc})") from None
+            text = read_json_text(text, "equation")
+        data = loads_json(text, f"{str(source)[:200]}: equation")
     if isinstance(data, Mapping) and data.get("format") == "symbolic-l2o/pareto-front":
         raise ValueError(
             f"{source} is a Pareto front, not one equation: pick one (ParetoFront.best() or at_complexity()) "

@@ -24,7 +24,7 @@ from harness.symbolic.names import (
     MAX_STRUCTURAL_BITS,
     MAX_TEXT_LENGTH,
     EquationParseError,
-    is_variable_name,
+    split_variable,
     var_symbol,
 )
 
@@ -136,9 +136,16 @@ class _Builder:
 
     def _name(self, raw: str) -> sympy.Symbol:
         name = self.name_map.get(raw, raw)
-        if not is_variable_name(name):
+        try:
+            split_variable(name)
+        except ValueError as err:
+            if "maximum lag" in str(err):  # a variable name, with a lag over MAX_LAG
+                raise EquationParseError(str(err)) from None
             hint = " (a function name must be called)" if name in FUNCTIONS else ""
-            raise EquationParseError(f"unknown name {raw!r}{hint}; variables look like feature_lag, e.g. g_0")
+            shown = repr(raw) if len(raw) <= 60 else repr(raw[:60] + "...")
+            raise EquationParseError(
+                f"unknown name {shown}{hint}; variables look like feature_lag, e.g. g_0"
+            ) from None
         if self.allowed is not None and name not in self.allowed:
             known = ", ".join(sorted(self.allowed)[:20]) + (" ..." if len(self.allowed) > 20 else "")
             raise EquationParseError(f"unknown variable {name!r}; allowed: {known}")

@@ -296,3 +296,42 @@ def test_with_constants_is_index_stable() -> None:
         new = eq.with_constants(values)
         assert list(new.constants) == values and new.template == eq.template
         assert Equation.parse(str(new)) == new
+
+
+def test_lags_are_bounded_by_max_lag() -> None:
+    """A variable's lag sizes the history a consumer keeps: at most harness.features.MAX_LAG."""
+    from harness.features import MAX_LAG, FeatureSpec, is_variable_name, parse_variable, variable_name
+
+    assert MAX_LAG == 1000
+    assert parse_variable("m_hat_1000") == ("m_hat", 1000) and is_variable_name("g_1000")
+    for bad in ("g_1001", "g_999999999999", "g_" + "9" * 5000):
+        assert not is_variable_name(bad)
+        with pytest.raises(ValueError, match="over the maximum lag 1000"):
+            parse_variable(bad)
+        with pytest.raises(EquationParseError, match="over the maximum lag 1000"):
+            Equation.parse(f"0.1*{bad}")
+    with pytest.raises(ValueError, match=r"lag must be in 0\.\.1000"):
+        variable_name("g", 1001)
+    assert FeatureSpec(("g",), lags=MAX_LAG + 1).variable_names()[-1] == "g_1000"
+    with pytest.raises(ValueError, match=r"lags must be in 1\.\.1001"):
+        FeatureSpec(("g",), lags=MAX_LAG + 2)
+    assert Equation.parse("0.1*g_1000").lags_used() == {"g": [1000]}
+
+
+def test_equation_json_fields_are_type_checked(tmp_path) -> None:
+    good = {"expression": "0.5*g_0", "constants": [0.25], "metrics": {"r2_val": 0.9, "loss": None}}
+    eq = Equation.from_json(good)
+    assert eq.constants == (0.25,) and eq.metrics["r2_val"] == 0.9
+    for bad, fragment in [
+        ({**good, "metrics": [0.9]}, "'metrics' must be a mapping"),
+        ({**good, "constants": [True]}, "list of finite numbers"),
+        ({**good, "constants": [float("inf")]}, "list of finite numbers"),
+        ({**good, "provenance": "x"}, "'provenance' must be a mapping"),
+        ({**good, "variables": {"g_0": 1}}, "'variables' must be a list"),
+    ]:
+        with pytest.raises(EquationParseError, match=fragment):
+            Equation.from_json(bad)
+    with pytest.raises(EquationParseError, match="nested too deeply"):
+        Equation.from_json("[" * 100_000)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Equation.load(tmp_path / "none.json")

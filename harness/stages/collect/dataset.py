@@ -7,6 +7,8 @@ rows are recorded is :mod:`harness.stages.collect.record`.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,52 @@ from harness.symbolic.equation import Equation
 DATASET_FORMAT = "symbolic-l2o/sr-dataset"
 _DATASET_VERSION = 1
 _ARRAYS = ("X_train", "y_train", "X_val", "y_val", "x_scale")
+MAX_DATASET_BYTES = 2 * 2**30
+"""Largest total decompressed size of a dataset ``.npz`` that :meth:`SRDataset.load` reads (bytes); the
+sizes the zip declares are checked before anything is decompressed."""
+_MAX_MEMBERS = 64
+
+
+class SRDatasetError(ValueError):
+    """A dataset file that is not read: not an npz, truncated, over the size cap, or with the wrong arrays."""
+
+
+def _check_npz(path: Path) -> None:
+    """Refuse a file that is not a zip, has too many members, or declares (in its zip directory or its
+    ``.npy`` headers) more than :data:`MAX_DATASET_BYTES` decompressed: before decompressing anything."""
+    if not zipfile.is_zipfile(path):
+        raise SRDatasetError(
+            f"{str(path)!r} is not an SR dataset: not an .npz (zip) file, or a truncated one"
+        )
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_MEMBERS:
+            raise SRDatasetError(f"{str(path)!r} is not an SR dataset: {len(infos)} members")
+        total = sum(i.file_size for i in infos)
+        if total > MAX_DATASET_BYTES:
+            raise SRDatasetError(
+                f"{str(path)!r} declares {total} bytes decompressed, over the cap of {MAX_DATASET_BYTES} "
+                "(harness.stages.collect.dataset.MAX_DATASET_BYTES)"
+            )
+        for info in infos:  # an .npy header's shape sizes the array numpy allocates: it must fit the member
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise SRDatasetError(
+                        f"{str(path)!r}: member {info.filename!r} has .npy version {version}"
+                    )
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise SRDatasetError(
+                    f"{str(path)!r}: member {info.filename!r} claims an array of {nbytes} bytes in "
+                    f"{info.file_size} bytes (corrupt or hostile)"
+                )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,32 +185,56 @@ class SRDataset:
 
     @classmethod
     def load(cls, path: str | Path) -> SRDataset:
-        """Read a file written by :meth:`save` (``allow_pickle=False``: nothing executes)."""
+        """Read a file written by :meth:`save` (``allow_pickle=False``: nothing executes).
+
+        Raises FileNotFoundError when it does not exist and :class:`SRDatasetError` naming the file for
+        anything else: not an npz, truncated, over :data:`MAX_DATASET_BYTES`, object arrays, wrong arrays.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"SR dataset {str(path)!r} does not exist")
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in (*_ARRAYS, "names", "metadata") if k not in npz.files]
-            if missing:
-                raise ValueError(f"{str(path)!r} is not an SR dataset: it lacks {missing}")
-            arrays = {k: npz[k] for k in _ARRAYS}
-            arrays.update({k: npz[k] for k in ("index_train", "index_val") if k in npz.files})
-            names = [str(n) for n in npz["names"].tolist()]
-            metadata = json.loads(str(npz["metadata"]))
-        if metadata.get("format") != DATASET_FORMAT:
-            raise ValueError(f"{str(path)!r} is not an SR dataset (format {metadata.get('format')!r})")
-        if int(metadata.get("version", 0)) > _DATASET_VERSION:
-            raise ValueError(
-                f"{str(path)!r} has SR dataset version {metadata['version']}, newer than this code"
+        try:
+            _check_npz(path)
+            with np.load(path, allow_pickle=False) as npz:
+                missing = [k for k in (*_ARRAYS, "names", "metadata") if k not in npz.files]
+                if missing:
+                    raise SRDatasetError(f"{str(path)!r} is not an SR dataset: it lacks {missing}")
+                arrays = {k: npz[k] for k in _ARRAYS}
+                arrays.update({k: npz[k] for k in ("index_train", "index_val") if k in npz.files})
+                names = [str(n) for n in np.atleast_1d(npz["names"]).tolist()]
+                metadata = json.loads(str(npz["metadata"]))
+            if not isinstance(metadata, dict) or metadata.get("format") != DATASET_FORMAT:
+                found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+                raise SRDatasetError(f"{str(path)!r} is not an SR dataset (format {found!r})")
+            if int(metadata.get("version", 0)) > _DATASET_VERSION:
+                raise SRDatasetError(
+                    f"{str(path)!r} has SR dataset version {metadata['version']}, newer than this code"
+                )
+            return cls(
+                names=names,
+                y_scale=float(metadata["y_scale"]),
+                feature_spec=dict(metadata["feature_spec"]),
+                source=dict(metadata.get("source") or {}),
+                meta=dict(metadata.get("meta") or {}),
+                **arrays,
             )
-        return cls(
-            names=names,
-            y_scale=float(metadata["y_scale"]),
-            feature_spec=dict(metadata["feature_spec"]),
-            source=dict(metadata.get("source") or {}),
-            meta=dict(metadata.get("meta") or {}),
-            **arrays,
-        )
+        except SRDatasetError:
+            raise
+        except KeyError as exc:
+            raise SRDatasetError(
+                f"{str(path)!r} is not a readable SR dataset: its metadata lacks {exc}"
+            ) from None
+        except (
+            ValueError,
+            TypeError,
+            OSError,
+            EOFError,
+            RecursionError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as exc:
+            why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise SRDatasetError(f"{str(path)!r} is not a readable SR dataset: {why}") from None
 
 
 # ------------------------------------------------------------------------------------------------

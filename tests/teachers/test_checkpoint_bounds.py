@@ -1,0 +1,86 @@
+"""Teacher checkpoints are untrusted: constructor arguments are bounded and checked before anything is
+built, and a file that does not fit is one TeacherCheckpointError naming it (never a torch traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from teachers.checkpoint import (
+    FORMAT,
+    KWARG_BOUNDS,
+    MAX_CHECKPOINT_BYTES,
+    TeacherCheckpointError,
+    check_kwargs,
+    load_teacher,
+    save_teacher,
+)
+from teachers.dm import DM
+from teachers.rp import RPExtra
+
+
+def test_documented_bounds() -> None:
+    assert KWARG_BOUNDS == {"hidden": (1, 4096), "layers": (1, 16), "proj": (1, 4096)}
+    assert MAX_CHECKPOINT_BYTES == 2**30
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ok"),
+    [
+        ({"hidden": 4096, "layers": 16, "proj": 4096}, True),
+        ({"hidden": 1, "layers": 1, "proj": 1, "layers_none": None}, True),
+        ({"extra": ["m09", "mn05", "eta"], "out_scale": 0.1, "eps": 1e-8}, True),
+        ({"hidden": 4097}, False),
+        ({"layers": 17}, False),
+        ({"layers": 0}, False),
+        ({"proj": True}, False),
+        ({"hidden": "20"}, False),
+        ({"out_scale": float("nan")}, False),
+        ({"extra": [["m09"]]}, False),
+        ({"extra": ["m09"] * 65}, False),
+        ({"name": "x" * 201}, False),
+        ({1: 2}, False),
+    ],
+)
+def test_check_kwargs(kwargs: dict, ok: bool) -> None:
+    if ok:
+        assert check_kwargs(kwargs) is kwargs
+    else:
+        with pytest.raises(TeacherCheckpointError, match="ckpt.pt"):
+            check_kwargs(kwargs, "ckpt.pt")
+
+
+def test_wrong_shapes_and_truncation_name_the_file(tmp_path: Path) -> None:
+    path = save_teacher(DM(hidden=6), tmp_path / "dm.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["kwargs"]["hidden"] = 5
+    torch.save(ckpt, tmp_path / "shapes.pt")
+    with pytest.raises(
+        TeacherCheckpointError, match=r"shapes\.pt.*weights do not fit teacher 'dm'.*size mismatch"
+    ):
+        load_teacher(tmp_path / "shapes.pt")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(TeacherCheckpointError, match=r"cut\.pt' is not a teacher checkpoint"):
+        load_teacher(tmp_path / "cut.pt")
+
+
+def test_bounds_are_checked_before_the_teacher_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import teachers.checkpoint as ck
+
+    built: list[str] = []
+    monkeypatch.setattr(ck, "build_teacher", lambda name, kw: built.append(name))
+    torch.save(
+        {"format": FORMAT, "teacher": "dm", "kwargs": {"hidden": 10**6}, "state_dict": {}}, tmp_path / "t.pt"
+    )
+    with pytest.raises(TeacherCheckpointError, match=r"kwargs\['hidden'\] = 1000000 is outside 1\.\.4096"):
+        load_teacher(tmp_path / "t.pt")
+    assert built == []
+
+
+def test_round_trip_within_bounds(tmp_path: Path) -> None:
+    teacher = RPExtra(hidden=5, extra=["m09", "eta"])
+    assert load_teacher(save_teacher(teacher, tmp_path / "t.pt")).kwargs == teacher.kwargs

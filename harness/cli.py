@@ -1,16 +1,29 @@
-"""The ``sl2o`` command: validate and run suites, list plug-ins, show the leaderboard."""
+"""The ``sl2o`` command: validate and run suites, list plug-ins, show the leaderboard.
+
+Bad input never ends in a traceback: every command meets an exception with one ``error:`` line on stderr
+and exit code 2 (``--debug`` shows the traceback instead). The read-only commands (``leaderboard``,
+``distill-summary``) check a SQLite store is an MLflow store before opening it and give an MLflow server
+one try of at most 5 s (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, ``MLFLOW_HTTP_REQUEST_TIMEOUT=5`` unless set).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
     from harness.config import Suite
     from harness.runner import StageFailed
     from harness.stages.collect import SRDataset
@@ -18,7 +31,10 @@ if TYPE_CHECKING:
     from harness.symbolic.equation import Equation
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="symbolic-l2o: learn, distill and benchmark optimizers."
+    add_completion=False,
+    no_args_is_help=True,
+    help="symbolic-l2o: learn, distill and benchmark optimizers.",
+    pretty_exceptions_show_locals=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -46,15 +62,72 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
-def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
-    """Check a suite file; exit non-zero naming each wrong YAML path."""
-    from harness.config import SuiteError, load_suite
+class InputError(ValueError):
+    """Bad input a command found itself (a store that is not an MLflow store, ...)."""
 
-    try:
-        suite = load_suite(file)
-    except SuiteError as err:
-        _fail(str(err))
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="On an error, show the traceback instead of one 'error:' line."
+    ),
+) -> None:
+    _DEBUG["on"] = debug
+
+
+#: exceptions whose message says it all (anything else is prefixed with its type's name)
+_PLAIN = (ValueError, OSError, KeyError, LookupError)
+
+
+def _one_line(err: BaseException) -> str:
+    """``err``'s message on one line (at most 1000 characters)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(text.split())
+    return text[:1000] + " ..." if len(text) > 1000 else text
+
+
+def _error_text(err: BaseException) -> str:
+    """One message for ``err``: a SuiteError keeps its lines (one per wrong YAML path), others get one."""
+    from harness.config import SuiteError
+
+    if isinstance(err, SuiteError):
+        return str(err)
+    text = _one_line(err)
+    if isinstance(err, _PLAIN) and text:
+        return text
+    return f"{type(err).__name__}: {text} (--debug shows the traceback)"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(fn: F) -> F:
+    """Run a command; turn any exception into one ``error:`` line and exit code 2 (unless ``--debug``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as err:
+            if _DEBUG["on"]:
+                raise
+            _fail(_error_text(err))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_guarded
+def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
+    """Check a suite file (and the files it names); exit 2 naming each wrong YAML path."""
+    from harness.config import load_suite
+
+    suite = load_suite(file)
     n = len(suite.stages)
     console.print(
         f"{file}: OK (suite {suite.name!r}, {n} stage(s): {', '.join(s.name for s in suite.stages)})"
@@ -62,6 +135,7 @@ def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
 
 
 @app.command()
+@_guarded
 def run(
     file: Path = typer.Argument(..., help="Suite YAML file."),
     address: str = typer.Option(
@@ -79,14 +153,12 @@ def run(
     """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
     import signal
 
-    from harness.config import SuiteError, load_suite
+    from harness.config import load_suite
+
+    suite = load_suite(file)  # a bad suite is one error line (see _guarded) before Ray or MLflow start
     from harness.runner import RunOptions, StageFailed, StageInputError, SuiteInterrupted, run_suite
 
-    try:
-        suite = load_suite(file)
-    except SuiteError as err:
-        _fail(str(err))
-    if tracking_uri is None and "MLFLOW_TRACKING_URI" not in __import__("os").environ:
+    if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
         workdir.mkdir(parents=True, exist_ok=True)
     opts = RunOptions(
         address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log, fresh=frozenset(fresh)
@@ -165,6 +237,7 @@ def _print_equations(outcome: SuiteOutcome) -> None:
 
 
 @app.command("leaderboard")
+@_guarded
 def leaderboard_cmd(
     suite: str = typer.Option(None, "--suite", help="Only this suite."),
     optimizee: str = typer.Option(None, "--optimizee", help="Only this optimizee (label or prefix)."),
@@ -173,18 +246,75 @@ def leaderboard_cmd(
     workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
 ) -> None:
     """Ranked optimizers per optimizee, seeds aggregated (mean, std, n), diverged last."""
-    from harness.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri, workdir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        _fail(f"no MLflow database at {uri[len('sqlite:///') :]}; run a suite first or pass --tracking-uri")
-    _print_leaderboard(uri, suite, optimizee, fmt)
+    with _read_only_store(tracking_uri, workdir) as (uri, client):
+        _print_leaderboard(uri, suite, optimizee, fmt, client)
 
 
-def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: Format) -> None:
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """Refuse a path that is not an existing MLflow SQLite store, without writing to it (read-only)."""
+    import sqlite3
+
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an MLflow SQLite database")
+    if not path.exists():
+        raise InputError(f"no MLflow database at {path}; run a suite first or pass --tracking-uri")
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file, so not an MLflow SQLite database")
+    with path.open("rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise InputError(f"{path} is not an SQLite database, so not an MLflow store")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise InputError(f"{path} is not a readable SQLite database: {err}") from None
+    if row is None:
+        raise InputError(
+            f"{path} is an SQLite database but not an MLflow store (it has no experiments table)"
+        )
+
+
+@contextmanager
+def _read_only_store(tracking_uri: str | None, workdir: Path) -> Iterator[tuple[str, MlflowClient]]:
+    """The URI and a client of an existing store, for commands that only read it: a SQLite file must
+    already be an MLflow store (nothing is created), a server gets one try of at most 5 s."""
+    from harness import tracking
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        uri = tracking.resolve_tracking_uri(tracking_uri, workdir)
+        if uri.startswith("sqlite:///"):
+            _check_sqlite_store(Path(uri[len("sqlite:///") :]))
+        try:
+            client = tracking.init_tracking(uri)
+        except Exception as err:  # noqa: BLE001 - an unreachable or broken store, whatever MLflow raises
+            raise InputError(f"cannot read the MLflow store at {uri}: {_one_line(err)}") from err
+        yield uri, client
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _print_leaderboard(
+    uri: str, suite: str | None, optimizee: str | None, fmt: Format, client: MlflowClient | None = None
+) -> None:
     from harness import report, tracking
 
-    client = tracking.init_tracking(uri)
+    client = client or tracking.init_tracking(uri)
     stats: dict[str, int] = {}
     rows = report.aggregate(tracking.leaderboard_records(client, suite, optimizee, stats=stats))
     if stats.get("duplicates"):
@@ -207,6 +337,7 @@ def _print_leaderboard(uri: str, suite: str | None, optimizee: str | None, fmt: 
 
 
 @app.command("distill-summary")
+@_guarded
 def distill_summary_cmd(
     suite: str = typer.Option(None, "--suite", help="Only this suite."),
     fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
@@ -220,10 +351,8 @@ def distill_summary_cmd(
     from harness import tracking
     from harness.jsonio import dumps
 
-    uri = tracking.resolve_tracking_uri(tracking_uri, workdir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
-        _fail(f"no MLflow database at {uri[len('sqlite:///') :]}; run a suite first or pass --tracking-uri")
-    rows = tracking.distill_records(tracking.init_tracking(uri), suite)
+    with _read_only_store(tracking_uri, workdir) as (uri, client):
+        rows = tracking.distill_records(client, suite)
     if not rows:
         _fail(f"no finished distill stages{f' for suite {suite!r}' if suite else ''} in {uri}")
     if fmt is Format.json:
@@ -248,6 +377,7 @@ app.add_typer(equation_app, name="equation")
 
 
 @equation_app.command("show")
+@_guarded
 def equation_show(
     file: Path = typer.Argument(..., help="An equation JSON file (or a Pareto-front JSON: every equation)."),
     dataset: Path = typer.Option(
@@ -256,21 +386,18 @@ def equation_show(
     latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
 ) -> None:
     """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
-    import json as _json
-
     from harness.symbolic.equation import Equation, EquationParseError
+    from harness.symbolic.names import loads_json, read_json_text
     from harness.symbolic.sr.base import ParetoFront
 
     try:
-        data = _json.loads(file.read_text())
+        data = loads_json(read_json_text(file, "equation"), "equation")
         if isinstance(data, dict) and data.get("format") == "symbolic-l2o/pareto-front":
             eqs = list(ParetoFront.from_json(data).equations)
         else:
             eqs = [Equation.from_json(data)]
-    except FileNotFoundError:
-        _fail(f"{file} does not exist")
-    except (ValueError, EquationParseError, KeyError, TypeError) as err:
-        _fail(f"{file} is not a valid equation file: {err}")
+    except EquationParseError as err:
+        raise InputError(f"{file} is not a valid equation file: {err}") from err
     ds = None
     if dataset is not None:
         from harness.stages.collect import SRDataset
@@ -314,6 +441,7 @@ def _describe_equation(eq: Equation, ds: SRDataset | None, latex: bool) -> str:
 
 
 @app.command("list")
+@_guarded
 def list_cmd(kind: Kind = typer.Argument(..., help="optimizees, teachers or sr-backends.")) -> None:
     """List registered plug-ins (built-ins and entry points)."""
     from harness.registry import OPTIMIZEES, SR_BACKENDS, TEACHERS

@@ -1,0 +1,661 @@
+"""A corpus of hostile input, one case per way a file from outside can try to hurt us.
+
+Equation text, equation JSON, suite YAML, teacher checkpoints and SR datasets are untrusted (DESIGN.md,
+section 9). Every case asserts ONE clear error type of its class with a fragment of its message, that no
+payload ran (each payload that could run code would create ``PWNED`` in the current directory), and that
+nothing was allocated hugely (Python allocations traced, peak under 64 MiB) or took long.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import time
+import tracemalloc
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import SuiteError, load_suite
+from harness.stages.collect.dataset import SRDataset, SRDatasetError
+from harness.symbolic.equation import Equation, EquationParseError, ParetoFront
+from teachers.checkpoint import FORMAT, TeacherCheckpointError, load_teacher, save_teacher
+from teachers.dm import DM
+from teachers.rules import SGDRule
+
+SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "suites" / "baselines-smoke.yaml"
+MAX_PEAK = 64 * 2**20
+MAX_SECONDS = 5.0
+PWNED = "PWNED"
+
+
+class Payload:
+    """Pickles as a call of ``os.system`` that would create ``PWNED``: loading it must never run it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {PWNED}",))
+
+
+@dataclass(frozen=True)
+class Case:
+    cls: str
+    name: str
+    load: Callable[[Path], object]  # given a fresh folder (the current directory), reads the hostile input
+    error: type[Exception]
+    fragment: str
+
+
+CASES: list[Case] = []
+
+
+def case(
+    cls: str, name: str, error: type[Exception], fragment: str
+) -> Callable[[Callable[[Path], object]], None]:
+    def add(load: Callable[[Path], object]) -> None:
+        CASES.append(Case(cls, name, load, error, fragment))
+
+    return add
+
+
+# ------------------------------------------------------------------------------------------------
+# equation text: Equation.parse -> EquationParseError
+# ------------------------------------------------------------------------------------------------
+def _balanced(leaves: list[str]) -> str:
+    """``((a+b)+(c+d))...``: many syntax nodes at a shallow depth."""
+    while len(leaves) > 1:
+        leaves = [f"({a}+{b})" for a, b in zip(leaves[::2], leaves[1::2], strict=False)] + (
+            [leaves[-1]] if len(leaves) % 2 else []
+        )
+    return leaves[0]
+
+
+EQUATIONS: list[tuple[str, str, str]] = [
+    ("import", f"__import__('os').system('touch {PWNED}')", "not Attribute"),
+    ("import-call", "__import__('os')", "unknown function '__import__'"),
+    ("eval", f"eval(\"__import__('os').system('touch {PWNED}')\")", "unknown function 'eval'"),
+    ("attribute", "g_0.__class__.__bases__", "Attribute is not allowed"),
+    ("subscript", "g_0[0]", "Subscript is not allowed"),
+    ("lambda", "(lambda: 0)()", "only calls of known functions"),
+    ("lambda-bare", "lambda x: x", "Lambda is not allowed"),
+    ("tower", "9**9**9", "too large"),
+    ("big-power", "2**100000", "too large"),
+    ("structural-bits", "*".join(["999999999999999999"] * 80), "too large"),
+    ("int-literal", "1" * 30 + "*g_0", "integer literal too large"),
+    ("inf-literal", "1e999*g_0", "non-finite constant"),
+    ("div-zero", "g_0/0", "division by the structural number 0"),
+    ("deep-parens", "(" * 5000 + "g_0" + ")" * 5000, "nest"),
+    ("deep-calls", "tanh(" * 150 + "g_0" + ")" * 150, "nested too deeply"),
+    ("too-long", "+".join(["g_0"] * 6000), "too long"),
+    ("long-chain", "+".join(["g_0"] * 4900), "cannot parse equation: RecursionError"),
+    ("many-nodes", _balanced(["--1"] * 3000), "more than 20000 syntax nodes"),
+    ("huge-lag", "0.1*g_999999999999", "over the maximum lag 1000"),
+    ("lag-digits", "g_" + "9" * 5000, "(5000 digits) is over the maximum lag 1000"),
+    ("leading-zero-lag", "g_03", "unknown name 'g_03'"),
+    ("unknown-function", "foo(g_0)", "unknown function 'foo'"),
+    ("getattr", "getattr(g_0, 'x')", "unknown function 'getattr'"),
+    ("function-as-name", "exp", "a function name must be called"),
+    ("arity", "sqrt(g_0, g_1)", "takes 1 argument"),
+    ("keywords", "tanh(x=g_0)", "keyword arguments are not allowed"),
+    ("starred", "tanh(*g_0)", "starred arguments are not allowed"),
+    ("string", "'g_0'", "of type str is not allowed"),
+    ("bytes", "b'x'", "of type bytes is not allowed"),
+    ("complex", "1j*g_0", "of type complex is not allowed"),
+    ("list", "[g_0]", "List is not allowed"),
+    ("comprehension", "[x for x in g_0]", "ListComp is not allowed"),
+    ("conditional", "g_0 if g_0 else 1", "IfExp is not allowed"),
+    ("compare", "g_0 < 1", "Compare is not allowed"),
+    ("walrus", "(x := g_0)", "NamedExpr is not allowed"),
+    ("fstring", "f'{g_0}'", "JoinedStr is not allowed"),
+    ("matmul", "g_0 @ g_0", "MatMult is not allowed"),
+    ("bitwise", "g_0 ^ g_1", "BitXor is not allowed"),
+    ("statement", "import os", "cannot parse equation"),
+    ("two-statements", "g_0; g_1", "cannot parse equation"),
+    ("null-byte", "g_0\x00", "cannot parse equation"),
+    ("empty", "   ", "empty equation"),
+    ("dunder-name", "__builtins__", "unknown name '__builtins__'"),
+]
+for _name, _text, _frag in EQUATIONS:
+    case("equation", _name, EquationParseError, _frag)(lambda d, t=_text: Equation.parse(t))
+
+
+# ------------------------------------------------------------------------------------------------
+# equation JSON files: Equation.load / ParetoFront.load -> EquationParseError
+# ------------------------------------------------------------------------------------------------
+def _eq_file(d: Path, content: str | bytes) -> Path:
+    p = d / "eq.json"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
+EQUATION_JSON: list[tuple[str, str | bytes, str]] = [
+    ("not-json", "update = g_0", "invalid equation JSON"),
+    ("top-level-list", "[1, 2]", "needs a string field 'expression'"),
+    ("expression-number", '{"expression": 3}', "needs a string field 'expression'"),
+    ("expression-missing", '{"constants": [1.0]}', "needs a string field 'expression'"),
+    ("expression-code", json.dumps({"expression": f"__import__('os').system('touch {PWNED}')"}), "Attribute"),
+    ("metrics-list", '{"expression": "g_0", "metrics": [1, 2]}', "'metrics' must be a mapping"),
+    ("metrics-string", '{"expression": "g_0", "metrics": {"r2": "high"}}', "must be a number"),
+    ("metrics-nested", '{"expression": "g_0", "metrics": {"r2": {"a": 1}}}', "must be a number"),
+    ("variables-number", '{"expression": "g_0", "variables": 7}', "'variables' must be a list"),
+    ("variables-huge-lag", '{"expression": "g_0", "variables": ["g_99999"]}', "bad variable entry"),
+    (
+        "variables-disagree",
+        '{"expression": "g_0", "variables": [{"name": "g_0", "feature": "m", "lag": 0}]}',
+        "disagrees",
+    ),
+    ("variable-not-allowed", '{"expression": "g_1", "variables": ["g_0"]}', "unknown variable 'g_1'"),
+    (
+        "constants-count",
+        '{"expression": "0.5*g_0", "constants": [1.0, 2.0]}',
+        "2 constants but its expression has 1",
+    ),
+    ("constants-strings", '{"expression": "0.5*g_0", "constants": ["1"]}', "list of finite numbers"),
+    ("constants-nan", '{"expression": "0.5*g_0", "constants": [NaN]}', "list of finite numbers"),
+    ("constants-object", '{"expression": "0.5*g_0", "constants": {"c0": 1}}', "list of finite numbers"),
+    ("provenance-list", '{"expression": "g_0", "provenance": [1]}', "'provenance' must be a mapping"),
+    ("deep-json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("utf16", '{"expression": "g_0"}'.encode("utf-16"), "not UTF-8 text"),
+    ("binary", bytes(range(256)) * 4, "not UTF-8 text"),
+]
+for _name, _content, _frag in EQUATION_JSON:
+    case("equation-json", _name, EquationParseError, _frag)(
+        lambda d, c=_content: Equation.load(_eq_file(d, c))
+    )
+
+
+@case("equation-json", "too-large-file", EquationParseError, "larger than")
+def _(d: Path) -> object:
+    p = d / "eq.json"
+    with p.open("wb") as fh:
+        fh.truncate(16 * 2**20 + 1)  # sparse: nothing is written
+    return Equation.load(p)
+
+
+@case("equation-json", "front-equations-dict", EquationParseError, "needs a list field 'equations'")
+def _(d: Path) -> object:
+    return ParetoFront.load(_eq_file(d, '{"format": "symbolic-l2o/pareto-front", "equations": {}}'))
+
+
+@case("equation-json", "front-with-code", EquationParseError, "unknown function 'exec'")
+def _(d: Path) -> object:
+    return ParetoFront.load(_eq_file(d, json.dumps({"equations": [{"expression": "exec('x')"}]})))
+
+
+# ------------------------------------------------------------------------------------------------
+# suite YAML files: load_suite -> SuiteError
+# ------------------------------------------------------------------------------------------------
+def _yaml(d: Path, content: str | bytes) -> Path:
+    p = d / "suite.yaml"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
+_BOMB = "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
+    for p, c in zip(["", "a", "b", "c", "d", "e", "f", "g", "h"], "abcdefghi", strict=True)
+)
+YAML: list[tuple[str, str | bytes, str]] = [
+    ("alias-bomb", _BOMB + "name: s\nstages: [*i]\n", "aliases expand to more than 10000 nodes"),
+    (
+        "alias-bomb-merge",
+        "a: &a {"
+        + ", ".join(f"k{i}: [{', '.join(['x'] * 100)}]" for i in range(100))
+        + "}\nb: ["
+        + ", ".join(["{<<: *a}"] * 50)
+        + "]\n",
+        "aliases expand to more than 10000 nodes",
+    ),
+    ("many-aliases", "a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n", "more than 100 alias uses"),
+    ("recursive-alias", "name: &a [1, *a]\n", "recursive"),
+    ("deep-flow", "name: s\nstages: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested deeper than 50"),
+    (
+        "deep-block",
+        "name: s\nstages:\n" + "".join("  " * i + "- \n" for i in range(1, 80)),
+        "nested deeper than 50",
+    ),
+    (
+        "deep-alias",
+        "a: &a " + "[" * 30 + "]" * 30 + "\nb: " + "[" * 30 + "*a" + "]" * 30 + "\n",
+        "nested deeper than 50",
+    ),
+    ("utf16-bom", SUITE.read_text().encode("utf-16"), "not UTF-8 text"),
+    ("utf16-no-bom", SUITE.read_text().encode("utf-16-le"), "not UTF-8 text"),
+    ("latin1", "name: caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    ("binary", bytes(range(1, 256)) * 64, "not UTF-8 text"),
+    (
+        "python-tag",
+        f"name: !!python/object/apply:os.system ['touch {PWNED}']\n",
+        "could not determine a constructor",
+    ),
+    ("python-name", "name: !!python/name:os.system\n", "could not determine a constructor"),
+    ("huge-int", "name: s\nmax_failures: " + "9" * 5000 + "\n", "not valid YAML"),
+    ("two-documents", "name: a\n---\nname: b\n", "not valid YAML"),
+    ("unhashable-key", "? [a, b]\n: 1\n", "not valid YAML"),
+    ("not-a-mapping", "- 1\n- 2\n", "must be a YAML mapping"),
+    ("empty", "", "must be a YAML mapping"),
+    (
+        "long-name",
+        SUITE.read_text().replace("name: baselines-smoke", "name: " + "a" * 101, 1),
+        "at most 100 characters",
+    ),
+    (
+        "dotdot-stage",
+        SUITE.read_text().replace("    name: baselines\n", "    name: ..\n", 1),
+        "'..' is not allowed as a name",
+    ),
+    (
+        "path-label",
+        SUITE.read_text().replace("{name: quadratic_cos,", "{label: ../../etc, name: quadratic_cos,", 1),
+        "should match pattern",
+    ),
+    (
+        "crossing-bomb",
+        SUITE.read_text().replace(
+            "- grid: smoke",
+            "- {family: sgd, lr: ["
+            + ", ".join(["0.1"] * 200)
+            + "], momentum: ["
+            + ", ".join(["0.5"] * 100)
+            + "]}",
+            1,
+        ),
+        "more than 10000",
+    ),
+    (
+        "metric-unknown",
+        SUITE.read_text() + "\nmetric: {name: __class__}\n",
+        "do not record a metric '__class__'",
+    ),
+    (
+        "missing-checkpoint",
+        SUITE.read_text().replace("- grid: smoke", "- {family: teacher, checkpoint: /nonexistent/t.pt}", 1),
+        "teacher checkpoint '/nonexistent/t.pt' does not exist",
+    ),
+]
+for _name, _content, _frag in YAML:
+    case("yaml", _name, SuiteError, _frag)(lambda d, c=_content: load_suite(_yaml(d, c)))
+
+
+@case("yaml", "over-1MB", SuiteError, "larger than 1000000 bytes")
+def _(d: Path) -> object:
+    return load_suite(_yaml(d, "name: s\n# " + "x" * 1_000_001 + "\n"))
+
+
+@case("yaml", "directory", SuiteError, "is a directory")
+def _(d: Path) -> object:
+    (d / "dir.yaml").mkdir()
+    return load_suite(d / "dir.yaml")
+
+
+@case("yaml", "grid-file-alias-bomb", SuiteError, "aliases expand to more than 10000 nodes")
+def _(d: Path) -> object:
+    (d / "grids.yaml").write_text(_BOMB + "grids: {g: [*i]}\n")
+    text = SUITE.read_text().replace("- grid: smoke", f"- {{grid: g, file: {d / 'grids.yaml'}}}", 1)
+    return load_suite(_yaml(d, text))
+
+
+# ------------------------------------------------------------------------------------------------
+# teacher checkpoints: load_teacher -> TeacherCheckpointError
+# ------------------------------------------------------------------------------------------------
+def _ckpt(d: Path, **fields: Any) -> Path:
+    p = d / "t.pt"
+    torch.save({"format": FORMAT, "teacher": "dm", "kwargs": {"hidden": 4}, "state_dict": {}, **fields}, p)
+    return p
+
+
+def _good_ckpt(d: Path) -> Path:
+    torch.manual_seed(0)
+    return save_teacher(DM(hidden=4), d / "t.pt")
+
+
+def _patch_zip_sizes(path: Path, size: int) -> None:
+    """Rewrite every central-directory entry's uncompressed size (a zip bomb's header)."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"PK\x01\x02")
+    while at != -1:
+        raw[at + 24 : at + 28] = size.to_bytes(4, "little")
+        at = raw.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(raw))
+
+
+CHECKPOINT_FRAGMENT = "is not a teacher checkpoint"
+
+
+@case("checkpoint", "truncated", TeacherCheckpointError, CHECKPOINT_FRAGMENT)
+def _(d: Path) -> object:
+    p = _good_ckpt(d)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return load_teacher(p)
+
+
+@case("checkpoint", "empty", TeacherCheckpointError, CHECKPOINT_FRAGMENT)
+def _(d: Path) -> object:
+    (d / "t.pt").write_bytes(b"")
+    return load_teacher(d / "t.pt")
+
+
+@case("checkpoint", "random-bytes", TeacherCheckpointError, CHECKPOINT_FRAGMENT)
+def _(d: Path) -> object:
+    (d / "t.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    return load_teacher(d / "t.pt")
+
+
+@case("checkpoint", "pickle-with-code", TeacherCheckpointError, "unsupported GLOBAL")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, meta={"x": Payload()}))
+
+
+@case("checkpoint", "legacy-pickle-with-code", TeacherCheckpointError, "unsupported GLOBAL")
+def _(d: Path) -> object:
+    (d / "t.pt").write_bytes(pickle.dumps({"format": FORMAT, "x": Payload()}, protocol=2))
+    return load_teacher(d / "t.pt")
+
+
+@case("checkpoint", "zip-bomb-header", TeacherCheckpointError, "over the cap")
+def _(d: Path) -> object:
+    p = _good_ckpt(d)
+    _patch_zip_sizes(p, 0xFFFFFFF0)
+    return load_teacher(p)
+
+
+@case("checkpoint", "not-a-dict", TeacherCheckpointError, "expected format 'sl2o-teacher/1', found 'Tensor'")
+def _(d: Path) -> object:
+    torch.save(torch.zeros(3), d / "t.pt")
+    return load_teacher(d / "t.pt")
+
+
+@case("checkpoint", "wrong-format", TeacherCheckpointError, "found 'evil/9'")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, format="evil/9"))
+
+
+@case("checkpoint", "wrong-shapes", TeacherCheckpointError, "its weights do not fit teacher 'dm'")
+def _(d: Path) -> object:
+    state = DM(hidden=8).state_dict()
+    return load_teacher(_ckpt(d, state_dict=state))
+
+
+@case("checkpoint", "missing-weights", TeacherCheckpointError, "its weights do not fit teacher 'dm'")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d))
+
+
+@case(
+    "checkpoint",
+    "weights-not-tensors",
+    TeacherCheckpointError,
+    "'state_dict' must map parameter names to tensors",
+)
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, state_dict={"out.weight": [1.0, 2.0]}))
+
+
+@case("checkpoint", "hidden-huge", TeacherCheckpointError, "kwargs['hidden'] = 1000000000 is outside 1..4096")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs={"hidden": 10**9}))
+
+
+@case("checkpoint", "layers-huge", TeacherCheckpointError, "kwargs['layers'] = 100000 is outside 1..16")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs={"hidden": 4, "layers": 100_000}))
+
+
+@case("checkpoint", "proj-negative", TeacherCheckpointError, "kwargs['proj'] = -1 is outside 1..4096")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, teacher="rp", kwargs={"proj": -1}))
+
+
+@case("checkpoint", "hidden-float", TeacherCheckpointError, "kwargs['hidden'] = 4.5 is outside")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs={"hidden": 4.5}))
+
+
+@case("checkpoint", "kwargs-list", TeacherCheckpointError, "'kwargs' must be a mapping")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs=[4]))
+
+
+@case("checkpoint", "kwargs-tensor", TeacherCheckpointError, "is not a plain value")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs={"hidden": torch.zeros(10)}))
+
+
+@case("checkpoint", "kwargs-long-list", TeacherCheckpointError, "is not a plain value")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, teacher="rp_extra", kwargs={"extra": ["m09"] * 10_000}))
+
+
+@case("checkpoint", "kwargs-unknown", TeacherCheckpointError, "cannot build teacher 'dm'")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, kwargs={"hidden": 4, "evil": 1}))
+
+
+@case("checkpoint", "unknown-teacher", TeacherCheckpointError, "cannot build teacher 'os.system'")
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, teacher="os.system", kwargs={}))
+
+
+@case(
+    "checkpoint", "teacher-not-a-name", TeacherCheckpointError, "'teacher' must be a registered teacher name"
+)
+def _(d: Path) -> object:
+    return load_teacher(_ckpt(d, teacher=["dm"]))
+
+
+@case("checkpoint", "lacks-fields", TeacherCheckpointError, "lacks the 'state_dict' field")
+def _(d: Path) -> object:
+    torch.save({"format": FORMAT, "teacher": "sgd", "kwargs": {}}, d / "t.pt")
+    return load_teacher(d / "t.pt")
+
+
+# ------------------------------------------------------------------------------------------------
+# SR datasets: SRDataset.load -> SRDatasetError
+# ------------------------------------------------------------------------------------------------
+def _arrays(n: int = 8, names: tuple[str, ...] = ("g_0", "g_1")) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    meta = {
+        "format": "symbolic-l2o/sr-dataset",
+        "version": 1,
+        "y_scale": 1.0,
+        "feature_spec": {"names": ["g"]},
+    }
+    return {
+        "X_train": rng.normal(size=(n, len(names))),
+        "y_train": rng.normal(size=n),
+        "X_val": rng.normal(size=(n, len(names))),
+        "y_val": rng.normal(size=n),
+        "x_scale": np.ones(len(names)),
+        "names": np.array(names),
+        "metadata": np.array(json.dumps(meta)),
+    }
+
+
+def _npz(d: Path, **override: Any) -> Path:
+    p = d / "ds.npz"
+    np.savez(p, **{**_arrays(), **override})
+    return p
+
+
+@case("dataset", "text", SRDatasetError, "not an .npz (zip) file")
+def _(d: Path) -> object:
+    (d / "ds.npz").write_text("hello")
+    return SRDataset.load(d / "ds.npz")
+
+
+@case("dataset", "npy", SRDatasetError, "not an .npz (zip) file")
+def _(d: Path) -> object:
+    np.save(d / "ds.npy", np.zeros(3))
+    return SRDataset.load(d / "ds.npy")
+
+
+@case("dataset", "pickle", SRDatasetError, "not an .npz (zip) file")
+def _(d: Path) -> object:
+    (d / "ds.npz").write_bytes(pickle.dumps(Payload()))
+    return SRDataset.load(d / "ds.npz")
+
+
+@case("dataset", "truncated", SRDatasetError, "or a truncated one")
+def _(d: Path) -> object:
+    p = _npz(d)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return SRDataset.load(p)
+
+
+@case("dataset", "corrupt-member", SRDatasetError, "is not a readable SR dataset")
+def _(d: Path) -> object:
+    p = d / "ds.npz"
+    np.savez_compressed(p, **_arrays(n=2000))
+    raw = bytearray(p.read_bytes())
+    mid = len(raw) // 3
+    raw[mid : mid + 64] = bytes(64)
+    p.write_bytes(bytes(raw))
+    return SRDataset.load(p)
+
+
+@case("dataset", "zip-bomb-header", SRDatasetError, "over the cap of 2147483648")
+def _(d: Path) -> object:
+    p = _npz(d)
+    _patch_zip_sizes(p, 0xFFFFFFF0)
+    return SRDataset.load(p)
+
+
+@case("dataset", "npy-header-lies", SRDatasetError, "claims an array of 8000000000000 bytes")
+def _(d: Path) -> object:
+    p = _npz(d)
+    with zipfile.ZipFile(p, "a") as zf:  # a member whose header claims 10**12 float64 in a few bytes
+        header = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        zf.writestr("index_val.npy", buf.getvalue() + bytes(16))
+    return SRDataset.load(p)
+
+
+@case("dataset", "too-many-members", SRDatasetError, "65 members")
+def _(d: Path) -> object:
+    p = d / "ds.npz"
+    np.savez(p, **_arrays(), **{f"junk{i}": np.zeros(1) for i in range(58)})
+    return SRDataset.load(p)
+
+
+@case("dataset", "object-array", SRDatasetError, "Object arrays cannot be loaded")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, X_train=np.array([[Payload(), 1]], dtype=object)))
+
+
+@case("dataset", "object-names", SRDatasetError, "Object arrays cannot be loaded")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, names=np.array(["g_0", Payload()], dtype=object)))
+
+
+@case("dataset", "missing-arrays", SRDatasetError, "it lacks ['X_train'")
+def _(d: Path) -> object:
+    p = d / "ds.npz"
+    np.savez(p, a=np.zeros(2))
+    return SRDataset.load(p)
+
+
+@case("dataset", "wrong-shape", SRDatasetError, "must be [N, 2]")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, X_train=np.zeros((8, 3))))
+
+
+@case("dataset", "string-data", SRDatasetError, "could not convert string to float")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, X_train=np.full((8, 2), "x")))
+
+
+@case("dataset", "huge-lag-name", SRDatasetError, "over the maximum lag 1000")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, names=np.array(["g_0", "g_999999999999"])))
+
+
+@case("dataset", "bad-variable-name", SRDatasetError, "is not a variable name")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, names=np.array(["g_0", "__import__"])))
+
+
+@case("dataset", "negative-scale", SRDatasetError, "scales positive")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, x_scale=np.array([1.0, -1.0])))
+
+
+@case("dataset", "metadata-not-json", SRDatasetError, "is not a readable SR dataset")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, metadata=np.array("{not json")))
+
+
+@case("dataset", "metadata-list", SRDatasetError, "format 'list'")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, metadata=np.array("[1, 2]")))
+
+
+@case("dataset", "metadata-deep", SRDatasetError, "is not a readable SR dataset")
+def _(d: Path) -> object:
+    return SRDataset.load(_npz(d, metadata=np.array("[" * 100_000 + "]" * 100_000)))
+
+
+@case("dataset", "metadata-missing-scale", SRDatasetError, "its metadata lacks 'y_scale'")
+def _(d: Path) -> object:
+    meta = {"format": "symbolic-l2o/sr-dataset", "feature_spec": {}}
+    return SRDataset.load(_npz(d, metadata=np.array(json.dumps(meta))))
+
+
+# ------------------------------------------------------------------------------------------------
+# the test
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("c", CASES, ids=[f"{c.cls}-{c.name}" for c in CASES])
+def test_hostile_input_is_refused_with_one_clear_error(
+    c: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(c.error) as err:
+            c.load(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert type(err.value) is c.error  # the class's own error, not a subclass or a stray ValueError
+    assert c.fragment in str(err.value)
+    assert len(str(err.value)) < 2000  # one clear message, not a dump of the input
+    assert not (tmp_path / PWNED).exists(), "a payload ran"
+    assert peak < MAX_PEAK, f"{peak / 2**20:.0f} MiB allocated"
+    assert time.monotonic() - t0 < MAX_SECONDS
+
+
+def test_the_dataset_cap_is_a_module_constant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real (compressible) bomb under a lowered cap: refused from the zip directory, nothing inflated."""
+    from harness.stages.collect import dataset
+
+    p = tmp_path / "ds.npz"
+    np.savez_compressed(p, **_arrays(), index_train=np.zeros((8, 3), np.int64), big=np.zeros(2_000_000))
+    assert p.stat().st_size < 100_000
+    monkeypatch.setattr(dataset, "MAX_DATASET_BYTES", 1_000_000)
+    with pytest.raises(SRDatasetError, match="declares 16.* bytes decompressed, over the cap of 1000000"):
+        SRDataset.load(p)
+
+
+def test_the_corpus_covers_every_class() -> None:
+    counts: dict[str, int] = {}
+    for c in CASES:
+        counts[c.cls] = counts.get(c.cls, 0) + 1
+    assert counts == {"equation": 43, "equation-json": 23, "yaml": 27, "checkpoint": 22, "dataset": 20}, (
+        counts
+    )
+    assert len({(c.cls, c.name) for c in CASES}) == len(CASES)
+
+
+def test_sound_files_still_load(tmp_path: Path) -> None:
+    ds = SRDataset.load(_npz(tmp_path))
+    assert ds.names == ["g_0", "g_1"] and ds.n_train == 8
+    assert isinstance(load_teacher(save_teacher(SGDRule(lr=0.1), tmp_path / "sgd.pt")), SGDRule)
+    assert load_teacher(_good_ckpt(tmp_path)).kwargs["hidden"] == 4

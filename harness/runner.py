@@ -25,7 +25,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import stagekey, tracking
-from harness.config import Resources, Suite
+from harness.config import Resources, Suite, SuiteError, check_resources
 from harness.jsonio import flatten_params
 from harness.registry import STAGES
 from harness.stages.base import StageKind
@@ -465,9 +465,15 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     quiet_tune_output()
     start = time.time()
     uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)
+    # Ray first: nothing is created in MLflow for a suite that cannot start
+    init_ray(opts.address)
+    if not (opts.address or os.environ.get("RAY_ADDRESS")):
+        try:  # on this machine a trial asking for more CPUs than it has would wait forever
+            check_resources(suite, float(ray.cluster_resources().get("CPU", 0.0)))
+        except SuiteError as err:
+            raise StageInputError(str(err)) from None
     client = tracking.init_tracking(uri)
     exp_id = tracking.ensure_experiment(client, suite.name, uri)
-    init_ray(opts.address)
     suite_run_id = tracking.start_run(
         client,
         exp_id,

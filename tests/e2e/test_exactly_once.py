@@ -143,3 +143,31 @@ def test_two_suites_started_at_once_on_a_fresh_store(ray_session, tmp_path: Path
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
     assert "duplicate column" not in "".join(outs)
+
+
+def test_a_trial_that_could_never_be_scheduled_is_refused_before_anything_is_created(
+    ray_session, tmp_path: Path
+) -> None:
+    from harness.config import load_suite_dict
+    from harness.runner import RunOptions, StageInputError, run_suite
+
+    suite = load_suite_dict(
+        {
+            "name": "too-big",
+            "resources": {"cpus_per_trial": 4096},
+            "stages": [
+                {
+                    "kind": "evaluate",
+                    "name": "e",
+                    "optimizees": [{"name": "quadratic_cos", "steps": 5}],
+                    "optimizers": [{"family": "sgd", "lr": 0.1}],
+                }
+            ],
+        }
+    )
+    db = tmp_path / "m.db"
+    with pytest.raises(StageInputError, match="resources.cpus_per_trial: 4096 CPUs per trial"):
+        run_suite(
+            suite, RunOptions(tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path), log=lambda m: None)
+        )
+    assert not db.exists()

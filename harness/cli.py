@@ -242,12 +242,64 @@ def leaderboard_cmd(
     suite: str = typer.Option(None, "--suite", help="Only this suite."),
     optimizee: str = typer.Option(None, "--optimizee", help="Only this optimizee (label or prefix)."),
     fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    across: bool = typer.Option(
+        False, "--across", help="Scores across optimizees: speedup over tuned Adam, time to target, profiles."
+    ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
 ) -> None:
-    """Ranked optimizers per optimizee, seeds aggregated (mean, std, n), diverged last."""
+    """Ranked optimizers per optimizee (seeds aggregated, paired CI and verdict against the best Adam);
+    with --across, one summary over all optimizees."""
     with _read_only_store(tracking_uri, workdir) as (uri, client):
-        _print_leaderboard(uri, suite, optimizee, fmt, client)
+        if across:
+            _print_across(uri, suite, optimizee, fmt, client)
+        else:
+            _print_leaderboard(uri, suite, optimizee, fmt, client)
+
+
+def _print_across(
+    uri: str, suite: str | None, optimizee: str | None, fmt: Format, client: MlflowClient
+) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from harness import across, tracking
+    from harness.jsonio import dumps
+
+    records = tracking.leaderboard_records(client, suite, optimizee, curves=True)
+    if not records:
+        _fail(f"no finished evaluate trials{f' for suite {suite!r}' if suite else ''} in {uri}")
+    summary, per_task = across.from_records(records)
+    if fmt is Format.json:
+        sys.stdout.write(dumps({"summary": summary, "tasks": per_task}) + "\n")
+        return
+    if fmt is Format.csv:
+        sys.stdout.write(pd.DataFrame(summary).to_csv(index=False))
+        return
+    table = Table(
+        title=f"across {len(per_task)} optimizee(s): speedup over tuned Adam, targets, profile rho(tau)"
+    )
+    cols = list(summary[0]) if summary else []
+    for c in cols:
+        table.add_column(c, justify="left" if c == "optimizer" else "right")
+    for r in summary:
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    console.print(table)
+    for task, scores in per_task.items():
+        t = Table(
+            title=f"{task}: target {scores[0]['target']:.4g} (best baseline's final loss)" if scores else task
+        )
+        for c in ("optimizer", "final", "speedup vs Adam", "time to target"):
+            t.add_column(c, justify="left" if c == "optimizer" else "right")
+        for sc in sorted(scores, key=lambda s: s["time_to_target"]):
+            sp = sc.get("speedup_vs_adam", float("nan"))
+            t.add_row(
+                sc["optimizer"],
+                f"{sc['final']:.4g}",
+                (">= " if sc.get("speedup_bound") else "") + f"{sp:.3g}",
+                f"{sc['time_to_target']:.0f}" if sc["time_to_target"] != float("inf") else "never",
+            )
+        console.print(t)
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

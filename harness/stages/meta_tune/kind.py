@@ -82,6 +82,8 @@ class MetaTuneTrial(TrialModel):
     """One meta-tuning run: an equation file, the target optimizee, the method and its settings."""
 
     equation: str
+    #: a short name of the equation (its source stage and teacher)
+    label: str = ""
     optimizee: OptimizeeSpec
     method: Literal["gradient", "optuna"] = "gradient"
     seed: int = 0
@@ -102,15 +104,20 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         self, suite: Suite, spec: MetaTuneStage, inputs: Mapping[str, StageOutcome]
     ) -> list[MetaTuneTrial]:
         if spec.from_stage:
-            equations = [str(p) for _, p in equations_from_stage(inputs[spec.from_stage])]
+            equations = [(label, str(p)) for label, p in equations_from_stage(inputs[spec.from_stage])]
         else:
-            equations = [str(spec.equation)]
+            equations = [(Path(str(spec.equation)).stem, str(spec.equation))]
         settings = given(spec.settings)
         return [
             MetaTuneTrial(
-                equation=eq, optimizee=spec.optimizee, method=spec.method, seed=s, settings=settings
+                equation=eq,
+                label=label,
+                optimizee=spec.optimizee,
+                method=spec.method,
+                seed=s,
+                settings=settings,
             )
-            for eq in equations
+            for label, eq in equations
             for s in spec.seeds
         ]
 
@@ -134,11 +141,15 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
             m = t.metrics
             kept = "tuned" if m.get("kept_tuned", 1.0) else "initial (tuning did not help)"
             lines.append(
-                f"{Path(str(t.config.get('equation', '?'))).parent.name or 'equation'} s{t.tag('seed')} "
+                f"{t.tag('equation')} s{t.tag('seed')} "
                 f"({t.tag('method')}): held-out loss {m.get('heldout_before', float('nan')):.4g} -> "
                 f"{m.get('heldout_after', float('nan')):.4g}, kept {kept}"
             )
         return lines
 
     def trial_tags(self, trial: MetaTuneTrial) -> dict[str, str]:
-        return {"method": trial.method, "seed": str(trial.seed)}
+        return {
+            "equation": trial.label or Path(trial.equation).stem,
+            "method": trial.method,
+            "seed": str(trial.seed),
+        }

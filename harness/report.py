@@ -13,7 +13,14 @@ from typing import Any
 from harness.jsonio import dumps
 from harness.stats import paired
 
-EXTRA_METRICS = ("final_train_loss", "test_loss", "test_acc", "wall_time_s")
+EXTRA_METRICS = (
+    "final_train_loss",
+    "test_loss",
+    "test_acc",
+    "wall_time_s",
+    "step_ratio_vs_adam",
+    "state_bytes_per_param",
+)
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from harness.config import (
 )
 from harness.optimizers import FAMILIES, build_optimizer, optimizer_label
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
+from harness.stages.cost import state_bytes_per_param, step_seconds_vs_adam
 from harness.stages.outputs import StageOutcome, optimizers_from_stage
 from harness.stages.problems import budget_steps, build_problem
 
@@ -59,6 +60,10 @@ class EvalResult:
     curve_steps: list[int] = field(default_factory=list)
     curve_loss: list[float] = field(default_factory=list)
     diverged_at: int | None = None
+    #: median seconds of one optimizer step, and of an Adam(foreach) step on the same parameters
+    step_s: float = math.nan
+    adam_step_s: float = math.nan
+    state_bytes_per_param: float = math.nan
 
     def metrics(self) -> dict[str, float]:
         """Scalar metrics for trackers (diverged runs report inf losses and 0 accuracy); the names are
@@ -72,6 +77,11 @@ class EvalResult:
         }
         if self.test_acc is not None:
             out["test_acc"] = self.test_acc
+        if math.isfinite(self.step_s) and math.isfinite(self.adam_step_s) and self.adam_step_s > 0:
+            out["step_ms"] = 1e3 * self.step_s
+            out["step_ratio_vs_adam"] = self.step_s / self.adam_step_s
+        if math.isfinite(self.state_bytes_per_param):
+            out["state_bytes_per_param"] = self.state_bytes_per_param
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +131,7 @@ def train(
     on_log: Callable[[int, float], None] | None = None,
     final_window: int = FINAL_WINDOW,
     evaluate_test: bool = True,
+    measure_cost: bool = True,
 ) -> EvalResult:
     """The one training loop: ``problem.module()`` trained ``n_steps`` steps by ``make_optimizer(params)``
     (which returns the optimizer and an optional per-step scheduler); every training run of the harness
@@ -128,11 +139,15 @@ def train(
 
     ``final_train_loss`` is the mean of the last ``min(final_window, steps_per_epoch, n_steps)`` minibatch
     losses; a NaN/inf loss or parameter ends the run as ``diverged``. ``evaluate_test=False`` skips the
-    held-out evaluation (``test_loss`` is then NaN).
+    held-out evaluation (``test_loss`` is then NaN). The optimizer's cost is measured on the way
+    (:mod:`harness.stages.cost`): state bytes per parameter, and (unless ``measure_cost=False``; after
+    the run, so nothing reported changes) the median step time against Adam's on the same parameters.
     """
     model = problem.module()
     model.train()
     opt, sched = make_optimizer(model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    steps_done = 0
     window = max(1, min(final_window, problem.steps_per_epoch, n_steps))
     recent: list[float] = []
     curve_steps: list[int] = []
@@ -150,6 +165,7 @@ def train(
             break
         loss.backward()
         opt.step()
+        steps_done = step
         if sched is not None:
             sched.step()
         recent.append(value)
@@ -174,6 +190,8 @@ def train(
         curve_loss=curve_loss,
         diverged_at=diverged_at,
     )
+    if status == "ok" and steps_done:
+        result.state_bytes_per_param = state_bytes_per_param(opt, trainable)
     if status == "ok":
         result.final_train_loss = sum(recent) / len(recent)
         result.test_loss, result.test_acc = math.nan, None
@@ -186,6 +204,9 @@ def train(
                 result.status, result.diverged_at = "diverged", step
                 result.test_loss = math.inf
     result.wall_time_s = time.perf_counter() - start
+    if result.status == "ok" and measure_cost and steps_done:
+        # after the run and its evaluation: extra steps cannot change any reported number but the cost
+        result.step_s, result.adam_step_s = step_seconds_vs_adam(opt, trainable)
     return result
 
 

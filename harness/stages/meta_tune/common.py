@@ -52,6 +52,7 @@ def run_training(
         lambda params: (SymbolicOptimizer(params, equation, lr=lr), None),
         n_steps,
         final_window=final_window,
+        measure_cost=False,
         evaluate_test=evaluate_test,
     )
     out: dict[str, Any] = {

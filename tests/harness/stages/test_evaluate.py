@@ -46,3 +46,19 @@ def test_divergence_is_a_result_not_an_exception() -> None:
 def test_unknown_family_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown optimizer family 'rmsprop'"):
         evaluate(P1, {"family": "rmsprop", "lr": 0.1}, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "state_bytes"),
+    [
+        ({"family": "sgd", "lr": 0.05}, 0.0),
+        ({"family": "sgd", "lr": 0.05, "momentum": 0.9}, 4.0),  # one float32 buffer per parameter
+        ({"family": "adam", "lr": 0.01}, 8.0),  # two float32 moments (+ a step counter per tensor)
+    ],
+)
+def test_each_run_measures_its_optimizer_cost(optimizer: dict, state_bytes: float) -> None:
+
+    spec = {"name": "mlp", "kwargs": {"dataset": "digits", "hidden": [16]}, "steps": 20}
+    m = evaluate(spec, optimizer, 0).metrics()
+    assert m["state_bytes_per_param"] == pytest.approx(state_bytes, abs=0.05)
+    assert m["step_ms"] > 0 and 0 < m["step_ratio_vs_adam"] < float("inf")

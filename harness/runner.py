@@ -157,7 +157,7 @@ class _TrialLabel:
         if "trial" not in config:
             return "?"
         tags = self.kind.trial_tags(config["trial"])
-        return " ".join(v for k, v in tags.items() if k != "optimizer_family")
+        return " · ".join(v for k, v in tags.items() if k != "optimizer_family")
 
 
 class _TrialParams:
@@ -352,6 +352,7 @@ def run_stage(
             exp_id,
             stage_run_id,
             {
+                **ctx["version_tags"],
                 f"{TAG}.suite": suite.name,
                 f"{TAG}.stage": stage.name,
                 f"{TAG}.stage_kind": stage.kind,
@@ -450,9 +451,12 @@ def _finalize(
 
 
 def _version_tags() -> dict[str, str]:
-    """The harness version and git commit (MLflow's own ``mlflow.source.git.commit`` tag too)."""
+    """MLflow's context tags (source, user, git) and the harness version and git commit."""
+    from mlflow.tracking.context.registry import resolve_tags
+
     v = stagekey.code_version()
-    tags = {f"{TAG}.version": str(v.get("version"))}
+    tags = {k: str(val) for k, val in resolve_tags().items()}
+    tags[f"{TAG}.version"] = str(v.get("version"))
     if v.get("commit"):
         tags[f"{TAG}.git_commit"] = str(v["commit"])
         tags[f"{TAG}.git_dirty"] = str(bool(v.get("dirty"))).lower()
@@ -474,6 +478,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             raise StageInputError(str(err)) from None
     client = tracking.init_tracking(uri)
     exp_id = tracking.ensure_experiment(client, suite.name, uri)
+    version_tags = _version_tags()
     suite_run_id = tracking.start_run(
         client,
         exp_id,
@@ -483,7 +488,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             f"{TAG}.suite": suite.name,
             f"{TAG}.metric": suite.metric.name,
             f"{TAG}.mode": suite.metric.mode,
-            **_version_tags(),
+            **version_tags,
         },
     )
     unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
@@ -495,7 +500,13 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             f"closed {orphans} suite/stage runs left open by an earlier driver that did not exit cleanly"
         )
     opts.log(f"suite {suite.name!r}: {len(suite.stages)} stage(s); MLflow {uri} (experiment {exp_id})")
-    ctx = {"client": client, "experiment_id": exp_id, "suite_run_id": suite_run_id, "tracking_uri": uri}
+    ctx = {
+        "client": client,
+        "experiment_id": exp_id,
+        "suite_run_id": suite_run_id,
+        "tracking_uri": uri,
+        "version_tags": version_tags,
+    }
     outcomes: dict[str, StageOutcome] = {}
 
     def record(outs: list[StageOutcome]) -> None:

@@ -337,7 +337,10 @@ def merge_and_choose(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {MERGED_FRONT_FILE: merged.save(outdir / MERGED_FRONT_FILE)}
-    paths[CHOSEN_FILE] = _mark_choice(merged, how, thr).save(outdir / CHOSEN_FILE)
+    chosen = _mark_choice(merged, how, thr)
+    paths[CHOSEN_FILE] = chosen.save(outdir / CHOSEN_FILE)
+    paths["chosen.tex"] = outdir / "chosen.tex"
+    paths["chosen.tex"].write_text(f"\\[ \\Delta x = {chosen.latex()} \\]\n")
     labelled: dict[str, ParetoFront] = {}
     for i, f in enumerate(loaded):
         p = f.provenance

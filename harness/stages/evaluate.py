@@ -314,8 +314,8 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
 
     def trial_tags(self, trial: EvaluateTrial) -> dict[str, str]:
         return {
-            "optimizee": trial.optimizee.display(),
             "optimizer": optimizer_label(trial.optimizer),
+            "optimizee": trial.optimizee.display(),
             "optimizer_family": str(trial.optimizer.get("family")),
             "seed": str(trial.seed),
         }

@@ -75,7 +75,7 @@ def test_errored_trial_fails_the_stage_and_a_rerun_runs_only_it(tmp_path: Path) 
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "stage 'probe' is not finished: 1 trial(s) errored, 2 ok" in bad.stderr
     assert (
-        "quadratic_cos 0.001: RuntimeError: probe at lr=0.001 fails while SL2O_PROBE_FAIL_LR is set"
+        "quadratic_cos · 0.001: RuntimeError: probe at lr=0.001 fails while SL2O_PROBE_FAIL_LR is set"
         in bad.stderr
     )
     log = bad.stderr.split("log: ")[1].split()[0]

@@ -148,6 +148,8 @@ def write_outputs(result: MetaTuneResult, outdir: str | Path) -> dict[str, Path]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     eq_path = result.equation.save(outdir / EQUATION_FILE)
+    tex_path = outdir / "equation.tex"
+    tex_path.write_text(f"\\[ \\Delta x = {result.equation.latex()} \\]\n")
     doc = {
         "method": result.method,
         "equation_before": result.initial_equation.text,
@@ -159,4 +161,4 @@ def write_outputs(result: MetaTuneResult, outdir: str | Path) -> dict[str, Path]
         "history": result.history,
     }
     hist_path = write_json(outdir / HISTORY_FILE, doc)
-    return {EQUATION_FILE: eq_path, HISTORY_FILE: hist_path}
+    return {EQUATION_FILE: eq_path, HISTORY_FILE: hist_path, "equation.tex": tex_path}

@@ -121,7 +121,8 @@ def test_merge_and_choose(momentum_ds: SRDataset, tmp_path) -> None:
     small = distill(momentum_ds, "linear", {"max_complexity": 13}, seed=0)
     large = distill(momentum_ds, "linear", {"max_complexity": 60}, seed=1)
     paths = merge_and_choose([small.save(tmp_path / "a.json"), large], "best", tmp_path / "merged")
-    assert set(paths) == {"front.json", "chosen.json", "pareto.png", "tpf.png"}
+    assert set(paths) == {"front.json", "chosen.json", "chosen.tex", "pareto.png", "tpf.png"}
+    assert paths["chosen.tex"].read_text().startswith("\\[ \\Delta x = ")
     merged = ParetoFront.load(paths["front.json"])
     assert merged.best().metrics["r2_val"] == large.best().metrics["r2_val"]
     assert [m["max_complexity"] for m in merged.provenance["merged"]] == [13, 60]

@@ -126,7 +126,9 @@ def test_stage_and_outputs(tmp_path) -> None:
     summary = res.summary()
     assert summary["heldout_before"] == res.before["test_loss"] and summary["heldout_improvement"] > 0
     paths = write_outputs(res, tmp_path)
-    assert set(paths) == {"equation.json", "history.json"} and all(p.name in paths for p in paths.values())
+    assert set(paths) == {"equation.json", "history.json", "equation.tex"} and all(
+        p.name in paths for p in paths.values()
+    )
     assert Equation.load(paths["equation.json"]) == res.equation
     doc = json.loads(paths["history.json"].read_text())
     assert doc["before"]["test_loss"] == res.before["test_loss"] and len(doc["history"]["windows"]) == 6

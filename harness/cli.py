@@ -161,7 +161,12 @@ def run(
     if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
         workdir.mkdir(parents=True, exist_ok=True)
     opts = RunOptions(
-        address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log, fresh=frozenset(fresh)
+        address=address,
+        tracking_uri=tracking_uri,
+        workdir=str(workdir),
+        log=_log,
+        fresh=frozenset(fresh),
+        live=console.is_terminal,
     )
     # SIGTERM (a scheduler's or `kill`'s stop) behaves like Ctrl-C: Tune stops its trials and saves state
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
@@ -255,6 +260,32 @@ def leaderboard_cmd(
             _print_across(uri, suite, optimizee, fmt, client)
         else:
             _print_leaderboard(uri, suite, optimizee, fmt, client)
+
+
+@app.command("report")
+@_guarded
+def report_cmd(
+    suite: str = typer.Argument(..., help="Suite name (its MLflow experiment)."),
+    out: Path = typer.Option(
+        None, "--out", help="Folder for index.html and its PNGs (default: <workdir>/reports/<suite>)."
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
+) -> None:
+    """Write one HTML page (PNGs beside it) of a suite's latest run: leaderboard, loss curves, profile,
+    meta-training, Pareto front, teacher vs equation, meta-tuning; also logged to the suite run (report/)."""
+    from harness.report_html import ARTIFACT_DIR, build_report
+
+    folder = out if out is not None else workdir / "reports" / suite
+    with _read_only_store(tracking_uri, workdir) as (uri, client):
+        result = build_report(client, suite, folder, log=_log)
+    console.print(
+        f"report: {result.index} ({len(result.plots)} plot(s)); logged to run {result.suite_run_id} "
+        f"under {ARTIFACT_DIR}/ in {uri}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _print_across(

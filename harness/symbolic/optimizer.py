@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from harness.features import FeatureSpec, parse_variable
+from harness.symbolic.batched import DEFAULT_BATCH_NUMEL, BucketSet
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.expression import Equation
 from harness.symbolic.names import loads_json, read_json_text
@@ -229,6 +230,9 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         lr: multiplier of the equation's update (default 1.0); schedulers act on it.
         feature_spec: override the feature constants (default: ``equation.provenance["feature_spec"]``).
         chunk_size: elements processed per in-place chunk (a speed knob; results agree to float rounding).
+        batch_numel: parameters with at most this many elements are stepped together, per param group, device
+            and dtype, as one flat tensor (:mod:`harness.symbolic.batched`; their state entries are views of
+            flat buffers); 0 steps every parameter on its own. A speed knob: results agree to float rounding.
 
     Parameters whose ``.grad`` is None are skipped (their state does not tick), as in ``torch.optim``.
     Weight decay, if wanted, belongs in the equation.
@@ -242,15 +246,21 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         *,
         feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        batch_numel: int = DEFAULT_BATCH_NUMEL,
     ) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if int(batch_numel) < 0:
+            raise ValueError(f"batch_numel must be >= 0, got {batch_numel}")
         super().__init__(params, {"lr": float(lr)})
         self.equation = load_equation(equation)
         self.plan = EquationPlan.from_equation(self.equation, feature_spec)
         self.chunk_size = int(chunk_size)
+        self.batch_numel = int(batch_numel)
+        #: (param group index, device, dtype) -> flat buckets of that group's small parameters
+        self._buckets: dict[tuple[int, torch.device, torch.dtype], BucketSet] = {}
         self._evaluators: dict[
             tuple[torch.device, torch.dtype], Callable[[Mapping[str, Tensor]], Tensor]
         ] = {}
@@ -299,15 +309,42 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        limit = self.batch_numel
+        for gi, group in enumerate(self.param_groups):
             lr = float(group["lr"])
+            small: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError("SymbolicOptimizer does not support sparse gradients")
-                self._step_param(p, p.grad, lr)
+                if p.numel() <= limit:
+                    ps, gs = small.setdefault((p.device, p.dtype), ([], []))
+                    ps.append(p)
+                    gs.append(grad)
+                else:
+                    self._step_param(p, grad, lr)
+            for (device, dtype), (ps, gs) in small.items():
+                self._step_small(gi, device, dtype, ps, gs, lr)
         return loss
+
+    def _step_small(
+        self, gi: int, device: torch.device, dtype: torch.dtype, ps: list[Tensor], gs: list[Tensor], lr: float
+    ) -> None:
+        """Step small parameters of one group, device and dtype as flat buckets (:mod:`harness.symbolic.batched`)."""
+        key = (gi, device, dtype)
+        buckets = self._buckets.get(key)
+        if buckets is None or not buckets.matches(ps):
+            rings = [(f, slots) for f, _, slots in self.plan.rings]
+            buckets = self._buckets[key] = BucketSet(ps, self.state, list(self.plan.accumulators), rings)
+        plan = self.plan
+        evaluate = self._evaluator(device, dtype)
+
+        def update(g: Tensor, acc: Mapping[str, Tensor], hist: Mapping[str, Tensor], t: int) -> Any:
+            return symbolic_update(plan, evaluate, g, acc, hist, t, inplace=True)[0]
+
+        buckets.step_(gs, update, lr, self.chunk_size, lambda p, g: self._step_param(p, g, lr))
 
     def _step_param(self, p: Tensor, grad: Tensor, lr: float) -> None:
         plan = self.plan
@@ -346,6 +383,7 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         if text is not None and text != self.equation.text:
             raise ValueError(f"optimizer state was saved for equation {text!r}, not {self.equation.text!r}")
         super().load_state_dict(sd)
+        self._buckets.clear()
         for s in self.state.values():
             if "step" in s:
                 s["step"] = int(s["step"])

@@ -161,7 +161,12 @@ def run(
     if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
         workdir.mkdir(parents=True, exist_ok=True)
     opts = RunOptions(
-        address=address, tracking_uri=tracking_uri, workdir=str(workdir), log=_log, fresh=frozenset(fresh)
+        address=address,
+        tracking_uri=tracking_uri,
+        workdir=str(workdir),
+        log=_log,
+        fresh=frozenset(fresh),
+        live=console.is_terminal,
     )
     # SIGTERM (a scheduler's or `kill`'s stop) behaves like Ctrl-C: Tune stops its trials and saves state
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))

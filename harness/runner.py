@@ -27,6 +27,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from harness import stagekey, tracking
 from harness.config import Resources, Suite, SuiteError, check_resources
 from harness.jsonio import flatten_params
+from harness.progress import Progress
 from harness.registry import STAGES
 from harness.stages.base import StageKind
 from harness.stages.outputs import TAG, ResultKey, StageOutcome, SuiteOutcome, TrialOutput
@@ -87,6 +88,8 @@ class RunOptions:
     log: Callable[[str], None] = print
     #: names of stages to rerun whole (their earlier runs and Tune state are discarded)
     fresh: frozenset[str] = frozenset()
+    #: a live display of running trials (on a terminal); otherwise only progress lines
+    live: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,50 +180,6 @@ TRIALS_FILE = "sl2o-trials.json"
 def _trial_dirname(trial: Any) -> str:
     """Tune's folder of a trial: its id (the default folder name repeats the config, here an object)."""
     return f"{trial.trainable_name}_{trial.trial_id}"
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-# ---------------------------------------------------------------------------------------------
-class Progress(tune.Callback):
-    """Prints ``[stage] done/total trials, errors, elapsed`` as trials finish."""
-
-    def __init__(
-        self,
-        stage: str,
-        total: int,
-        log: Callable[[str], None],
-        label: Callable[[dict[str, Any]], str] | None = None,
-    ) -> None:
-        self.stage, self.total, self.log, self.label = stage, total, log, label
-        self.done = self.errors = 0
-        self.start = time.time()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["log"] = print
-        return state
-
-    def _line(self, what: str) -> None:
-        el = time.time() - self.start
-        self.log(
-            f"[{self.stage}] {self.done + self.errors}/{self.total} trials done"
-            f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed ({what})"
-        )
-
-    def _name(self, trial: Any) -> str:
-        try:
-            return self.label(trial.config) if self.label is not None else str(trial)
-        except Exception:  # noqa: BLE001 - a label is a nicety; never break progress over it
-            return str(trial)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
-        self._line(self._name(trial))
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.errors += 1
-        self._line(f"{self._name(trial)} errored")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +298,7 @@ def run_stage(
         (exp_path / TRIALS_FILE).write_text(json.dumps([trial_key(key, t) for t in trials]))
     n_trials = len(trials)
     param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
+    progress: Progress | None = None
     if restore:
         opts.log(f"[{stage.name}] restoring Tune experiment {exp_path}")
         # the trial models are object references to Tune: its saved state keeps placeholders for them,
@@ -362,6 +322,7 @@ def run_stage(
             _TrialParams(kind),
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
+        progress = Progress(stage.name, n_trials, opts.log, _TrialLabel(kind), live=opts.live)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -378,7 +339,7 @@ def run_stage(
                     JsonLoggerCallback(),
                     CSVLoggerCallback(),
                     tracker,
-                    Progress(stage.name, n_trials, opts.log, _TrialLabel(kind)),
+                    progress,
                 ],
                 verbose=0,
             ),
@@ -386,7 +347,11 @@ def run_stage(
     opts.log(f"[{stage.name}] {n_trials} trials ({stage.kind}); Tune state in {exp_path}")
     results: list[Any] = []
     if n_trials:
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:
+            if progress is not None:
+                progress.stop()
         results = [grid[i] for i in range(len(grid))]
         client.set_tag(stage_run_id, f"{TAG}.tune_state_digest", stagekey.digest_tree(exp_path))
     errors = sum(1 for r in results if r.error is not None)

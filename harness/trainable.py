@@ -50,6 +50,10 @@ class TuneContext:
         self._steps: list[int] = []
         self._values: dict[str, list[float]] = {}
         self._last_flush = time.time()
+        self._total: int | None = None
+
+    def set_total(self, total: int) -> None:
+        self._total = int(total)
 
     def pending_curves(self) -> dict[str, Any]:
         """The curve points not reported yet, as ``curve_*`` result keys (and forget them)."""
@@ -68,7 +72,8 @@ class TuneContext:
         for k, v in values.items():
             self._values.setdefault(k, []).append(float(v))
         if time.time() - self._last_flush > CURVE_FLUSH_S:
-            tune.report({**self.pending_curves(), "step": int(step)})
+            extra = {"total_steps": self._total} if self._total else {}
+            tune.report({**self.pending_curves(), "step": int(step), **extra})
 
     def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "baselines-smoke.yaml"
 
 
-def _finished(uri: str, suite: str) -> list[Any]:
+def _finished(uri: str, suite: str, latest_only: bool = False) -> list[Any]:
+    """FINISHED evaluate-trial runs of the suite (with ``latest_only``: of its latest run's stage keys,
+    what the leaderboard reads; a stage key changes when the code or an input file does)."""
     from harness import tracking
     from harness.stages.outputs import TAG
 
@@ -38,11 +40,16 @@ def _finished(uri: str, suite: str) -> list[Any]:
     exp = client.get_experiment_by_name(suite)
     if exp is None:
         return []
-    return tracking.find_runs(
+    runs = tracking.find_runs(
         client,
         [exp.experiment_id],
         f"tags.`{TAG}.kind` = 'trial' and tags.`{TAG}.stage_kind` = 'evaluate' and attributes.status = 'FINISHED'",
     )
+    if latest_only:
+        latest = tracking.latest_suite_run(client, exp.experiment_id)
+        keys = set((latest.data.tags.get(f"{TAG}.stage_keys", "") if latest else "").split(","))
+        runs = [r for r in runs if r.data.tags.get(f"{TAG}.stage_key") in keys]
+    return runs
 
 
 def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict
         out, _ = proc.communicate(timeout=600)
         if k == kills and proc.returncode != 0:
             raise RuntimeError(f"the final rerun failed ({proc.returncode}):\n{out[-3000:]}")
-    runs = _finished(uri, suite.name)
+    runs = _finished(uri, suite.name, latest_only=True)
     keys = Counter(r.data.tags.get(f"{TAG}.trial_key") for r in runs)
     rows = report.aggregate(tracking.leaderboard_records(tracking.init_tracking(uri), suite.name))
     seeds_ok = all(r["n"] == len(stage.seeds) and len(set(r["seeds"])) == r["n"] for r in rows)  # type: ignore[attr-defined]

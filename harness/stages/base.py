@@ -75,6 +75,10 @@ class TrialContext(Protocol):
         """Save ``state`` (tensors and plain values) so a retried trial resumes from it."""
         ...
 
+    def set_total(self, total: int) -> None:
+        """The step :meth:`progress` will reach at the end, when known (for the ETA)."""
+        ...
+
     def restore(self) -> Mapping[str, Any] | None:
         """The state of the last :meth:`checkpoint` of this trial, or None on a fresh start."""
         ...
@@ -94,6 +98,10 @@ class LocalContext:
         self.curves: dict[str, list[float]] = {}
         self.steps: list[int] = []
         self.state: Mapping[str, Any] | None = None
+        self.total: int | None = None
+
+    def set_total(self, total: int) -> None:
+        self.total = int(total)
 
     def progress(self, step: int, **values: float) -> None:
         self.steps.append(int(step))

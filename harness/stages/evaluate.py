@@ -301,6 +301,8 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         ]
 
     def run(self, trial: EvaluateTrial, ctx: TrialContext) -> TrialResult:
+        if trial.optimizee.steps:
+            ctx.set_total(trial.optimizee.steps)
         result = evaluate(
             trial.optimizee.model_dump(exclude_none=True),
             trial.optimizer,

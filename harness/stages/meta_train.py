@@ -249,6 +249,8 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
     def run(self, trial: MetaTrainTrial, ctx: TrialContext) -> TrialResult:
         teacher = {"name": trial.teacher.name, "kwargs": trial.teacher.kwargs}
         cfg = make_config(teacher, trial.optimizee.model_dump(), trial.seed, trial.settings)
+        if cfg.episodes:
+            ctx.set_total(cfg.episodes)
 
         def on_episode(trainer: MetaTrainer, m: dict[str, Any]) -> None:
             ep = int(m["episode"])

@@ -120,6 +120,11 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
         start = time.time()
         source = dict(trial.source)
         learned = source.pop("learned", True)
+
+        def on_run(done: int, total: int) -> None:
+            ctx.set_total(total)
+            ctx.progress(done, runs=float(done))
+
         ds = collect(
             source,
             [o.model_dump(exclude_none=True) for o in trial.optimizees],
@@ -131,6 +136,7 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
             seed=trial.seed,
             variables=trial.variables,
             seeds_per_optimizee=trial.seeds_per_optimizee,
+            on_run=on_run,
         )
         info = {}
         if learned is False:

@@ -337,6 +337,7 @@ def collect(
     *,
     variables: list[str] | None = None,
     seeds_per_optimizee: int = 2,
+    on_run: Callable[[int, int], None] | None = None,
 ) -> SRDataset:
     """Run ``source`` as the optimizer on ``optimizees`` and build its SR dataset (see module docstring).
 
@@ -356,6 +357,7 @@ def collect(
             teacher's, so e.g. Adam's ``m_hat`` uses Adam's betas.
         device: where the optimizee and teacher run.
         variables: keep only these ``feature_lag`` columns.
+        on_run: called with (runs done, runs in all) after each optimizee run (progress).
     """
     t0 = time.perf_counter()
     if not optimizees:
@@ -389,6 +391,8 @@ def collect(
         y_parts.append(y)
         i_parts.append(np.column_stack([np.full(len(y), i), where]))
         infos.append(info)
+        if on_run is not None:  # (runs done, runs in all)
+            on_run(i + 1, len(runs))
     meta = {
         "runs": infos,
         "lags": sr_spec.lags,

@@ -8,7 +8,7 @@ updates depend differentiably on the constants through :func:`~harness.symbolic.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ def meta_tune_gradient(
     lr: float = 1.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> tuple[Equation, dict[str, Any]]:
     """One-pass meta-fine-tuning by truncated back-propagation through ``unroll``-step windows.
 
@@ -199,6 +200,8 @@ def meta_tune_gradient(
                 "constants": current(),
             }
         )
+        if on_progress is not None:  # (training step, held-out meta-loss of the window)
+            on_progress(step, value)
     final = good if hist["diverged_at"] is not None else current()
     note = {
         "method": "gradient",

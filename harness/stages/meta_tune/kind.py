@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness.stages.meta_tune.optuna_search import meta_tune_optuna
 from harness.stages.meta_tune.tune import meta_tune, write_outputs
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, equations_from_stage
 
-_NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs")
+_NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
 #: settings each method takes (besides the ones :func:`meta_tune` itself takes)
 METHOD_SETTINGS = {
     "gradient": tuple(settings_fields(meta_tune_gradient, _NOT_SETTINGS)),
@@ -123,11 +124,15 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
     def run(self, trial: MetaTuneTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()
+        if trial.method == "optuna":
+            default = inspect.signature(meta_tune_optuna).parameters["n_trials"].default
+            ctx.set_total(int(trial.settings.get("n_trials", default)))
         result = meta_tune(
             Path(trial.equation),
             trial.optimizee.model_dump(exclude_none=True),
             method=trial.method,
             seed=trial.seed,
+            on_progress=lambda step, value: ctx.progress(step, objective=value),
             **trial.settings,
         )
         files = write_outputs(result, ctx.outdir)

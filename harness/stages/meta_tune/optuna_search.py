@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ def meta_tune_optuna(
     seed: int = 0,
     lr: float = 1.0,
     device: str | torch.device = "cpu",
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> tuple[Equation, dict[str, Any]]:
     """Tune the constants by Optuna ask/tell on :func:`evaluate_constants`.
 
@@ -137,6 +138,8 @@ def meta_tune_optuna(
         study.tell(trial, value)
         done += 1
         new += 1
+        if on_progress is not None:  # (finished trials, this trial's objective)
+            on_progress(done, float(value))
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     best = study.best_trial

@@ -1,0 +1,149 @@
+"""Live progress of a stage: a line per finished trial (with the stage's ETA), and on a terminal a live
+``rich`` display of the running trials (step, latest loss, ETA) fed by their interim results.
+
+Trials send interim results through :meth:`harness.stages.base.TrialContext.progress` (curve points, a
+``step`` and, when the kind knows it, ``total_steps``); the runner's Tune callback here turns them into
+the display. Outside a terminal (CI, logs) only the lines are printed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+from harness.stages.outputs import ResultKey
+
+
+def _eta(elapsed: float, done: float, total: float) -> str:
+    if done <= 0 or total <= done:
+        return ""
+    left = elapsed / done * (total - done)
+    return f"ETA {left:.0f}s" if left < 120 else f"ETA {left / 60:.1f}min"
+
+
+class Progress(tune.Callback):
+    """``[stage] done/total trials, errors, elapsed, ETA`` per finished trial; a live table on a terminal."""
+
+    def __init__(
+        self,
+        stage: str,
+        total: int,
+        log: Callable[[str], None],
+        label: Callable[[dict[str, Any]], str] | None = None,
+        live: bool = False,
+    ) -> None:
+        self.stage, self.total, self.log, self.label, self.live = stage, total, log, label, live
+        self.done = self.errors = 0
+        self.start = time.time()
+        self.running: dict[str, dict[str, Any]] = {}
+        self._display: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
+        state = dict(self.__dict__)
+        state["log"] = print
+        state["_display"] = None
+        state["live"] = False
+        return state
+
+    # -- lines ----------------------------------------------------------------------------------------
+    def _line(self, what: str) -> None:
+        el = time.time() - self.start
+        n = self.done + self.errors
+        eta = _eta(el, n, self.total)
+        msg = (
+            f"[{self.stage}] {n}/{self.total} trials done"
+            f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed"
+            f"{f', {eta}' if eta else ''} ({what})"
+        )
+        if self._display is not None:
+            self._display.console.print(msg, highlight=False, markup=False)
+        else:
+            self.log(msg)
+
+    def _name(self, trial: Any) -> str:
+        try:
+            return self.label(trial.config) if self.label is not None else str(trial)
+        except Exception:  # noqa: BLE001 - a label is a nicety; never break progress over it
+            return str(trial)
+
+    # -- the live display -----------------------------------------------------------------------------
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        el = time.time() - self.start
+        n = self.done + self.errors
+        table = Table(
+            title=f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {_eta(el, n, self.total)}",
+            title_justify="left",
+            show_edge=False,
+        )
+        for col in ("trial", "step", "latest", "ETA"):
+            table.add_column(col, justify="left" if col == "trial" else "right")
+        for r in list(self.running.values())[:12]:
+            step, total = r.get("step"), r.get("total")
+            steps = f"{step}/{total}" if total else str(step or "")
+            tel = time.time() - r["start"]
+            eta = _eta(tel, float(step or 0), float(total)) if total else ""
+            latest = ", ".join(f"{k} {v:.4g}" for k, v in r.get("latest", {}).items())
+            table.add_row(r["name"], steps, latest, eta)
+        return table
+
+    def _refresh(self) -> None:
+        if not self.live:
+            return
+        if self._display is None:
+            from rich.live import Live
+
+            self._display = Live(self._render(), refresh_per_second=4, transient=True)
+            self._display.start()
+        self._display.update(self._render())
+
+    def stop(self) -> None:
+        """End the live display (the lines stay)."""
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+    # -- Tune events ----------------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running[trial.trial_id] = {"name": self._name(trial), "start": time.time()}
+        self._refresh()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        r = self.running.setdefault(trial.trial_id, {"name": self._name(trial), "start": time.time()})
+        if "step" in result:
+            r["step"] = result["step"]
+        if result.get("total_steps"):
+            r["total"] = result["total_steps"]
+        latest = {
+            k[len(ResultKey.CURVE_PREFIX) :]: v[-1]
+            for k, v in result.items()
+            if k.startswith(ResultKey.CURVE_PREFIX)
+            and k != ResultKey.CURVE_STEPS
+            and isinstance(v, list)
+            and v
+        }
+        if latest:
+            r["latest"] = latest
+            steps = result.get(ResultKey.CURVE_STEPS) or []
+            if steps:
+                r["step"] = steps[-1]
+        self._refresh()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        self.running.pop(trial.trial_id, None)
+        self._line(self._name(trial))
+        self._refresh()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.errors += 1
+        self.running.pop(trial.trial_id, None)
+        self._line(f"{self._name(trial)} errored")
+        self._refresh()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.stop()

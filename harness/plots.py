@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from harness.across import TAUS, profiles
 
@@ -92,64 +92,109 @@ def _legend_right(ax: Axes, n: int) -> None:
     )
 
 
+def optimizer_styles(names: Sequence[str], highlight: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """One colour (and line style) per optimizer, the same in every panel and plot: learned/symbolic
+    optimizers (``highlight``) first, thick, cycling line styles so identical curves still show each other."""
+    from matplotlib import colormaps
+
+    order = sorted(set(names), key=lambda o: (o not in highlight, o))
+    cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
+    styles = ["-", "--", ":", "-."]
+    out = {}
+    for k, o in enumerate(order):
+        strong = o in highlight
+        out[o] = {
+            "color": cmap(k % cmap.N),
+            "linewidth": 2.2 if strong else 1.1,
+            "linestyle": styles[k % len(styles)] if strong else "-",
+        }
+    return out
+
+
+def _figure_legend(fig: Figure, handles: Mapping[str, Any], height: float) -> None:
+    """One legend for every panel, below them; leaves room for it."""
+    if not handles:
+        fig.tight_layout()
+        return
+    ncol = min(3, len(handles))
+    rows = math.ceil(len(handles) / ncol)
+    frac = min(0.45, (0.22 * rows + 0.15) / height)
+    fig.tight_layout(rect=(0.0, frac, 1.0, 1.0))
+    fig.legend(
+        list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8, frameon=False
+    )
+
+
+def _draw_bands(
+    ax: Axes,
+    bands: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, Any]],
+    highlight: Sequence[str],
+    scale: str,
+) -> None:
+    """CI bands: filled, except one wider than most of the panel (a few very different seeds), which would
+    wash over every other curve: only its edges are drawn then, thin and dotted."""
+    y0, y1 = ax.get_ylim()
+    for opt, steps, lo, hi, color in bands:
+        if scale == "linear" and y1 > y0:
+            width = float(np.nanmedian(np.minimum(hi, y1) - np.maximum(lo, y0)))
+            if width > 0.6 * (y1 - y0):
+                for edge in (lo, hi):
+                    ax.plot(steps, edge, color=color, linewidth=0.6, linestyle=":", alpha=0.6)
+                continue
+        alpha = 0.15 if opt in highlight else 0.05
+        ax.fill_between(steps, lo, hi, color=color, alpha=alpha, linewidth=0)
+    ax.set_ylim(y0, y1)
+
+
 def plot_loss_curves(
     curves: Mapping[str, Mapping[str, Sequence[Curve]]],
     path: str | Path,
     *,
     highlight: Sequence[str] = (),
     ylabel: str = "train loss",
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """One panel per optimizee (``curves[optimizee][optimizer]`` = per-seed ``[(step, loss), ...]``): each
-    optimizer's mean over seeds with its 95% CI band. Optimizers in ``highlight`` (learned and symbolic ones)
-    are drawn thicker and listed first; log scale when the losses span decades."""
+    optimizer's mean over seeds with its 95% t-interval band. Optimizers in ``highlight`` (learned and
+    symbolic ones) are drawn thick; one legend below the panels; log (or symlog, for losses that go below 0)
+    scale when the losses span decades."""
     tasks = list(curves)
+    styles = styles or optimizer_styles([o for t in tasks for o in curves[t]], highlight)
     ncols = min(2, max(1, len(tasks)))
     nrows = max(1, math.ceil(len(tasks) / ncols))
-    fig = Figure(figsize=(7.5 * ncols, 4.2 * nrows))
+    height = 4.0 * nrows + 0.3 * math.ceil(len(styles) / 3) + 0.3
+    fig = Figure(figsize=(6.5 * ncols, height))
+    handles: dict[str, Any] = {}
     for i, task in enumerate(tasks):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         by_opt = curves[task]
-        order = sorted(by_opt, key=lambda o: (o not in highlight, o))
         shown: list[float] = []
-        colors = _colors(len(order))
-        styles = ["-", "--", ":", "-."]
-        for k, (color, opt) in enumerate(zip(colors, order, strict=True)):
+        bands: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, Any]] = []
+        seeds = 0
+        for opt in sorted(by_opt, key=lambda o: list(styles).index(o) if o in styles else len(styles)):
             steps, mean, lo, hi = mean_ci(by_opt[opt])
             if steps.size == 0:
                 continue
-            strong = opt in highlight
-            n = len(by_opt[opt])
-            ax.plot(  # learned optimizers cycle line styles, so identical curves still show each other
-                steps,
-                mean,
-                color=color,
-                linewidth=2.2 if strong else 1.0,
-                linestyle=styles[k % len(styles)] if strong else "-",
-                label=f"{opt} (n={n})",
-            )
-            if n > 1:
-                ax.fill_between(steps, lo, hi, color=color, alpha=0.18 if strong else 0.08, linewidth=0)
+            st = styles.get(opt) or {"color": "k", "linewidth": 1.0, "linestyle": "-"}
+            seeds = max(seeds, len(by_opt[opt]))
+            (line,) = ax.plot(steps, mean, label=opt, **st)
+            handles.setdefault(opt, line)
+            if len(by_opt[opt]) > 1:
+                bands.append((opt, steps, lo, hi, st["color"]))
             shown.extend(mean[np.isfinite(mean)].tolist())
         scale = auto_yscale(ax, shown)
-        if shown:  # keep a diverging optimizer's blow-up from flattening everything else
+        if shown:  # keep a diverging optimizer's blow-up (or a wide band) from flattening everything else
             lo_q, hi_q = np.percentile(shown, [0.5, 99.0])
-            if ax.get_yscale() == "linear" and hi_q > lo_q:
+            if scale == "linear" and hi_q > lo_q:
                 pad = 0.08 * (hi_q - lo_q)
                 ax.set_ylim(lo_q - pad, hi_q + pad)
-        ax.set_title(f"{task}: mean over seeds, 95% CI band", fontsize=10)
+        _draw_bands(ax, bands, highlight, scale)
+        ax.set_title(f"{task}\nmean over {seeds} seed(s), 95% CI band", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel + {"log": " (log scale)", "symlog": " (symlog: linear near 0)"}.get(scale, ""))
         ax.grid(True, alpha=0.3)
-        _legend_right(ax, len(order))
-    fig.tight_layout()
+    _figure_legend(fig, handles, height)
     return save_figure(fig, path)
-
-
-def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
 
 
 def plot_profile(
@@ -157,6 +202,7 @@ def plot_profile(
     path: str | Path,
     *,
     highlight: Sequence[str] = (),
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """The performance profile ``rho(tau)`` (fraction of tasks where an optimizer's time to target is within
     ``tau`` times the best one's) as steps over a log ``tau`` axis; the reported :data:`TAUS` are marked."""
@@ -172,19 +218,18 @@ def plot_profile(
     fig = Figure(figsize=(8.5, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     order = sorted(prof, key=lambda o: (-prof[o][-1], -prof[o][0], o))
-    colors = _colors(len(order))
+    styles = styles or optimizer_styles(order, highlight)
     n_tasks = max(1, len(times))
-    for k, (color, opt) in enumerate(zip(colors, order, strict=True)):
+    for k, opt in enumerate(order):
         jitter = 0.008 * (k - (len(order) - 1) / 2)  # ties would hide each other exactly
-        strong = opt in highlight
         reached = round(prof[opt][-1] * n_tasks)
+        st = styles.get(opt) or {"color": "k", "linewidth": 1.0, "linestyle": "-"}
         ax.step(
             taus,
             np.asarray(prof[opt]) + jitter,
             where="post",
-            color=color,
-            linewidth=2.2 if strong else 1.1,
             label=f"{opt} (reached {reached}/{n_tasks})",
+            **st,
         )
     for tau in TAUS:
         ax.axvline(tau, color="0.6", linewidth=0.6, linestyle=":")
@@ -226,8 +271,11 @@ def plot_meta_train(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path
         ml = np.array(run.get("meta_loss") or [], dtype=np.float64).reshape(-1, 2)
         vl = np.array(run.get("val_loss") or [], dtype=np.float64).reshape(-1, 2)
         if ml.size:
-            ax_m.plot(ml[:, 0], ml[:, 1], color="tab:blue", alpha=0.25, linewidth=0.6, label="per episode")
             k = max(1, ml.shape[0] // 50)
+            faint: dict[str, Any] = (
+                {"alpha": 0.25, "linewidth": 0.6} if k > 1 else {"marker": "o", "markersize": 3}
+            )
+            ax_m.plot(ml[:, 0], ml[:, 1], color="tab:blue", label="per episode", **faint)
             if k > 1:
                 ax_m.plot(ml[:, 0], _running_mean(ml[:, 1], k), color="tab:blue", label=f"running mean ({k})")
             auto_yscale(ax_m, ml[:, 1])
@@ -261,7 +309,12 @@ def plot_meta_train(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path
             ax.legend(fontsize=7, loc="best")
         ax_m.set_ylabel("meta-loss (training unrolls)")
         ax_v.set_ylabel("validation loss")
-        ax_m.set_title(f"{run.get('label', '')}: meta-loss", fontsize=10)
+        cl = run.get("curriculum")
+        if cl and not run.get("cl_steps"):
+            cl_note = " (curriculum on, never advanced)"
+        else:
+            cl_note = f" ({len(run.get('cl_steps') or [])} curriculum step(s))" if cl else ""
+        ax_m.set_title(f"{run.get('label', '')}: meta-loss{cl_note}", fontsize=10)
         ax_v.set_title(f"{run.get('label', '')}: validation", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -290,7 +343,8 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         ax_l.set_xticks(x, ["held-out (test) loss" if k == "test_loss" else "final train loss" for k in keys])
         ax_l.set_ylabel("loss (mean over eval seeds)")
         ax_l.set_title(f"{tr.get('label', '')}: kept {tr.get('kept', '?')}", fontsize=10)
-        ax_l.legend(fontsize=7, loc="best")
+        ax_l.margins(y=0.3)  # headroom for the legend
+        ax_l.legend(fontsize=7, loc="upper center", ncol=2)
         ax_l.grid(True, axis="y", alpha=0.3)
         init = np.asarray(tr.get("initial") or [], dtype=np.float64)
         tuned = np.asarray(tr.get("tuned") or [], dtype=np.float64)
@@ -322,6 +376,7 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
             ax_o.axhline(obj[0], color="0.3", linestyle=":", linewidth=1, label="initial constants")
             auto_yscale(ax_o, obj[ok])
             ax_o.set_xlabel(str(tr.get("objective_x", "trial")))
+            ax_o.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_o.legend(fontsize=7, loc="best")
         else:
             ax_o.text(0.5, 0.5, "no search history", ha="center", va="center", transform=ax_o.transAxes)

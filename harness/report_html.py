@@ -23,7 +23,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from harness import across, report, tracking
-from harness.plots import plot_loss_curves, plot_meta_train, plot_meta_tune, plot_profile
+from harness.plots import optimizer_styles, plot_loss_curves, plot_meta_train, plot_meta_tune, plot_profile
 from harness.stages.outputs import (
     CHOSEN_FILE,
     DATASET_FILE,
@@ -120,14 +120,16 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
             curves[r["optimizee"]][r["optimizer"]].append(r["curve"])
             families[r["optimizer"]] = r.get("family") or ""
     highlight = [o for o, f in families.items() if f in LEARNED_FAMILIES]
+    styles = optimizer_styles(list(families), highlight)
     plots = []
     if curves:
         plots.append(
             Plot(
-                plot_loss_curves(curves, out / "loss_curves.png", highlight=highlight),
+                plot_loss_curves(curves, out / "loss_curves.png", highlight=highlight, styles=styles),
                 "Loss curves",
                 "Minibatch train loss of each evaluate trial: mean over seeds with a 95% t-interval band, one "
-                "panel per optimizee (teacher and symbolic optimizers drawn thick).",
+                "panel per optimizee (teacher and symbolic optimizers drawn thick; a band wider than most of the "
+                "panel is drawn as dotted edges).",
             )
         )
     _, per_task = across.from_records(records)
@@ -135,7 +137,7 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
     if any(times.values()):
         plots.append(
             Plot(
-                plot_profile(times, out / "performance_profile.png", highlight=highlight),
+                plot_profile(times, out / "performance_profile.png", highlight=highlight, styles=styles),
                 "Performance profile",
                 "rho(tau): fraction of optimizees on which an optimizer reaches the target (the best baseline's "
                 "final loss) within tau times the fastest optimizer's steps; higher and further left is better.",
@@ -158,6 +160,7 @@ def _meta_train(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[
         if hist_path is not None:
             doc = json.loads(hist_path.read_text())
             run["cl_steps"] = curriculum_steps(doc)
+            run["curriculum"] = bool((doc.get("config") or {}).get("curriculum"))
             if not run["meta_loss"]:
                 run["meta_loss"] = [(e["episode"], e["meta_loss"]) for e in doc.get("history", [])]
         run["meta_loss"] = sorted(run["meta_loss"])

@@ -1,0 +1,133 @@
+"""The report's plots draw PNGs from plain data; the report's readers find curriculum steps and tuned constants."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.plots import (
+    auto_yscale,
+    mean_ci,
+    plot_loss_curves,
+    plot_meta_train,
+    plot_meta_tune,
+    plot_profile,
+)
+from harness.report_html import curriculum_steps, render_html, tuned_constants
+from harness.symbolic.equation import Equation
+from harness.symbolic.plots import plot_update_rule, update_rule_variables
+
+
+def _png(path: Path) -> None:
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_mean_ci_is_a_t_interval_over_seeds() -> None:
+    curves = [[(0, 1.0), (10, 2.0)], [(0, 3.0), (10, 2.0)], [(0, 2.0), (10, 2.0), (20, 9.0)]]
+    steps, mean, lo, hi = mean_ci(curves)
+    assert steps.tolist() == [0.0, 10.0] and mean.tolist() == [2.0, 2.0]
+    assert math.isclose(hi[0] - mean[0], 4.302652729911275 * 1.0 / math.sqrt(3), rel_tol=1e-6)
+    assert lo[1] == hi[1] == 2.0
+
+
+def test_auto_yscale_picks_log_for_decades_and_symlog_for_a_loss_below_zero() -> None:
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot(1, 1, 1)
+    assert auto_yscale(ax, [100.0, 1.0, 0.01]) == "log"
+    assert auto_yscale(Figure().add_subplot(1, 1, 1), [90.0, 1.0, -1.5]) == "symlog"
+    assert auto_yscale(Figure().add_subplot(1, 1, 1), [3.0, 1.0, 2.0]) == "linear"
+
+
+def test_plots_write_pngs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    seeds = [
+        [(s, float(10 * math.exp(-s / 10) + rng.normal(0, 0.1))) for s in range(0, 50, 5)] for _ in range(3)
+    ]
+    curves = {"p1": {"adam": seeds, "symbolic:x": seeds[:2]}, "mlp": {"adam": seeds}}
+    _png(plot_loss_curves(curves, tmp_path / "loss.png", highlight=["symbolic:x"]))
+    _png(
+        plot_profile(
+            {"p1": {"adam": 10.0, "sgd": 20.0}, "mlp": {"adam": math.inf, "sgd": 5.0}}, tmp_path / "p.png"
+        )
+    )
+    run = {
+        "label": "rp",
+        "meta_loss": [(i, 10.0 / i) for i in range(1, 200)],
+        "val_loss": [(i, 5.0 / i) for i in range(10, 200, 10)],
+        "cl_steps": [(50, "advance", 40)],
+        "curriculum": True,
+    }
+    _png(plot_meta_train([run], tmp_path / "mt.png"))
+    tune = {"label": "t", "kept": "tuned", "before": {"test_loss": 2.0}, "after": {"test_loss": 1.0}}
+    _png(
+        plot_meta_tune(
+            [{**tune, "initial": [0.1, -1.0], "tuned": [0.2, 1.0], "objective": [3, 2, math.nan]}],
+            tmp_path / "t.png",
+        )
+    )
+
+
+def test_update_rule_plot_ranks_the_inputs_the_equation_uses(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    names = ["g_0", "g_1", "m_hat_0"]
+    X = rng.normal(size=(500, 3))
+    eq = Equation.parse("-0.5*g_0 + 0.01*tanh(m_hat_0)")
+    y = eq.evaluate(X, names) + rng.normal(0, 0.01, 500)
+    assert update_rule_variables(eq, X, names) == ["g_0", "m_hat_0"]
+    _png(plot_update_rule(eq, X, y, names, tmp_path / "rule.png"))
+
+
+def test_curriculum_steps_and_tuned_constants_from_history_files() -> None:
+    hist = [
+        {"episode": 1, "cl_stage": 0, "episode_length": 20},
+        {"episode": 2, "cl_stage": 0, "cl_event": "wait", "episode_length": 20},
+        {"episode": 4, "cl_stage": 1, "cl_event": "advance", "episode_length": 20},
+        {"episode": 5, "cl_stage": 1, "episode_length": 40},
+        {"episode": 6, "cl_stage": 1, "cl_event": "done", "episode_length": 40},
+        {"episode": 8, "cl_stage": 1, "cl_event": "done", "episode_length": 40},
+    ]
+    doc = {"config": {"curriculum": True, "cl_lengths": [20, 40]}, "history": hist}
+    assert curriculum_steps(doc) == [(4, "advance", 40), (6, "done", 40)]
+    assert curriculum_steps({"config": {"curriculum": False}, "history": hist}) == []
+
+    initial = Equation.parse("0.5*g_0 + 2.0*m_hat_0")
+    kept_initial = {"details": {"kept": "initial", "best_params": {"u0": math.log(2.0)}}}
+    assert np.allclose(sorted(tuned_constants(kept_initial, initial)), sorted([1.0, 2.0]))
+    kept = {"details": {"kept": "tuned"}, "equation_after": "0.25*g_0 + 3.0*m_hat_0"}
+    assert sorted(tuned_constants(kept, initial)) == [0.25, 3.0]
+
+
+def test_html_page_escapes_names_and_links_each_png(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from harness.report_html import Plot
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={"sl2o.metric": "m"}))
+    rows = [
+        {
+            "suite": "s",
+            "optimizee": "p<1>",
+            "optimizer": "adam",
+            "family": "adam",
+            "metric": "m",
+            "mode": "min",
+            "mean": 1.0,
+            "std": 0.1,
+            "n": 3,
+            "diverged": 0,
+            "errored": 0,
+            "rank": 1,
+            "reference": "adam",
+            "verdict": "reference",
+            "diff": 0.0,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+        }
+    ]
+    page = render_html(
+        "s", run, rows, [{"optimizer": "adam", "rho@1": 1.0}], [Plot(tmp_path / "a.png", "A", "cap")]
+    )
+    assert "p&lt;1&gt;" in page and 'src="a.png"' in page and "<figcaption>cap</figcaption>" in page

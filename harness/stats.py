@@ -18,6 +18,9 @@ import numpy as np
 N_BOOT = 2000
 #: the CI's coverage
 LEVEL = 0.95
+#: differences within this fraction of the reference's mean magnitude are ties, whatever the CI says
+#: (a rule and Adam written as an equation differ by float rounding, not in any way that matters)
+REL_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Paired:
     """``row - reference`` over the seeds both have: mean, CI bounds, pairs used and the verdict.
 
     ``verdict`` is ``better``, ``worse`` or ``tie`` for the row against the reference (for the metric's
-    direction), ``worse`` when the row diverged on a seed the reference did not (and ``better`` in the
+    direction; a CI within :data:`REL_TOL` of the reference's magnitude is a tie), ``worse`` when the row diverged on a seed the reference did not (and ``better`` in the
     reverse case), and ``n/a`` with fewer than 2 pairs.
     """
 
@@ -56,7 +59,10 @@ def paired(row: Mapping[str, float], ref: Mapping[str, float], mode: str = "min"
     alpha = (1 - LEVEL) / 2
     low, high = (float(x) for x in np.quantile(boots, [alpha, 1 - alpha]))
     lower_is_better = mode == "min"
-    if (high < 0) if lower_is_better else (low > 0):
+    scale = float(np.mean([abs(ref[s]) for s in pairs]))
+    if max(abs(low), abs(high)) <= REL_TOL * scale:
+        verdict = "tie"
+    elif (high < 0) if lower_is_better else (low > 0):
         verdict = "better"
     elif (low > 0) if lower_is_better else (high < 0):
         verdict = "worse"

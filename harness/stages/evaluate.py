@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -267,6 +268,9 @@ def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome])
             spec = one.model_dump(exclude_none=True, exclude_defaults=True)
             spec["family"] = entry.family
             src = spec.pop("from_stage", None)
+            for key in ("equation", "checkpoint"):  # trials run elsewhere: hand them absolute paths
+                if key in spec:
+                    spec[key] = str(Path(spec[key]).resolve())
             out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
     seen, uniq = set(), []
     for o in out:

@@ -66,3 +66,9 @@ def test_leaderboard_rows_are_compared_with_the_best_adam() -> None:
     assert rows["sgd(lr=0.1)"]["verdict"] == "tie"
     (table,) = to_rich_tables(list(rows.values()))
     assert any("verdict" in str(c.header) for c in table.columns)
+
+
+def test_a_difference_of_float_rounding_is_a_tie() -> None:
+    ref = _seeds([14.6, 2.0, 27.3])
+    row = _seeds([v + 3.7e-6 + 1e-7 * i for i, v in enumerate(ref.values())])  # consistent but negligible
+    assert paired(row, ref).verdict == "tie"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -111,7 +112,8 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
                 for label, p, t in teacher_trials(inputs[src.from_stage])
             ]
         elif src.checkpoint:
-            sources = [{"checkpoint": src.checkpoint, "label": src.checkpoint.rsplit("/", 1)[-1]}]
+            path = Path(src.checkpoint).resolve()  # trials run elsewhere: an absolute path
+            sources = [{"checkpoint": str(path), "label": path.name}]
         else:
             sources = [{"rule": src.rule, "kwargs": dict(src.kwargs), "label": src.rule}]
         return [CollectTrial(source=s, **spec.collect_settings()) for s in sources]

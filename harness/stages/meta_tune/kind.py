@@ -107,7 +107,8 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         if spec.from_stage:
             equations = [(label, str(p)) for label, p in equations_from_stage(inputs[spec.from_stage])]
         else:
-            equations = [(Path(str(spec.equation)).stem, str(spec.equation))]
+            path = Path(str(spec.equation)).resolve()  # trials run elsewhere: an absolute path
+            equations = [(path.stem, str(path))]
         settings = given(spec.settings)
         return [
             MetaTuneTrial(

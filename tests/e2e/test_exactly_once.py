@@ -171,3 +171,33 @@ def test_a_trial_that_could_never_be_scheduled_is_refused_before_anything_is_cre
             suite, RunOptions(tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path), log=lambda m: None)
         )
     assert not db.exists()
+
+
+def test_relative_equation_paths_reach_the_trials(ray_session, tmp_path: Path) -> None:
+    """A suite names its equation file relative to where `sl2o run` starts; trials run elsewhere."""
+    from harness.symbolic.families import adam_equation
+
+    adam_equation(lr=0.01).save(tmp_path / "eq.json")
+    suite = {
+        "name": "relative-eq",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 20}],
+                "optimizers": [{"family": "symbolic", "equation": "eq.json", "name": "adam-eq"}],
+            }
+        ],
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    address = ray_session.get_runtime_context().gcs_address
+    run = subprocess.run(
+        [*CLI, "run", "s.yaml", "--tracking-uri", uri, "--workdir", "runs", "--address", address],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "symbolic:adam-eq" in run.stdout and "1 trials ok, 0 errored" in run.stdout

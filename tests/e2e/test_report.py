@@ -73,8 +73,12 @@ def tiny_suite() -> dict:
     }
 
 
-def test_report_writes_a_page_with_every_plot_and_logs_it(ray_session, tmp_path: Path) -> None:
+def test_report_writes_a_page_with_every_plot_and_logs_it(
+    ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: put it back as it was when the test ends
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     start = time.monotonic()
     out = run_suite(
         load_suite_dict(tiny_suite()), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lambda s: None)

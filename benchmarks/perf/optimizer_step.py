@@ -1,15 +1,30 @@
-"""Step time and state memory of SymbolicOptimizer against ``torch.optim.Adam(foreach=True)`` on CPU.
+"""Step time, state memory and training wall time of SymbolicOptimizer against ``torch.optim.Adam(foreach=True)``
+on CPU, on a model of many small tensors and on a big one.
 
-The parameter set is ResNet-18's (``torchvision.models.resnet18(weights=None, num_classes=10)``, 11.2M
-parameters in 62 tensors) with fixed random gradients. Every optimizer steps the same parameters; repetitions
-are interleaved (Adam, rule 1, rule 2, ... per round) and medians taken, all in one process with
-``torch.set_num_threads(2)``, so machine noise hits every rule alike. State bytes per parameter is the sum of
-the state tensors' ``nbytes`` over the number of parameters (Adam: ``exp_avg`` + ``exp_avg_sq`` = 8 B plus its
-0-dim ``step`` tensors).
+Models:
+
+* ``mlp_p3``: the paper's P3, ``OPTIMIZEES.get("mlp")(seed=0, dataset="mnist1d", hidden=[50, 20, 20, 12])``
+  (3,872 parameters in 10 tensors; per-tensor overhead is what costs here);
+* ``resnet18``: ResNet-18 for 32x32 inputs as the ``cnn`` optimizee builds it (``optimizees.cnn.build_cnn``,
+  11.2M parameters in 62 tensors; arithmetic per coordinate is what costs here).
+
+Step time: every optimizer steps the same parameters with fixed random gradients; repetitions are interleaved
+(Adam, rule 1, rule 2, ... per round) and medians taken, all in one process with ``torch.set_num_threads``,
+so machine noise hits every rule alike. State bytes per parameter is the sum of the state tensors' ``nbytes``
+over the number of parameters (Adam: ``exp_avg`` + ``exp_avg_sq`` = 8 B plus its 0-dim ``step`` tensors).
+
+Training wall time: a real training run through ``harness.stages.evaluate.train`` (the optimizee's module,
+batches and loss; no test evaluation), timed from the call to the last step's log, against Adam's run, the
+runs interleaved over ``--train-rounds`` rounds and medians taken. ``mlp_p3`` trains ``--mlp-train-steps``
+(1,000) steps on MNIST-1D. ``resnet18`` trains only ``--resnet-train-steps`` (default 10) steps on batches of
+``--resnet-batch`` (default 8) CIFAR-10 images (random CIFAR-shaped images when CIFAR-10 is not on disk:
+forward and backward cost the same), because 1,000 steps of ResNet-18 take far too long on two cores; the
+output says which.
 
 Rules: ``adam_equation`` (Adam as ``-0.001*m_hat_0``), ``eq6_L2`` and ``eq6_L20`` (the paper's eq. 6 over
-``m_hat, g_hat`` with 2 / 20 lags). With ``--json`` the last stdout line is a JSON list of
-``{"rule", "step_ms", "step_ratio_vs_adam", "state_bytes_per_param"}``.
+``m_hat, g_hat`` with 2 / 20 lags). ``--batch-numel 0`` steps every tensor on its own (the per-tensor path, as
+before small tensors were batched). With ``--json`` the last stdout line is a JSON list of
+``{"rule", "model", "step_ratio_vs_adam", "state_bytes_per_param", "train_wall_ratio"}``.
 """
 
 from __future__ import annotations
@@ -18,13 +33,21 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-import torchvision
+import torch.nn.functional as F
+from torch import nn
 
+from harness.stages.evaluate import train
+from harness.symbolic.batched import DEFAULT_BATCH_NUMEL
 from harness.symbolic.families import adam_equation, eq6
 from harness.symbolic.optimizer import SymbolicOptimizer
+from optimizees.base import Batch
+
+MODELS = ("mlp_p3", "resnet18")
+RULES = ("adam_equation", "eq6_L2", "eq6_L20")
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -37,66 +60,192 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
+def rule_builder(rule: str, batch_numel: int) -> Callable[[Any], torch.optim.Optimizer]:
+    """``params -> optimizer`` for a rule name (``adam`` is ``torch.optim.Adam(lr=1e-3, foreach=True)``)."""
+    if rule == "adam":
+        return lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True)
+    equations = {
+        "adam_equation": lambda: adam_equation(lr=1e-3),
+        "eq6_L2": lambda: eq6(("m_hat", "g_hat"), L=2),
+        "eq6_L20": lambda: eq6(("m_hat", "g_hat"), L=20),
+    }
+    if rule not in equations:
+        raise SystemExit(f"unknown rule {rule!r}; known: {', '.join(equations)}")
+    make_eq = equations[rule]
+    return lambda params: SymbolicOptimizer(params, make_eq(), batch_numel=batch_numel)
+
+
+class SyntheticCifarResNet:
+    """The ``cnn`` optimizee's ResNet-18 on random CIFAR-shaped batches (when CIFAR-10 is not on disk): what
+    :func:`~harness.stages.evaluate.train` reads of a problem, with the same module and loss."""
+
+    is_classification = True
+
+    def __init__(self, batch_size: int, seed: int = 0) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = 10_000
+
+    def module(self) -> nn.Module:
+        from optimizees.cnn import build_cnn
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return build_cnn("resnet18", 10)
+
+    def batches(self, split: str = "train") -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.seed)
+        while True:
+            x = torch.randn(self.batch_size, 3, 32, 32, generator=g)
+            yield Batch(x, torch.randint(0, 10, (self.batch_size,), generator=g))
+
+    def module_loss(self, module: nn.Module, batch: Batch) -> torch.Tensor:
+        assert batch.inputs is not None and batch.targets is not None
+        return F.cross_entropy(module(batch.inputs), batch.targets)
+
+
+def build_problem(model: str, resnet_batch: int) -> tuple[Any, str]:
+    """The optimizee for ``model`` and a line saying what it is."""
+    from harness.registry import OPTIMIZEES
+
+    if model == "mlp_p3":
+        prob = OPTIMIZEES.get("mlp")(seed=0, dataset="mnist1d", hidden=[50, 20, 20, 12])
+        return prob, "MLP(50,20,20,12) on MNIST-1D, batch 128"
+    try:
+        prob = OPTIMIZEES.get("cnn")(seed=0, arch="resnet18", dataset="cifar10", batch_size=resnet_batch)
+        return prob, f"ResNet-18 on CIFAR-10, batch {resnet_batch}"
+    except (ValueError, OSError, RuntimeError):
+        prob = SyntheticCifarResNet(resnet_batch)
+        return prob, f"ResNet-18 on random CIFAR-shaped images (CIFAR-10 not on disk), batch {resnet_batch}"
+
+
+def step_times(params: list[torch.Tensor], rules: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Median step seconds and state bytes per parameter of Adam and every rule on ``params``."""
+    torch.manual_seed(0)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opts = {r: rule_builder(r, args.batch_numel)(params) for r in ["adam", *rules]}
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    inner = args.inner if sum(p.numel() for p in params) < 1_000_000 else 1
+    with torch.no_grad():
+        names = list(opts)
+        for rnd in range(args.warmup + args.reps):
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:  # rotated: no favoured slot
+                opt = opts[name]
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    opt.step()
+                dt = (time.perf_counter() - t0) / inner
+                if rnd >= args.warmup:
+                    times[name].append(dt)
+    n = sum(p.numel() for p in params)
+    return {
+        "step_s": {k: statistics.median(v) for k, v in times.items()},
+        "bytes": {k: state_bytes(o) / n for k, o in opts.items()},
+    }
+
+
+def train_times(
+    problem: Any, rules: list[str], steps: int, rounds: int, batch_numel: int
+) -> dict[str, float]:
+    """Median wall seconds of a ``steps``-step training run per optimizer (runs interleaved per round)."""
+    names = ["adam", *rules]
+    times: dict[str, list[float]] = {r: [] for r in names}
+    for rnd in range(rounds + 1):  # round 0: a short untimed warm-up run of each
+        n = min(steps, 20) if rnd == 0 else steps
+        for rule in names[rnd % len(names) :] + names[: rnd % len(names)]:  # rotated: no favoured slot
+            make = rule_builder(rule, batch_numel)
+            done: list[float] = []
+
+            def on_log(step: int, _loss: float, done: list[float] = done, n: int = n) -> None:
+                if step == n:
+                    done.append(time.perf_counter())
+
+            t0 = time.perf_counter()
+            res = train(
+                problem,
+                lambda ps, make=make: (make(ps), None),
+                n,
+                log_every=n,
+                on_log=on_log,
+                evaluate_test=False,
+            )
+            if res.status != "ok" or not done:
+                raise SystemExit(f"{rule}: training run ended {res.status} at step {res.steps}")
+            if rnd > 0:
+                times[rule].append(done[0] - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=9, help="timed rounds (each round steps every rule once)")
+    ap.add_argument("--reps", type=int, default=9, help="timed rounds (each round steps every rule)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--inner", type=int, default=20, help="steps per timing on models under 1M parameters")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rules", default="adam_equation,eq6_L2,eq6_L20")
+    ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--batch-numel", type=int, default=DEFAULT_BATCH_NUMEL, help="0: the per-tensor path")
+    ap.add_argument("--train-rounds", type=int, default=3)
+    ap.add_argument("--mlp-train-steps", type=int, default=1000)
+    ap.add_argument("--resnet-train-steps", type=int, default=10)
+    ap.add_argument("--resnet-batch", type=int, default=8)
+    ap.add_argument("--no-train", action="store_true", help="skip the training runs (train_wall_ratio null)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10)
-    params = list(model.parameters())
-    for p in params:
-        p.grad = torch.randn_like(p)
-    n_params = sum(p.numel() for p in params)
-
-    builders: dict[str, Callable[[], SymbolicOptimizer]] = {
-        "adam_equation": lambda: SymbolicOptimizer(params, adam_equation(lr=1e-3)),
-        "eq6_L2": lambda: SymbolicOptimizer(params, eq6(("m_hat", "g_hat"), L=2)),
-        "eq6_L20": lambda: SymbolicOptimizer(params, eq6(("m_hat", "g_hat"), L=20)),
-    }
     rules = [r for r in args.rules.split(",") if r]
-    unknown = set(rules) - set(builders)
-    if unknown:
-        raise SystemExit(f"unknown rules {sorted(unknown)}; known: {', '.join(builders)}")
-    opts: dict[str, torch.optim.Optimizer] = {"adam": torch.optim.Adam(params, lr=1e-3, foreach=True)}
-    opts.update({r: builders[r]() for r in rules})
-
-    times: dict[str, list[float]] = {k: [] for k in opts}
-    with torch.no_grad():
-        for rnd in range(args.warmup + args.reps):
-            for name, opt in opts.items():
-                t0 = time.perf_counter()
-                opt.step()
-                dt = time.perf_counter() - t0
-                if rnd >= args.warmup:
-                    times[name].append(dt)
-
-    med = {k: statistics.median(v) for k, v in times.items()}
-    adam_bytes = state_bytes(opts["adam"]) / n_params
-    print(
-        f"ResNet-18 parameters: {n_params} in {len(params)} tensors; threads={args.threads}; "
-        f"{args.reps} interleaved rounds, medians"
-    )
-    print(f"{'rule':<16}{'step ms':>10}{'ratio vs Adam':>15}{'state B/param':>15}")
-    print(f"{'torch Adam':<16}{med['adam'] * 1e3:>10.1f}{1.0:>15.2f}{adam_bytes:>15.3f}")
-    rows = []
     for r in rules:
-        ratio = med[r] / med["adam"]
-        sb = state_bytes(opts[r]) / n_params
-        print(f"{r:<16}{med[r] * 1e3:>10.1f}{ratio:>15.2f}{sb:>15.3f}")
-        rows.append(
-            {
-                "rule": r,
-                "step_ms": round(med[r] * 1e3, 2),
-                "step_ratio_vs_adam": round(ratio, 3),
-                "state_bytes_per_param": round(sb, 3),
-            }
+        rule_builder(r, args.batch_numel)  # unknown names fail before any timing
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
+
+    rows = []
+    for model in models:
+        problem, what = build_problem(model, args.resnet_batch)
+        params = list(problem.module().parameters())
+        n_params = sum(p.numel() for p in params)
+        st = step_times(params, rules, args)
+        del params
+        steps = args.mlp_train_steps if model == "mlp_p3" else args.resnet_train_steps
+        tr = (
+            None if args.no_train else train_times(problem, rules, steps, args.train_rounds, args.batch_numel)
         )
+        print(
+            f"\n{model}: {n_params} parameters; threads={args.threads}; batch_numel={args.batch_numel}; step: "
+            f"{args.reps} interleaved rounds, medians"
+            + (
+                ""
+                if tr is None
+                else f"; training: {what}, {steps} steps, {args.train_rounds} rounds, medians"
+            )
+        )
+        med, adam_train = st["step_s"], (tr or {}).get("adam")
+        print(
+            f"{'rule':<16}{'step ms':>10}{'step ratio':>12}{'state B/param':>15}{'train s':>10}{'train ratio':>13}"
+        )
+        for r in ["adam", *rules]:
+            ratio = med[r] / med["adam"]
+            tw = None if tr is None or adam_train is None else tr[r] / adam_train
+            train_s = "" if tr is None else f"{tr[r]:.2f}"
+            train_r = "" if tw is None else f"{tw:.2f}"
+            label = "torch Adam" if r == "adam" else r
+            print(
+                f"{label:<16}{med[r] * 1e3:>10.3f}{ratio:>12.2f}{st['bytes'][r]:>15.3f}{train_s:>10}{train_r:>13}"
+            )
+            if r != "adam":
+                rows.append(
+                    {
+                        "rule": r,
+                        "model": model,
+                        "step_ratio_vs_adam": round(ratio, 3),
+                        "state_bytes_per_param": round(st["bytes"][r], 3),
+                        "train_wall_ratio": None if tw is None else round(tw, 3),
+                    }
+                )
     if args.json:
         print(json.dumps(rows))
 

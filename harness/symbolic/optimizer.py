@@ -150,13 +150,23 @@ Evaluator = Callable[[Mapping[str, Tensor]], Tensor]
 
 
 def _fast_evaluator(module: CompiledEquation[Equation]) -> Evaluator:
-    """``module``'s expression as ``env -> tensor`` without ``forward``'s per-call input checks (which cost
-    ~100 us per call in Python, once per chunk here); falls back to ``forward`` if the internals differ."""
+    """``module``'s expression as ``env -> tensor`` for the stateful step, without ``forward``'s per-call input
+    checks (~100 us per call in Python) and with its constants as Python floats (their float32 values), so
+    constant-only arithmetic (``w*gamma``, ``1/gamma``) costs no tensor op. Falls back to the constants as
+    tensors when a probe evaluation fails with floats (e.g. ``exp(c)`` of a bare constant), and to ``forward``
+    if the module's internals differ."""
     fn = getattr(module, "_fn", None)
     if fn is None:
         return module
     consts = list(module.constants)
-    return lambda env: fn((env, consts))
+    values = [float(c) for c in consts]
+    first = consts[0] if consts else None
+    probe = {v: torch.zeros(1, dtype=first.dtype if first is not None else None) for v in module.variables}
+    try:
+        fn((probe, values))
+    except Exception:  # noqa: BLE001 -- any failure means: keep the tensor constants
+        return lambda env: fn((env, consts))
+    return lambda env: fn((env, values))
 
 
 def symbolic_update(

@@ -10,7 +10,7 @@ from torch import nn
 
 from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.optimizer import SymbolicOptimizer
+from harness.symbolic.optimizer import SymbolicOptimizer, functional_step, init_functional_state
 
 RULES = {
     "adam": lambda: adam_equation(lr=1e-3),
@@ -167,3 +167,24 @@ def test_mixed_dtypes_and_state_edited_by_hand() -> None:
 def test_batch_numel_must_be_non_negative() -> None:
     with pytest.raises(ValueError, match="batch_numel"):
         SymbolicOptimizer([nn.Parameter(torch.zeros(2))], adam_equation(), batch_numel=-1)
+
+
+@pytest.mark.parametrize("text", ["exp(-2.0)*g_0", "-0.1*g_0/(1.0 - 1.0)", "m09_1*tanh(0.5) - 0.01*g_hat_0"])
+def test_constant_only_subtrees_match_the_functional_step(text: str) -> None:
+    """The stateful step evaluates constants as floats where it can; bare-constant functions and a division
+    by zero fall back to tensor constants, so both drivers still agree (inf included)."""
+    eq = Equation.parse(text)
+    ps = [nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2, 2))]
+    opt = SymbolicOptimizer(ps, eq)
+    module = eq.compile()
+    params = {"a": torch.ones(3), "b": torch.ones(2, 2)}
+    state = init_functional_state(module, params)
+    for k in range(4):
+        g = torch.Generator().manual_seed(k)
+        grads = {"a": torch.randn(3, generator=g), "b": torch.randn(2, 2, generator=g)}
+        ps[0].grad, ps[1].grad = grads["a"].clone(), grads["b"].clone()
+        opt.step()
+        with torch.no_grad():
+            params, state = functional_step(module, params, grads, state)
+        for p, name in zip(ps, "ab", strict=True):
+            torch.testing.assert_close(p.detach(), params[name], rtol=1e-6, atol=1e-6, equal_nan=True)

@@ -26,7 +26,10 @@ One arithmetic, two drivers (as ``torch.optim.Adam.step`` calls ``adam()``): :fu
 update and the new accumulators and lag buffers from the plan, the gradient, ``t`` and the compiled equation.
 The stateful :meth:`SymbolicOptimizer.step` calls it in place on cache-sized chunks of each parameter (no
 parameter-sized temporaries; on CPU that keeps it near ``torch.optim.Adam(foreach=True)``,
-``benchmarks/perf/optimizer_step.py``); :func:`functional_step` calls it without mutation, differentiable w.r.t.
+``benchmarks/perf/optimizer_step.py``). Small parameters (``batch_numel``) are stepped together, per param group,
+device and dtype, as one flat tensor (:mod:`harness.symbolic.batched`: foreach copies in and out, one feature update
+and one equation evaluation for all of them; their state entries are views of flat buffers, in the per-parameter
+layout above). :func:`functional_step` calls it without mutation, differentiable w.r.t.
 the compiled equation's constants, for unrolled meta-tuning. Gradients are inputs (detached: first-order, as in
 the L2O literature).
 """

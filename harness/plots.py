@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from harness.across import TAUS, profiles
+from harness.symbolic import plots as symbolic_plots
 
 __all__ = [
     "auto_yscale",
@@ -35,11 +35,7 @@ Curve = Sequence[tuple[int, float]]
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return symbolic_plots.save_figure(fig, path, dpi=110)
 
 
 def auto_yscale(ax: Axes, values: Sequence[float] | np.ndarray) -> str:

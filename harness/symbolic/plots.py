@@ -28,11 +28,12 @@ def _fronts(fronts: ParetoFront | Mapping[str, ParetoFront]) -> dict[str, Pareto
     return dict(fronts)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (parents created); the one PNG writer of the harness's plots."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -65,7 +66,7 @@ def plot_pareto(
     ax.set_title(title or "Pareto front")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tpf(
@@ -93,7 +94,7 @@ def plot_tpf(
     ax.set_title(title or "Temporal Perception Field vs complexity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tpf_from_metrics(front: ParetoFront, path: str | Path) -> Path:
@@ -110,7 +111,7 @@ def plot_tpf_from_metrics(front: ParetoFront, path: str | Path) -> Path:
     ax.set_title("Temporal Perception Field vs complexity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _binned(x: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,4 +206,4 @@ def plot_update_rule(
         ax.text(0.5, 0.5, "the equation uses no input variable", ha="center", va="center")
     fig.suptitle(title or "teacher vs equation update along each input", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

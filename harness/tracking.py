@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -51,7 +50,8 @@ def resolve_tracking_uri(uri: str | None, workdir: str | Path = ".") -> str:
 def init_tracking(uri: str) -> MlflowClient:
     """Point MLflow at ``uri`` and create the SQLite DB now, in the driver, before trials start."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(uri)
+    # every call goes through an MlflowClient bound to ``uri``; mlflow.set_tracking_uri is not used because
+    # it exports MLFLOW_TRACKING_URI, which would then override the next command's own choice in-process
     if not uri.startswith("sqlite:///"):
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)

@@ -347,6 +347,10 @@ def run_stage(
     opts.log(f"[{stage.name}] {n_trials} trials ({stage.kind}); Tune state in {exp_path}")
     results: list[Any] = []
     if n_trials:
+        # Tune rewrites its state while it runs: a digest from an earlier fit no longer describes it, and
+        # a driver killed during this fit must leave state that counts as unverified (set aside, not read)
+        if prev and f"{TAG}.tune_state_digest" in prev[0].data.tags:
+            client.delete_tag(stage_run_id, f"{TAG}.tune_state_digest")
         try:
             grid = tuner.fit()
         finally:
@@ -434,6 +438,9 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     quiet_tune_output()
     start = time.time()
     uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)
+    unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
+    if unknown:
+        raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")
     # Ray first: nothing is created in MLflow for a suite that cannot start
     init_ray(opts.address)
     if not (opts.address or os.environ.get("RAY_ADDRESS")):
@@ -456,9 +463,6 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
             **version_tags,
         },
     )
-    unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
-    if unknown:
-        raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")
     orphans = tracking.close_orphan_runs(client, exp_id, keep=suite_run_id)
     if orphans:
         opts.log(

@@ -212,7 +212,9 @@ def settings_model(
     fields: dict[str, Any] = {}
     for source in sources:
         for n, t in settings_fields(source, exclude).items():
-            fields.setdefault(n, (t | None, None))
+            # unset fields keep the source's default (see given()); an explicit null is accepted only
+            # where the source's own annotation accepts None
+            fields.setdefault(n, (t, None))
     model = create_model(
         name, __base__=SettingsModel, __doc__=f"The {what} settings a suite may give.", **fields
     )

@@ -201,3 +201,29 @@ def test_relative_equation_paths_reach_the_trials(ray_session, tmp_path: Path) -
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "symbolic:adam-eq" in run.stdout and "1 trials ok, 0 errored" in run.stdout
+
+
+def test_a_mistyped_fresh_stage_creates_nothing(ray_session, tmp_path: Path) -> None:
+    from harness.config import load_suite_dict
+    from harness.runner import RunOptions, StageInputError, run_suite
+
+    suite = load_suite_dict(
+        {
+            "name": "fresh-typo",
+            "stages": [
+                {
+                    "kind": "evaluate",
+                    "name": "e",
+                    "optimizees": [{"name": "quadratic_cos", "steps": 5}],
+                    "optimizers": [{"family": "sgd", "lr": 0.1}],
+                }
+            ],
+        }
+    )
+    db = tmp_path / "m.db"
+    opts = RunOptions(
+        tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path), log=lambda m: None, fresh=frozenset({"typo"})
+    )
+    with pytest.raises(StageInputError, match="--fresh names no stage of suite 'fresh-typo': typo"):
+        run_suite(suite, opts)
+    assert not db.exists()

@@ -356,3 +356,16 @@ def test_check_resources_refuses_more_cpus_than_the_machine_has() -> None:
     ]
     with pytest.raises(SuiteError, match=r"stages\[3\]\.resources\.cpus_per_trial: 8 CPUs"):
         check_resources(suite, 4.5)
+
+
+def test_an_explicit_null_setting_is_refused_where_the_setting_takes_no_null() -> None:
+    base = {
+        "kind": "meta_train",
+        "name": "t",
+        "teachers": [{"name": "rp"}],
+        "optimizees": [{"name": "quadratic_cos"}],
+    }
+    with pytest.raises(SuiteError, match=r"stages\[0\]\.settings\.unroll: Input should be a valid integer"):
+        load_suite_dict({"name": "s", "stages": [{**base, "settings": {"unroll": None}}]})
+    # where null means something (no episode budget), it is accepted
+    load_suite_dict({"name": "s", "stages": [{**base, "settings": {"episodes": None, "time_budget_s": 5}}]})

@@ -182,7 +182,7 @@ class StageKind(Generic[SpecT, TrialT]):
 
 def run_local(kind: StageKind[Any, Any], trial: BaseModel, ctx: TrialContext | None = None) -> TrialResult:
     """Validate ``trial`` again and run it with ``kind`` outside Ray (what the Tune trainable does in a suite)."""
-    checked = kind.trial_model.model_validate(trial.model_dump())
+    checked = kind.trial_model.model_validate(trial.model_dump(exclude_unset=True))
     return kind.run(checked, ctx if ctx is not None else LocalContext())
 
 

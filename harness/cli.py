@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from harness.config import Suite
     from harness.runner import StageFailed
     from harness.stages.collect import SRDataset
-    from harness.stages.outputs import SuiteOutcome
+    from harness.stages.outputs import StageOutcome, SuiteOutcome
     from harness.symbolic.equation import Equation
 
 app = typer.Typer(
@@ -180,7 +180,7 @@ def run(
         _print_failure(suite, failed)
         raise typer.Exit(1) from None
     console.print(f"suite {suite.name!r} finished in {outcome.seconds:.1f}s; MLflow: {outcome.tracking_uri}")
-    _print_summary(suite, outcome)
+    _print_summary(suite, outcome.stages)
     if leaderboard and any(s.kind == "evaluate" for s in suite.stages):
         _print_leaderboard(outcome.tracking_uri, suite.name, None, Format.table)
     equation_stages = [s.kind for s in suite.stages if s.kind in ("distill", "meta_tune")]
@@ -190,13 +190,8 @@ def run(
 
 def _print_failure(suite: Suite, failed: StageFailed) -> None:
     """What ran, which trials failed (one line each, with the log), and how to go on."""
-    from harness.registry import STAGES
 
-    completed = failed.outcome.extra.get("completed_stages", {})
-    console.print("summary:", highlight=False)
-    for name, st in completed.items():
-        for line in STAGES.get(st.kind).summarize(suite.stage(name), st):
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    _print_summary(suite, failed.outcome.extra.get("completed_stages", {}))
     out = failed.outcome
     err_console.print(
         f"error: stage {out.name!r} is not finished: {len(failed.failures)} trial(s) errored, "
@@ -222,12 +217,12 @@ def _log(msg: str) -> None:
     console.print(msg, highlight=False, soft_wrap=True, markup=False)
 
 
-def _print_summary(suite: Suite, outcome: SuiteOutcome) -> None:
+def _print_summary(suite: Suite, stages: Mapping[str, StageOutcome]) -> None:
     """What each stage produced (its kind's summary), in suite order."""
     from harness.registry import STAGES
 
     console.print("summary:", highlight=False)
-    for name, st in outcome.stages.items():
+    for name, st in stages.items():
         for line in STAGES.get(st.kind).summarize(suite.stage(name), st):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
 

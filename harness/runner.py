@@ -141,13 +141,18 @@ class _TrialTags:
 
     def __call__(self, config: dict[str, Any]) -> dict[str, str]:
         trial = config["trial"]
-        tags = {f"{TAG}.{k}": str(v) for k, v in self.kind.trial_tags(trial).items()}
+        short = self.kind.trial_tags(trial)
+        tags = {f"{TAG}.{k}": str(v) for k, v in short.items()}
         tags[f"{TAG}.trial_key"] = trial_key(self.stage_key, trial)
         identity = trial.model_dump(mode="json", include=set(self.kind.identity) or None)
         tags[f"{TAG}.config"] = json.dumps(identity, sort_keys=True, default=str)
-        # a readable run name: the trial's short facts (``quadratic_cos sgd(lr=0.1) 0``)
-        tags[f"{TAG}.label"] = _TrialLabel(self.kind)(config)
+        # a readable run name: the trial's short facts (``sgd(lr=0.1) · quadratic_cos · 0``)
+        tags[f"{TAG}.label"] = _label(short)
         return tags
+
+
+def _label(short_tags: dict[str, str]) -> str:
+    return " · ".join(v for k, v in short_tags.items() if k != "optimizer_family")
 
 
 class _TrialLabel:
@@ -159,8 +164,7 @@ class _TrialLabel:
     def __call__(self, config: dict[str, Any]) -> str:
         if "trial" not in config:
             return "?"
-        tags = self.kind.trial_tags(config["trial"])
-        return " · ".join(v for k, v in tags.items() if k != "optimizer_family")
+        return _label(self.kind.trial_tags(config["trial"]))
 
 
 class _TrialParams:
@@ -268,7 +272,7 @@ def run_stage(
             },
             ctx["suite_run_id"],
         )
-        tracking.log_batch(client, stage_run_id, params=tracking.flatten(stage.model_dump(mode="json")))
+        tracking.log_batch(client, stage_run_id, params=flatten_params(stage.model_dump(mode="json")))
 
     res = stage.resources or suite.resources
     trainable = tune.with_resources(run_trial, trial_resources(res))

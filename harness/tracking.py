@@ -19,7 +19,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.jsonio import flatten_params
 from harness.stages.outputs import ARTIFACTS_DIR, TAG, ResultKey
 
 DEFAULT_DB = "mlflow.db"
@@ -101,10 +100,6 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
-
-
-#: nested config -> flat MLflow params (one definition, in harness.jsonio)
-flatten = flatten_params
 
 
 def start_run(
@@ -285,9 +280,9 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         state["_runs"] = {}
         return state
 
-    def _run_for(self, trial: Any, fresh: bool = False) -> str | None:
+    def _run_for(self, trial: Any) -> str | None:
         """The run recording ``trial``; None when an earlier attempt already recorded it (finished)."""
-        if trial.trial_id in self._runs and not fresh:
+        if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         tags = dict(self.base_tags)
         tags.update(self.trial_tags(trial.config))
@@ -297,7 +292,7 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             [self.experiment_id],
             f"tags.`{TAG}.trial_key` = '{key}' and tags.`{TAG}.kind` = 'trial'",
         )
-        if any(r.info.status == "FINISHED" for r in earlier) and not fresh:
+        if any(r.info.status == "FINISHED" for r in earlier):
             self._runs[trial.trial_id] = None  # recorded once already: ignore this attempt
             return None
         for r in earlier:  # unfinished attempts: replaced by this one

@@ -148,7 +148,6 @@ def train(
     model.train()
     opt, sched = make_optimizer(model.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    steps_done = 0
     window = max(1, min(final_window, problem.steps_per_epoch, n_steps))
     recent: list[float] = []
     curve_steps: list[int] = []
@@ -166,7 +165,6 @@ def train(
             break
         loss.backward()
         opt.step()
-        steps_done = step
         if sched is not None:
             sched.step()
         recent.append(value)
@@ -191,7 +189,7 @@ def train(
         curve_loss=curve_loss,
         diverged_at=diverged_at,
     )
-    if status == "ok" and steps_done:
+    if status == "ok":
         result.state_bytes_per_param = state_bytes_per_param(opt, trainable)
     if status == "ok":
         result.final_train_loss = sum(recent) / len(recent)
@@ -205,7 +203,7 @@ def train(
                 result.status, result.diverged_at = "diverged", step
                 result.test_loss = math.inf
     result.wall_time_s = time.perf_counter() - start
-    if result.status == "ok" and measure_cost and steps_done:
+    if result.status == "ok" and measure_cost:
         # after the run and its evaluation: extra steps cannot change any reported number but the cost
         result.step_s, result.adam_step_s = step_seconds_vs_adam(opt, trainable)
     return result

@@ -19,6 +19,10 @@ name        definition
 ``mnXY``    p-norm normalised momentum ``ema_hat_b(g) / (ema_hat_b(|g|**p) ** (1/p) + eps)`` with the
             same beta ``b = X.Y`` in numerator and denominator and ``p = FeatureSpec.norm_p`` (default
             2, so ``mn09`` is Adam(0.9, 0.9)'s direction); always in ``[-1, 1]`` up to eps.
+``eta``     the paper's learnable feature (Sec. 4.3): ``m_hat``'s formula with ``g`` replaced by
+            ``k1*s(g, 1+a1) + k2*s(g, 1-a1)`` and ``g**2`` by ``|l1|*|g|**(2+a2) + |l2|*|g|**(2-a2)``,
+            ``s(x, e) = sign(x)*|x|**e``; its six parameters ``(k1, k2, a1, l1, l2, a2)`` are
+            ``FeatureSpec.eta_params`` (see :data:`ETA_PARAM_NAMES`).
 ==========  =======================================================================================
 
 ``beta1 = beta2 = 0.95`` (RNNprop, Lv et al. 2017) and ``eps = 1e-8`` by default. ``eps`` enters ONLY as
@@ -26,10 +30,13 @@ name        definition
 is exactly ``torch.optim.Adam``'s update. Scale-invariant features (``m_hat``, ``g_hat``, ``mn*``) do not
 change when all gradients are multiplied by a positive constant (up to eps).
 
-The learnable RP(extra) feature (``k1*g^(1+a1) + k2*g^(1-a1)`` in place of ``g`` and
-``l1*|g|^(2+a2) + l2*|g|^(2-a2)`` in place of ``g**2``) has trainable parameters and therefore lives in
-the teacher (``teachers.rp.LearnablePowerFeature``); its raw pieces are :func:`signed_pow` and
-:func:`abs_pow` here.
+``eta`` departs from the paper's terse formula in three places, for well-posedness, and says so here
+(the one definition): ``g**(1 +- a1)`` is sign-extended (``s(g, e)``) so ``eta`` keeps the sign of ``g``
+as ``m_hat`` does; the denominator uses ``|l|`` and ``|g|`` so it stays positive like ``g**2``; and
+``a1, a2`` are clipped to ``[-ETA_A_MAX, ETA_A_MAX]`` (0.5) so every exponent stays positive. With
+``k1 = k2 = l1 = l2 = 0.5`` and ``a1 = a2 = 0``, ``eta`` equals ``m_hat``. Its parameters are data of the
+spec (floats, saved with it); the functional API takes them as a differentiable tensor
+(``eta_params=``), which is how RP(extra) meta-trains them (``teachers.rp``) and meta-tuning tunes them.
 
 Lags: a :class:`History` keeps the last ``T = FeatureSpec.lags`` feature vectors as ``[n, F, T]`` with
 **lag 0 = newest**; lags not yet seen are zeros and :meth:`History.valid` tells how many are real.
@@ -49,8 +56,9 @@ Two APIs over the same arithmetic:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,16 +66,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.feature_names import MAX_LAG, feature_beta, is_variable_name, parse_variable, variable_name
+
 __all__ = [
     "ADAM_BETAS",
     "ADAM_EPS",
     "ADAM_LR",
     "BASE_FEATURES",
+    "ETA",
+    "ETA_A_MAX",
+    "ETA_DEFAULT_PARAMS",
+    "ETA_PARAM_NAMES",
     "MAX_LAG",
     "FeatureSpec",
     "FeatureState",
     "History",
     "abs_pow",
+    "eta_moment_inputs",
     "feature_beta",
     "is_feature",
     "is_variable_name",
@@ -83,78 +98,26 @@ ADAM_LR: float = 1e-3
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
 ADAM_EPS: float = 1e-8
 
+#: the learnable feature of RP(extra) (the paper's Sec. 4.3)
+ETA = "eta"
+#: ``FeatureSpec.eta_params`` order
+ETA_PARAM_NAMES: tuple[str, ...] = ("k1", "k2", "a1", "l1", "l2", "a2")
+#: the parameters ``eta`` starts from: ``k = l = 0.5`` and small ``a`` (close to ``m_hat``)
+ETA_DEFAULT_PARAMS: tuple[float, ...] = (0.5, 0.5, 0.1, 0.5, 0.5, 0.1)
+#: ``|a1|, |a2|`` are clipped to this, so every exponent of ``eta`` stays positive
+ETA_A_MAX = 0.5
 #: features with a fixed name (the ``mXY`` / ``mnXY`` families are parsed, see :func:`feature_beta`)
-BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat")
+BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat", ETA)
 #: the default momentum features of RP(extra)
 MOMENTUM_FEATURES: tuple[str, ...] = ("m05", "m09", "m099")
 NORMALISED_MOMENTUM_FEATURES: tuple[str, ...] = ("mn05", "mn09", "mn099")
 
-_EMA_RE = re.compile(r"(mn|m)(0\d+)")
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-#: ``feature_lag``: the feature an identifier, the lag a non-negative int without leading zeros
-_VARIABLE_RE = re.compile(r"([A-Za-z][A-Za-z0-9_]*)_(0|[1-9][0-9]*)")
-MAX_LAG = 1000
-"""The largest lag a variable may name (``g_1000``); a history is at most ``MAX_LAG + 1`` long. Variable
-names come from untrusted equation text, and a lag sizes the history a consumer allocates."""
-
-
 # ------------------------------------------------------------------------------------------------
 # names
 # ------------------------------------------------------------------------------------------------
-def feature_beta(name: str) -> tuple[str, float] | None:
-    """``("m", 0.9)`` for ``"m09"``, ``("mn", 0.99)`` for ``"mn099"``; None for other names."""
-    match = _EMA_RE.fullmatch(name)
-    if match is None:
-        return None
-    kind, digits = match.groups()
-    beta = float(f"{digits[0]}.{digits[1:]}")
-    if not 0.0 < beta < 1.0:
-        return None
-    return kind, beta
-
-
 def is_feature(name: str) -> bool:
     """Whether ``name`` is a feature this module can compute."""
     return name in BASE_FEATURES or feature_beta(name) is not None
-
-
-def variable_name(feature: str, lag: int) -> str:
-    """The SR / equation symbol of ``feature`` at ``lag`` (0 = newest): ``"m_hat_3"``."""
-    if not _NAME_RE.fullmatch(feature) or "__" in feature or feature.endswith("_"):
-        raise ValueError(
-            f"bad feature name {feature!r}: use an identifier without dots, '__' or a trailing '_'"
-        )
-    if not 0 <= int(lag) <= MAX_LAG:
-        raise ValueError(f"lag must be in 0..{MAX_LAG} (MAX_LAG), got {lag}")
-    return f"{feature}_{int(lag)}"
-
-
-def parse_variable(name: str) -> tuple[str, int]:
-    """Inverse of :func:`variable_name`: split on the LAST underscore, ``"m_hat_3" -> ("m_hat", 3)``.
-
-    The one parser of variable names (the equation layer's ``split_variable`` is this function). Strict:
-    the feature is an identifier without ``__``, the lag a non-negative int without leading zeros
-    (``g_03`` is refused, so every variable has exactly one spelling) and at most :data:`MAX_LAG`; raises
-    ValueError otherwise.
-    """
-    match = _VARIABLE_RE.fullmatch(name) if isinstance(name, str) else None
-    if match is None or "__" in name:
-        shown = repr(name[:60] + "...") if isinstance(name, str) and len(name) > 60 else repr(name)
-        raise ValueError(f"{shown} is not a variable name of the form feature_lag (e.g. g_0, m_hat_3)")
-    digits = match.group(2)
-    if len(digits) > len(str(MAX_LAG)) or int(digits) > MAX_LAG:
-        shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
-        raise ValueError(f"variable {match.group(1)}_{shown}: lag {shown} is over the maximum lag {MAX_LAG}")
-    return match.group(1), int(digits)
-
-
-def is_variable_name(name: str) -> bool:
-    """True for names :func:`parse_variable` accepts."""
-    try:
-        parse_variable(name)
-    except ValueError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,6 +134,30 @@ def abs_pow(x: Tensor, e: Tensor | float) -> Tensor:
 def signed_pow(x: Tensor, e: Tensor | float) -> Tensor:
     """Sign-extended power ``sign(x) * |x| ** e`` (the paper's extension of ``x^y`` to negative x)."""
     return torch.sign(x) * abs_pow(x, e)
+
+
+def eta_moment_inputs(g: Tensor, params: Tensor | Sequence[float]) -> tuple[Tensor, Tensor]:
+    """What ``eta``'s two EMAs average: ``(k1*s(g, 1+a1) + k2*s(g, 1-a1), |l1|*|g|^(2+a2) + |l2|*|g|^(2-a2))``.
+
+    ``params`` is ``(k1, k2, a1, l1, l2, a2)`` (:data:`ETA_PARAM_NAMES`), a float sequence or a tensor that
+    gradients may flow into; ``a`` is clipped to ``[-ETA_A_MAX, ETA_A_MAX]`` (see the module docstring).
+    """
+    if isinstance(params, Tensor):
+        p = params.to(dtype=g.dtype, device=g.device)
+    else:
+        p = _constant_tensor(tuple(float(v) for v in params), g.device, g.dtype)
+    k1, k2, a1, l1, l2, a2 = p.unbind()
+    a1 = a1.clamp(-ETA_A_MAX, ETA_A_MAX)
+    a2 = a2.clamp(-ETA_A_MAX, ETA_A_MAX)
+    num = k1 * signed_pow(g, 1 + a1) + k2 * signed_pow(g, 1 - a1)
+    den = l1.abs() * abs_pow(g, 2 + a2) + l2.abs() * abs_pow(g, 2 - a2)
+    return num, den
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_tensor(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A cached constant tensor (the stateful step asks for the same ``eta`` parameters every step)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def log_sign_preprocess(g: Tensor, p: float = 10.0) -> Tensor:
@@ -198,6 +185,8 @@ class FeatureSpec:
         beta2: EMA rate of ``g**2`` inside ``m_hat`` and ``g_hat``.
         eps: added to the square-root denominators (``sqrt(v_hat) + eps``).
         norm_p: the ``p`` of the normalised momenta ``mnXY``.
+        eta_params: ``(k1, k2, a1, l1, l2, a2)`` of ``eta`` (only when ``eta`` is among the names; default
+            :data:`ETA_DEFAULT_PARAMS`).
     """
 
     names: tuple[str, ...]
@@ -206,6 +195,7 @@ class FeatureSpec:
     beta2: float = 0.95
     eps: float = 1e-8
     norm_p: float = 2.0
+    eta_params: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         names = (self.names,) if isinstance(self.names, str) else tuple(self.names)
@@ -228,6 +218,21 @@ class FeatureSpec:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.eps < 0 or self.norm_p <= 0:
             raise ValueError("eps must be >= 0 and norm_p > 0")
+        if ETA not in names:
+            if self.eta_params is not None:
+                raise ValueError("eta_params given but 'eta' is not among the features")
+        else:
+            raw = ETA_DEFAULT_PARAMS if self.eta_params is None else self.eta_params
+            try:
+                params = tuple(float(v) for v in raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"eta_params must be {len(ETA_PARAM_NAMES)} numbers, got {raw!r}") from None
+            if len(params) != len(ETA_PARAM_NAMES) or not all(math.isfinite(v) for v in params):
+                raise ValueError(
+                    f"eta_params must be {len(ETA_PARAM_NAMES)} finite numbers "
+                    f"({', '.join(ETA_PARAM_NAMES)}), got {raw!r}"
+                )
+            object.__setattr__(self, "eta_params", params)
 
     # -- layout ----------------------------------------------------------------------------------
     @property
@@ -244,7 +249,13 @@ class FeatureSpec:
 
     def with_lags(self, lags: int) -> FeatureSpec:
         """The same features with a different history length."""
-        return FeatureSpec(self.names, lags, self.beta1, self.beta2, self.eps, self.norm_p)
+        return dataclasses.replace(self, lags=lags)
+
+    def constants(self) -> dict[str, Any]:
+        """The constants of the features (everything but names and lags), as :meth:`to_dict` spells them."""
+        d = self.to_dict()
+        del d["names"], d["lags"]
+        return d
 
     # -- what state is needed ----------------------------------------------------------------------
     def accumulators(self) -> dict[str, tuple[str, float]]:
@@ -257,6 +268,9 @@ class FeatureSpec:
                 acc["v"] = ("g2", self.beta2)
             elif name == "g_hat":
                 acc["v"] = ("g2", self.beta2)
+            elif name == ETA:
+                acc["eta_m"] = ("eta_num", self.beta1)
+                acc["eta_v"] = ("eta_den", self.beta2)
             else:
                 parsed = feature_beta(name)
                 if parsed is None:
@@ -269,7 +283,7 @@ class FeatureSpec:
 
     # -- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "names": list(self.names),
             "lags": self.lags,
             "beta1": self.beta1,
@@ -277,10 +291,15 @@ class FeatureSpec:
             "eps": self.eps,
             "norm_p": self.norm_p,
         }
+        if self.eta_params is not None:
+            d["eta_params"] = list(self.eta_params)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
         d = dict(d)
+        if d.get("eta_params") is not None:
+            d["eta_params"] = tuple(d["eta_params"])
         return cls(names=tuple(d.pop("names")), **d)
 
     # -- functional API --------------------------------------------------------------------------------
@@ -296,11 +315,14 @@ class FeatureSpec:
             state["hist"] = torch.zeros(n, self.num_features, self.lags, device=device, dtype=dtype)
         return state
 
-    def step(self, state: Mapping[str, Tensor], grad: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """One gradient in, current features ``[n, F]`` and the NEW state out; inputs are not mutated."""
+    def step(
+        self, state: Mapping[str, Tensor], grad: Tensor, *, eta_params: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One gradient in, current features ``[n, F]`` and the NEW state out; inputs are not mutated.
+        ``eta_params`` overrides the spec's (a tensor gradients may flow into)."""
         g = grad.reshape(-1).to(state["t"].dtype)
         t = state["t"] + 1
-        feats, acc = self.advance(state, g, t)
+        feats, acc = self.advance(state, g, t, eta_params=eta_params)
         new: dict[str, Tensor] = {"t": t, **acc}
         if self.lags > 1:
             new["hist"] = torch.cat([feats.unsqueeze(-1), state["hist"][..., :-1]], dim=-1)
@@ -318,14 +340,21 @@ class FeatureSpec:
 
     # -- arithmetic shared by both APIs --------------------------------------------------------------
     def advance(
-        self, acc: Mapping[str, Tensor], g: Tensor, t: Tensor | float
+        self,
+        acc: Mapping[str, Tensor],
+        g: Tensor,
+        t: Tensor | float,
+        *,
+        eta_params: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Without mutation: fold gradient ``g`` (the ``t``-th) into accumulators ``acc`` (keys of
         :meth:`accumulators`; other keys are ignored); return the current features ``[n, F]`` and the new
-        accumulators. The functional twin of :meth:`update_` (same arithmetic)."""
+        accumulators. The functional twin of :meth:`update_` (same arithmetic). ``eta_params`` (a tensor,
+        possibly requiring grad) overrides :attr:`eta_params`."""
         new: dict[str, Tensor] = {}
+        inputs = self._moment_inputs(g, eta_params)
         for key, (kind, beta) in self.accumulators().items():
-            new[key] = beta * acc[key] + (1.0 - beta) * self._moment_input(kind, g)
+            new[key] = beta * acc[key] + (1.0 - beta) * inputs[kind]
         return self._features(g, t, new), new
 
     @torch.no_grad()
@@ -333,16 +362,13 @@ class FeatureSpec:
         """In place: fold gradient ``g`` (the ``t``-th) into caller-owned accumulators ``acc`` (keys of
         :meth:`accumulators`) and return the current features ``[n, F]``. The stateful path of every
         consumer (FeatureState, SymbolicOptimizer) goes through here."""
+        inputs = self._moment_inputs(g, None)
         for key, (kind, beta) in self.accumulators().items():
-            acc[key].mul_(beta).add_(self._moment_input(kind, g), alpha=1.0 - beta)
+            acc[key].mul_(beta).add_(inputs[kind], alpha=1.0 - beta)
         return self._features(g, t, acc)
 
-    def _moment_input(self, kind: str, g: Tensor) -> Tensor:
-        if kind == "g":
-            return g
-        if kind == "g2":
-            return g * g
-        return g.abs() if self.norm_p == 1.0 else g.abs() ** self.norm_p
+    def _moment_inputs(self, g: Tensor, eta_params: Tensor | None) -> _LazyInputs:
+        return _LazyInputs(self, g, eta_params)
 
     def _features(self, g: Tensor, t: Tensor | float, acc: Mapping[str, Tensor]) -> Tensor:
         cols: list[Tensor] = []
@@ -354,6 +380,9 @@ class FeatureSpec:
         for name in self.names:
             if name == "g":
                 cols.append(g)
+            elif name == ETA:
+                v_hat = acc["eta_v"] / corr(self.beta2)
+                cols.append((acc["eta_m"] / corr(self.beta1)) / (torch.sqrt(v_hat + _TINY) + self.eps))
             elif name in ("m_hat", "g_hat"):
                 if denom_v is None:
                     denom_v = torch.sqrt(acc["v"] / corr(self.beta2)) + self.eps
@@ -370,6 +399,31 @@ class FeatureSpec:
                     norm = (acc[_pow_key(beta)] / corr(beta)) ** (1.0 / self.norm_p) + self.eps
                     cols.append(m / norm)
         return torch.stack(cols, dim=-1)
+
+
+class _LazyInputs:
+    """The per-step inputs of the accumulators (``g``, ``g**2``, ``|g|**p``, eta's two), each computed once
+    and only when an accumulator asks for it."""
+
+    def __init__(self, spec: FeatureSpec, g: Tensor, eta_params: Tensor | None) -> None:
+        self.spec, self.g, self.eta_params = spec, g, eta_params
+        self.cache: dict[str, Tensor] = {}
+
+    def __getitem__(self, kind: str) -> Tensor:
+        if kind not in self.cache:
+            g = self.g
+            if kind == "g":
+                self.cache[kind] = g
+            elif kind == "g2":
+                self.cache[kind] = g * g
+            elif kind == "gp":
+                p = self.spec.norm_p
+                self.cache[kind] = g.abs() if p == 1.0 else g.abs() ** p
+            else:
+                params = self.eta_params if self.eta_params is not None else self.spec.eta_params
+                assert params is not None, "eta accumulators without eta parameters"
+                self.cache["eta_num"], self.cache["eta_den"] = eta_moment_inputs(g, params)
+        return self.cache[kind]
 
 
 def _ema_key(beta: float) -> str:

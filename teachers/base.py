@@ -66,6 +66,12 @@ class Teacher(nn.Module):
         """A stateful feature computer for this teacher's inputs (no lag history)."""
         return FeatureState(self.feature_spec, n_coords, device=device, history=False)
 
+    def input_features(self) -> FeatureSpec:
+        """The features this teacher reads, as SR should record them (collect's default): its
+        ``feature_spec``, except that a teacher computing a learnable feature itself (RP(extra)'s ``eta``)
+        names that feature, with its current parameters, in place of the raw inputs it computes it from."""
+        return self.feature_spec
+
     def column(self, features: Tensor, name: str) -> Tensor:
         """Feature ``name`` of a ``[n, F]`` feature tensor."""
         return features[:, self.feature_spec.index(name)]

@@ -7,39 +7,46 @@ learnable power feature ``eta`` of the paper's section 4.3.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness.features import FeatureSpec, abs_pow, is_feature, signed_pow
+from harness.features import ETA, ETA_A_MAX, ETA_DEFAULT_PARAMS, FeatureSpec, is_feature
 from teachers.base import LSTMStack, State, Teacher, register_teacher
-
-#: the learnable feature's name in ``extra``
-ETA = "eta"
 
 
 class LearnablePowerFeature(nn.Module):
-    """The paper's trainable RP(extra) feature ``eta``: ``m_hat`` with ``g`` and ``g**2`` replaced.
+    """RP(extra)'s trainable ``eta`` (the paper's Sec. 4.3), as defined once in :mod:`harness.features`.
 
-    ``num_t = k1 * s(g, 1 + a1) + k2 * s(g, 1 - a1)`` with ``s(x, e) = sign(x)|x|^e``;
-    ``den_t = |l1| * |g|^(2 + a2) + |l2| * |g|^(2 - a2)``;
-    ``eta = ema_hat_b1(num) / (sqrt(ema_hat_b2(den)) + eps)``.
-    Deviations from the paper's terse description, for well-posedness: the denominator uses ``|g|`` and
-    ``|l|`` so it stays positive (like ``g**2``), and ``a = a_max * tanh(a_raw)`` keeps every exponent
-    positive (``a_max = 0.5``). At initialisation (k = l = 0.5, a ~ 0.1) eta is close to ``m_hat``.
-    Its EMAs live in the teacher state (``eta_m``, ``eta_v``, ``eta_t``) so gradients reach k, l, a.
+    The six parameters ``(k1, k2, a1, l1, l2, a2)`` (:data:`~harness.features.ETA_PARAM_NAMES`) are
+    trainable here: ``k`` and ``l`` directly, ``a = ETA_A_MAX * tanh(a_raw)`` so every exponent stays
+    positive without a clip that would stop the gradient. :meth:`params` gives their current values in
+    :func:`~harness.features.eta_moment_inputs`' order, which is also what a checkpoint's SR features
+    record (:meth:`RP.input_features`). The EMAs live in the teacher state (``eta_m``, ``eta_v``,
+    ``eta_t``) so gradients reach k, l, a. At initialisation ``eta`` is close to ``m_hat``.
     """
 
-    def __init__(
-        self, beta1: float = 0.95, beta2: float = 0.95, eps: float = 1e-8, a_max: float = 0.5
-    ) -> None:
+    def __init__(self, beta1: float = 0.95, beta2: float = 0.95, eps: float = 1e-8) -> None:
         super().__init__()
-        self.beta1, self.beta2, self.eps, self.a_max = float(beta1), float(beta2), float(eps), float(a_max)
-        self.k = nn.Parameter(torch.tensor([0.5, 0.5]))
-        self.l = nn.Parameter(torch.tensor([0.5, 0.5]))
-        self.a_raw = nn.Parameter(torch.tensor([0.2, 0.2]))
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        k1, k2, a1, l1, l2, a2 = ETA_DEFAULT_PARAMS
+        self.k = nn.Parameter(torch.tensor([k1, k2]))
+        self.l = nn.Parameter(torch.tensor([l1, l2]))
+        self.a_raw = nn.Parameter(torch.atanh(torch.tensor([a1, a2]) / ETA_A_MAX))
+        self._arith = FeatureSpec((ETA,), 1, self.beta1, self.beta2, self.eps)  # parameters come per call
+
+    def params(self) -> Tensor:
+        """``(k1, k2, a1, l1, l2, a2)`` as one differentiable tensor."""
+        a1, a2 = (ETA_A_MAX * torch.tanh(self.a_raw)).unbind()
+        return torch.stack([self.k[0], self.k[1], a1, self.l[0], self.l[1], a2])
+
+    def spec(self, lags: int = 1) -> FeatureSpec:
+        """A FeatureSpec computing ``eta`` alone with the current parameters (floats)."""
+        values = tuple(float(v) for v in self.params().detach())
+        return FeatureSpec((ETA,), lags, self.beta1, self.beta2, self.eps, eta_params=values)
 
     def init_state(self, n: int, device: torch.device | str | None = None) -> State:
         return {
@@ -49,16 +56,10 @@ class LearnablePowerFeature(nn.Module):
         }
 
     def forward(self, g: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, State]:
-        a1, a2 = (self.a_max * torch.tanh(self.a_raw)).unbind()
-        num = self.k[0] * signed_pow(g, 1 + a1) + self.k[1] * signed_pow(g, 1 - a1)
-        lab = self.l.abs()
-        den = lab[0] * abs_pow(g, 2 + a2) + lab[1] * abs_pow(g, 2 - a2)
         t = state["eta_t"] + 1
-        m = self.beta1 * state["eta_m"] + (1 - self.beta1) * num
-        v = self.beta2 * state["eta_v"] + (1 - self.beta2) * den
-        v_hat = v / (1 - self.beta2**t)
-        eta = (m / (1 - self.beta1**t)) / (torch.sqrt(v_hat + 1e-30) + self.eps)
-        return eta, {"eta_m": m, "eta_v": v, "eta_t": t}
+        acc = {"eta_m": state["eta_m"], "eta_v": state["eta_v"]}
+        feats, new = self._arith.advance(acc, g, t, eta_params=self.params())
+        return feats[:, 0], {"eta_m": new["eta_m"], "eta_v": new["eta_v"], "eta_t": t}
 
 
 @register_teacher("rp")
@@ -128,6 +129,16 @@ class RP(Teacher):
             state.update(self.eta.init_state(n_coords, device))
         return state
 
+    def input_features(self) -> FeatureSpec:
+        """``m_hat, g_hat``, the plain extras, and ``eta`` with its current parameters (not the raw ``g``
+        that only feeds eta)."""
+        if self.eta is None:
+            return self.feature_spec
+        names = [n for n in self.feature_spec.names[: self._n_plain]] + [ETA]
+        return dataclasses.replace(
+            self.feature_spec, names=tuple(names), eta_params=self.eta.spec().eta_params
+        )
+
     def forward(self, features: Tensor, state: Mapping[str, Tensor]) -> tuple[Tensor, State]:
         x = features[:, : self._n_plain]
         new: State = {}
@@ -149,10 +160,10 @@ class RPSmall(RP):
 
 @register_teacher("rp_extra")
 class RPExtra(RP):
-    """RP(extra): RP(small)'s architecture (as in the paper) plus extra inputs, by default the
-    p-norm normalised momenta ``mn05, mn09, mn099`` and the learnable ``eta``. Raw momenta
-    (``m05, m09, m099``) can be added through ``extra=`` but are not scale-invariant."""
+    """RP(extra): RP(small)'s architecture with the paper's three input types G = {m_hat, g_hat, eta}
+    (Sec. 4.3; ``eta`` is learnable). Further features (``mn09``, ``m09``, ...) can be added through
+    ``extra=``; only scale-invariant ones (``mnXY``) keep the rule independent of the loss scale."""
 
     default_layers = 1
     default_proj = 6
-    default_extra = ("mn05", "mn09", "mn099", ETA)
+    default_extra = (ETA,)

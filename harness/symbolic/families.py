@@ -117,11 +117,13 @@ def eq6(
     beta2: float = 0.95,
     eps: float = 1e-8,
     norm_p: float = 2.0,
+    eta_params: Sequence[float] | None = None,
 ) -> Equation:
     """The paper's eq. 6: ``-sum_{f, tau<L} W[f,tau]*gamma*tanh(f_{t-tau}/gamma)``.
 
     Args:
-        features: the set G (any :mod:`harness.features` names: ``m_hat``, ``g_hat``, ``m09``, ``mn099``...).
+        features: the set G (any :mod:`harness.features` names: ``m_hat``, ``g_hat``, ``eta``, ``m09``,
+            ``mn099``...); the paper's is ``("m_hat", "g_hat", "eta")``.
         L: lags per feature (tau = 0..L-1).
         W: weights, ``[|G|, L]`` (nested sequence / array), a scalar, ``{feature: weight or [L] weights}``, or a
             length-|G| sequence (one weight per feature for every lag). Default: ``lr / (|G| * L)`` everywhere,
@@ -129,6 +131,8 @@ def eq6(
         gamma: the tanh scale (shared by every term; one tie group).
         lr: only sets the default W.
         beta1, beta2, eps, norm_p: feature constants (RNNprop's 0.95/0.95 by default), kept in provenance.
+        eta_params: ``(k1, k2, a1, l1, l2, a2)`` of ``eta`` when G has it (default
+            :data:`~harness.features.ETA_DEFAULT_PARAMS`), kept in provenance; meta-tuning can tune them.
     """
     features = tuple(features)
     if not features:
@@ -138,7 +142,15 @@ def eq6(
     L = int(L)
     if not (np.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma must be a positive number, got {gamma}")
-    spec = FeatureSpec(features, lags=L, beta1=beta1, beta2=beta2, eps=eps, norm_p=norm_p)  # validates names
+    spec = FeatureSpec(  # validates names and eta's parameters
+        features,
+        lags=L,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        norm_p=norm_p,
+        eta_params=None if eta_params is None else tuple(eta_params),
+    )
     w = _weights(W, features, L, lr)
     g = sympy.Symbol("_gamma", real=True)
     values: dict[sympy.Symbol, float] = {g: float(gamma)}

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from harness.features import FeatureSpec, parse_variable
+from harness.features import ETA, FeatureSpec, parse_variable
 from harness.symbolic.batched import DEFAULT_BATCH_NUMEL, BucketSet
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.expression import Equation
@@ -103,6 +103,8 @@ def feature_spec_for(
     consts: dict[str, Any] = {}
     if src:
         consts = {k: src[k] for k in ("beta1", "beta2", "eps", "norm_p") if src.get(k) is not None}
+        if ETA in names and src.get("eta_params") is not None:
+            consts["eta_params"] = tuple(src["eta_params"])
     return FeatureSpec(names, lags=1, **consts)
 
 
@@ -181,6 +183,7 @@ def symbolic_update(
     t: int | Tensor,
     *,
     inplace: bool = False,
+    feature_params: Tensor | None = None,
 ) -> tuple[Tensor, Mapping[str, Tensor], Mapping[str, Tensor]]:
     """The arithmetic of one symbolic step on flat coordinates, shared by both APIs.
 
@@ -195,6 +198,8 @@ def symbolic_update(
             ``hist`` as rings, lag ``k`` at row ``(t - 1 - k) % slots``, overwriting the oldest row with the
             newest value. Otherwise nothing is mutated (:meth:`FeatureSpec.advance`) and ``hist`` is ordered
             oldest first (lag ``k`` at row ``slots - k``) and shifted by one row.
+        feature_params: the functional path's override of ``eta``'s parameters (a tensor that gradients may
+            flow into; :meth:`FeatureSpec.advance`).
     Returns:
         ``(update, accumulators, hist)`` after this step (in place: the same tensors, updated). The update is
         not yet multiplied by the learning rate.
@@ -207,7 +212,7 @@ def symbolic_update(
         if inplace:
             feats = spec.update_(acc, g, float(t))
         else:
-            feats, new_acc = spec.advance(acc, g, t)
+            feats, new_acc = spec.advance(acc, g, t, eta_params=feature_params)
         for j, var in plan.lag0:
             env[var] = feats[:, j]
     if inplace:
@@ -444,11 +449,13 @@ def functional_step(
     lr: float | Tensor = 1.0,
     constants: Sequence[Tensor] | None = None,
     feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+    feature_params: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """One update without mutation: ``new_p = p + lr * eq(features)`` for every name in ``grads``.
 
     Differentiable w.r.t. the module's constants (or ``constants``: one tensor per constant slot of the
-    module, substituted with ``torch.func.functional_call``) and w.r.t. ``params``; gradients are detached
+    module, substituted with ``torch.func.functional_call``), w.r.t. ``feature_params`` (``eta``'s
+    ``(k1, k2, a1, l1, l2, a2)``, overriding the feature spec's) and w.r.t. ``params``; gradients are detached
     (first-order). Parameters without a gradient are passed through unchanged. Matches
     :meth:`SymbolicOptimizer.step` (same FeatureSpec arithmetic) up to float rounding.
     """
@@ -472,7 +479,7 @@ def functional_step(
         t = st["t"] + 1
         acc = {k: st[k] for k in plan.accumulators}
         hist = {f: st[f"hist_{f}"] for f, _, _ in plan.rings}
-        upd, acc, hist = symbolic_update(plan, run, g, acc, hist, t)
+        upd, acc, hist = symbolic_update(plan, run, g, acc, hist, t, feature_params=feature_params)
         new_params[name] = p + lr * upd.reshape(p.shape) if upd.dim() else p + lr * upd
         new_state[name] = {"t": t, **acc, **{f"hist_{f}": h for f, h in hist.items()}}
     return new_params, new_state

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.features import FeatureSpec, FeatureState
+from harness.features import ETA, FeatureSpec, FeatureState
 from harness.registry import TEACHERS
 from harness.stages.collect.dataset import SRDataset
 from harness.stages.problems import budget_steps, build_problem, resolve_device
@@ -347,14 +347,17 @@ def collect(
         optimizees: specs ``{"name", "kwargs"?, "steps"? | "epochs"?, "seeds"? | "n_seeds"?, "label"?}``;
             each runs on its ``seeds`` (default ``1000*seed + k`` for ``k < seeds_per_optimizee``) for its
             ``steps`` (or ``epochs`` times its steps per epoch; default the ``steps`` argument).
-        features: SR feature names; default the teacher's own input features (the paper's choice).
+        features: SR feature names; default the teacher's own input features (the paper's choice;
+            :meth:`~teachers.base.Teacher.input_features`: RP(extra) gives ``m_hat, g_hat, eta``, with
+            eta's meta-trained parameters, which the dataset's ``feature_spec`` then carries).
         lags: history length T (the paper: 20).
         n_samples, holdout: ``n_samples`` training rows plus ``round(holdout * n_samples)`` held-out rows,
             drawn uniformly over (step >= T, coordinate) of every run, split evenly across runs.
         steps: default steps per run (a spec's ``steps`` wins); must be >= ``lags``.
         seed: drives row sampling, the train/val split and the default optimizee seeds.
-        feature_kwargs: ``FeatureSpec`` constants (``beta1``, ``beta2``, ``eps``, ``norm_p``); default the
-            teacher's, so e.g. Adam's ``m_hat`` uses Adam's betas.
+        feature_kwargs: ``FeatureSpec`` constants (``beta1``, ``beta2``, ``eps``, ``norm_p``,
+            ``eta_params``); default the teacher's, so e.g. Adam's ``m_hat`` uses Adam's betas and
+            ``eta`` uses the teacher's meta-trained parameters.
         device: where the optimizee and teacher run.
         variables: keep only these ``feature_lag`` columns.
         on_run: called with (runs done, runs in all) after each optimizee run (progress).
@@ -367,10 +370,13 @@ def collect(
     dev = resolve_device(device)
     teacher, desc = build_teacher(source)
     teacher.to(dev)
-    tspec: FeatureSpec = teacher.feature_spec
-    constants = {"beta1": tspec.beta1, "beta2": tspec.beta2, "eps": tspec.eps, "norm_p": tspec.norm_p}
+    tspec: FeatureSpec = teacher.input_features()
+    names_wanted = tuple(features) if features else tspec.names
+    constants = tspec.constants()
+    if ETA not in names_wanted:
+        constants.pop("eta_params", None)
     constants.update(dict(feature_kwargs or {}))
-    sr_spec = FeatureSpec(tuple(features) if features else tspec.names, int(lags), **constants)
+    sr_spec = FeatureSpec(names_wanted, int(lags), **constants)
     names, col_idx = _columns(sr_spec, variables)
     for spec in optimizees:
         if "name" not in spec:

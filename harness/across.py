@@ -1,4 +1,7 @@
-"""Scores across tasks (optimizees): speedup over tuned Adam, time to a target, performance profiles.
+"""Scores across tasks: speedup over tuned Adam, time to a target, performance profiles.
+
+A task is an optimizee at one horizon (``suite/mlp · 300 steps``): the same optimizee at two horizons is
+two tasks, each with its own best Adam, target and curves.
 
 Each optimizer's curve on a task is the mean over seeds of its logged minibatch loss, smoothed by a
 running mean (:data:`SMOOTH` points) so that one lucky batch does not count as reaching a loss.
@@ -142,19 +145,21 @@ def from_records(
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The summary and per-task scores of leaderboard records that carry curves (``curve``)."""
     from harness.report import aggregate
+    from harness.specs import task_label
 
-    rows = aggregate([dict(r) for r in records])
-    curves: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    def task(r: Mapping[str, Any]) -> str:
+        return f"{r['suite']}/{task_label(r['optimizee'], r.get('horizon') or '')}"
+
+    rows = aggregate([dict(r) for r in records])  # in task order: optimizee, then horizon ascending
+    curves: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for r in records:
         if r.get("curve") and r["status"] == "ok":
-            curves[(r["suite"], r["optimizee"], r["optimizer"])].append(r["curve"])
+            curves[(task(r), r["optimizer"])].append(r["curve"])
     tasks: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
-        tasks[f"{row['suite']}/{row['optimizee']}"].append(row)
+        tasks[task(row)].append(row)
     per_task = {
-        task: task_scores(
-            trs, {r["optimizer"]: curves.get((r["suite"], r["optimizee"], r["optimizer"]), []) for r in trs}
-        )
-        for task, trs in tasks.items()
+        name: task_scores(trs, {r["optimizer"]: curves.get((name, r["optimizer"]), []) for r in trs})
+        for name, trs in tasks.items()
     }
     return across_summary(per_task), per_task

@@ -240,16 +240,20 @@ def _print_equations(outcome: SuiteOutcome) -> None:
 @_guarded
 def leaderboard_cmd(
     suite: str = typer.Option(None, "--suite", help="Only this suite."),
-    optimizee: str = typer.Option(None, "--optimizee", help="Only this optimizee (label or prefix)."),
+    optimizee: str = typer.Option(
+        None, "--optimizee", help="Only this optimizee or task ('mlp · 300 steps'), or a prefix of either."
+    ),
     fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
     across: bool = typer.Option(
-        False, "--across", help="Scores across optimizees: speedup over tuned Adam, time to target, profiles."
+        False,
+        "--across",
+        help="Scores across tasks (optimizee · horizon): speedup over tuned Adam, time to target, profiles.",
     ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
 ) -> None:
-    """Ranked optimizers per optimizee (seeds aggregated, paired CI and verdict against the best Adam);
-    with --across, one summary over all optimizees."""
+    """Ranked optimizers per optimizee and horizon (seeds aggregated, paired CI and verdict against the
+    best Adam); with --across, one summary over all of them."""
     with _read_only_store(tracking_uri, workdir) as (uri, client):
         if across:
             _print_across(uri, suite, optimizee, fmt, client)
@@ -303,7 +307,8 @@ def _print_across(
         sys.stdout.write(pd.DataFrame(summary).to_csv(index=False))
         return
     table = Table(
-        title=f"across {len(per_task)} optimizee(s): speedup over tuned Adam, targets, profile rho(tau)"
+        title=f"across {len(per_task)} task(s) (optimizee · horizon): speedup over tuned Adam, targets, "
+        "profile rho(tau)"
     )
     cols = list(summary[0]) if summary else []
     for c in cols:

@@ -1,12 +1,11 @@
 """Pydantic models of a suite file; every validation error names the YAML path that is wrong.
 
 A suite is a named list of stages run in order. Each stage is one Ray Tune experiment whose trials
-are the cross product its fields describe (for ``evaluate``: optimizee x optimizer x seed).
+are the cross product its fields describe (for ``evaluate``: optimizee x horizon x optimizer x seed).
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import re
@@ -15,9 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -28,97 +25,23 @@ from pydantic import (
 )
 
 from harness.features import ADAM_BETAS, ADAM_EPS
+from harness.specs import (  # noqa: F401 - re-exported: stage kinds and plug-ins import them from here
+    LABEL_PATTERN,
+    MAX_NAME_LENGTH,
+    NAME_PATTERN,
+    SINGLE_HORIZON_ERROR,
+    Label,
+    Name,
+    OptimizeeHorizons,
+    OptimizeeSpec,
+    check_kwargs,
+)
+from harness.specs import StrictModel as _Model
 from search_spaces.safe_yaml import YAMLInputError, read_yaml
 
 
 class SuiteError(ValueError):
     """A suite file that cannot be used; the message lists each wrong YAML path and why."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# names and labels
-# ---------------------------------------------------------------------------------------------
-#: longest suite / stage name or label (they become MLflow experiment and run names and folder names)
-MAX_NAME_LENGTH = 100
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-"""Suite and stage names: letters, digits, ``_ . -`` (never ``.`` or ``..`` alone)."""
-LABEL_PATTERN = r"^[A-Za-z0-9_.+-]+$"
-"""Labels (of optimizees, teachers): as names, plus ``+`` (``dm+cl+il``)."""
-
-
-def _not_dots(v: str) -> str:
-    if v in (".", ".."):
-        raise ValueError(f"{v!r} is not allowed as a name (it names a folder)")
-    return v
-
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
-"""A suite or stage name: :data:`NAME_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
-Label = Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
-"""A label: :data:`LABEL_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
-
-
-# ---------------------------------------------------------------------------------------------
-# optimizees
-# ---------------------------------------------------------------------------------------------
-class OptimizeeSpec(_Model):
-    """One optimizee: a registered name, its constructor kwargs and a training budget."""
-
-    name: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    steps: int | None = Field(default=None, gt=0)
-    epochs: float | None = Field(default=None, gt=0)
-    label: Label | None = None
-
-    @model_validator(mode="after")
-    def _budget(self) -> OptimizeeSpec:
-        if self.steps is not None and self.epochs is not None:
-            raise ValueError("give either steps or epochs, not both")
-        return self
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from harness.registry import OPTIMIZEES
-
-        factory = OPTIMIZEES.get(v)  # raises with the known names
-        del factory
-        return v
-
-    @model_validator(mode="after")
-    def _kwargs_match_signature(self) -> OptimizeeSpec:
-        from harness.registry import OPTIMIZEES
-
-        if self.name not in OPTIMIZEES:
-            return self
-        check_kwargs(OPTIMIZEES.get(self.name), self.kwargs, f"optimizee {self.name!r}")
-        return self
-
-    def display(self) -> str:
-        """A short label like ``mlp(dataset=digits,hidden=[50, 20])``."""
-        if self.label:
-            return self.label
-        inner = ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items()) if k not in ("root", "download"))
-        return f"{self.name}({inner})" if inner else self.name
-
-
-def check_kwargs(factory: Any, kwargs: dict[str, Any], what: str) -> None:
-    """Refuse kwargs the factory's signature does not take (unless it takes ``**kwargs``)."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    bad = sorted(set(kwargs) - set(params))
-    if bad:
-        known = ", ".join(k for k in params if k not in ("self", "seed", "device"))
-        raise ValueError(f"{what} takes no argument(s) {', '.join(bad)}; it takes: {known}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,11 +379,22 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def _stage_kind_at(data: Any, loc: tuple[Any, ...]) -> str | None:
+    """The ``kind:`` of the stage an error location ``("stages", i, ...)`` points into, if any."""
+    if isinstance(data, dict) and len(loc) > 1 and loc[0] == "stages" and isinstance(loc[1], int):
+        stages = data.get("stages")
+        if isinstance(stages, list) and 0 <= loc[1] < len(stages) and isinstance(stages[loc[1]], dict):
+            kind = stages[loc[1]].get("kind")
+            return kind if isinstance(kind, str) else None
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
     """One line per problem: ``file: yaml.path: message``.
 
     Where a field accepts a value or a list of values, a bad list item is reported at its own path
-    (``lr[1]``) and the "not a single value" complaint about the whole list is left out.
+    (``lr[1]``) and the "not a single value" complaint about the whole list is left out. Given the
+    suite's ``data``, a list of horizons where a stage trains at one names that stage's kind.
     """
     found: list[tuple[str, str]] = []
     for e in err.errors():
@@ -468,6 +402,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown field {str(e['loc'][-1])!r} (not allowed here; check the spelling)"
+        kind = _stage_kind_at(data, tuple(e["loc"])) if e["type"] == SINGLE_HORIZON_ERROR else None
+        if kind:
+            msg = msg.replace("this stage", f"a {kind} stage", 1)
         if (path, msg) not in found:
             found.append((path, msg))
     paths = {p for p, _ in found}
@@ -540,7 +477,7 @@ def load_suite_dict(data: Any, source: str = "<suite>") -> Suite:
     try:
         suite = suite_model().model_validate(data)
     except ValidationError as err:
-        raise SuiteError(format_validation_error(err, source)) from None
+        raise SuiteError(format_validation_error(err, source, data)) from None
     problems = reference_problems(suite)
     if problems:
         raise SuiteError("\n".join(f"{source}: {path}: {msg}" for path, msg in problems))

@@ -1,5 +1,8 @@
 """Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last,
-each row compared per seed with a reference (the optimizee's best Adam) with a bootstrap CI and a verdict."""
+each row compared per seed with a reference (the task's best Adam) with a bootstrap CI and a verdict.
+
+A task is an optimizee at one horizon (a record's ``horizon``: ``300 steps``, ``5 epochs``, or empty for
+the optimizee's default budget): ranks, references and verdicts are per (suite, optimizee, horizon)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from harness.jsonio import dumps
+from harness.specs import horizon_order, task_label
 from harness.stats import paired
 
 EXTRA_METRICS = (
@@ -23,19 +27,24 @@ EXTRA_METRICS = (
 )
 
 
+def _task(row: dict[str, Any]) -> tuple[str, str, str]:
+    return (row["suite"], row["optimizee"], row.get("horizon") or "")
+
+
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (suite, optimizee, optimizer): mean/std/n of the metric, ranked per optimizee.
+    """One row per (suite, optimizee, horizon, optimizer): mean/std/n of the metric, ranked per task
+    (optimizee and horizon; tasks in order of optimizee, then horizon ascending).
 
     A seed that diverged counts as +inf (or -inf for a ``max`` metric), so any divergence puts the
     row after every row that never diverged; the count of diverged seeds is in ``diverged``. A seed
     whose trial errored has no value: it is left out of the mean, counted in ``errored``, and the row
     ranks after the complete ones (its mean is over fewer seeds).
     """
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[(r["suite"], r["optimizee"], r["optimizer"])].append(r)
+        groups[(*_task(r), r["optimizer"])].append(r)
     rows: list[dict[str, Any]] = []
-    for (suite, optimizee, optimizer), rs in groups.items():
+    for (suite, optimizee, horizon, optimizer), rs in groups.items():
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         worst = math.inf if mode == "min" else -math.inf
         values, diverged, errored = [], 0, 0
@@ -56,6 +65,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {
             "suite": suite,
             "optimizee": optimizee,
+            "horizon": horizon,
             "optimizer": optimizer,
             "family": rs[0]["family"],
             "metric": metric,
@@ -78,13 +88,20 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         v = row["mean"]
         v = v if row["mode"] == "min" else -v
         incomplete = row["diverged"] > 0 or row["errored"] > 0
-        return (row["suite"], row["optimizee"], incomplete, v, row["optimizer"])
+        return (
+            row["suite"],
+            row["optimizee"],
+            horizon_order(row["horizon"]),
+            incomplete,
+            v,
+            row["optimizer"],
+        )
 
     rows.sort(key=sort_key)
-    rank: dict[tuple[str, str], int] = defaultdict(int)
+    rank: dict[tuple[str, str, str], int] = defaultdict(int)
     for row in rows:
-        rank[(row["suite"], row["optimizee"])] += 1
-        row["rank"] = rank[(row["suite"], row["optimizee"])]
+        rank[_task(row)] += 1
+        row["rank"] = rank[_task(row)]
     _compare_with_reference(rows)
     for row in rows:
         del row["_per_seed"]
@@ -92,10 +109,11 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _compare_with_reference(rows: list[dict[str, Any]]) -> None:
-    """Per (suite, optimizee): each row against the best Adam row (else the top row), paired by seed."""
-    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """Per task (suite, optimizee, horizon): each row against the best Adam row (else the top row), paired
+    by seed."""
+    by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        by[(row["suite"], row["optimizee"])].append(row)
+        by[_task(row)].append(row)
     for group in by.values():  # rows are in rank order
         complete = [r for r in group if r["diverged"] == 0 and r["errored"] == 0]
         adams = [r for r in complete if r["family"] == "adam"]
@@ -127,6 +145,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     cols = [
         "suite",
         "optimizee",
+        "horizon",
         "rank",
         "optimizer",
         "family",
@@ -161,19 +180,18 @@ def _fmt_diff(r: dict[str, Any]) -> str:
 
 
 def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
-    """One rich Table per (suite, optimizee)."""
+    """One rich Table per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``."""
     from rich.table import Table
 
     tables = []
-    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by[(r["suite"], r["optimizee"])].append(r)
-    for (suite, optimizee), rs in by.items():
+        by[_task(r)].append(r)
+    for (suite, optimizee, horizon), rs in by.items():
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
-        t = Table(
-            title=f"{suite} / {optimizee}  ({metric}, {'lower' if mode == 'min' else 'higher'} is better)"
-        )
+        better = "lower" if mode == "min" else "higher"
+        t = Table(title=f"{suite} / {task_label(optimizee, horizon)}  ({metric}, {better} is better)")
         ref = rs[0].get("reference", "")
         cols = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
         cols += [f"Δ vs {ref} [95% CI]", "verdict", *extras]

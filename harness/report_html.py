@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import across, report, tracking
 from harness.plots import optimizer_styles, plot_loss_curves, plot_meta_train, plot_meta_tune, plot_profile
+from harness.specs import horizon_order, task_label
 from harness.stages.outputs import (
     CHOSEN_FILE,
     DATASET_FILE,
@@ -112,13 +113,22 @@ def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path |
 
 
 # -- the sections ---------------------------------------------------------------------------------------------
-def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
-    curves: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    families: dict[str, str] = {}
+def task_curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
+    """``curves[task][optimizer]`` = the per-seed curves of the finished trials, one task per (optimizee,
+    horizon) labelled ``mlp · 300 steps``, in order of optimizee, then horizon ascending."""
+    by: dict[tuple[str, tuple[Any, ...]], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r.get("curve") and r["status"] == STATUS_OK:
-            curves[r["optimizee"]][r["optimizer"]].append(r["curve"])
-            families[r["optimizer"]] = r.get("family") or ""
+            horizon = r.get("horizon") or ""
+            by[(r["optimizee"], horizon_order(horizon))][r["optimizer"]].append(r["curve"])
+    return {task_label(optimizee, order[2]): curves for (optimizee, order), curves in sorted(by.items())}
+
+
+def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
+    curves = task_curves(records)
+    families = {
+        r["optimizer"]: r.get("family") or "" for r in records if r.get("curve") and r["status"] == STATUS_OK
+    }
     highlight = [o for o, f in families.items() if f in LEARNED_FAMILIES]
     styles = optimizer_styles(list(families), highlight)
     plots = []
@@ -128,7 +138,7 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
                 plot_loss_curves(curves, out / "loss_curves.png", highlight=highlight, styles=styles),
                 "Loss curves",
                 "Minibatch train loss of each evaluate trial: mean over seeds with a 95% t-interval band, one "
-                "panel per optimizee (teacher and symbolic optimizers drawn thick; a band wider than most of the "
+                "panel per optimizee and horizon (teacher and symbolic optimizers drawn thick; a band wider than most of the "
                 "panel is drawn as dotted edges).",
             )
         )
@@ -139,7 +149,7 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
             Plot(
                 plot_profile(times, out / "performance_profile.png", highlight=highlight, styles=styles),
                 "Performance profile",
-                "rho(tau): fraction of optimizees on which an optimizer reaches the target (the best baseline's "
+                "rho(tau): fraction of tasks (optimizee and horizon) on which an optimizer reaches the target (the best baseline's "
                 "final loss) within tau times the fastest optimizer's steps; higher and further left is better.",
             )
         )
@@ -231,8 +241,8 @@ def _meta_tune(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[P
             ]
             entry["objective_label"] = "Optuna objective (mean train loss)"
         elif hist.get("windows"):
-            entry["objective"] = [w.get("heldout_loss", math.nan) for w in hist["windows"]]
-            entry["objective_label"] = "held-out loss per window"
+            entry["objective"] = [w.get("val_loss", w.get("heldout_loss", math.nan)) for w in hist["windows"]]
+            entry["objective_label"] = "validation loss per window"
             entry["objective_x"] = "window"
         trials.append(entry)
     if not trials:
@@ -374,11 +384,12 @@ def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
 
 
 def _leaderboard_html(rows: list[dict[str, Any]]) -> str:
-    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """One table per task (optimizee and horizon), headed ``mlp · 300 steps``; rows in rank order."""
+    by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by[(r["suite"], r["optimizee"])].append(r)
+        by[(r["suite"], r["optimizee"], r.get("horizon") or "")].append(r)
     parts = []
-    for (_, optimizee), rs in by.items():
+    for (_, optimizee, horizon), rs in by.items():
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         ref = rs[0].get("reference", "")
         header = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
@@ -401,9 +412,8 @@ def _leaderboard_html(rows: list[dict[str, Any]]) -> str:
             for r in rs
         ]
         better = "lower" if mode == "min" else "higher"
-        parts.append(
-            f"<h3>{html.escape(optimizee)} <small>({html.escape(metric)}, {better} is better)</small></h3>"
-        )
+        title = html.escape(task_label(optimizee, horizon))
+        parts.append(f"<h3>{title} <small>({html.escape(metric)}, {better} is better)</small></h3>")
         parts.append(_table(header, body, "num"))
     return "\n".join(parts)
 
@@ -452,8 +462,9 @@ def render_html(
         "<p>Seeds aggregated; each row is compared per seed with the reference (the best Adam) by the mean "
         "difference and a bootstrap 95% CI; a CI covering 0 is a tie.</p>",
         _leaderboard_html(rows) if rows else "<p>No finished evaluate trials.</p>",
-        "<h2>Across optimizees</h2>",
-        "<p>Geometric-mean speedup over tuned Adam, targets reached, and the performance profile rho(tau).</p>",
+        "<h2>Across tasks</h2>",
+        "<p>Over every optimizee and horizon: geometric-mean speedup over tuned Adam, targets reached, and the "
+        "performance profile rho(tau).</p>",
         _across_html(summary),
         "<h2>Plots</h2>",
     ]

@@ -8,6 +8,7 @@ That keeps a single writer on the SQLite store and works unchanged against an ``
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -19,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness.specs import horizon_label, task_label
 from harness.stages.outputs import ARTIFACTS_DIR, TAG, ResultKey
 
 DEFAULT_DB = "mlflow.db"
@@ -392,6 +394,18 @@ def _one_per_trial(runs: list[Any]) -> tuple[list[Any], int]:
     return list(best.values()), duplicates
 
 
+def trial_horizon(tags: dict[str, str]) -> str:
+    """An evaluate trial's horizon label (``300 steps``; empty for the optimizee's default budget): its
+    ``sl2o.horizon`` tag, else read from its ``sl2o.config`` (runs recorded before the tag existed)."""
+    if f"{TAG}.horizon" in tags:
+        return tags[f"{TAG}.horizon"]
+    try:
+        optimizee = json.loads(tags.get(f"{TAG}.config") or "{}").get("optimizee") or {}
+        return horizon_label(optimizee.get("steps"), optimizee.get("epochs"))
+    except (ValueError, TypeError, AttributeError):
+        return ""
+
+
 def leaderboard_records(
     client: MlflowClient,
     suite: str | None = None,
@@ -401,7 +415,9 @@ def leaderboard_records(
 ) -> list[dict[str, Any]]:
     """Evaluate-trial runs (finished, and errored with ``status: error``) of each suite's latest run, one
     per trial, as flat records for ``report``; ``stats["duplicates"]`` counts the doubles left out. With
-    ``curves``, each record also holds its ``train_loss`` curve as ``[(step, value), ...]``.
+    ``curves``, each record also holds its ``train_loss`` curve as ``[(step, value), ...]``. Each record's
+    ``horizon`` is its :func:`trial_horizon`; ``optimizee`` filters by the optimizee's label or its task
+    label (``mlp · 300 steps``), or a prefix of either.
 
     Only the stage keys of the most recent suite run count, so an edited and rerun suite does not
     mix old and new results.
@@ -427,10 +443,10 @@ def leaderboard_records(
             duplicates += doubles
             for r in unique:
                 t = r.data.tags
-                if (
-                    optimizee is not None
-                    and t.get(f"{TAG}.optimizee") != optimizee
-                    and not t.get(f"{TAG}.optimizee", "").startswith(optimizee)
+                horizon = trial_horizon(t)
+                task = task_label(t.get(f"{TAG}.optimizee", ""), horizon)
+                if optimizee is not None and not (
+                    t.get(f"{TAG}.optimizee", "").startswith(optimizee) or task.startswith(optimizee)
                 ):
                     continue
                 records.append(
@@ -438,6 +454,7 @@ def leaderboard_records(
                         "suite": exp.name,
                         "stage": t.get(f"{TAG}.stage"),
                         "optimizee": t.get(f"{TAG}.optimizee"),
+                        "horizon": horizon,
                         "optimizer": t.get(f"{TAG}.optimizer"),
                         "family": t.get(f"{TAG}.optimizer_family"),
                         "seed": t.get(f"{TAG}.seed"),

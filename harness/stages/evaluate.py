@@ -2,7 +2,9 @@
 
 A pure function (no Ray, no MLflow): it returns the train-loss curve, final metrics and wall time.
 A non-finite loss ends the run early as ``diverged``; it is a result, never an exception. The stage kind
-below (spec, trials, run) makes it one Ray Tune trial per optimizee x optimizer x seed.
+below (spec, trials, run) makes it one Ray Tune trial per optimizee x horizon x optimizer x seed: an
+optimizee entry may list several horizons (``steps: [300, 1500]``), each a trial of its own, as a schedule
+(cosine) and the final metrics depend on the horizon a run is given.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import Field, field_validator
 
 from harness.config import (
     GridRef,
+    OptimizeeHorizons,
     OptimizeeSpec,
     OptimizerEntry,
     StageBase,
@@ -213,10 +216,11 @@ def train(
 # the stage kind
 # ---------------------------------------------------------------------------------------------------
 class EvaluateStage(StageBase):
-    """Train every optimizee with every optimizer for every seed; record curves and final metrics."""
+    """Train every optimizee, at each of its horizons, with every optimizer for every seed; record curves
+    and final metrics."""
 
     kind: Literal["evaluate"]
-    optimizees: list[OptimizeeSpec] = Field(min_length=1)
+    optimizees: list[OptimizeeHorizons] = Field(min_length=1)
     optimizers: list[OptimizerEntry] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     log_every: int = Field(default=10, gt=0)
@@ -235,7 +239,8 @@ class EvaluateStage(StageBase):
 
 
 class EvaluateTrial(TrialModel):
-    """One training run: an optimizee spec, a concrete optimizer config (no grid, no from_stage), a seed."""
+    """One training run: an optimizee spec at one horizon, a concrete optimizer config (no grid, no
+    from_stage), a seed."""
 
     optimizee: OptimizeeSpec
     optimizer: dict[str, Any]
@@ -295,9 +300,11 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         self, suite: Suite, spec: EvaluateStage, inputs: Mapping[str, StageOutcome]
     ) -> list[EvaluateTrial]:
         optimizers = resolve_optimizers(spec, inputs)
+        # a single-horizon entry plans the trials (and so the keys) it always did
         return [
             EvaluateTrial(optimizee=o, optimizer=opt, seed=seed, log_every=spec.log_every, device=spec.device)
-            for o in spec.optimizees
+            for entry in spec.optimizees
+            for o in entry.horizons()
             for opt in optimizers
             for seed in spec.seeds
         ]
@@ -317,9 +324,13 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         return TrialResult(result.metrics(), status=result.status, info=info)
 
     def trial_tags(self, trial: EvaluateTrial) -> dict[str, str]:
-        return {
+        tags = {
             "optimizer": optimizer_label(trial.optimizer),
             "optimizee": trial.optimizee.display(),
-            "optimizer_family": str(trial.optimizer.get("family")),
-            "seed": str(trial.seed),
         }
+        horizon = trial.optimizee.horizon()
+        if horizon:  # the leaderboard ranks each (optimizee, horizon) apart; run names show it
+            tags["horizon"] = horizon
+        tags["optimizer_family"] = str(trial.optimizer.get("family"))
+        tags["seed"] = str(trial.seed)
+        return tags

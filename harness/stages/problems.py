@@ -40,7 +40,13 @@ def build_problem(optimizee: OptimizeeLike, seed: int, device: str | torch.devic
 
 
 def budget_steps(problem: Any, steps: int | None, epochs: float | None) -> int:
-    """Training steps from a steps or epochs budget (default: the problem's ``default_steps``)."""
+    """Training steps from a steps or epochs budget (default: the problem's ``default_steps``).
+
+    One run has one horizon: a list (an evaluate stage's several horizons, planned as separate trials)
+    is refused here."""
+    for unit, value in (("steps", steps), ("epochs", epochs)):
+        if isinstance(value, list | tuple):
+            raise ValueError(f"one training run has one horizon; got {unit}: {list(value)[:8]}")
     if steps is not None:
         return int(steps)
     if epochs is not None:

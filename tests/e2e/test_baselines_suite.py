@@ -136,3 +136,64 @@ def test_interrupted_run_resumes_without_redoing_finished_trials(
     rows = report.aggregate(tracking.leaderboard_records(client, "resume"))
     assert len(rows) == 6 and all(r["n"] == 1 for r in rows)
     os.environ.pop("RAY_ADDRESS", None)
+
+
+def test_two_horizons_are_two_trials_each_and_two_leaderboards(ray_session, tmp_path: Path) -> None:
+    data = {
+        "name": "horizons",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": [40, 120]}],
+                "optimizers": [{"family": "sgd", "lr": 0.005}, {"family": "adam", "lr": 0.01}],
+                "seeds": [0, 1],
+            }
+        ],
+    }
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = run_suite(
+        load_suite_dict(data), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lambda s: None)
+    )
+    assert out.stages["e"].errors == 0 and len(out.stages["e"].trials) == 2 * 2 * 2
+    client = tracking.init_tracking(uri)
+    recs = tracking.leaderboard_records(client, "horizons")
+    assert (
+        sorted((r["horizon"], r["metrics"]["steps"]) for r in recs)
+        == [("120 steps", 120.0)] * 4 + [("40 steps", 40.0)] * 4
+    )
+    names = sorted(client.get_run(r["run_id"]).info.run_name for r in recs)
+    assert sum("quadratic_cos · 40 steps · " in n for n in names) == 4, names
+
+    res = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [(r["horizon"], r["rank"], r["n"]) for r in rows] == [
+        ("40 steps", 1, 2),
+        ("40 steps", 2, 2),
+        ("120 steps", 1, 2),
+        ("120 steps", 2, 2),
+    ]
+    assert all(r["verdict"] for r in rows) and {r["reference"] for r in rows} == {"adam(lr=0.01)"}
+    table = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri])
+    assert table.exit_code == 0, table.output
+    first, second = (
+        table.stdout.index("horizons / quadratic_cos · 40 steps"),
+        table.stdout.index("horizons / quadratic_cos · 120 steps"),
+    )
+    assert first < second
+    only = CliRunner().invoke(
+        app, ["leaderboard", "--tracking-uri", uri, "--format", "json", "--optimizee", "quadratic_cos · 120"]
+    )
+    assert {r["horizon"] for r in json.loads(only.stdout)} == {"120 steps"}, only.output
+    across = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--format", "json", "--across"])
+    assert list(json.loads(across.stdout)["tasks"]) == [
+        "horizons/quadratic_cos · 40 steps",
+        "horizons/quadratic_cos · 120 steps",
+    ]
+    page = CliRunner().invoke(
+        app, ["report", "horizons", "--tracking-uri", uri, "--out", str(tmp_path / "r")]
+    )
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.index("<h3>quadratic_cos · 40 steps ") < html.index("<h3>quadratic_cos · 120 steps ")

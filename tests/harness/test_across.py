@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from harness.across import across_summary, first_step_at_or_below, mean_curve, profiles, task_scores
+from harness.across import (
+    across_summary,
+    first_step_at_or_below,
+    from_records,
+    mean_curve,
+    profiles,
+    task_scores,
+)
 
 
 def _curve(values: list[float]) -> list[tuple[int, float]]:
@@ -57,3 +64,37 @@ def test_profiles_and_summary() -> None:
     (first, second) = across_summary(per_task)
     assert first["optimizer"] == "a" and first["speedup_vs_adam_geomean"] == pytest.approx(2.0)
     assert first["targets_reached"] == 3 and second["targets_reached"] == 2
+
+
+def test_each_horizon_is_a_task_with_its_own_target_and_adam() -> None:
+    def rec(opt: str, horizon: str, values: list[float]) -> dict:
+        return {
+            "suite": "s",
+            "optimizee": "mlp",
+            "horizon": horizon,
+            "optimizer": opt,
+            "family": opt,
+            "seed": 0,
+            "status": "ok",
+            "metric": "final_train_loss",
+            "mode": "min",
+            "metrics": {"final_train_loss": values[-1]},
+            "curve": _curve(values),
+        }
+
+    records = [
+        rec("adam", "300 steps", [5, 4, 3]),
+        rec("sgd", "300 steps", [5, 3, 2]),
+        rec("adam", "1500 steps", [5, 1, 0.5, 0.3] + [0.25] * 6),
+        rec("sgd", "1500 steps", [5, 4, 3, 2, 1.5, 1.2, 1.1, 1.0, 1.0, 1.0]),
+    ]
+    summary, per_task = from_records(records)
+    assert list(per_task) == ["s/mlp · 300 steps", "s/mlp · 1500 steps"]
+    short = {s["optimizer"]: s for s in per_task["s/mlp · 300 steps"]}
+    long = {s["optimizer"]: s for s in per_task["s/mlp · 1500 steps"]}
+    assert short["sgd"]["target"] == 2 and long["adam"]["target"] == 0.25  # each task's best baseline
+    assert short["adam"]["adam"] == long["adam"]["adam"] == "adam"
+    # sgd is slower than the long run's Adam, and beats the short run's Adam, which never reaches its loss
+    assert long["sgd"]["speedup_vs_adam"] < 1 and not long["sgd"]["speedup_bound"]
+    assert short["sgd"]["speedup_bound"] and short["sgd"]["time_to_target"] < short["adam"]["time_to_target"]
+    assert {r["optimizer"]: r["tasks"] for r in summary} == {"adam": 2, "sgd": 2}

@@ -369,3 +369,91 @@ def test_an_explicit_null_setting_is_refused_where_the_setting_takes_no_null() -
         load_suite_dict({"name": "s", "stages": [{**base, "settings": {"unroll": None}}]})
     # where null means something (no episode budget), it is accepted
     load_suite_dict({"name": "s", "stages": [{**base, "settings": {"episodes": None, "time_budget_s": 5}}]})
+
+
+# -- horizons ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        ({"steps": 300}, [{"steps": 300, "epochs": None}]),
+        ({"steps": [300, 1500]}, [{"steps": 300, "epochs": None}, {"steps": 1500, "epochs": None}]),
+        ({"steps": [300]}, [{"steps": 300, "epochs": None}]),
+        ({"epochs": 5}, [{"steps": None, "epochs": 5.0}]),
+        ({"epochs": [1, 2.5]}, [{"steps": None, "epochs": 1.0}, {"steps": None, "epochs": 2.5}]),
+        ({}, [{"steps": None, "epochs": None}]),
+    ],
+)
+def test_an_evaluate_optimizee_gives_one_horizon_or_a_list(budget: dict, expected: list) -> None:
+    data = smoke()
+    data["stages"][0]["optimizees"] = [{"name": "quadratic_cos", **budget}]
+    entry = load_suite_dict(data).stages[0].optimizees[0]  # type: ignore[attr-defined]
+    got = [{"steps": h.steps, "epochs": h.epochs} for h in entry.horizons()]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        ({"steps": []}, "steps: give at least one horizon, e.g. steps: [300, 1500]"),
+        ({"steps": [300, 0]}, "steps: 0 is not a positive whole number of steps"),
+        ({"steps": [300, -5]}, "steps: -5 is not a positive whole number of steps"),
+        ({"steps": [300, 12.5]}, "steps: 12.5 is not a positive whole number of steps"),
+        ({"steps": [300, "x"]}, "steps: 'x' is not a positive whole number of steps"),
+        ({"steps": [300, True]}, "steps: True is not a positive whole number of steps"),
+        ({"steps": [300, [1]]}, "steps: [1] is not a positive whole number of steps"),
+        ({"steps": [300, 1500, 300]}, "steps: steps lists 300 more than once; give each horizon once"),
+        ({"epochs": [1, 1.0]}, "epochs: epochs lists 1 more than once"),
+        ({"epochs": [0.0]}, "epochs: 0.0 is not a positive number of epochs"),
+        ({"epochs": [float("nan")]}, "epochs: nan is not a positive number of epochs"),
+        ({"steps": list(range(1, 34))}, "steps: 33 horizons are more than 32"),
+        ({"steps": True}, "steps: True is not a number of steps"),
+        ({"steps": "many"}, "steps: 'many' is not a number of steps"),
+        ({"steps": 0}, "steps: 0 is not a positive whole number of steps"),
+        ({"steps": 2.5}, "steps: 2.5 is not a positive whole number of steps"),
+        ({"epochs": -1}, "epochs: -1 is not a positive number of epochs"),
+        ({"steps": [300, 1500], "epochs": [1]}, "give either steps or epochs, not both"),
+    ],
+)
+def test_bad_horizons_are_refused_with_their_path(budget: dict, expected: str) -> None:
+    data = smoke()
+    data["stages"][0]["optimizees"][0] = {"name": "quadratic_cos", **budget}
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "s.yaml")
+    msg = str(err.value)
+    assert f"s.yaml: stages[0].optimizees[0].{expected}" in msg or expected in msg, msg
+    assert len(msg.splitlines()) == 1, msg
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        (("stages", 0, "optimizees", 0), "meta_train"),
+        (("stages", 1, "optimizees", 0), "collect"),
+        (("stages", 3, "optimizee"), "meta_tune"),
+    ],
+)
+@pytest.mark.parametrize("budget", [{"steps": [300, 1500]}, {"epochs": [1, 5]}])
+def test_stages_that_train_at_one_horizon_refuse_a_list_naming_their_kind(
+    path: tuple, kind: str, budget: dict
+) -> None:
+    data = pipeline()
+    node = data
+    for p in path:
+        node = node[p]
+    node.update(budget)
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "p.yaml")
+    unit, values = next(iter(budget.items()))
+    where = ".".join(str(p) for p in path[2:]).replace(".0", "[0]")
+    assert str(err.value) == (
+        f"p.yaml: stages[{path[1]}].{where}.{unit}: a {kind} stage trains at one horizon; give {unit}: "
+        f"{values[0]} (a list of horizons is for evaluate stages)"
+    )
+    node[unit] = values[:1]  # a one-item list is that one horizon
+    assert load_suite_dict(data).stages[path[1]]
+
+
+def test_one_item_list_is_the_same_spec_as_the_number() -> None:
+    from harness.config import OptimizeeSpec
+
+    assert OptimizeeSpec(name="quadratic_cos", steps=[300]) == OptimizeeSpec(name="quadratic_cos", steps=300)  # type: ignore[arg-type]

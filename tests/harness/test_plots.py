@@ -15,7 +15,7 @@ from harness.plots import (
     plot_meta_tune,
     plot_profile,
 )
-from harness.report_html import curriculum_steps, render_html, tuned_constants
+from harness.report_html import curriculum_steps, render_html, task_curves, tuned_constants
 from harness.symbolic.equation import Equation
 from harness.symbolic.plots import plot_update_rule, update_rule_variables
 
@@ -131,3 +131,43 @@ def test_html_page_escapes_names_and_links_each_png(tmp_path: Path) -> None:
         "s", run, rows, [{"optimizer": "adam", "rho@1": 1.0}], [Plot(tmp_path / "a.png", "A", "cap")]
     )
     assert "p&lt;1&gt;" in page and 'src="a.png"' in page and "<figcaption>cap</figcaption>" in page
+
+
+def test_the_report_has_a_table_and_a_curve_panel_per_optimizee_and_horizon(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from harness.report import aggregate
+
+    def rec(opt: str, horizon: str, seed: int, final: float) -> dict:
+        return {
+            "suite": "s",
+            "optimizee": "mlp",
+            "horizon": horizon,
+            "optimizer": opt,
+            "family": opt,
+            "seed": seed,
+            "status": "ok",
+            "metric": "final_train_loss",
+            "mode": "min",
+            "metrics": {"final_train_loss": final},
+            "curve": [(1, 5.0), (10, final)],
+        }
+
+    records = [
+        rec(o, h, seed, f + 0.01 * seed)
+        for h, finals in (("1500 steps", {"adam": 0.1, "sgd": 0.3}), ("300 steps", {"adam": 0.9, "sgd": 0.5}))
+        for o, f in finals.items()
+        for seed in (0, 1)
+    ]
+    curves = task_curves(records)
+    assert list(curves) == ["mlp · 300 steps", "mlp · 1500 steps"]
+    assert {o: len(c) for o, c in curves["mlp · 300 steps"].items()} == {"adam": 2, "sgd": 2}
+    _png(plot_loss_curves(curves, tmp_path / "loss.png"))
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={}))
+    page = render_html("s", run, aggregate(records), [], [])
+    short, long = page.index("<h3>mlp · 300 steps "), page.index("<h3>mlp · 1500 steps ")
+    assert 0 < short < long and page.count("<h3>mlp") == 2
+    # each table ranks its own horizon: sgd leads at 300 steps, adam at 1500 steps
+    assert page.index("<td>sgd</td>", short) < page.index("<td>adam</td>", short) < long
+    assert page.index("<td>adam</td>", long) < page.index("<td>sgd</td>", long)

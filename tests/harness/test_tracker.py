@@ -85,3 +85,18 @@ def test_retry_replaces_the_failed_attempt_and_a_rerun_of_a_finished_trial_is_no
     runs = {r.data.tags[f"{TAG}.trial_key"]: r for r in _trial_runs(client, exp)}
     assert set(runs) == {"key-1", "key-2"}
     assert [m.value for m in client.get_metric_history(runs["key-2"].info.run_id, "train_loss")] == [6.0]
+
+
+def test_a_trials_horizon_comes_from_its_tag_else_its_config() -> None:
+    import json
+
+    def config(**optimizee: Any) -> dict[str, str]:
+        return {f"{TAG}.config": json.dumps({"optimizee": {"name": "mlp", **optimizee}, "seed": 0})}
+
+    assert tracking.trial_horizon({f"{TAG}.horizon": "300 steps", **config(steps=1)}) == "300 steps"
+    # runs recorded before the tag existed: read from the trial's config
+    assert tracking.trial_horizon(config(steps=1500)) == "1500 steps"
+    assert tracking.trial_horizon(config(epochs=1.0)) == "1 epoch"
+    assert tracking.trial_horizon(config(epochs=2.5)) == "2.5 epochs"
+    assert tracking.trial_horizon(config()) == ""  # the optimizee's default budget
+    assert tracking.trial_horizon({f"{TAG}.config": "not json"}) == tracking.trial_horizon({}) == ""

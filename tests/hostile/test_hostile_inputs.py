@@ -270,6 +270,29 @@ YAML: list[tuple[str, str | bytes, str]] = [
         "more than 10000",
     ),
     (
+        "horizon-bomb",
+        SUITE.read_text().replace(
+            "steps: 300}", "steps: [" + ", ".join(map(str, range(1, 10_001))) + "]}", 1
+        ),
+        "10000 horizons are more than 32",
+    ),
+    (
+        "horizon-duplicate",
+        SUITE.read_text().replace("steps: 300}", "steps: [300, 1500, 300]}", 1),
+        "steps lists 300 more than once",
+    ),
+    (
+        "horizon-not-a-number",
+        SUITE.read_text().replace("steps: 300}", "steps: [300, '1e400']}", 1),
+        "'1e400' is not a positive whole number of steps",
+    ),
+    (
+        "horizons-where-one-is-trained",
+        "name: s\nstages:\n  - kind: meta_train\n    name: t\n    teachers: [{name: rp}]\n"
+        "    optimizees: [{name: quadratic_cos, steps: [300, 1500]}]\n",
+        "stages[0].optimizees[0].steps: a meta_train stage trains at one horizon; give steps: 300",
+    ),
+    (
         "metric-unknown",
         SUITE.read_text() + "\nmetric: {name: __class__}\n",
         "do not record a metric '__class__'",
@@ -648,7 +671,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 23, "yaml": 27, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 23, "yaml": 31, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

@@ -62,3 +62,79 @@ def test_each_run_measures_its_optimizer_cost(optimizer: dict, state_bytes: floa
     m = evaluate(spec, optimizer, 0).metrics()
     assert m["state_bytes_per_param"] == pytest.approx(state_bytes, abs=0.05)
     assert m["step_ms"] > 0 and 0 < m["step_ratio_vs_adam"] < float("inf")
+
+
+def test_horizons_expand_like_a_grid_axis_each_its_own_trial() -> None:
+    from harness.config import load_suite_dict
+    from harness.registry import STAGES
+    from harness.runner import trial_key
+    from harness.stages.base import run_local
+
+    data = {
+        "name": "h",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [
+                    {"name": "quadratic_cos", "steps": [5, 12]},
+                    {"name": "mlp", "kwargs": {"dataset": "digits", "hidden": [4]}, "epochs": [1, 2]},
+                    {"name": "quadratic_cos", "label": "p1-default"},
+                ],
+                "optimizers": [{"family": "sgd", "lr": [0.01, 0.1]}, {"family": "adam", "lr": 0.01}],
+                "seeds": [0, 1],
+            }
+        ],
+    }
+    suite = load_suite_dict(data)
+    kind = STAGES.get("evaluate")
+    trials = kind.plan(suite, suite.stages[0], {})
+    assert len(trials) == 3 * (2 + 2 + 1) * 2  # optimizers x (optimizee, horizon) x seeds
+    budgets = [(t.optimizee.display(), t.optimizee.steps, t.optimizee.epochs) for t in trials[::6]]
+    assert budgets == [
+        ("quadratic_cos", 5, None),
+        ("quadratic_cos", 12, None),
+        ("mlp(dataset=digits,hidden=[4])", None, 1.0),
+        ("mlp(dataset=digits,hidden=[4])", None, 2.0),
+        ("p1-default", None, None),
+    ]
+    keys = {trial_key("k", t) for t in trials}
+    assert len(keys) == len(trials)  # the same optimizer and seed at two horizons: two trials
+    tags = [kind.trial_tags(t) for t in (trials[0], trials[6], trials[12], trials[-1])]
+    assert [t.get("horizon") for t in tags] == ["5 steps", "12 steps", "1 epoch", None]
+    assert list(tags[0]) == ["optimizer", "optimizee", "horizon", "optimizer_family", "seed"]
+    # each trial trains to its own horizon
+    assert [run_local(kind, t).metrics["steps"] for t in (trials[0], trials[6])] == [5.0, 12.0]
+
+
+def test_a_single_horizon_suite_plans_the_trials_it_always_did() -> None:
+    """The trial dumps (and so the trial keys, and the stage key but for the code version) of a suite
+    without a list of horizons are those of the code before horizons existed."""
+    from harness.config import load_suite_dict
+    from harness.registry import STAGES
+
+    data = {
+        "name": "h",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 300}],
+                "optimizers": [{"family": "adam", "lr": 0.01}],
+            }
+        ],
+    }
+    suite = load_suite_dict(data)
+    (trial,) = STAGES.get("evaluate").plan(suite, suite.stages[0], {})
+    assert trial.model_dump(mode="json") == {
+        "optimizee": {"name": "quadratic_cos", "kwargs": {}, "steps": 300, "epochs": None, "label": None},
+        "optimizer": {"family": "adam", "lr": 0.01},
+        "seed": 0,
+        "log_every": 10,
+        "device": "auto",
+    }
+
+
+def test_one_run_refuses_a_list_of_horizons() -> None:
+    with pytest.raises(ValueError, match=r"one training run has one horizon; got steps: \[5, 10\]"):
+        evaluate({"name": "quadratic_cos", "steps": [5, 10]}, {"family": "adam", "lr": 0.01}, seed=0)

@@ -112,6 +112,7 @@ BASE_FEATURES: tuple[str, ...] = ("g", "m_hat", "g_hat", ETA)
 MOMENTUM_FEATURES: tuple[str, ...] = ("m05", "m09", "m099")
 NORMALISED_MOMENTUM_FEATURES: tuple[str, ...] = ("mn05", "mn09", "mn099")
 
+
 # ------------------------------------------------------------------------------------------------
 # names
 # ------------------------------------------------------------------------------------------------
@@ -149,8 +150,12 @@ def eta_moment_inputs(g: Tensor, params: Tensor | Sequence[float]) -> tuple[Tens
     k1, k2, a1, l1, l2, a2 = p.unbind()
     a1 = a1.clamp(-ETA_A_MAX, ETA_A_MAX)
     a2 = a2.clamp(-ETA_A_MAX, ETA_A_MAX)
-    num = k1 * signed_pow(g, 1 + a1) + k2 * signed_pow(g, 1 - a1)
-    den = l1.abs() * abs_pow(g, 2 + a2) + l2.abs() * abs_pow(g, 2 - a2)
+    # one log and two exps instead of four powers: s(g, 1 +- a) = g * |g|**(+-a), |g|**(2 +- a) = g*g * |g|**(+-a)
+    log_abs = torch.log(g.abs().clamp_min(_TINY))
+    p1 = torch.exp(a1 * log_abs)
+    p2 = torch.exp(a2 * log_abs)
+    num = g * (k1 * p1 + k2 / p1)
+    den = (g * g) * (l1.abs() * p2 + l2.abs() / p2)
     return num, den
 
 

@@ -25,7 +25,9 @@ from harness.symbolic.optimizer import SymbolicOptimizer, functional_step, init_
 
 def _grads(n: int = 7, steps: int = 12, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, generator=g) * 10 ** torch.empty(n).uniform_(-4, 0, generator=g) for _ in range(steps)]
+    return [
+        torch.randn(n, generator=g) * 10 ** torch.empty(n).uniform_(-4, 0, generator=g) for _ in range(steps)
+    ]
 
 
 def test_eta_by_hand_and_equal_to_m_hat_at_identity_params() -> None:

@@ -1,6 +1,7 @@
 """Built-in optimizees; importing this package registers them in ``harness.registry.OPTIMIZEES``.
 
-Registered names: ``quadratic_cos`` (P1), ``mlp`` (ReLU MLP classifiers), ``cnn`` (torchvision CNNs on CIFAR).
+Registered names: ``quadratic_cos`` (P1), ``mlp`` (ReLU MLP classifiers), ``cnn`` (torchvision CNNs on CIFAR
+or offline digits32).
 """
 
 from harness.registry import OPTIMIZEES

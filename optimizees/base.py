@@ -5,6 +5,11 @@ the same initial parameters, the same problem data (P1's A, b, c) and the same b
 The functional ``loss(params, batch)`` goes through ``torch.func.functional_call`` so an unrolled
 update stays differentiable (meta-training, meta-tuning); ``module()`` serves ordinary training
 with any ``torch.optim.Optimizer``.
+
+Splits: ``train`` (an infinite stream), ``test`` (the held-out set) and ``val`` (a validation set for
+model selection and tuning, so that ``test`` stays untouched until the final report). Classifiers carve
+``val`` out of their training data when constructed with ``val_fraction > 0``; data-free problems (P1)
+have no data to hold out, so their ``val`` yields exactly what ``test`` yields (the objective itself).
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+#: the splits ``evaluate`` scores (``train`` is a stream, not an evaluation set)
+EVAL_SPLITS: tuple[str, ...] = ("test", "val")
+
+
+def check_eval_split(split: str) -> None:
+    """Raise ValueError unless ``split`` is one of :data:`EVAL_SPLITS`."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"evaluate: unknown split {split!r}; use 'test' or 'val'")
 
 
 @dataclass
@@ -85,7 +99,12 @@ class Optimizee(ABC):
     @abstractmethod
     def batches(self, split: str = "train") -> Iterator[Batch]:
         """Batches of ``split``: ``train`` is infinite (reshuffled each epoch under the seed),
-        ``test`` is one pass over the held-out set."""
+        ``test`` is one pass over the held-out set, ``val`` one pass over the validation set.
+
+        ``val`` is part of the training data held out from ``train`` (classifiers: ``val_fraction``; a
+        classifier without one raises ValueError); a data-free problem yields for ``val`` the same as
+        for ``test``. Any other split is a ValueError.
+        """
 
     @property
     def steps_per_epoch(self) -> int:
@@ -94,19 +113,21 @@ class Optimizee(ABC):
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, params: dict[str, Tensor]) -> dict[str, float]:
-        """Held-out metrics of ``params``: ``test_loss`` and, for classifiers, ``test_acc``."""
+    def evaluate(self, params: dict[str, Tensor], split: str = "test") -> dict[str, float]:
+        """Held-out metrics of ``params`` on ``split`` (``test`` or ``val``): ``<split>_loss`` and, for
+        classifiers, ``<split>_acc`` (``test_loss``/``test_acc`` by default)."""
+        check_eval_split(split)
         total, n, correct = 0.0, 0, 0
-        for batch in self.batches("test"):
+        for batch in self.batches(split):
             k = 1 if batch.targets is None else int(batch.targets.shape[0])
             total += float(self.loss(params, batch)) * k
             if self.is_classification:
                 logits = self.logits(params, batch)
                 correct += int((logits.argmax(-1) == batch.targets).sum())
             n += k
-        out = {"test_loss": total / max(n, 1)}
+        out = {f"{split}_loss": total / max(n, 1)}
         if self.is_classification:
-            out["test_acc"] = correct / max(n, 1)
+            out[f"{split}_acc"] = correct / max(n, 1)
         return out
 
     def logits(self, params: dict[str, Tensor], batch: Batch) -> Tensor:

@@ -4,6 +4,11 @@ Batch order: ``batches("train")`` is an infinite stream; each epoch is a fresh p
 a ``torch.Generator`` seeded with the optimizee seed, so every call replays the same stream (the
 problem instance, its data and its batch order are a function of the constructor arguments and the
 seed). The last batch of an epoch may be smaller. ``batches("test")`` is one pass in fixed order.
+
+Validation split: with ``val_fraction > 0`` a fixed, stratified subset of the training examples (after
+``max_train``) is held out of training and served by ``batches("val")``, one pass in fixed order, and
+scored by ``evaluate(params, split="val")``. Its draw uses ``SPLIT_SEED``, not the optimizee seed, so
+every seed holds out the same examples; ``num_train`` and ``steps_per_epoch`` count only the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from optimizees.base import Batch, Optimizee
+from optimizees.base import Batch, Optimizee, check_eval_split
 from optimizees.data import SPLIT_SEED, ArrayDataset, load_dataset
 
 
@@ -29,6 +34,34 @@ def _subsample(n: int, k: int | None, device: torch.device) -> Tensor | None:
         raise ValueError(f"subsample size must be >= 1, got {k}")
     g = torch.Generator().manual_seed(SPLIT_SEED)
     return torch.randperm(n, generator=g)[:k].sort().values.to(device)
+
+
+def check_val_fraction(val_fraction: float) -> float:
+    """``val_fraction`` as a float, or ValueError unless it is a number in ``[0, 1)``."""
+    ok = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
+    if not ok or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction must be a number in [0, 1) (the share of training examples held out "
+            f"for validation, e.g. 0.1), got {val_fraction!r}"
+        )
+    return float(val_fraction)
+
+
+def stratified_holdout(y: Tensor, fraction: float) -> tuple[Tensor, Tensor]:
+    """Positions ``(held_out, kept)`` (each sorted) of a fixed stratified ``fraction`` of labels ``y``.
+
+    The examples are ordered by class, in a random order within each class drawn from ``SPLIT_SEED``
+    (seed-independent), and every ``1/fraction``-th one along that order is held out (systematic
+    sampling): ``floor(len(y) * fraction)`` examples in all, each class giving the floor or the ceiling
+    of its share.
+    """
+    n = len(y)
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    perm = torch.randperm(n, generator=g)
+    order = perm[torch.argsort(y.cpu()[perm], stable=True)]
+    i = torch.arange(n, dtype=torch.float64)
+    take = torch.floor((i + 1) * fraction) > torch.floor(i * fraction)
+    return order[take].sort().values, order[~take].sort().values
 
 
 def _inputs(batch: Batch) -> Tensor:
@@ -45,20 +78,23 @@ def _targets(batch: Batch) -> Tensor:
     return batch.targets
 
 
-def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4) -> Tensor:
-    """Per-sample random crop (zero padding ``pad``) and horizontal flip of images ``[B, C, H, W]``."""
+def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> Tensor:
+    """Per-sample random crop (zero padding ``pad``) and, if ``flip``, random horizontal flip of images
+    ``[B, C, H, W]`` (``flip=False``: crop only, e.g. for digits, whose mirror images are not digits)."""
     b, _, h, w = x.shape
     dev = x.device
     xp = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(dev)
-    flip = (torch.rand(b, generator=g) < 0.5).to(dev)
     rows = oy[:, None] + torch.arange(h, device=dev)  # [B, H]
     cols = ox[:, None] + torch.arange(w, device=dev)  # [B, W]
     # non-adjacent advanced indices put the broadcast dims first: [B, H, W, C]
     out = xp[torch.arange(b, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     out = out.permute(0, 3, 1, 2)
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+    if not flip:
+        return out
+    flips = (torch.rand(b, generator=g) < 0.5).to(dev)
+    return torch.where(flips[:, None, None, None], out.flip(-1), out)
 
 
 class ClassificationOptimizee(Optimizee):
@@ -73,7 +109,11 @@ class ClassificationOptimizee(Optimizee):
         download: let torchvision download a missing dataset.
         max_train: keep a fixed random subset of this many training samples (the same for every seed).
         max_test: likewise for the test set (faster evaluation).
-        test_batch_size: batch size of the test pass.
+        test_batch_size: batch size of the test and validation passes.
+        val_fraction: hold out this fraction of the training examples (after ``max_train``) as the
+            ``val`` split: fixed and stratified (the same examples for every seed), removed from
+            training. 0 (default): no ``val`` split. Must be in ``[0, 1)`` and leave at least one
+            example on each side.
     """
 
     is_classification = True
@@ -92,8 +132,10 @@ class ClassificationOptimizee(Optimizee):
         max_train: int | None = None,
         max_test: int | None = None,
         test_batch_size: int = 1000,
+        val_fraction: float = 0.0,
     ) -> None:
         super().__init__(seed=seed, device=device)
+        self.val_fraction = check_val_fraction(val_fraction)
         if self.allowed_datasets and dataset not in self.allowed_datasets:
             raise ValueError(
                 f"{type(self).__name__}: unknown dataset {dataset!r}; "
@@ -105,8 +147,26 @@ class ClassificationOptimizee(Optimizee):
         self.batch_size = int(batch_size)
         self.test_batch_size = int(test_batch_size)
         self.data: ArrayDataset = load_dataset(dataset, root=root, download=download, device=self.device)
+        #: indices into ``data.x_train`` of the training examples (None: all of them)
         self._train_idx = _subsample(len(self.data.y_train), max_train, self.device)
         self._test_idx = _subsample(len(self.data.y_test), max_test, self.device)
+        #: indices into ``data.x_train`` of the validation examples (None: no ``val`` split)
+        self._val_idx: Tensor | None = None
+        if self.val_fraction > 0:
+            self._hold_out_val()
+
+    def _hold_out_val(self) -> None:
+        """Move a stratified ``val_fraction`` of the training examples into the ``val`` split."""
+        n = self.num_train
+        pool = torch.arange(n, device=self.device) if self._train_idx is None else self._train_idx
+        held, kept = stratified_holdout(self.data.y_train[pool], self.val_fraction)
+        if len(held) < 1 or len(kept) < 1:
+            raise ValueError(
+                f"{type(self).__name__}: val_fraction={self.val_fraction} of {n} training examples leaves "
+                f"{len(held)} for validation and {len(kept)} for training; each needs at least 1"
+            )
+        self._val_idx = pool[held.to(self.device)]
+        self._train_idx = pool[kept.to(self.device)]
 
     # -- data ----------------------------------------------------------------------------------
     @property
@@ -122,6 +182,11 @@ class ClassificationOptimizee(Optimizee):
         return len(self.data.y_test) if self._test_idx is None else len(self._test_idx)
 
     @property
+    def num_val(self) -> int:
+        """Validation examples (0 without ``val_fraction``)."""
+        return 0 if self._val_idx is None else len(self._val_idx)
+
+    @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.num_train / self.batch_size)
 
@@ -133,8 +198,15 @@ class ClassificationOptimizee(Optimizee):
         if split == "train":
             return self._train_batches()
         if split == "test":
-            return self._test_batches()
-        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+            return self._eval_batches(self.data.x_test, self.data.y_test, self._test_idx)
+        if split == "val":
+            if self._val_idx is None:
+                raise ValueError(
+                    f"{type(self).__name__} has no 'val' split: set `val_fraction` (e.g. 0.1) in the "
+                    f"optimizee's kwargs to hold out part of the training set for validation"
+                )
+            return self._eval_batches(self.data.x_train, self.data.y_train, self._val_idx)
+        raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'")
 
     def _train_batches(self) -> Iterator[Batch]:
         g = torch.Generator().manual_seed(self.seed)
@@ -148,14 +220,15 @@ class ClassificationOptimizee(Optimizee):
                 x = self._augment(self.data.x_train[idx], g)
                 yield Batch(self.data.prepare(x), self.data.y_train[idx])
 
-    def _test_batches(self) -> Iterator[Batch]:
-        for i in range(0, self.num_test, self.test_batch_size):
-            if self._test_idx is None:
-                x = self.data.x_test[i : i + self.test_batch_size]
-                y = self.data.y_test[i : i + self.test_batch_size]
+    def _eval_batches(self, xs: Tensor, ys: Tensor, index: Tensor | None) -> Iterator[Batch]:
+        """One pass in fixed order over ``xs[index]`` (all of ``xs`` when ``index`` is None)."""
+        n = len(ys) if index is None else len(index)
+        for i in range(0, n, self.test_batch_size):
+            if index is None:
+                x, y = xs[i : i + self.test_batch_size], ys[i : i + self.test_batch_size]
             else:
-                idx = self._test_idx[i : i + self.test_batch_size]
-                x, y = self.data.x_test[idx], self.data.y_test[idx]
+                idx = index[i : i + self.test_batch_size]
+                x, y = xs[idx], ys[idx]
             yield Batch(self.data.prepare(x), y)
 
     def init_params(self) -> dict[str, Tensor]:
@@ -177,18 +250,22 @@ class ClassificationOptimizee(Optimizee):
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
-        """A function mapping test inputs to logits for ``params`` (subclasses may prepare state)."""
+        """A function mapping test or validation inputs to logits for ``params`` (subclasses may
+        prepare state, from training examples only)."""
         return lambda x: functional_call(self.template, params, (x,))
 
     @torch.no_grad()
-    def evaluate(self, params: dict[str, Tensor]) -> dict[str, float]:
-        """Test cross-entropy and accuracy with one forward pass per test batch."""
+    def evaluate(self, params: dict[str, Tensor], split: str = "test") -> dict[str, float]:
+        """Cross-entropy and accuracy on ``split`` (``test`` or ``val``), one forward pass per batch:
+        ``{"<split>_loss", "<split>_acc"}``."""
+        check_eval_split(split)
+        batches = self.batches(split)  # fails before any work if there is no such split
         forward = self._eval_forward(params)
         total, correct, n = 0.0, 0, 0
-        for batch in self.batches("test"):
+        for batch in batches:
             logits = forward(_inputs(batch))
             targets = _targets(batch)
             total += float(F.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(-1) == targets).sum())
             n += int(targets.shape[0])
-        return {"test_loss": total / max(n, 1), "test_acc": correct / max(n, 1)}
+        return {f"{split}_loss": total / max(n, 1), f"{split}_acc": correct / max(n, 1)}

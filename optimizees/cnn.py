@@ -1,4 +1,8 @@
-"""Torchvision CNNs (ResNet-18/50/152, MobileNetV2) on CIFAR-10/100, adapted to 32x32 inputs.
+"""Torchvision CNNs (ResNet-18/50/152, MobileNetV2) on CIFAR-10/100 or offline digits, adapted to 32x32 inputs.
+
+``dataset: digits`` (an alias of ``digits32``) trains offline on scikit-learn's digits resized to 32x32
+RGB-like images (:mod:`optimizees.data`): ResNet-18 at batch 128 takes about 1.7 s a step on two CPU
+threads, 12 steps an epoch (1437 training digits).
 
 BatchNorm and the functional loss: ``loss(params, batch)`` runs the template in training mode with
 ``track_running_stats=False``, so it normalises with batch statistics and never mutates any buffer
@@ -6,8 +10,9 @@ BatchNorm and the functional loss: ``loss(params, batch)`` runs the template in 
 ordinary model whose running statistics update during plain training. ``evaluate(params)`` needs
 running statistics for ``params`` but receives only parameters, so it re-estimates them: it resets
 the BatchNorm statistics of a private copy, averages them over ``bn_calibration_batches`` training
-batches (fixed order, no augmentation, cumulative average), then scores the test set in eval mode.
-The result therefore depends only on ``params``, whichever path (functional or module) produced them.
+batches (fixed order, no augmentation, cumulative average; never validation examples), then scores the
+test (or ``val``) set in eval mode. The result therefore depends only on ``params``, whichever path
+(functional or module) produced them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from optimizees.classification import ClassificationOptimizee, random_crop_flip
 from optimizees.data import SPLIT_SEED
 
 ARCHS: tuple[str, ...] = ("resnet18", "resnet50", "resnet152", "mobilenet_v2")
+#: datasets whose mirror images keep their class (random horizontal flips are sound augmentation)
+FLIP_DATASETS: tuple[str, ...] = ("cifar10", "cifar100")
+#: names ``dataset`` may take that stand for another: a CNN needs digits in their image form
+DATASET_ALIASES: dict[str, str] = {"digits": "digits32"}
 
 
 def _small_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -49,19 +58,22 @@ def build_cnn(arch: str, num_classes: int) -> nn.Module:
 
 
 class CNNClassifier(ClassificationOptimizee):
-    """Cross-entropy of a torchvision CNN on CIFAR (standard per-channel normalisation).
+    """Cross-entropy of a torchvision CNN on CIFAR or digits32 (per-channel normalisation).
 
     Args:
         seed, device: see :class:`~optimizees.base.Optimizee`.
         arch: ``resnet18``, ``resnet50``, ``resnet152`` or ``mobilenet_v2``.
-        dataset: ``cifar10`` or ``cifar100``.
-        augment: random crop (padding 4) and horizontal flip of training batches, drawn from the seed.
+        dataset: ``cifar10``, ``cifar100`` or ``digits32`` (offline; ``digits`` is accepted as its alias).
+        augment: random crop (padding 4) of training batches, plus a horizontal flip where ``flip``
+            says so, drawn from the seed.
+        flip: flip in ``augment``; None (default): only for datasets whose mirror images keep their
+            class (CIFAR), so digits are cropped, never flipped. Setting it needs ``augment: true``.
         bn_calibration_batches: training batches used by ``evaluate`` to re-estimate BatchNorm statistics.
-        batch_size, root, download, max_train, max_test, test_batch_size: see
+        batch_size, root, download, max_train, max_test, test_batch_size, val_fraction: see
             :class:`~optimizees.classification.ClassificationOptimizee`.
     """
 
-    allowed_datasets = ("cifar10", "cifar100")
+    allowed_datasets = ("cifar10", "cifar100", "digits32")
 
     def __init__(
         self,
@@ -76,15 +88,21 @@ class CNNClassifier(ClassificationOptimizee):
         max_train: int | None = None,
         max_test: int | None = None,
         test_batch_size: int = 1000,
+        val_fraction: float = 0.0,
         augment: bool = False,
+        flip: bool | None = None,
         bn_calibration_batches: int = 20,
     ) -> None:
         if arch not in ARCHS:
             raise ValueError(f"cnn: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         if bn_calibration_batches < 1:
             raise ValueError(f"cnn: bn_calibration_batches must be >= 1, got {bn_calibration_batches}")
+        if flip is not None and not augment:
+            raise ValueError("cnn: `flip` applies only to augmentation; set `augment: true` or drop `flip`")
+        dataset = DATASET_ALIASES.get(dataset, dataset)
         self.arch = arch
         self.augment = bool(augment)
+        self.flip = dataset in FLIP_DATASETS if flip is None else bool(flip)
         self.bn_calibration_batches = int(bn_calibration_batches)
         self._eval_module: nn.Module | None = None
         super().__init__(
@@ -97,6 +115,7 @@ class CNNClassifier(ClassificationOptimizee):
             max_train=max_train,
             max_test=max_test,
             test_batch_size=test_batch_size,
+            val_fraction=val_fraction,
         )
 
     def _build_module(self) -> nn.Module:
@@ -114,7 +133,7 @@ class CNNClassifier(ClassificationOptimizee):
         return self._template
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
-        return random_crop_flip(x, g) if self.augment else x
+        return random_crop_flip(x, g, flip=self.flip) if self.augment else x
 
     def _calibration_inputs(self) -> list[Tensor]:
         """Fixed training batches (seed-independent, no augmentation) for BatchNorm re-estimation."""

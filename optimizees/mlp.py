@@ -35,9 +35,10 @@ class MLPClassifier(ClassificationOptimizee):
 
     Args:
         seed, device: see :class:`~optimizees.base.Optimizee`.
-        dataset: ``digits`` (default, offline), ``mnist1d`` (offline), ``mnist``, ``cifar10``, ``cifar100``.
+        dataset: ``digits`` (default, offline), ``mnist1d`` (offline), ``digits32`` (offline, images),
+            ``mnist``, ``cifar10``, ``cifar100``.
         hidden: hidden-layer widths.
-        batch_size, root, download, max_train, max_test, test_batch_size: see
+        batch_size, root, download, max_train, max_test, test_batch_size, val_fraction: see
             :class:`~optimizees.classification.ClassificationOptimizee`.
     """
 
@@ -56,6 +57,7 @@ class MLPClassifier(ClassificationOptimizee):
         max_train: int | None = None,
         max_test: int | None = None,
         test_batch_size: int = 1000,
+        val_fraction: float = 0.0,
     ) -> None:
         if isinstance(hidden, int) or any(int(h) < 1 for h in hidden):
             raise ValueError(f"mlp: hidden must be a list of positive widths, got {hidden!r}")
@@ -70,6 +72,7 @@ class MLPClassifier(ClassificationOptimizee):
             max_train=max_train,
             max_test=max_test,
             test_batch_size=test_batch_size,
+            val_fraction=val_fraction,
         )
 
     def _build_module(self) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -17,8 +18,16 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("mlp", {"dataset": "digits", "hidden": [16], "batch_size": 100}, False),
     ("mlp", {"dataset": "mnist1d", "hidden": [16, 8], "batch_size": 64, "max_train": 300}, False),
     ("cnn", {"arch": "resnet18", "dataset": "cifar10", "batch_size": 8, "bn_calibration_batches": 2}, True),
+    (
+        "cnn",
+        {"arch": "resnet18", "dataset": "digits32", "batch_size": 8, "max_train": 40, "max_test": 16}
+        | {"test_batch_size": 8, "bn_calibration_batches": 1},
+        False,
+    ),
 ]
-IDS = ["quadratic_cos", "mlp-digits", "mlp-mnist1d", "cnn-resnet18-fakecifar"]
+IDS = ["quadratic_cos", "mlp-digits", "mlp-mnist1d", "cnn-resnet18-fakecifar", "cnn-resnet18-digits32"]
+#: the validation share used by the val-split contract test
+VAL_FRACTION = 0.25
 
 
 @pytest.fixture(params=range(len(CASES)), ids=IDS)
@@ -28,8 +37,8 @@ def make(request: pytest.FixtureRequest) -> Any:
     if fake:
         request.getfixturevalue("fake_cifar")
 
-    def build(seed: int = 0) -> Optimizee:
-        return OPTIMIZEES.get(name)(seed=seed, device="cpu", **kwargs)
+    def build(seed: int = 0, **extra: Any) -> Optimizee:
+        return OPTIMIZEES.get(name)(seed=seed, device="cpu", **kwargs, **extra)
 
     return build
 
@@ -135,3 +144,54 @@ def test_unknown_kwarg_is_a_type_error(make: Any) -> None:
     cls = type(make(0))
     with pytest.raises(TypeError, match="bogus"):
         cls(seed=0, bogus=1)
+
+
+def _rows(batches: list[Batch]) -> Counter[bytes]:
+    """The multiset of (input, target) examples in ``batches``."""
+    out: Counter[bytes] = Counter()
+    for b in batches:
+        assert b.inputs is not None and b.targets is not None
+        for x, y in zip(b.inputs, b.targets, strict=True):
+            out[x.numpy().tobytes() + y.numpy().tobytes()] += 1
+    return out
+
+
+def test_val_split(make: Any) -> None:
+    plain = make(0)
+    params = plain.init_params()
+    with pytest.raises(ValueError, match="split"):
+        plain.evaluate(params, split="train")
+    if not plain.is_classification:
+        # data-free: val is the objective itself, exactly as test
+        val, test = list(plain.batches("val")), list(plain.batches("test"))
+        assert len(val) == len(test) and all(_same_batch(a, b) for a, b in zip(val, test, strict=True))
+        metrics = plain.evaluate(params, split="val")
+        assert metrics == {"val_loss": plain.evaluate(params)["test_loss"]}
+        return
+    for call in (lambda: plain.batches("val"), lambda: plain.evaluate(params, split="val")):
+        with pytest.raises(ValueError, match="val_fraction"):
+            call()
+    a, b = make(0, val_fraction=VAL_FRACTION), make(1, val_fraction=VAL_FRACTION)
+    # a fixed share of the training examples moves out of training
+    assert a.num_val == math.floor(plain.num_train * VAL_FRACTION) >= 1
+    assert a.num_train == plain.num_train - a.num_val and a.num_test == plain.num_test
+    assert a.steps_per_epoch == math.ceil(a.num_train / a.batch_size) <= plain.steps_per_epoch
+    # the same examples for every seed, in a fixed order
+    val_a, val_b = list(a.batches("val")), list(b.batches("val"))
+    assert all(_same_batch(x, y) for x, y in zip(val_a, val_b, strict=True))
+    assert all(_same_batch(x, y) for x, y in zip(val_a, a.batches("val"), strict=True))
+    assert sum(len(v.targets) for v in val_a) == a.num_val
+    # one training epoch plus the val pass is exactly the former training set: disjoint, nothing lost
+    stream = a.batches("train")
+    train_epoch = [next(stream) for _ in range(a.steps_per_epoch)]
+    stream = plain.batches("train")
+    full_epoch = [next(stream) for _ in range(plain.steps_per_epoch)]
+    train_rows, val_rows = _rows(train_epoch), _rows(val_a)
+    assert sum(train_rows.values()) == a.num_train
+    assert train_rows + val_rows == _rows(full_epoch)
+    # evaluate scores either split, with keys named after it
+    metrics = a.evaluate(params, split="val")
+    assert set(metrics) == {"val_loss", "val_acc"}
+    assert math.isfinite(metrics["val_loss"]) and 0.0 <= metrics["val_acc"] <= 1.0
+    assert a.evaluate(params, split="val") == metrics
+    assert set(a.evaluate(params)) == {"test_loss", "test_acc"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 from pathlib import Path
@@ -12,9 +13,10 @@ import torch
 from torch import nn
 
 from optimizees import CNNClassifier, DatasetUnavailableError, MLPClassifier, QuadraticCos
-from optimizees.classification import random_crop_flip
+from optimizees.base import Batch
+from optimizees.classification import random_crop_flip, stratified_holdout
 from optimizees.cnn import ARCHS, build_cnn
-from optimizees.data import _load_mnist1d, load_dataset
+from optimizees.data import _digit_images, _load_digits32, _load_mnist1d, load_dataset
 
 # -- quadratic_cos -------------------------------------------------------------------------------
 
@@ -57,6 +59,64 @@ def test_max_train_subset_is_seed_independent() -> None:
     assert torch.equal(xa, xb)
 
 
+def test_val_fraction_holds_out_a_fixed_stratified_subset() -> None:
+    a = MLPClassifier(seed=0, dataset="digits", val_fraction=0.1)
+    b = MLPClassifier(seed=5, dataset="digits", val_fraction=0.1)
+    assert (a.num_train, a.num_val, a.steps_per_epoch) == (1294, 143, 11)  # 1437 digits, batch 128
+    assert torch.equal(a._val_idx, b._val_idx) and torch.equal(a._train_idx, b._train_idx)
+    assert not set(a._val_idx.tolist()) & set(a._train_idx.tolist())
+    assert len(set(a._val_idx.tolist()) | set(a._train_idx.tolist())) == 1437
+    # stratified: each class gives the floor or the ceiling of its share
+    y = a.data.y_train
+    counts, val_counts = torch.bincount(y, minlength=10), torch.bincount(y[a._val_idx], minlength=10)
+    shares = zip(counts.tolist(), val_counts.tolist(), strict=True)
+    assert all(math.floor(0.1 * c) <= v <= math.ceil(0.1 * c) for c, v in shares)
+    # the test set is untouched, and so are test metrics
+    plain = MLPClassifier(seed=0, dataset="digits")
+    params = plain.init_params()
+    assert a.evaluate(params) == plain.evaluate(params)
+    # with max_train, the validation examples come from the kept subset
+    c = MLPClassifier(seed=0, dataset="digits", max_train=100, val_fraction=0.2)
+    kept = MLPClassifier(seed=0, dataset="digits", max_train=100)._train_idx
+    assert (c.num_train, c.num_val) == (80, 20)
+    assert set(c._val_idx.tolist()) | set(c._train_idx.tolist()) == set(kept.tolist())
+
+
+def test_stratified_holdout_counts() -> None:
+    y = torch.tensor([0] * 7 + [1] * 3 + [2] * 10)
+    held, kept = stratified_holdout(y, 0.5)
+    assert len(held) == 10 and len(kept) == 10
+    assert torch.bincount(y[held], minlength=3).tolist() in (
+        [3, 2, 5],
+        [4, 1, 5],
+    )  # floor or ceil of 3.5, 1.5, 5
+    assert torch.equal(torch.sort(torch.cat([held, kept])).values, torch.arange(20))
+    assert torch.equal(held, stratified_holdout(y, 0.5)[0])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), True, "0.1", None])
+def test_bad_val_fraction(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\)"):
+        MLPClassifier(dataset="digits", val_fraction=bad)  # type: ignore[arg-type]
+
+
+def test_val_fraction_must_leave_an_example_each_side() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        MLPClassifier(dataset="digits", max_train=5, val_fraction=0.1)  # 0.5 of an example
+    opt = MLPClassifier(dataset="digits", max_train=5, val_fraction=0.2)
+    assert (opt.num_train, opt.num_val) == (4, 1)
+
+
+def test_val_split_needs_val_fraction() -> None:
+    opt = MLPClassifier(dataset="digits")
+    with pytest.raises(ValueError, match=r"set `val_fraction` \(e.g. 0.1\)"):
+        opt.batches("val")
+    with pytest.raises(ValueError, match="val_fraction"):
+        opt.evaluate(opt.init_params(), split="val")
+    with pytest.raises(ValueError, match="'test' or 'val'"):
+        opt.evaluate(opt.init_params(), split="bogus")
+
+
 def test_mlp_learns_digits() -> None:
     opt = MLPClassifier(seed=0, dataset="digits", hidden=[32])
     mod = opt.module()
@@ -92,6 +152,8 @@ def test_cnn_arch_and_dataset_validation() -> None:
         CNNClassifier(arch="vgg11")
     with pytest.raises(ValueError, match="dataset"):
         CNNClassifier(dataset="mnist")
+    with pytest.raises(ValueError, match="augment"):
+        CNNClassifier(dataset="digits", flip=False)
 
 
 def _bn_buffers(mod: nn.Module) -> dict[str, torch.Tensor]:
@@ -130,6 +192,58 @@ def test_random_crop_flip() -> None:
     assert torch.equal(out, again)
     same = random_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
     assert all(torch.equal(s, o) or torch.equal(s, o.flip(-1)) for s, o in zip(same, x, strict=True))
+    assert any(not torch.equal(s, o) for s, o in zip(same, x, strict=True))
+    assert torch.equal(random_crop_flip(x, torch.Generator().manual_seed(0), pad=0, flip=False), x)
+
+
+def test_digits_are_cropped_never_flipped() -> None:
+    opt = CNNClassifier(seed=0, dataset="digits", augment=True, batch_size=16)
+    assert opt.dataset_name == "digits32" and opt.flip is False
+    assert CNNClassifier(dataset="digits32", augment=True, flip=True).flip is True
+    plain = CNNClassifier(seed=0, dataset="digits", batch_size=16)
+    a, b = next(iter(opt.batches("train"))), next(iter(plain.batches("train")))
+    assert torch.equal(a.targets, b.targets) and not torch.equal(a.inputs, b.inputs)
+
+
+def test_cifar_flips_by_default(fake_cifar: object) -> None:
+    assert CNNClassifier(dataset="cifar10", augment=True).flip is True
+    assert CNNClassifier(dataset="cifar10", augment=True, flip=False).flip is False
+
+
+def test_resnet18_learns_digits32_with_sgd() -> None:
+    opt = CNNClassifier(
+        seed=0,
+        arch="resnet18",
+        dataset="digits",
+        batch_size=32,
+        max_train=128,
+        max_test=64,
+        bn_calibration_batches=2,
+        val_fraction=0.25,
+    )
+    assert opt.num_train == 96 and opt.num_val == 32 and opt.steps_per_epoch == 3
+    stream = opt.batches("train")
+    epoch = [next(stream) for _ in range(opt.steps_per_epoch)]
+    assert epoch[0].inputs.shape == (32, 3, 32, 32)
+    whole = Batch(torch.cat([bt.inputs for bt in epoch]), torch.cat([bt.targets for bt in epoch]))
+    mod = opt.module()
+    with torch.no_grad():
+        before = float(opt.module_loss(mod, whole))
+    sgd = torch.optim.SGD(mod.parameters(), lr=0.01, momentum=0.9)
+    stream = opt.batches("train")
+    for _ in range(2 * opt.steps_per_epoch):
+        sgd.zero_grad()
+        loss = opt.module_loss(mod, next(stream))
+        assert torch.isfinite(loss)
+        loss.backward()
+        sgd.step()
+    with torch.no_grad():
+        after = float(opt.module_loss(mod, whole))
+    assert after < before - 0.1  # 2.41 -> 2.10 over the 96 training digits
+    params = dict(mod.named_parameters())
+    val, test = opt.evaluate(params, split="val"), opt.evaluate(params)
+    assert set(val) == {"val_loss", "val_acc"} and set(test) == {"test_loss", "test_acc"}
+    assert math.isfinite(val["val_loss"]) and math.isfinite(test["test_loss"])
 
 
 # -- datasets ------------------------------------------------------------------------------------
@@ -146,6 +260,28 @@ def test_missing_torchvision_dataset_is_a_clear_error(name: str, tmp_path: Path)
         CNNClassifier(dataset="cifar10", root=tmp_path) if name == "cifar10" else MLPClassifier(
             dataset=name, root=tmp_path
         )
+
+
+def test_digits32_images_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("digits32 must not touch the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    data = _load_digits32()
+    flat = load_dataset("digits")
+    assert data.name == "digits32" and data.num_classes == 10 and data.is_image
+    assert data.x_train.shape == (1437, 3, 32, 32) and data.x_test.shape == (360, 3, 32, 32)
+    assert data.x_train.dtype == torch.uint8 and data.input_shape == (3, 32, 32)
+    assert torch.equal(data.x_train[:, 0], data.x_train[:, 2])  # the digit repeated on 3 channels
+    # the same split as the flat digits, in the same order
+    assert torch.equal(data.y_train, flat.y_train) and torch.equal(data.y_test, flat.y_test)
+    x = data.prepare(data.x_train)
+    assert x.dtype == torch.float32 and abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-3
+    # bilinear resize: a blank digit stays blank, a full one saturates, values lie between
+    img = _digit_images(np.stack([np.zeros(64), np.full(64, 16.0), np.arange(64) % 17]))
+    assert int(img[0].max()) == 0 and int(img[1].min()) == 255 and img.shape == (3, 3, 32, 32)
+    assert load_dataset("digits32") is load_dataset("digits32", root="/elsewhere")
 
 
 def test_unknown_dataset_name() -> None:

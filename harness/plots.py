@@ -321,7 +321,8 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
     initial ones, and (Optuna) the objective per trial.
 
     Each trial is ``{"label", "kept", "before": {...}, "after": {...}, "initial": [c...], "tuned": [c...],
-    "objective": [values]}`` (``before``/``after`` hold ``test_loss`` and ``final_train_loss``)."""
+    "objective": [values]}`` (``before``/``after`` hold ``val_loss`` (meta_tune's selection criterion), ``final_train_loss``
+    and, when recorded, ``test_loss``)."""
     n = max(1, len(trials))
     fig = Figure(figsize=(14, 3.8 * n))
     for i, tr in enumerate(trials):
@@ -329,14 +330,19 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         ax_c = fig.add_subplot(n, 3, 3 * i + 2)
         ax_o = fig.add_subplot(n, 3, 3 * i + 3)
         before, after = tr.get("before") or {}, tr.get("after") or {}
-        keys = [k for k in ("test_loss", "final_train_loss") if k in before or k in after]
+        keys = [k for k in ("val_loss", "test_loss", "final_train_loss") if k in before or k in after]
         x = np.arange(len(keys))
         b = [before.get(k, math.nan) for k in keys]
         a = [after.get(k, math.nan) for k in keys]
         ax_l.bar(x - 0.2, b, 0.4, label="before (initial constants)", color="0.6")
         ax_l.bar(x + 0.2, a, 0.4, label="after (tuned constants)", color="tab:purple")
         ax_l.axhline(0, color="k", linewidth=0.6)
-        ax_l.set_xticks(x, ["held-out (test) loss" if k == "test_loss" else "final train loss" for k in keys])
+        labels = {
+            "val_loss": "validation loss",
+            "test_loss": "test loss (info)",
+            "final_train_loss": "final train loss",
+        }
+        ax_l.set_xticks(x, [labels[k] for k in keys])
         ax_l.set_ylabel("loss (mean over eval seeds)")
         ax_l.set_title(f"{tr.get('label', '')}: kept {tr.get('kept', '?')}", fontsize=10)
         ax_l.margins(y=0.3)  # headroom for the legend

@@ -4,11 +4,9 @@ The meta-objective is the paper's eq. 1 with ``w_t = 1``: for every unroll of ``
 ``x_{k+1} = x_k + teacher(features(g_k))``, the meta-loss is the mean of ``f(x_k)`` over the unroll's
 new iterates ``x_1..x_K``, back-propagated into the teacher's weights; afterwards the parameters, the
 teacher state and the feature state are detached (truncated BPTT) and the episode goes on from there.
-
-First-order, as in L2O practice (Andrychowicz et al. 2016; the paper's code detaches gradients): the
-gradients ``g_k = df/dx(x_k)`` fed to the features are computed with ``create_graph=False`` and are
-constants for the meta-gradient; the meta-gradient flows through the update path ``x_{k+1} = x_k + u_k``
-and through the teacher's recurrent state.
+The window itself is :func:`harness.unroll.unroll`, the loop gradient meta-tuning runs too: first-order
+(the gradients ``g_k`` fed to the features are constants for the meta-gradient, as in L2O practice), the
+meta-gradient flowing through the update path and the teacher's recurrent state.
 
 Tricks (all switchable in :class:`MetaTrainConfig`):
 
@@ -32,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import math
 import os
 import random
@@ -46,7 +45,8 @@ from torch import Tensor
 
 from harness.features import FeatureState
 from harness.registry import OPTIMIZEES
-from optimizees.base import Batch, Optimizee
+from harness.unroll import LossFn, Params, loss_and_grads, unroll
+from optimizees.base import Optimizee
 from teachers.base import State, Teacher, build_teacher, detach_state
 from teachers.rules import AdamRule
 
@@ -220,9 +220,8 @@ def _make(cls: Callable[..., Optimizee], kwargs: dict[str, Any], device: str, se
     return cls(seed=seed, device=device, **kwargs)
 
 
-def _flat(tensors: Iterable[Tensor | None], like: Sequence[Tensor]) -> Tensor:
-    pairs = zip(tensors, like, strict=True)
-    return torch.cat([(t if t is not None else torch.zeros_like(p)).reshape(-1) for t, p in pairs])
+def _flat(grads: Mapping[str, Tensor]) -> Tensor:
+    return torch.cat([g.reshape(-1) for g in grads.values()])
 
 
 def _add_flat(params: Mapping[str, Tensor], update: Tensor) -> dict[str, Tensor]:
@@ -234,19 +233,11 @@ def _add_flat(params: Mapping[str, Tensor], update: Tensor) -> dict[str, Tensor]
     return out
 
 
-def _loss_and_grad(
-    optimizee: Optimizee,
-    params: Mapping[str, Tensor],
-    batch: Batch,
-    scale: Mapping[str, Tensor] | None,
-    keep_graph: bool,
-) -> tuple[Tensor, Tensor]:
-    """Loss at ``params`` (times ``scale``) and its detached flat gradient w.r.t. ``params``."""
-    eff = {k: p * scale[k] for k, p in params.items()} if scale is not None else dict(params)
-    loss = optimizee.loss(eff, batch)
-    plist = list(params.values())
-    grads = torch.autograd.grad(loss, plist, retain_graph=keep_graph, allow_unused=True)
-    return loss, _flat(grads, plist).detach()
+def _scaled_loss(optimizee: Optimizee, scale: Mapping[str, Tensor] | None) -> LossFn:
+    """``optimizee.loss`` at ``scale * params`` (random scaling), or the loss itself."""
+    if scale is None:
+        return optimizee.loss  # type: ignore[return-value]
+    return lambda params, batch: optimizee.loss({k: p * scale[k] for k, p in params.items()}, batch)
 
 
 def run_teacher(
@@ -261,21 +252,21 @@ def run_teacher(
     n = sum(v.numel() for v in x.values())
     device = next(iter(x.values())).device
     fstate = teacher.new_feature_state(n, device)
-    tstate = teacher.init_state(n, device)
-    batches = optimizee.batches("train")
-    losses: list[float] = []
-    for t in range(steps + 1):
-        leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
-        loss, g = _loss_and_grad(optimizee, leaves, next(batches), None, keep_graph=False)
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            return losses + [math.inf] * (steps - t)
-        if t == steps:
-            break
+
+    def step(p: Params, grads: Params, tstate: State) -> tuple[Params, State]:
         with torch.no_grad():
-            update, tstate = teacher(fstate.update(g), tstate)
-            x = _add_flat(x, update)
-    return losses
+            update, tstate = teacher(fstate.update(_flat(grads)), tstate)
+            return _add_flat(p, update), tstate
+
+    batches, loss = optimizee.batches("train"), _scaled_loss(optimizee, None)
+    f0, g = loss_and_grads(loss, x, next(batches))
+    losses = [float(f0)]
+    if math.isfinite(losses[0]) and steps > 0:
+        tstate = teacher.init_state(n, device)
+        losses += unroll(
+            step, loss, x, tstate, g, itertools.islice(batches, steps), meta_loss=None
+        ).train_losses
+    return losses + [math.inf] * (steps + 1 - len(losses))
 
 
 def evaluate_teacher(
@@ -403,35 +394,33 @@ class MetaTrainer:
         if imitate:
             rule = AdamRule(lr=cfg.il_lr)
             expert = (rule, rule.new_feature_state(n, self.device))
+        imitation: list[Tensor] = []  # IL: this unroll's per-step imitation losses
+
+        def step(p: Params, grads: Params, ts: State) -> tuple[Params, State]:
+            g = _flat(grads)
+            update, ts = self.teacher(fstate.update(g), ts)
+            if expert is None:
+                return _add_flat(p, update), ts
+            adam, efstate = expert
+            with torch.no_grad():
+                target, _ = adam(efstate.update(g), {})
+            imitation.append((update - target).square().mean() / cfg.il_lr**2)
+            return _add_flat(p, target), ts  # the expert drives the trajectory
+
+        loss = _scaled_loss(optimizee, scale)
         batches = optimizee.batches("train")
         self.teacher.train()
-
-        leaves = {k: v.requires_grad_(True) for k, v in x.items()}
-        _, g = _loss_and_grad(optimizee, leaves, next(batches), scale, keep_graph=False)
+        _, g = loss_and_grads(loss, x, next(batches))
         length, done, unroll_losses, diverged = self.episode_length, 0, [], False
         while done < length:
             k_steps = min(cfg.unroll, length - done)
-            params = {k: v.detach().requires_grad_(True) for k, v in x.items()}
-            total: Tensor | float = 0.0
-            for _ in range(k_steps):
-                update, tstate = self.teacher(fstate.update(g), tstate)
-                if expert is not None:
-                    adam, efstate = expert
-                    with torch.no_grad():
-                        target, _ = adam(efstate.update(g), {})
-                        params = _add_flat(params, target)  # the expert drives the trajectory
-                    total = total + (update - target).square().mean() / cfg.il_lr**2
-                    params = {k: v.requires_grad_(True) for k, v in params.items()}
-                    _, g = _loss_and_grad(optimizee, params, next(batches), scale, keep_graph=False)
-                else:
-                    params = _add_flat(params, update)
-                    loss, g = _loss_and_grad(optimizee, params, next(batches), scale, keep_graph=True)
-                    total = total + loss
-            if not isinstance(total, Tensor):  # cannot happen: unroll >= 1 and done < length
-                raise RuntimeError(f"empty unroll (k_steps={k_steps}): no meta-loss to back-propagate")
-            meta_loss = total / k_steps
+            imitation.clear()
+            window = itertools.islice(batches, k_steps)
+            res = unroll(step, loss, x, tstate, g, window, meta_loss=None if imitate else "mean")
+            meta_loss = sum(imitation) / k_steps if imitate else res.meta_loss
+            assert isinstance(meta_loss, Tensor)  # unroll >= 1 and done < length: never empty
             value = float(meta_loss.detach())
-            if not math.isfinite(value) or not torch.isfinite(g).all():
+            if res.diverged or not math.isfinite(value):
                 diverged = True
                 self.meta_opt.zero_grad(set_to_none=True)
                 break
@@ -442,8 +431,7 @@ class MetaTrainer:
             self.meta_opt.step()
             self.meta_iterations += 1
             unroll_losses.append(value)
-            x = {k: v.detach() for k, v in params.items()}
-            tstate = detach_state(tstate)
+            x, g, tstate = res.params, res.grads, detach_state(res.state)
             done += k_steps
             if cfg.meta_iterations is not None and self.meta_iterations >= cfg.meta_iterations:
                 break

@@ -37,7 +37,13 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     optimizee = {
         "name": "mlp",
-        "kwargs": {"dataset": args.dataset, "hidden": args.hidden, "batch_size": args.batch_size},
+        # gradient meta-tuning measures its meta-loss on the val split (held out of training for every config)
+        "kwargs": {
+            "dataset": args.dataset,
+            "hidden": args.hidden,
+            "batch_size": args.batch_size,
+            "val_fraction": 0.1,
+        },
         "steps": args.steps,
     }
     eq = eq6(("m_hat", "g_hat"), L=2) if args.equation == "eq6" else adam_equation()
@@ -61,7 +67,7 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
             problem.module_loss(model, next(batches)).backward()
             opt.step()
     elif config == "symbolic":
-        run_training(eq, optimizee, 0, problem=problem, device=args.device, evaluate_test=False)
+        run_training(eq, optimizee, 0, problem=problem, device=args.device, splits=())
     elif config.startswith("gradient_K"):
         meta_tune_gradient(eq, optimizee, unroll=int(config.removeprefix("gradient_K")), device=args.device)
     elif config == "optuna":

@@ -57,7 +57,7 @@ def test_quickstart_pipeline_end_to_end(ray_session, tmp_path: Path) -> None:
 
     # the tuned equation is what the evaluate stage ran; teacher, symbolic and baseline rows are ranked
     tuned = out.stages["tune"].trials[0]
-    assert (tuned.artifacts / "equation.json").exists() and "heldout_before" in tuned.metrics
+    assert (tuned.artifacts / "equation.json").exists() and "val_loss_before" in tuned.metrics
     rows = report.aggregate(tracking.leaderboard_records(client, "quickstart"))
     assert {r["family"] for r in rows} == {"teacher", "symbolic", "adam"}
     assert {r["optimizer"] for r in rows if r["family"] == "symbolic"} == {

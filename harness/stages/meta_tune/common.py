@@ -1,10 +1,25 @@
-"""Shared parts of meta-tuning: plain training with an equation, constant slots and search spaces.
+"""Shared parts of meta-tuning: plain training with an equation, the validation split, constant slots and
+search spaces.
 
-Optimizee specs are the evaluate stage's dicts: ``{"name", "kwargs", "steps" | "epochs"}``.
+Optimizee specs are the evaluate stage's dicts: ``{"name", "kwargs", "steps" | "epochs"}``. Tuning and the
+tuned-versus-initial choice only ever read the training data: the ``val`` split (``val_fraction`` of the
+training examples, held out of training; :func:`with_val_split`) is where held-out losses come from; the
+``test`` split is left to the evaluate stage's report.
+
+Optuna search spaces over the constant slots (``r = radius``; zero constants stay zero in the first two):
+
+* ``signed`` (default): gradient tuning's free parameterisation ``c = c0 * sinh(asinh(1) + v)`` in the box
+  ``|v| <= asinh(r) - asinh(1)``: multipliers from ``sinh(2*asinh(1) - asinh(r))`` (-1.57 for r = 10) to
+  ``r``, so a constant may change sign; ``v`` is log-like for large multipliers and linear through zero,
+  and the box's centre ``v = 0`` is the equation as given (where CMA-ES starts);
+* ``log_multipliers``: ``c = c0 * exp(u)``, ``u in [-log(r), log(r)]`` (sign kept);
+* ``constants``: the values themselves in ``[c/r, c*r]`` (log scale for positive, linear for negative,
+  ``[-1, 1]`` for zero; sign kept).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,18 +27,45 @@ from typing import Any
 
 import torch
 
+from harness.registry import OPTIMIZEES
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.equation import Equation
 from harness.symbolic.optimizer import SymbolicOptimizer, load_equation
 
 #: objective value of a diverged (non-finite) run: large and finite, so samplers rank it last
 DIVERGED_PENALTY = 1e9
-SPACES = ("log_multipliers", "constants")
+SPACES = ("signed", "log_multipliers", "constants")
+#: the free multiplier is ``sinh(ASINH1 + v)``: 1 at ``v = 0`` (gradient tuning and the ``signed`` space)
+ASINH1 = math.asinh(1.0)
+
+
+def signed_multiplier(v: float) -> float:
+    """``sinh(asinh(1) + v)``: the free (sign-changing) multiplier of a constant, 1 at ``v = 0``."""
+    return math.sinh(ASINH1 + v)
 
 
 # ---------------------------------------------------------------------------------------------------
-# problems and plain training
+# problems, the validation split and plain training
 # ---------------------------------------------------------------------------------------------------
+def with_val_split(optimizee: Mapping[str, Any], val_fraction: float | None) -> dict[str, Any]:
+    """The optimizee spec meta-tuning trains and selects on: ``val_fraction`` added to its kwargs when the
+    optimizee's constructor takes one and the spec does not set it already (None: the spec as given).
+
+    Data-free problems (P1) take none: their ``val`` split is the objective itself.
+    """
+    spec = dict(optimizee)
+    kwargs = dict(spec.get("kwargs") or {})
+    if val_fraction is None or "val_fraction" in kwargs:
+        return spec
+    try:
+        takes = "val_fraction" in inspect.signature(OPTIMIZEES.get(spec["name"])).parameters
+    except (TypeError, ValueError):  # no introspectable signature: leave the spec alone
+        takes = False
+    if takes:
+        spec["kwargs"] = {**kwargs, "val_fraction": float(val_fraction)}
+    return spec
+
+
 def run_training(
     equation: Equation,
     optimizee: Mapping[str, Any],
@@ -34,36 +76,45 @@ def run_training(
     device: str | torch.device = "cpu",
     problem: Any = None,
     final_window: int = 10,
-    evaluate_test: bool = True,
+    splits: Sequence[str] = ("val",),
 ) -> dict[str, Any]:
     """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` through the evaluate stage's loop.
 
-    Returns ``final_train_loss`` (see :func:`harness.stages.evaluate.train`), ``test_loss`` /
-    ``test_acc`` (held-out metrics, when ``evaluate_test``), ``diverged`` and ``steps``. A non-finite loss or
-    parameter ends the run as diverged with infinite losses.
+    Returns ``final_train_loss`` (see :func:`harness.stages.evaluate.train`), ``diverged``, ``steps`` and, for
+    every split in ``splits`` (``val``: tuning and selection; ``test`` only ever for information),
+    ``<split>_loss`` / ``<split>_acc`` of the trained parameters (``problem.evaluate(params, split)``). A
+    non-finite loss or parameter ends the run as diverged with infinite losses.
     """
     from harness.stages.evaluate import train
 
     torch.manual_seed(seed)
     problem = problem if problem is not None else build_problem(optimizee, seed, device)
     n_steps = spec_budget(problem, optimizee, steps)
-    res = train(
-        problem,
-        lambda params: (SymbolicOptimizer(params, equation, lr=lr), None),
-        n_steps,
-        final_window=final_window,
-        measure_cost=False,
-        evaluate_test=evaluate_test,
-    )
+    trained: list[torch.Tensor] = []
+
+    def make(params: Any) -> tuple[SymbolicOptimizer, None]:
+        trained.extend(params)  # the model's parameters, in named_parameters order
+        return SymbolicOptimizer(trained, equation, lr=lr), None
+
+    res = train(problem, make, n_steps, final_window=final_window, measure_cost=False, evaluate_test=False)
     out: dict[str, Any] = {
         "steps": res.steps,
         "diverged": res.status == "diverged",
         "final_train_loss": res.final_train_loss,
     }
-    if evaluate_test or res.status == "diverged":
-        out["test_loss"] = res.test_loss
-    if evaluate_test and res.status == "ok" and res.test_acc is not None:
-        out["test_acc"] = float(res.test_acc)
+    if not out["diverged"] and splits:
+        names = [n for n, _ in problem.template.named_parameters()]
+        params = {n: p.detach() for n, p in zip(names, trained, strict=True)}
+        for split in splits:
+            m = problem.evaluate(params) if split == "test" else problem.evaluate(params, split=split)
+            out[f"{split}_loss"] = float(m[f"{split}_loss"])
+            if f"{split}_acc" in m:
+                out[f"{split}_acc"] = float(m[f"{split}_acc"])
+            out["diverged"] = out["diverged"] or not math.isfinite(out[f"{split}_loss"])
+    if out["diverged"]:
+        out["final_train_loss"] = math.inf
+        out.update({f"{split}_loss": math.inf for split in splits})
+        out = {k: v for k, v in out.items() if not k.endswith("_acc")}
     return out
 
 
@@ -93,23 +144,28 @@ def _check_space(space: str, radius: float) -> None:
         raise ValueError(f"radius must be > 1, got {radius}")
 
 
-def optuna_search_space(
-    equation: Equation, space: str = "log_multipliers", radius: float = 10.0
-) -> dict[str, Any]:
+def _multiplier_name(space: str) -> str | None:
+    """The trial parameter's prefix of a multiplier space (``v``/``u``), None for ``constants``."""
+    return {"signed": "v", "log_multipliers": "u"}.get(space)
+
+
+def optuna_search_space(equation: Equation, space: str = "signed", radius: float = 10.0) -> dict[str, Any]:
     """Optuna distributions over the equation's constant slots (see the module docstring).
 
-    Names: ``u{slot}`` (log multipliers; zero constants are left out) or ``c{slot}`` (constants).
+    Names: ``v{slot}`` (signed multipliers), ``u{slot}`` (log multipliers; zero constants are left out of
+    both) or ``c{slot}`` (constants).
     """
     import optuna
 
     _check_space(space, radius)
-    lr_ = math.log(radius)
+    prefix = _multiplier_name(space)
+    half = math.asinh(radius) - ASINH1 if space == "signed" else math.log(radius)
     dists: dict[str, Any] = {}
     for s, occ in enumerate(constant_slots(equation)):
         c = equation.constants[occ[0]]
-        if space == "log_multipliers":
+        if prefix is not None:
             if any(equation.constants[i] != 0.0 for i in occ):
-                dists[f"u{s}"] = optuna.distributions.FloatDistribution(-lr_, lr_)
+                dists[f"{prefix}{s}"] = optuna.distributions.FloatDistribution(-half, half)
         elif c > 0:
             dists[f"c{s}"] = optuna.distributions.FloatDistribution(c / radius, c * radius, log=True)
         elif c < 0:
@@ -120,26 +176,33 @@ def optuna_search_space(
 
 
 def _start_point(equation: Equation, space: str) -> dict[str, float]:
-    """The trial parameters that reproduce the equation's current constants."""
+    """The trial parameters that reproduce the equation's current constants (the multiplier spaces' centre)."""
     slots = constant_slots(equation)
-    if space == "log_multipliers":
-        return {f"u{s}": 0.0 for s, occ in enumerate(slots) if any(equation.constants[i] != 0.0 for i in occ)}
+    prefix = _multiplier_name(space)
+    if prefix is not None:
+        return {
+            f"{prefix}{s}": 0.0
+            for s, occ in enumerate(slots)
+            if any(equation.constants[i] != 0.0 for i in occ)
+        }
     return {f"c{s}": float(equation.constants[occ[0]]) for s, occ in enumerate(slots)}
 
 
 def constants_from_values(
-    equation: Equation, values: Mapping[str, float], space: str = "log_multipliers", radius: float = 10.0
+    equation: Equation, values: Mapping[str, float], space: str = "signed", radius: float = 10.0
 ) -> list[float]:
     """Per-occurrence constants for trial parameters ``values`` of :func:`optuna_search_space` (missing names
     keep the current value)."""
     _check_space(space, radius)
     out = list(equation.constants)
+    prefix = _multiplier_name(space)
     for s, occ in enumerate(constant_slots(equation)):
-        if space == "log_multipliers":
-            u = float(values.get(f"u{s}", 0.0))
+        if prefix is not None and f"{prefix}{s}" in values:
+            x = float(values[f"{prefix}{s}"])
+            mult = signed_multiplier(x) if space == "signed" else math.exp(x)
             for i in occ:
-                out[i] = equation.constants[i] * math.exp(u)
-        elif f"c{s}" in values:
+                out[i] = equation.constants[i] * mult
+        elif prefix is None and f"c{s}" in values:
             for i in occ:
                 out[i] = float(values[f"c{s}"])
     return out
@@ -166,7 +229,7 @@ def evaluate_constants(
     values: Mapping[str, float] | Sequence[float],
     optimizee: Mapping[str, Any],
     *,
-    space: str = "log_multipliers",
+    space: str = "signed",
     radius: float = 10.0,
     seeds: Sequence[int] = (0,),
     eval_steps: int | None = None,
@@ -198,7 +261,7 @@ def evaluate_constants(
             lr=lr,
             device=device,
             problem=(problems or {}).get(s),
-            evaluate_test=False,
+            splits=(),
         )
         v = res["final_train_loss"]
         if res["diverged"] or not math.isfinite(v):

@@ -1,98 +1,154 @@
-"""Meta-tuning by gradient: the paper's one-pass meta-fine-tuning through truncated unrolls.
+"""Meta-tuning by gradient: the paper's one-pass meta-fine-tuning (Sec. 4.3) through truncated unrolls.
 
-The optimizee is trained once with the equation; every ``unroll`` steps the constants take one Adam step
-on the loss of a held-out batch at the parameters reached (parameters at the window start detached; the
-updates depend differentiably on the constants through :func:`~harness.symbolic.optimizer.functional_step`).
+The target is trained ONCE with the equation, for its whole budget. Every ``unroll`` steps the tunable
+tensors take one Adam step on the meta-loss of that window: the loss on a held-out batch of the training
+data, i.e. the next batch of the ``val`` split (cycling through it), at the window's last iterate
+(``meta_loss="final"``) or averaged over its iterates (``"mean"``). The window is
+:func:`harness.unroll.unroll`, the loop teacher meta-training runs: parameters at the window start are
+detached (truncated BPTT), optimizee gradients are constants (first-order), and the updates depend
+differentiably on the tunables through :func:`~harness.symbolic.optimizer.functional_step`.
+
+What is tuned is a list of :class:`Tunable` (:func:`tunables`): today the equation's constant slots
+(:class:`ConstantSlots`); learnable feature parameters join the list the same way (see the hook there).
+
+Constant slots (tie groups share one variable ``u``, starting at 0) are parameterised, per occurrence ``c0``:
+
+* free (default, ``max_multiplier=None``): ``c = c0 * sinh(asinh(1) + u)``; zero constants
+  ``c = z * sinh(u)`` with ``z`` the smallest nonzero ``|c0|`` of the equation (1 if none). The multiplier
+  is log-like for large values (10x up or down is a similar distance in ``u`` for any ``|c0|``, so Adam's
+  per-coordinate step of ``meta_lr`` moves a 1e-4 weight and a gamma of 1 alike) and linear through zero,
+  so a constant can change sign; ratios inside a tie group are kept.
+* bounded (``max_multiplier=r``): ``c = c0 * exp(u)``, ``|u| <= log(r)``: sign kept, zero constants stay 0.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from harness.stages.meta_tune.common import _with_constants, constant_slots
+from harness.stages.meta_tune.common import ASINH1, _with_constants, constant_slots
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.equation import Equation
 from harness.symbolic.optimizer import functional_step, init_functional_state, load_equation
+from harness.unroll import META_LOSSES, loss_and_grads
+from harness.unroll import unroll as run_window
 
 
 # ---------------------------------------------------------------------------------------------------
-# gradient (truncated, online)
+# what is tuned
 # ---------------------------------------------------------------------------------------------------
-class _Stream:
-    """A batch iterator with one batch of look-ahead (the 'next' held-out batch)."""
+class Tunable(Protocol):
+    """One group of tuned tensors: ``raw`` is the leaf Adam steps; the rest maps it to the update rule."""
 
-    def __init__(self, it: Iterator[Any]) -> None:
-        self.it = it
-        self.buf: list[Any] = []
+    name: str
+    raw: Tensor
 
-    def take(self) -> Any:
-        return self.buf.pop(0) if self.buf else next(self.it)
+    def step_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`functional_step`, differentiable w.r.t. ``raw``."""
+        ...
 
-    def peek(self) -> Any:
-        if not self.buf:
-            self.buf.append(next(self.it))
-        return self.buf[0]
+    def project(self) -> None:
+        """Bring ``raw`` back into its feasible set after a meta step (in place, no grad)."""
+        ...
 
+    def values(self) -> list[float]:
+        """The current tuned values (plain floats: history and the result)."""
+        ...
 
-def _slot_constants(base: Sequence[float], slots: Sequence[Sequence[int]], u: Tensor) -> list[Tensor]:
-    """Per-occurrence constants ``base * exp(u[slot])`` (additive ``u`` for zero bases) as differentiable tensors."""
-    out: list[Tensor | None] = [None] * len(base)
-    for s, occ in enumerate(slots):
-        for i in occ:
-            out[i] = base[i] * torch.exp(u[s]) if base[i] != 0.0 else base[i] + u[s]
-    missing = [i for i, c in enumerate(out) if c is None]
-    if missing:
-        raise ValueError(f"constant occurrences {missing} are in no slot")
-    return [c for c in out if c is not None]
+    def apply(self, equation: Equation, values: Sequence[float]) -> Equation:
+        """``equation`` with ``values`` (from :meth:`values`) written in."""
+        ...
 
 
-def unrolled_meta_loss(
-    module: Any,
-    problem: Any,
-    params: Mapping[str, Tensor],
-    state: Mapping[str, Mapping[str, Tensor]],
-    batches: Sequence[Any],
-    holdout: Any,
-    *,
-    constants: Sequence[Tensor] | None = None,
-    lr: float = 1.0,
-    meta_loss: str = "final",
-) -> tuple[Tensor, dict[str, Tensor], Mapping[str, Mapping[str, Tensor]], list[float]]:
-    """Unroll ``len(batches)`` functional steps from ``params`` (detached) and return the meta-loss.
+class ConstantSlots:
+    """The equation's constants, one variable per :func:`constant_slot <constant_slots>` (module docstring)."""
 
-    The meta-loss is the held-out loss at the final parameters (``final``) or its mean over the parameters after
-    each step (``mean``); it is differentiable w.r.t. ``constants`` (or the module's constants). Gradients of the
-    optimizee loss are computed on detached copies (first-order). Returns ``(meta_loss, params, state,
-    train_losses)``; a non-finite training loss stops the unroll early (the meta-loss is then NaN).
+    name = "constants"
+
+    def __init__(
+        self,
+        equation: Equation,
+        max_multiplier: float | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if max_multiplier is not None and not max_multiplier > 1.0:
+            raise ValueError(f"max_multiplier must be > 1 (or None: free), got {max_multiplier}")
+        self.slots = constant_slots(equation)
+        self.base = [float(c) for c in equation.constants]
+        self.bound = None if max_multiplier is None else math.log(max_multiplier)
+        nonzero = [abs(c) for c in self.base if c != 0.0]
+        self.zero_scale = min(nonzero) if nonzero else 1.0
+        self.raw = torch.zeros(len(self.slots), dtype=dtype, device=device, requires_grad=True)
+
+    def _occurrences(
+        self, u: Sequence[Any], sinh: Callable[[Any], Any], exp: Callable[[Any], Any]
+    ) -> list[Any]:
+        out: list[Any] = [None] * len(self.base)
+        for s, occ in enumerate(self.slots):
+            for i in occ:
+                c0 = self.base[i]
+                if self.bound is not None:
+                    out[i] = c0 * exp(u[s])
+                elif c0 != 0.0:
+                    out[i] = c0 * sinh(u[s] + ASINH1)
+                else:
+                    out[i] = self.zero_scale * sinh(u[s])
+        missing = [i for i, c in enumerate(out) if c is None]
+        if missing:
+            raise ValueError(f"constant occurrences {missing} are in no slot")
+        return out
+
+    def constants(self) -> list[Tensor]:
+        """Per-occurrence constants as differentiable tensors."""
+        return self._occurrences(list(self.raw.unbind()) if self.slots else [], torch.sinh, torch.exp)
+
+    def step_kwargs(self) -> dict[str, Any]:
+        return {"constants": self.constants()} if self.slots else {}
+
+    def project(self) -> None:
+        if self.bound is not None:
+            with torch.no_grad():
+                self.raw.clamp_(-self.bound, self.bound)
+
+    def values(self) -> list[float]:
+        u = [float(x) for x in self.raw.detach().cpu().double()]
+        return [float(c) for c in self._occurrences(u, math.sinh, math.exp)]
+
+    def apply(self, equation: Equation, values: Sequence[float]) -> Equation:
+        return _with_constants(equation, values)
+
+
+def tunables(
+    equation: Equation, *, max_multiplier: float | None, dtype: torch.dtype, device: str | torch.device
+) -> list[Tunable]:
+    """What gradient meta-tuning tunes: the constant slots.
+
+    Hook: a learnable feature's parameters (``eta``'s ``(k1, k2, a1, l1, l2, a2)``) join as another
+    :class:`Tunable` whose ``step_kwargs()`` is ``{"feature_params": tensor}`` and whose ``apply`` writes the
+    values into the equation's feature spec (provenance); nothing else here needs to change.
     """
-    if meta_loss not in ("final", "mean"):
-        raise ValueError(f"meta_loss must be 'final' or 'mean', got {meta_loss!r}")
-    p = {k: v.detach() for k, v in params.items()}
-    st = state
-    losses: list[float] = []
-    terms: list[Tensor] = []
-    for batch in batches:
-        with torch.enable_grad():  # optimizee gradients are needed even under no_grad
-            leaf = {k: v.detach().requires_grad_(True) for k, v in p.items()}
-            loss = problem.loss(leaf, batch)
-            value = float(loss.detach())
-            losses.append(value)
-            if not math.isfinite(value):
-                return torch.tensor(math.nan), p, st, losses
-            grads = torch.autograd.grad(loss, list(leaf.values()))
-        p, st = functional_step(
-            module, p, dict(zip(leaf, grads, strict=True)), st, lr=lr, constants=constants
-        )
-        if meta_loss == "mean":
-            terms.append(problem.loss(p, holdout))
-    meta = problem.loss(p, holdout) if meta_loss == "final" else torch.stack(terms).mean()
-    return meta, p, st, losses
+    return [ConstantSlots(equation, max_multiplier, dtype, device)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the one-pass tuner
+# ---------------------------------------------------------------------------------------------------
+def _cycle(problem: Any, split: str) -> Iterator[Any]:
+    """The batches of ``split`` (one pass each time), over and over."""
+    while True:
+        empty = True
+        for batch in problem.batches(split):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(f"the {split!r} split of {type(problem).__name__} has no batches")
 
 
 def meta_tune_gradient(
@@ -103,8 +159,7 @@ def meta_tune_gradient(
     unroll: int = 10,
     meta_lr: float = 0.05,
     meta_loss: str = "final",
-    holdout: str = "next",
-    max_multiplier: float = 10.0,
+    max_multiplier: float | None = None,
     lr: float = 1.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -112,47 +167,37 @@ def meta_tune_gradient(
 ) -> tuple[Equation, dict[str, Any]]:
     """One-pass meta-fine-tuning by truncated back-propagation through ``unroll``-step windows.
 
-    The optimizee (seed ``seed``) is trained for ``steps`` (default: its spec's budget) with the equation; after
-    each window the constants (as log multipliers ``c * exp(u)``, ``|u| <= log(max_multiplier)``; tie groups
-    share ``u``) take one Adam step (``meta_lr``) on the meta-loss (:func:`unrolled_meta_loss`). The held-out
-    batch is the next training batch, not yet used by the window (``holdout="next"``), or the first test batch
-    (``"test"``; leaks test data into tuning, use only when the test set is not the final report).
+    The optimizee (seed ``seed``; its spec must give a ``val`` split, e.g. ``val_fraction`` for classifiers:
+    :func:`~harness.stages.meta_tune.common.with_val_split`) is trained for ``steps`` (default: its spec's
+    budget) with the equation; after each window the tunables take one Adam step (``meta_lr``) on the
+    window's validation meta-loss (``meta_loss``: ``final`` | ``mean``; module docstring). Constants are free
+    in sign and magnitude unless ``max_multiplier`` bounds them to ``[c/r, c*r]``.
 
     Returns:
-        ``(tuned equation, history)``; history has per-step ``step``/``train_loss`` and per-window ``windows``
-        (``end_step``, ``heldout_loss`` before the meta step, ``constants`` after it), ``diverged_at``. If
-        training diverges, the constants in effect before the diverging window are returned.
+        ``(tuned equation, history)``; history has per-step ``step``/``train_loss`` (the training loss at the
+        parameters after that step, on the batch whose gradient drives the next one), per-window ``windows``
+        (``end_step``, ``val_loss`` of the window before its meta step, and each tunable's values after it,
+        by its name: ``constants``) and ``diverged_at``. If training diverges, the values of the last window
+        that did not are returned.
     """
-    if holdout not in ("next", "test"):
-        raise ValueError(f"holdout must be 'next' or 'test', got {holdout!r}")
-    if int(unroll) < 1 or not max_multiplier > 1.0:
-        raise ValueError("unroll must be >= 1 and max_multiplier > 1")
+    if meta_loss not in META_LOSSES:
+        raise ValueError(f"meta_loss must be one of {', '.join(META_LOSSES)}, got {meta_loss!r}")
+    if int(unroll) < 1:
+        raise ValueError(f"unroll must be >= 1, got {unroll}")
     eq = load_equation(equation)
     torch.manual_seed(seed)
     problem = build_problem(optimizee, seed, device)
     n_steps = spec_budget(problem, optimizee, steps)
     params = problem.init_params()
-    dtype = next(iter(params.values())).dtype
-    module_device = next(iter(params.values())).device
-    module = eq.compile(dtype=dtype).to(module_device)
+    first = next(iter(params.values()))
+    module = eq.compile(dtype=first.dtype).to(first.device)
     module.requires_grad_(False)
-    slots = constant_slots(eq)
-    base = [float(c) for c in eq.constants]
-    u = torch.zeros(len(slots), dtype=dtype, device=module_device, requires_grad=True)
-    meta_opt = torch.optim.Adam([u], lr=meta_lr)
-    bound = math.log(max_multiplier)
-    state = init_functional_state(eq, params)
-    stream = _Stream(problem.batches("train"))
-    test_batch = next(iter(problem.batches("test"))) if holdout == "test" else None
-
-    def current() -> list[float]:
-        """Per-occurrence constants now, in float64 (``base * exp(u)``, ``base + u`` for zero bases)."""
-        vals = list(base)
-        for s, occ in enumerate(slots):
-            us = float(u[s].detach())
-            for i in occ:
-                vals[i] = base[i] * math.exp(us) if base[i] != 0.0 else us
-        return vals
+    tuned = tunables(eq, max_multiplier=max_multiplier, dtype=first.dtype, device=first.device)
+    leaves = [t.raw for t in tuned if t.raw.numel()]
+    meta_opt = torch.optim.Adam(leaves, lr=meta_lr) if leaves else None
+    state: Mapping[str, Mapping[str, Tensor]] = init_functional_state(eq, params)
+    train, val = problem.batches("train"), _cycle(problem, "val")
+    _, grads = loss_and_grads(problem.loss, params, next(train))
 
     hist: dict[str, Any] = {
         "step": [],
@@ -162,56 +207,67 @@ def meta_tune_gradient(
         "unroll": int(unroll),
         "meta_lr": meta_lr,
         "meta_loss": meta_loss,
-        "holdout": holdout,
-        "initial_constants": list(base),
+        "holdout": "val",
+        "max_multiplier": max_multiplier,
+        "initial_constants": [float(c) for c in eq.constants],
     }
-    good = list(base)
+    good = [t.values() for t in tuned]
     step = 0
     while step < n_steps:
         k = min(int(unroll), n_steps - step)
-        batches = [stream.take() for _ in range(k)]
-        hold = stream.peek() if holdout == "next" else test_batch
-        consts = _slot_constants(base, slots, u) if slots else None
-        meta, params, state, losses = unrolled_meta_loss(
-            module, problem, params, state, batches, hold, constants=consts, lr=lr, meta_loss=meta_loss
+        kwargs: dict[str, Any] = {}
+        for t in tuned:
+            kwargs.update(t.step_kwargs())
+
+        def update(p: dict[str, Tensor], g: dict[str, Tensor], st: Any, kw: dict[str, Any] = kwargs) -> Any:
+            return functional_step(module, p, g, st, lr=lr, **kw)
+
+        window = itertools.islice(train, k)
+        res = run_window(
+            update, problem.loss, params, state, grads, window, meta_loss=meta_loss, holdout=next(val)
         )
-        for i, v in enumerate(losses):
-            hist["step"].append(step + i + 1)
-            hist["train_loss"].append(v)
-        if len(losses) < k or not math.isfinite(losses[-1]):
-            hist["diverged_at"] = step + len(losses)
+        hist["step"].extend(range(step + 1, step + len(res.train_losses) + 1))
+        hist["train_loss"].extend(res.train_losses)
+        if res.diverged:
+            hist["diverged_at"] = step + len(res.train_losses)
             break
         step += k
-        params = {n: v.detach() for n, v in params.items()}
-        state = {n: {kk: vv.detach() for kk, vv in s.items()} for n, s in state.items()}
-        value = float(meta.detach())
-        good = current()
-        if slots and math.isfinite(value) and meta.requires_grad:
+        params, grads = res.params, res.grads
+        state = {n: {kk: vv.detach() for kk, vv in s.items()} for n, s in res.state.items()}
+        meta = res.meta_loss
+        value = math.nan if meta is None else float(meta.detach())
+        good = [t.values() for t in tuned]
+        if meta_opt is not None and meta is not None and math.isfinite(value) and meta.requires_grad:
             meta_opt.zero_grad(set_to_none=True)
             meta.backward()
-            if u.grad is not None and bool(torch.isfinite(u.grad).all()):
+            if all(x.grad is None or bool(torch.isfinite(x.grad).all()) for x in leaves):
                 meta_opt.step()
-                with torch.no_grad():
-                    u.clamp_(-bound, bound)
+                for t in tuned:
+                    t.project()
         hist["windows"].append(
             {
                 "end_step": step,
-                "heldout_loss": value if math.isfinite(value) else None,
-                "constants": current(),
+                "val_loss": value if math.isfinite(value) else None,
+                **{t.name: t.values() for t in tuned},
             }
         )
-        if on_progress is not None:  # (training step, held-out meta-loss of the window)
+        if on_progress is not None:  # (training step, validation meta-loss of the window)
             on_progress(step, value)
-    final = good if hist["diverged_at"] is not None else current()
-    note = {
+    final = good if hist["diverged_at"] is not None else [t.values() for t in tuned]
+    out = eq
+    for t, values in zip(tuned, final, strict=True):
+        out = t.apply(out, values)
+    out.provenance = {**out.provenance}
+    out.provenance["meta_tune"] = {
         "method": "gradient",
         "unroll": int(unroll),
         "meta_lr": meta_lr,
         "meta_loss": meta_loss,
-        "holdout": holdout,
+        "holdout": "val",
+        "max_multiplier": max_multiplier,
         "steps": n_steps,
         "optimizee": dict(optimizee),
         "seed": seed,
-        "initial_constants": list(base),
+        "initial_constants": [float(c) for c in eq.constants],
     }
-    return _with_constants(eq, final, note), hist
+    return out, hist

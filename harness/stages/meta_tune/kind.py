@@ -92,13 +92,13 @@ class MetaTuneTrial(TrialModel):
 
 
 class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
-    """``meta_tune``: tuned equations, kept only when no worse on held-out runs."""
+    """``meta_tune``: tuned equations, kept only when no worse on the validation split (never the test split)."""
 
     name = "meta_tune"
     spec_model = MetaTuneStage
     trial_model = MetaTuneTrial
     outputs = (EQUATION_FILE, HISTORY_FILE)
-    metric = "heldout_after"
+    metric = "val_loss_after"
     identity = ("equation", "method", "seed")
 
     def plan(
@@ -148,8 +148,8 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
             kept = "tuned" if m.get("kept_tuned", 1.0) else "initial (tuning did not help)"
             lines.append(
                 f"{t.tag('equation')} s{t.tag('seed')} "
-                f"({t.tag('method')}): held-out loss {m.get('heldout_before', float('nan')):.4g} -> "
-                f"{m.get('heldout_after', float('nan')):.4g}, kept {kept}"
+                f"({t.tag('method')}): validation loss {m.get('val_loss_before', float('nan')):.4g} -> "
+                f"{m.get('val_loss_after', float('nan')):.4g}, kept {kept}"
             )
         return lines
 

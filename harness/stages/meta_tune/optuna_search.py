@@ -40,7 +40,7 @@ def _make_sampler(sampler: str, seed: int, n_trials: int) -> Any:
             seed=seed, multivariate=True, n_startup_trials=min(10, max(2, n_trials // 3))
         )
     if sampler == "cmaes":
-        # no x0: the mean starts at the centre of the space, which is the start point for log multipliers
+        # no x0: the mean starts at the centre of the space, which is the start point of both multiplier spaces
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -55,7 +55,7 @@ def meta_tune_optuna(
     sampler: str = "tpe",
     storage: str | None = None,
     study_name: str | None = None,
-    space: str = "log_multipliers",
+    space: str = "signed",
     radius: float = 10.0,
     eval_steps: int | None = None,
     seeds: Sequence[int] | None = None,
@@ -70,7 +70,10 @@ def meta_tune_optuna(
     ``sqlite:////abs/optuna.db``) and the same ``study_name`` (default: a hash of the equation, optimizee and
     settings) a rerun resumes and only runs the trials still missing; trials an interrupted run left RUNNING are
     marked FAIL (one process owns a study at a time). The first trial of a new study is the equation as given,
-    so the result is never worse than the start on the objective.
+    so the result is never worse than the start on the objective (the mean final training loss of
+    ``eval_steps``-step runs on ``seeds``; the optimizee's training split only). ``space``/``radius``: see
+    :mod:`~harness.stages.meta_tune.common` (``signed``, the default, lets a constant change sign;
+    ``log_multipliers`` and ``constants`` keep signs).
 
     Returns:
         ``(tuned equation, summary)``; summary holds ``best_value``, ``start_value``, ``best_params``,

@@ -2,13 +2,12 @@
 
 A pure module (torch, optuna; no Ray, no MLflow). :func:`meta_tune` runs one method
 (:mod:`~harness.stages.meta_tune.gradient`: the paper's one-pass meta-fine-tuning by truncated unrolls;
-:mod:`~harness.stages.meta_tune.optuna_search`: ask/tell over the constants) and measures the held-out
-loss before and after; :func:`write_outputs` writes the tuned equation and the history.
-
-Search spaces: ``log_multipliers`` (default) moves every constant slot ``c -> c * exp(u)``,
-``u in [-log(r), log(r)]`` (sign and scale kept; zero constants stay zero), ``constants`` searches the values
-themselves in ``[c/r, c*r]`` (log scale for positive, linear for negative, ``[-1, 1]`` for zero). Constants in
-one ``provenance["tie_groups"]`` group (eq. 6's gamma) share one search variable.
+:mod:`~harness.stages.meta_tune.optuna_search`: ask/tell over the constants) on the target with a
+validation split carved out of its training data (``val_fraction``), measures the validation loss before
+and after, and keeps the tuned constants only when they are no worse there; :func:`write_outputs` writes
+the tuned equation and the history. The test split is never read unless ``test_metrics`` asks for it, and
+then only to report: it never drives a choice. Search spaces and parameterisations:
+:mod:`~harness.stages.meta_tune.common` (Optuna), :mod:`~harness.stages.meta_tune.gradient` (gradient).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from harness.jsonio import write_json
-from harness.stages.meta_tune.common import run_training
+from harness.stages.meta_tune.common import run_training, with_val_split
 from harness.stages.meta_tune.gradient import meta_tune_gradient
 from harness.stages.meta_tune.optuna_search import meta_tune_optuna
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE
@@ -36,11 +35,13 @@ from harness.symbolic.optimizer import load_equation
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class MetaTuneResult:
-    """A tuned equation, how it got there, and held-out metrics before and after tuning.
+    """A tuned equation, how it got there, and validation metrics before and after tuning.
 
-    ``before``/``after`` are means over ``eval_seeds`` of :func:`run_training` with the initial / tuned constants:
-    ``test_loss`` (the held-out loss), ``final_train_loss``, ``test_acc`` (classifiers), ``diverged`` (count).
-    ``details`` is the method's own summary (Optuna: best value, trial counts, study name; gradient: empty).
+    ``before``/``after`` are means over ``eval_seeds`` of :func:`run_training` with the initial / tuned constants
+    on the tuning optimizee: ``val_loss`` (what the choice reads), ``val_acc`` (classifiers),
+    ``final_train_loss``, ``diverged`` (count), and ``test_loss``/``test_acc`` only with ``test_metrics``.
+    ``details`` is the method's own summary (Optuna: best value, trial counts, study name; gradient: empty)
+    plus ``kept`` (``tuned`` | ``initial``) and the ``val_fraction`` used.
     """
 
     equation: Equation
@@ -52,22 +53,25 @@ class MetaTuneResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
-        """Flat scalar metrics for trackers: ``heldout_before``/``heldout_after`` (mean test loss),
-        ``heldout_improvement`` (before - after), ``train_loss_*``, ``test_acc_*``, ``diverged_*``, and for
-        Optuna ``best_value``/``n_trials``."""
+        """Flat scalar metrics for trackers: ``val_loss_before``/``val_loss_after`` (mean validation loss: the
+        selection criterion), ``val_loss_improvement`` (before - after), ``val_acc_*``, ``train_loss_*``,
+        ``diverged_*``, ``kept_tuned``, ``test_loss_*``/``test_acc_*`` (only with ``test_metrics``; for
+        information), and for Optuna ``best_value``/``start_value``/``n_trials``/``n_new_trials``."""
         out: dict[str, float] = {}
         names = {
-            "test_loss": "heldout",
+            "val_loss": "val_loss",
+            "val_acc": "val_acc",
             "final_train_loss": "train_loss",
-            "test_acc": "test_acc",
             "diverged": "diverged",
+            "test_loss": "test_loss",
+            "test_acc": "test_acc",
         }
         for when, vals in (("before", self.before), ("after", self.after)):
             for key, name in names.items():
                 if key in vals:
                     out[f"{name}_{when}"] = float(vals[key])
-        if "heldout_before" in out and "heldout_after" in out:
-            out["heldout_improvement"] = out["heldout_before"] - out["heldout_after"]
+        if "val_loss_before" in out and "val_loss_after" in out:
+            out["val_loss_improvement"] = out["val_loss_before"] - out["val_loss_after"]
         if "kept" in self.details:
             out["kept_tuned"] = float(self.details["kept"] == "tuned")
         for key in ("best_value", "start_value", "n_trials", "n_new_trials"):
@@ -85,10 +89,11 @@ def _mean_runs(
     seeds: Sequence[int],
     steps: int | None,
     device: str | torch.device,
+    splits: Sequence[str],
 ) -> dict[str, float]:
-    runs = [run_training(equation, optimizee, s, steps=steps, device=device) for s in seeds]
+    runs = [run_training(equation, optimizee, s, steps=steps, device=device, splits=splits) for s in seeds]
     out: dict[str, float] = {"diverged": float(sum(bool(r["diverged"]) for r in runs))}
-    for key in ("test_loss", "final_train_loss", "test_acc"):
+    for key in ("val_loss", "val_acc", "final_train_loss", "test_loss", "test_acc"):
         vals = [r[key] for r in runs if key in r]
         if vals:
             out[key] = sum(vals) / len(vals)
@@ -105,36 +110,47 @@ def meta_tune(
     eval_steps: int | None = None,
     device: str = "cpu",
     keep: str = "better",
+    val_fraction: float | None = 0.1,
+    test_metrics: bool = False,
     **method_kwargs: Any,
 ) -> MetaTuneResult:
     """Meta-tune ``equation`` on ``optimizee`` with ``method`` (``gradient`` | ``optuna``) and measure it.
 
+    Tuning and selection use the optimizee with ``val_fraction`` of its training examples held out as the
+    ``val`` split (:func:`~harness.stages.meta_tune.common.with_val_split`: only where the optimizee takes
+    ``val_fraction`` and its spec does not set one; None leaves the spec alone). Later stages build their
+    own optimizees from their own specs, so this changes nothing they train or report.
+
     ``method_kwargs`` go to :func:`meta_tune_gradient` or :func:`meta_tune_optuna`. Before/after metrics train
     the optimizee with the initial and the tuned equation on ``eval_seeds`` (default ``[seed]``; give seeds
     the tuning never saw for an honest check) for ``eval_steps`` (default: the spec's budget) and report the
-    held-out (test) loss. With ``keep="better"`` (default) the result's equation is the tuned one only when
-    it is no worse on those seeds, else the initial one (``details["kept"]`` says which); ``keep="tuned"``
-    always returns the tuned equation.
+    validation loss. With ``keep="better"`` (default) the result's equation is the tuned one only when it
+    is no worse there (mean validation loss, no more diverged runs), else the initial one
+    (``details["kept"]`` says which); ``keep="tuned"`` always returns the tuned equation. ``test_metrics``
+    also records the test split's loss/accuracy, for information only.
     """
     if keep not in ("better", "tuned"):
         raise ValueError(f"keep must be 'better' or 'tuned', got {keep!r}")
     eq = load_equation(equation)
     dev = resolve_device(device)
+    target = with_val_split(optimizee, val_fraction)
     if method == "gradient":
-        tuned, history = meta_tune_gradient(eq, optimizee, seed=seed, device=dev, **method_kwargs)
+        tuned, history = meta_tune_gradient(eq, target, seed=seed, device=dev, **method_kwargs)
         summary: dict[str, Any] = {}
     elif method == "optuna":
-        tuned, summary = meta_tune_optuna(eq, optimizee, seed=seed, device=dev, **method_kwargs)
+        tuned, summary = meta_tune_optuna(eq, target, seed=seed, device=dev, **method_kwargs)
         history = {"trials": summary.get("trials", [])}
     else:
         raise ValueError(f"unknown meta-tuning method {method!r}; use 'gradient' or 'optuna'")
     seeds = list(eval_seeds) if eval_seeds is not None else [seed]
-    before = _mean_runs(eq, optimizee, seeds, eval_steps, dev)
-    after = _mean_runs(tuned, optimizee, seeds, eval_steps, dev)
+    splits = ("val", "test") if test_metrics else ("val",)
+    before = _mean_runs(eq, target, seeds, eval_steps, dev, splits)
+    after = _mean_runs(tuned, target, seeds, eval_steps, dev, splits)
     details = {k: v for k, v in summary.items() if k != "trials"}
+    details["val_fraction"] = (target.get("kwargs") or {}).get("val_fraction")
     worse = after.get("diverged", 0.0) > before.get("diverged", 0.0) or after.get(
-        "test_loss", math.inf
-    ) > before.get("test_loss", math.inf)
+        "val_loss", math.inf
+    ) > before.get("val_loss", math.inf)
     if keep == "better" and worse:
         details["kept"] = "initial"
         return MetaTuneResult(eq, eq, method, history, before, after, details)

@@ -18,13 +18,14 @@ from harness.stages.meta_tune import (
     meta_tune_gradient,
     meta_tune_optuna,
     optuna_search_space,
-    unrolled_meta_loss,
     write_outputs,
 )
-from harness.stages.meta_tune.gradient import _slot_constants
+from harness.stages.meta_tune.common import ASINH1, signed_multiplier
+from harness.stages.meta_tune.gradient import ConstantSlots
 from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6, sgd_equation
-from harness.symbolic.optimizer import init_functional_state
+from harness.symbolic.optimizer import functional_step, init_functional_state
+from harness.unroll import loss_and_grads, unroll
 
 P1 = {"name": "quadratic_cos", "steps": 30}
 
@@ -37,25 +38,36 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def test_one_gradient_meta_step_lowers_the_heldout_loss_on_p1() -> None:
+def test_one_gradient_meta_step_lowers_the_val_loss_on_p1() -> None:
     eq = adam_equation(lr=1e-2)
     problem = build_problem(P1, seed=0)
     module = eq.compile()
     params = problem.init_params()
     state = init_functional_state(eq, params)
-    batches = [next(problem.batches("train")) for _ in range(10)]
-    hold = next(problem.batches("test"))
-    slots = constant_slots(eq)
-    u = torch.zeros(len(slots), requires_grad=True)
+    batches = [next(problem.batches("train")) for _ in range(11)]
+    _, g0 = loss_and_grads(problem.loss, params, batches[0])
+    hold = next(problem.batches("val"))
+    consts = ConstantSlots(eq)
 
     def meta() -> torch.Tensor:
-        consts = _slot_constants(list(eq.constants), slots, u)
-        return unrolled_meta_loss(module, problem, params, state, batches, hold, constants=consts)[0]
+        kw = consts.step_kwargs()
+        res = unroll(
+            lambda p, g, st: functional_step(module, p, g, st, **kw),
+            problem.loss,
+            params,
+            state,
+            g0,
+            batches[1:],
+            meta_loss="final",
+            holdout=hold,
+        )
+        assert res.meta_loss is not None and len(res.train_losses) == 10
+        return res.meta_loss
 
     before = meta()
     before.backward()
-    assert u.grad is not None and float(u.grad[0]) != 0.0
-    opt = torch.optim.Adam([u], lr=0.1)
+    assert consts.raw.grad is not None and float(consts.raw.grad[0]) != 0.0
+    opt = torch.optim.Adam([consts.raw], lr=0.1)
     opt.step()
     with torch.no_grad():
         after = meta()
@@ -67,30 +79,43 @@ def test_meta_tune_gradient_runs_online_and_keeps_provenance() -> None:
     tuned, hist = meta_tune_gradient(eq, P1, unroll=5, meta_lr=0.1, seed=1)
     assert hist["step"] == list(range(1, 31)) and len(hist["train_loss"]) == 30
     assert [w["end_step"] for w in hist["windows"]] == [5, 10, 15, 20, 25, 30]
+    assert hist["holdout"] == "val" and all(math.isfinite(w["val_loss"]) for w in hist["windows"])
     assert tuned.template == eq.template and tuned.constants != eq.constants
     assert tuned.provenance["feature_spec"] == eq.provenance["feature_spec"]
     assert tuned.provenance["meta_tune"]["method"] == "gradient"
+    assert "meta_tune" not in eq.provenance  # the input equation is left alone
     (tie,) = tuned.provenance["tie_groups"]
     assert len({tuned.constants[i] for i in tie}) == 1  # gamma stays shared
-    # the 'mean' meta-loss and a test-batch hold-out work too
-    tuned2, hist2 = meta_tune_gradient(eq, P1, steps=10, unroll=5, meta_loss="mean", holdout="test")
-    assert len(hist2["windows"]) == 2 and all(math.isfinite(w["heldout_loss"]) for w in hist2["windows"])
+    # the 'mean' meta-loss works too; a bad setting is refused
+    _, hist2 = meta_tune_gradient(eq, P1, steps=10, unroll=5, meta_loss="mean")
+    assert len(hist2["windows"]) == 2 and all(math.isfinite(w["val_loss"]) for w in hist2["windows"])
+    with pytest.raises(ValueError, match="meta_loss"):
+        meta_tune_gradient(eq, P1, meta_loss="last")
+    with pytest.raises(ValueError, match="max_multiplier"):
+        meta_tune_gradient(eq, P1, max_multiplier=0.5)
 
 
 def test_search_space_slots_and_objective() -> None:
     eq = eq6(("m_hat",), L=2)
     slots = constant_slots(eq)
     assert len(slots) == 3 and slots[0] == eq.provenance["tie_groups"][0]
-    space = optuna_search_space(eq)
+    space = optuna_search_space(eq, space="log_multipliers")
     assert sorted(space) == ["u0", "u1", "u2"]
     assert space["u0"].low == pytest.approx(-math.log(10))
-    consts = constants_from_values(eq, {"u0": math.log(2.0)})
+    consts = constants_from_values(eq, {"u0": math.log(2.0)}, space="log_multipliers")
     assert all(consts[i] == pytest.approx(2 * eq.constants[i]) for i in slots[0])
-    raw = optuna_search_space(adam_equation(), space="constants")
-    assert raw["c0"].low == pytest.approx(-1e-2) and raw["c0"].high == pytest.approx(-1e-4)
+    # the default 'signed' space: multipliers sinh(asinh(1) + v), from -1.57 to 10, so a slot can change sign
+    signed = optuna_search_space(eq)
+    assert sorted(signed) == ["v0", "v1", "v2"] and signed["v1"].low == -signed["v1"].high
+    assert signed_multiplier(signed["v1"].high) == pytest.approx(10.0)
+    assert signed_multiplier(signed["v1"].low) == pytest.approx(math.sinh(2 * ASINH1 - math.asinh(10)))
+    assert constants_from_values(eq, {"v1": 0.0}) == pytest.approx(list(eq.constants))
+    flipped = constants_from_values(eq, {"v1": -2 * ASINH1})  # multiplier sinh(-asinh(1)) = -1
+    assert [i for i, (a, b) in enumerate(zip(flipped, eq.constants, strict=True)) if a != b] == slots[1]
+    assert flipped[slots[1][0]] == pytest.approx(-eq.constants[slots[1][0]])
 
     sgd = sgd_equation(0.01)
-    ok = evaluate_constants(sgd, {"u0": 0.0}, P1, seeds=[0, 1], eval_steps=10)
+    ok = evaluate_constants(sgd, {"v0": 0.0}, P1, seeds=[0, 1], eval_steps=10)
     assert math.isfinite(ok) and ok < DIVERGED_PENALTY
     assert evaluate_constants(sgd, [-1e4], P1, eval_steps=50) == DIVERGED_PENALTY
 
@@ -122,18 +147,20 @@ def test_optuna_resumes_from_sqlite(tmp_path) -> None:
 
 def test_stage_and_outputs(tmp_path) -> None:
     res = meta_tune(sgd_equation(0.005), P1, "gradient", unroll=5, meta_lr=0.2, seed=0)
-    assert res.method == "gradient" and res.before["test_loss"] > res.after["test_loss"]
+    assert res.method == "gradient" and res.before["val_loss"] > res.after["val_loss"]
+    assert "test_loss" not in res.before  # the test split is not read unless asked for
     summary = res.summary()
-    assert summary["heldout_before"] == res.before["test_loss"] and summary["heldout_improvement"] > 0
+    assert summary["val_loss_before"] == res.before["val_loss"] and summary["val_loss_improvement"] > 0
+    assert summary["kept_tuned"] == 1.0 and not any(k.startswith(("heldout", "test_")) for k in summary)
     paths = write_outputs(res, tmp_path)
     assert set(paths) == {"equation.json", "history.json", "equation.tex"} and all(
         p.name in paths for p in paths.values()
     )
     assert Equation.load(paths["equation.json"]) == res.equation
     doc = json.loads(paths["history.json"].read_text())
-    assert doc["before"]["test_loss"] == res.before["test_loss"] and len(doc["history"]["windows"]) == 6
-    res2 = meta_tune(adam_equation(1e-2), P1, "optuna", n_trials=3, eval_steps=10)
+    assert doc["before"]["val_loss"] == res.before["val_loss"] and len(doc["history"]["windows"]) == 6
+    res2 = meta_tune(adam_equation(1e-2), P1, "optuna", n_trials=3, eval_steps=10, test_metrics=True)
     assert res2.details["n_trials"] == 3 and res2.summary()["n_trials"] == 3
-    assert "heldout_after" in res2.summary()
+    assert {"val_loss_after", "test_loss_before", "test_loss_after"} <= set(res2.summary())
     with pytest.raises(ValueError, match="method"):
         meta_tune(adam_equation(), P1, "bayes")

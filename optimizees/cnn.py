@@ -41,13 +41,42 @@ def _small_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
     return conv
 
 
-def build_cnn(arch: str, num_classes: int) -> nn.Module:
-    """An untrained torchvision model for 32x32 inputs (3x3 stride-1 stem; no max-pool for ResNets)."""
+def _resnet18_width(width: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (``BasicBlock``, ``[2, 2, 2, 2]``) with base width ``width`` instead of 64
+    (stages ``width, 2w, 4w, 8w``); torchvision fixes the widths, so the stages are rebuilt here."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    model.inplanes = width
+    model.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    model.layer1 = model._make_layer(BasicBlock, width, 2)
+    model.layer2 = model._make_layer(BasicBlock, 2 * width, 2, stride=2)
+    model.layer3 = model._make_layer(BasicBlock, 4 * width, 2, stride=2)
+    model.layer4 = model._make_layer(BasicBlock, 8 * width, 2, stride=2)
+    model.fc = nn.Linear(8 * width, num_classes)
+    for m in model.modules():  # torchvision's initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return model
+
+
+def build_cnn(arch: str, num_classes: int, width: int | None = None) -> nn.Module:
+    """An untrained torchvision model for 32x32 inputs (3x3 stride-1 stem; no max-pool for ResNets).
+    ``width`` (ResNet-18 only) sets the base width; None keeps torchvision's 64."""
     from torchvision import models
 
     if arch not in ARCHS:
         raise ValueError(f"unknown CNN arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    model = getattr(models, arch)(weights=None, num_classes=num_classes)
+    if width is not None:
+        if arch != "resnet18":
+            raise ValueError(f"cnn: width applies to resnet18 only, not {arch!r}; drop `width`")
+        model = _resnet18_width(int(width), num_classes)
+    else:
+        model = getattr(models, arch)(weights=None, num_classes=num_classes)
     if arch.startswith("resnet"):
         model.conv1 = _small_conv(3, model.conv1.out_channels)
         model.maxpool = nn.Identity()
@@ -63,7 +92,9 @@ class CNNClassifier(ClassificationOptimizee):
     Args:
         seed, device: see :class:`~optimizees.base.Optimizee`.
         arch: ``resnet18``, ``resnet50``, ``resnet152`` or ``mobilenet_v2``.
-        dataset: ``cifar10``, ``cifar100`` or ``digits32`` (offline; ``digits`` is accepted as its alias).
+        dataset: ``cifar10``, ``cifar100``, ``digits32`` or ``digits16`` (offline; ``digits`` is accepted as
+            an alias of ``digits32``).
+        width: ResNet-18's base width (default None: torchvision's 64); e.g. 16 for CPU-sized runs.
         augment: random crop (padding 4) of training batches, plus a horizontal flip where ``flip``
             says so, drawn from the seed.
         flip: flip in ``augment``; None (default): only for datasets whose mirror images keep their
@@ -73,7 +104,7 @@ class CNNClassifier(ClassificationOptimizee):
             :class:`~optimizees.classification.ClassificationOptimizee`.
     """
 
-    allowed_datasets = ("cifar10", "cifar100", "digits32")
+    allowed_datasets = ("cifar10", "cifar100", "digits32", "digits16")
 
     def __init__(
         self,
@@ -82,6 +113,7 @@ class CNNClassifier(ClassificationOptimizee):
         *,
         arch: str = "resnet18",
         dataset: str = "cifar10",
+        width: int | None = None,
         batch_size: int = 128,
         root: str | os.PathLike[str] | None = None,
         download: bool = False,
@@ -95,12 +127,17 @@ class CNNClassifier(ClassificationOptimizee):
     ) -> None:
         if arch not in ARCHS:
             raise ValueError(f"cnn: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+            raise ValueError(f"cnn: width must be a positive whole number, got {width!r}")
+        if width is not None and arch != "resnet18":
+            raise ValueError(f"cnn: width applies to resnet18 only, not {arch!r}; drop `width`")
         if bn_calibration_batches < 1:
             raise ValueError(f"cnn: bn_calibration_batches must be >= 1, got {bn_calibration_batches}")
         if flip is not None and not augment:
             raise ValueError("cnn: `flip` applies only to augmentation; set `augment: true` or drop `flip`")
         dataset = DATASET_ALIASES.get(dataset, dataset)
         self.arch = arch
+        self.width = width
         self.augment = bool(augment)
         self.flip = dataset in FLIP_DATASETS if flip is None else bool(flip)
         self.bn_calibration_batches = int(bn_calibration_batches)
@@ -119,7 +156,7 @@ class CNNClassifier(ClassificationOptimizee):
         )
 
     def _build_module(self) -> nn.Module:
-        return build_cnn(self.arch, self.num_classes)
+        return build_cnn(self.arch, self.num_classes, self.width)
 
     @property
     def template(self) -> nn.Module:

@@ -16,7 +16,7 @@ from optimizees import CNNClassifier, DatasetUnavailableError, MLPClassifier, Qu
 from optimizees.base import Batch
 from optimizees.classification import random_crop_flip, stratified_holdout
 from optimizees.cnn import ARCHS, build_cnn
-from optimizees.data import _digit_images, _load_digits32, _load_mnist1d, load_dataset
+from optimizees.data import _digit_images, _load_mnist1d, load_dataset
 
 # -- quadratic_cos -------------------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ def test_digits32_images_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    data = _load_digits32()
+    data = load_dataset("digits32")
     flat = load_dataset("digits")
     assert data.name == "digits32" and data.num_classes == 10 and data.is_image
     assert data.x_train.shape == (1437, 3, 32, 32) and data.x_test.shape == (360, 3, 32, 32)
@@ -282,6 +282,27 @@ def test_digits32_images_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     img = _digit_images(np.stack([np.zeros(64), np.full(64, 16.0), np.arange(64) % 17]))
     assert int(img[0].max()) == 0 and int(img[1].min()) == 255 and img.shape == (3, 3, 32, 32)
     assert load_dataset("digits32") is load_dataset("digits32", root="/elsewhere")
+
+
+def test_digits16_and_a_narrow_resnet18() -> None:
+    small = load_dataset("digits16")
+    assert small.x_train.shape == (1437, 3, 16, 16) and torch.equal(
+        small.y_train, load_dataset("digits").y_train
+    )
+    opt = CNNClassifier(
+        seed=0, dataset="digits16", width=16, batch_size=8, max_train=16, bn_calibration_batches=1
+    )
+    full = CNNClassifier(seed=0, dataset="digits16", batch_size=8, max_train=16, bn_calibration_batches=1)
+    assert 0.6e6 < opt.num_params() < 0.8e6 and full.num_params() > 11e6  # same depth, a quarter of the width
+    mod = opt.module()
+    assert [m.out_channels for m in mod.modules() if isinstance(m, torch.nn.Conv2d)][:2] == [16, 16]
+    batch = next(opt.batches("train"))
+    assert opt.module_loss(mod, batch).shape == ()
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="width must be a positive whole number"):
+            CNNClassifier(dataset="digits16", width=bad)
+    with pytest.raises(ValueError, match="width applies to resnet18 only"):
+        CNNClassifier(arch="resnet50", dataset="digits16", width=16)
 
 
 def test_unknown_dataset_name() -> None:

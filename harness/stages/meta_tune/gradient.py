@@ -8,8 +8,9 @@ data, i.e. the next batch of the ``val`` split (cycling through it), at the wind
 detached (truncated BPTT), optimizee gradients are constants (first-order), and the updates depend
 differentiably on the tunables through :func:`~harness.symbolic.optimizer.functional_step`.
 
-What is tuned is a list of :class:`Tunable` (:func:`tunables`): today the equation's constant slots
-(:class:`ConstantSlots`); learnable feature parameters join the list the same way (see the hook there).
+What is tuned is a list of :class:`Tunable` (:func:`tunables`): the equation's constant slots
+(:class:`ConstantSlots`) and, for an equation reading ``eta``, eta's six parameters (:class:`EtaParams`;
+``tune_features=False`` leaves them as distilled).
 
 Constant slots (tie groups share one variable ``u``, starting at 0) are parameterised, per occurrence ``c0``:
 
@@ -32,10 +33,16 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from harness.features import ETA, ETA_A_MAX, FeatureSpec
 from harness.stages.meta_tune.common import ASINH1, _with_constants, constant_slots
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.equation import Equation
-from harness.symbolic.optimizer import functional_step, init_functional_state, load_equation
+from harness.symbolic.optimizer import (
+    feature_spec_for,
+    functional_step,
+    init_functional_state,
+    load_equation,
+)
 from harness.unroll import META_LOSSES, loss_and_grads
 from harness.unroll import unroll as run_window
 
@@ -125,16 +132,51 @@ class ConstantSlots:
         return _with_constants(equation, values)
 
 
-def tunables(
-    equation: Equation, *, max_multiplier: float | None, dtype: torch.dtype, device: str | torch.device
-) -> list[Tunable]:
-    """What gradient meta-tuning tunes: the constant slots.
+class EtaParams:
+    """``eta``'s six parameters ``(k1, k2, a1, l1, l2, a2)`` (:data:`~harness.features.ETA_PARAM_NAMES`), tuned
+    as they are (free in sign; ``a1, a2`` projected into ``[-ETA_A_MAX, ETA_A_MAX]``, where the feature clips
+    them anyway), written back into the equation's ``provenance["feature_spec"]["eta_params"]``."""
 
-    Hook: a learnable feature's parameters (``eta``'s ``(k1, k2, a1, l1, l2, a2)``) join as another
-    :class:`Tunable` whose ``step_kwargs()`` is ``{"feature_params": tensor}`` and whose ``apply`` writes the
-    values into the equation's feature spec (provenance); nothing else here needs to change.
-    """
-    return [ConstantSlots(equation, max_multiplier, dtype, device)]
+    name = "eta_params"
+
+    def __init__(self, spec: FeatureSpec, dtype: torch.dtype, device: str | torch.device) -> None:
+        assert spec.eta_params is not None
+        self.raw = torch.tensor(spec.eta_params, dtype=dtype, device=device, requires_grad=True)
+
+    def step_kwargs(self) -> dict[str, Any]:
+        return {"feature_params": self.raw}
+
+    def project(self) -> None:
+        with torch.no_grad():
+            for i in (2, 5):  # a1, a2
+                self.raw[i].clamp_(-ETA_A_MAX, ETA_A_MAX)
+
+    def values(self) -> list[float]:
+        return [float(x) for x in self.raw.detach().cpu().double()]
+
+    def apply(self, equation: Equation, values: Sequence[float]) -> Equation:
+        out = _with_constants(equation, list(equation.constants))
+        spec = dict(out.provenance.get("feature_spec") or {})
+        spec["eta_params"] = [float(v) for v in values]
+        out.provenance["feature_spec"] = spec
+        return out
+
+
+def tunables(
+    equation: Equation,
+    *,
+    max_multiplier: float | None,
+    dtype: torch.dtype,
+    device: str | torch.device,
+    tune_features: bool = True,
+) -> list[Tunable]:
+    """What gradient meta-tuning tunes: the constant slots and, when the equation reads ``eta`` and
+    ``tune_features``, eta's parameters (the paper tunes W, gamma and eta's parameters)."""
+    out: list[Tunable] = [ConstantSlots(equation, max_multiplier, dtype, device)]
+    spec = feature_spec_for(equation)
+    if tune_features and spec is not None and ETA in spec.names:
+        out.append(EtaParams(spec, dtype, device))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,6 +202,7 @@ def meta_tune_gradient(
     meta_lr: float = 0.05,
     meta_loss: str = "final",
     max_multiplier: float | None = None,
+    tune_features: bool = True,
     lr: float = 1.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -171,7 +214,8 @@ def meta_tune_gradient(
     :func:`~harness.stages.meta_tune.common.with_val_split`) is trained for ``steps`` (default: its spec's
     budget) with the equation; after each window the tunables take one Adam step (``meta_lr``) on the
     window's validation meta-loss (``meta_loss``: ``final`` | ``mean``; module docstring). Constants are free
-    in sign and magnitude unless ``max_multiplier`` bounds them to ``[c/r, c*r]``.
+    in sign and magnitude unless ``max_multiplier`` bounds them to ``[c/r, c*r]``; ``eta``'s parameters are
+    tuned too unless ``tune_features`` is false.
 
     Returns:
         ``(tuned equation, history)``; history has per-step ``step``/``train_loss`` (the training loss at the
@@ -192,7 +236,9 @@ def meta_tune_gradient(
     first = next(iter(params.values()))
     module = eq.compile(dtype=first.dtype).to(first.device)
     module.requires_grad_(False)
-    tuned = tunables(eq, max_multiplier=max_multiplier, dtype=first.dtype, device=first.device)
+    tuned = tunables(
+        eq, max_multiplier=max_multiplier, dtype=first.dtype, device=first.device, tune_features=tune_features
+    )
     leaves = [t.raw for t in tuned if t.raw.numel()]
     meta_opt = torch.optim.Adam(leaves, lr=meta_lr) if leaves else None
     state: Mapping[str, Mapping[str, Tensor]] = init_functional_state(eq, params)

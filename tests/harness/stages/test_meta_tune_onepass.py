@@ -133,3 +133,29 @@ def test_with_val_split_sets_only_the_tuning_optimizee() -> None:
     assert with_val_split(own, 0.1)["kwargs"]["val_fraction"] == 0.3  # the spec's own choice wins
     assert with_val_split(spec, None) == spec
     assert with_val_split({"name": "quadratic_cos"}, 0.1) == {"name": "quadratic_cos"}  # takes none
+
+
+def test_eta_parameters_are_tuned_with_the_constants_and_saved(tmp_path) -> None:
+    from harness.stages.meta_tune import write_outputs
+    from harness.symbolic.optimizer import load_equation
+
+    eq = eq6(("m_hat", "g_hat", "eta"), L=1, lr=1e-3)
+    start = list(eq.provenance["feature_spec"]["eta_params"])
+    tuned, hist = meta_tune_gradient(eq, with_val_split(MLP, 0.1), steps=60, unroll=5, meta_lr=0.05)
+    got = tuned.provenance["feature_spec"]["eta_params"]
+    assert len(got) == 6 and got != start and all(math.isfinite(v) for v in got)
+    assert hist["windows"][-1]["eta_params"] == pytest.approx(got)
+    assert abs(got[2]) <= 0.5 and abs(got[5]) <= 0.5  # a1, a2 stay where the feature does not clip them
+    assert eq.provenance["feature_spec"]["eta_params"] == start  # the input equation is untouched
+    frozen, _ = meta_tune_gradient(
+        eq, with_val_split(MLP, 0.1), steps=20, unroll=5, meta_lr=0.05, tune_features=False
+    )
+    assert frozen.provenance["feature_spec"]["eta_params"] == start and frozen.constants != eq.constants
+    # the tuned parameters travel with the saved equation, and a SymbolicOptimizer uses them
+    res = meta_tune(eq, MLP, "gradient", steps=20, unroll=5, keep="tuned")
+    files = write_outputs(res, tmp_path)
+    loaded = load_equation(files["equation.json"])
+    assert (
+        loaded.provenance["feature_spec"]["eta_params"]
+        == res.equation.provenance["feature_spec"]["eta_params"]
+    )

@@ -4,7 +4,9 @@ A pure function (no Ray, no MLflow). :func:`distill` fits the backend on the SCA
 paper re-scales inputs to unit variance), then for every front equation:
 
 * scores it on the scaled held-out rows (``r2_val_scaled``, ``mse_val_scaled``; plus the backend's
-  ``r2_train_scaled``/``mse_train_scaled`` and ``complexity_scaled``);
+  ``r2_train_scaled``/``mse_train_scaled`` and ``complexity_scaled``, the complexity of the fitted form:
+  what ``max_complexity`` bounds, and what the front, MC and a choice by complexity count, see
+  :func:`harness.symbolic.metrics.fitted_complexity`);
 * maps it back to RAW features and target (:func:`~harness.stages.collect.unscale_equation`) and
   scores that on raw data in float64: ``r2_train``, ``mse_train``, ``r2_val``, ``mse_val``. R² is
   invariant to the rescaling, so the two R² agree up to rounding; the MSEs are in raw units;
@@ -12,6 +14,12 @@ paper re-scales inputs to unit variance), then for every front equation:
   ``tpf`` (overall) and ``tpf_<feature>`` per feature;
 * records provenance: backend, seed, settings, source, the scaled expression, and ``feature_spec``
   (``FeatureSpec.to_dict()``), so a SymbolicOptimizer recomputes exactly the features it was fit on.
+
+No gradient-free term unless the settings' ``allow_offset``: the backends return equations that are zero at
+all-zero inputs (:mod:`harness.symbolic.sr.offset`); unscaling keeps that exactly for every term that
+vanishes at zero by its form, and a compensating constant that the unscaling's rounding left a few ulps
+off is re-adjusted (:func:`~harness.symbolic.sr.offset.zero_at_zero`), so each raw equation is zero at
+zero too.
 
 The returned front holds the raw equations, sorted by complexity (the backend's front, not re-pruned on
 held-out error), with ``mc`` (the MC of the front on held-out error) in its provenance.
@@ -46,8 +54,9 @@ from harness.stages.outputs import (
     trial_files,
 )
 from harness.symbolic.equation import Equation, ParetoFront
-from harness.symbolic.metrics import mc, tpf
+from harness.symbolic.metrics import fitted_complexity, mc, tpf
 from harness.symbolic.sr.base import SRSettings
+from harness.symbolic.sr.offset import is_zero_at_zero, value_at_zero, zero_at_zero, zero_tolerance
 
 __all__ = [
     "DEFAULT_MC_THRESHOLD",
@@ -123,6 +132,12 @@ def distill(
         except (ValueError, KeyError, OverflowError) as exc:  # e.g. a constant overflows when unscaled
             skipped.append(f"{scaled.text}: {exc}")
             continue
+        if not cfg.allow_offset and value_at_zero(raw) != 0.0:  # a cancelled constant, off by rounding
+            exact = zero_at_zero(raw)
+            if exact is None or not is_zero_at_zero(exact, zero_tolerance(yt_raw)):
+                skipped.append(f"{scaled.text}: not zero at zero once unscaled ({value_at_zero(raw)})")
+                continue
+            raw = exact
         raw = raw.score(Xt_raw, yt_raw, dataset.names, "train")
         if has_val:
             raw = raw.score(Xv_raw, yv_raw, dataset.names, "val")
@@ -224,9 +239,9 @@ def front_summary(front: ParetoFront, how: str | int = "mc") -> dict[str, float]
     out = {
         "n_equations": float(len(front)),
         "best_r2_val": best.metrics.get("r2_val", best.metrics.get("r2_train", math.nan)),
-        "best_complexity": float(best.complexity),
+        "best_complexity": float(fitted_complexity(best)),
         "chosen_r2_val": chosen.metrics.get("r2_val", chosen.metrics.get("r2_train", math.nan)),
-        "chosen_complexity": float(chosen.complexity),
+        "chosen_complexity": float(fitted_complexity(chosen)),
         "chosen_tpf": chosen.metrics.get("tpf", math.nan),
     }
     if front.provenance.get("mc") is not None:
@@ -446,6 +461,12 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         ds = SRDataset.load(trial.dataset)
         settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
         front = distill(ds, trial.backend, settings, trial.seed)
+        if not len(front):
+            raise ValueError(
+                f"the {trial.backend} front holds no equation (left out: {front.provenance.get('left_out')}, "
+                f"skipped: {front.provenance.get('skipped')}); raise max_complexity ({trial.max_complexity}) "
+                "or the search budget"
+            )
         files = write_outputs(front, ctx.outdir, ds, how=trial.choose)
         info = {}
         if ds.source.get("learned") is False:
@@ -486,8 +507,8 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
                 f"{k[4:]} {v:.3g}" for k, v in row.items() if k.startswith("tpf_") and v is not None
             )
             lines.append(
-                f"    held-out R² {_fmt(row['r2_val'])}, complexity {row['complexity']} (fitted form "
-                f"{row['complexity_scaled']}, MC {row['mc']}), TPF {_fmt(row['tpf'])}"
+                f"    held-out R² {_fmt(row['r2_val'])}, complexity {row['complexity_scaled']} (as fitted; "
+                f"{row['complexity']} as printed in raw units), MC {row['mc']}, TPF {_fmt(row['tpf'])}"
                 + (f" ({per})" if per else "")
                 + f", front of {row['front_size']}, input-dependent {_fmt(row['input_dependent_fraction'])}"
             )

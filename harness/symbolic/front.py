@@ -1,7 +1,10 @@
 """Pareto fronts of equations: sorted by complexity, pruned to the non-dominated set, merged, scored, JSON.
 
 Error is :func:`~harness.symbolic.metrics.fit_error`: ``1 - r2_val`` when held-out scores exist, else
-``1 - r2_train``, else the backend's ``loss``.
+``1 - r2_train``, else the backend's ``loss``. Complexity is
+:func:`~harness.symbolic.metrics.fitted_complexity`: the equation's own unless it carries the complexity
+of the form that was fitted (a distilled equation unscaled to raw units), the quantity ``max_complexity``
+bounds.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from harness.jsonio import to_jsonable, write_json
 from harness.symbolic.expression import Equation
-from harness.symbolic.metrics import fit_error
+from harness.symbolic.metrics import fit_error, fitted_complexity
 from harness.symbolic.names import EquationParseError, loads_json, read_json_text
 
 __all__ = ["ParetoFront"]
@@ -26,14 +29,15 @@ __all__ = ["ParetoFront"]
 class ParetoFront:
     """Equations sorted by complexity, each with its metrics; usually the non-dominated set.
 
-    Error is ``1 - r2_val`` when held-out scores exist, else ``1 - r2_train``, else ``loss``.
+    Error is ``1 - r2_val`` when held-out scores exist, else ``1 - r2_train``, else ``loss``; complexity
+    is :func:`~harness.symbolic.metrics.fitted_complexity`.
     """
 
     equations: list[Equation] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.equations = sorted(self.equations, key=lambda e: (e.complexity, fit_error(e), e.text))
+        self.equations = sorted(self.equations, key=lambda e: (fitted_complexity(e), fit_error(e), e.text))
 
     @classmethod
     def from_equations(
@@ -55,7 +59,7 @@ class ParetoFront:
         best = math.inf
         kept: list[Equation] = []
         seen: set[str] = set()
-        for eq in sorted(self.equations, key=lambda e: (e.complexity, fit_error(e, split), e.text)):
+        for eq in sorted(self.equations, key=lambda e: (fitted_complexity(e), fit_error(e, split), e.text)):
             err = fit_error(eq, split)
             if eq.text in seen or not err < best:
                 continue
@@ -87,19 +91,19 @@ class ParetoFront:
         """Lowest-error equation (ties: simplest)."""
         if not self.equations:
             raise ValueError("empty Pareto front")
-        return min(self.equations, key=lambda e: (fit_error(e, split), e.complexity))
+        return min(self.equations, key=lambda e: (fit_error(e, split), fitted_complexity(e)))
 
     def at_complexity(self, max_complexity: int, split: str = "auto") -> Equation:
-        """Best equation whose complexity is at most ``max_complexity``."""
-        eqs = [e for e in self.equations if e.complexity <= max_complexity]
+        """Best equation whose (fitted) complexity is at most ``max_complexity``."""
+        eqs = [e for e in self.equations if fitted_complexity(e) <= max_complexity]
         if not eqs:
             raise ValueError(f"no equation with complexity <= {max_complexity}")
-        return min(eqs, key=lambda e: (fit_error(e, split), e.complexity))
+        return min(eqs, key=lambda e: (fit_error(e, split), fitted_complexity(e)))
 
     @property
     def complexities(self) -> list[int]:
-        """Complexity of each equation, in front order."""
-        return [e.complexity for e in self.equations]
+        """(Fitted) complexity of each equation, in front order."""
+        return [fitted_complexity(e) for e in self.equations]
 
     def errors(self, split: str = "auto") -> list[float]:
         """Fit error of each equation, in front order."""

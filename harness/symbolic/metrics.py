@@ -6,7 +6,9 @@ equation we use sensitivities ``s_{f,i} = mean_n |d update / d f_{t-i}|`` over a
 lag). On linear forms ``s_i = |c_i|``, so this is exactly eq. 3.
 
 MC: the smallest complexity on a Pareto front whose error (held-out ``1 - R²`` when available) is within
-a threshold of the front's best error.
+a threshold of the front's best error. Complexity is :func:`fitted_complexity`: that of the form the SR
+backend fitted, the quantity ``max_complexity`` bounds (a distilled equation mapped back to raw units
+keeps it in its ``complexity_scaled`` metric, since the unscaled text can count differently).
 
 Also the fit error that orders Pareto fronts (:func:`fit_error`). The equation modules use :func:`r2` and
 :func:`mse`, so this module imports none of them: equations and fronts are typed by small protocols.
@@ -30,7 +32,9 @@ __all__ = [
     "DifferentiableEquation",
     "ScoredEquation",
     "TPFResult",
+    "FITTED_COMPLEXITY",
     "fit_error",
+    "fitted_complexity",
     "mc",
     "mse",
     "r2",
@@ -162,6 +166,18 @@ def tpf(
     return TPFResult(overall, per_feature, sens)
 
 
+FITTED_COMPLEXITY = "complexity_scaled"
+"""Metric under which a distilled (unscaled) equation keeps the complexity of the form that was fitted."""
+
+
+def fitted_complexity(eq: ScoredEquation) -> int:
+    """Complexity of the form the SR backend fitted (what ``max_complexity`` bounds): the equation's
+    :data:`FITTED_COMPLEXITY` metric when it has one (distilled equations over raw features), else its own
+    ``complexity``. Pareto fronts, MC and choices by complexity all use this."""
+    v = eq.metrics.get(FITTED_COMPLEXITY)
+    return int(v) if v is not None and math.isfinite(v) else eq.complexity
+
+
 def fit_error(eq: ScoredEquation, split: str = "auto") -> float:
     """Fit error that orders Pareto fronts: ``1 - r2_val`` (held-out) when known, else ``1 - r2_train``,
     else the backend's ``loss``; ``split="val"``/``"train"`` forces one R² (inf when it is missing)."""
@@ -185,14 +201,14 @@ def mc(
     split: str = "auto",
     relative: bool = False,
 ) -> int:
-    """Minimal complexity: smallest complexity whose error is within ``threshold`` of the best error.
+    """Minimal complexity: smallest :func:`fitted_complexity` whose error is within ``threshold`` of the best.
 
     ``front`` is a :class:`~harness.symbolic.front.ParetoFront` or any iterable of equations. Error per
     equation is :func:`fit_error` (``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else
     its ``loss``; ``split="val"``/``"train"`` forces one). ``relative=True`` reads the threshold as a
     fraction of the best error instead of an absolute gap.
     """
-    scored = [(e.complexity, fit_error(e, split)) for e in front]
+    scored = [(fitted_complexity(e), fit_error(e, split)) for e in front]
     scored = [(c, err) for c, err in scored if math.isfinite(err)]
     if not scored:
         raise ValueError("MC of a front without any finite error")

@@ -111,3 +111,19 @@ def test_mc_picks_smallest_within_threshold() -> None:
     assert mc(over, 0.0) == 3 and mc(over, 0.0, split="train") == 7
     with pytest.raises(ValueError):
         mc([], 0.1)
+
+
+def test_front_counts_the_fitted_complexity() -> None:
+    """A distilled equation unscaled to raw units prints bigger than the form that was fitted; the front, MC
+    and choices by complexity count the fitted form (what max_complexity bounds)."""
+    from harness.symbolic.metrics import fitted_complexity
+
+    raw_small = _eq("0.5*g_0", r2_val=0.9, complexity_scaled=3.0)
+    raw_big = _eq("0.01*tanh(20.0*g_0) + 0.2*g_1", r2_val=0.99, complexity_scaled=6.0)  # prints as 10
+    plain = _eq("tanh(g_0) + 0.5*g_1", r2_val=0.95)  # no fitted-form metric: its own complexity, 6
+    assert (raw_big.complexity, fitted_complexity(raw_big), fitted_complexity(plain)) == (10, 6, 6)
+    front = ParetoFront.from_equations([raw_big, plain, raw_small])
+    assert front.complexities == [3, 6]
+    assert front[1] == raw_big  # same fitted complexity as `plain`, better fit
+    assert front.at_complexity(6) == raw_big
+    assert mc(front, 0.05) == 6 and mc(front, 0.1) == 3

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from harness.symbolic.equation import relu, spow, ssqrt
+from harness.symbolic.equation import import_hall_of_fame, relu, spow, ssqrt
 from harness.symbolic.sr import SRSettings
-from harness.symbolic.sr.pysr import PySRBackend, pysr_kwargs
+from harness.symbolic.sr.offset import value_at_zero
+from harness.symbolic.sr.pysr import ZERO_ANCHORED_LOSS, PySRBackend, hall_of_fame_front, pysr_kwargs
 
 
 def test_pysr_kwargs_mapping() -> None:
@@ -102,3 +103,51 @@ def test_real_pysr_fit() -> None:
     )
     front = PySRBackend().fit(X, y, ["g_0", "g_1"], settings)
     assert front.best().metrics["r2_train"] > 0.999
+
+
+def test_no_offset_objective_in_pysr_options() -> None:
+    """By default PySR searches with the zero-anchored objective; a setting or a user objective turns it off."""
+    kw = pysr_kwargs(SRSettings())
+    assert kw["loss_function"] == ZERO_ANCHORED_LOSS
+    assert "elementwise_loss" not in kw
+    # the Julia objective: MSE of f(x) - f(0), f also evaluated on one all-zero column
+    assert "zeros(T, size(dataset.X, 1), 1)" in ZERO_ANCHORED_LOSS
+    assert "prediction .- at_zero[1] .- dataset.y" in ZERO_ANCHORED_LOSS
+    assert "loss_function" not in pysr_kwargs(SRSettings(allow_offset=True))
+    mine = "loss(p, t) = abs(p - t)"
+    own = pysr_kwargs(SRSettings(extra={"elementwise_loss": mine}))
+    assert own["elementwise_loss"] == mine and "loss_function" not in own
+    assert "loss_function" not in pysr_kwargs(SRSettings(extra={"batching": True}))
+
+
+def test_hall_of_fame_post_processing_without_julia() -> None:
+    """What PySR returns goes through the same no-offset rule, fit and complexity checks as Operon's front."""
+    rng = np.random.default_rng(0)
+    names = ["m_hat_0", "g_hat_0"]
+    X = rng.normal(size=(300, 2))
+    y = -0.01 * X[:, 0] + 0.003
+    rows = [
+        {"Complexity": 1, "Loss": 1e-4, "Equation": "0.003"},
+        {"Complexity": 3, "Loss": 9e-6, "Equation": "x0 * -0.01"},
+        {"Complexity": 5, "Loss": 1e-12, "Equation": "(x0 * -0.01) + 0.003"},
+        {"Complexity": 7, "Loss": 1e-12, "Equation": "((x0 + -0.3) * -0.01)"},
+        {"Complexity": 8, "Loss": 1e-12, "Equation": "tanh((x0 * -0.01) + 0.003) + (x1 * 1e-9)"},
+        {"Complexity": 9, "Loss": 1e-12, "Equation": "(x0 * -0.01) + 0.003 + x1 * x1 * x1 * x1 * 1e-9"},
+    ]
+    imported = import_hall_of_fame(rows, names)
+    front = hall_of_fame_front(
+        imported.equations, X, y, names, SRSettings(max_complexity=8), {"backend": "pysr"}
+    )
+    assert len(front) >= 1
+    for eq in front:
+        assert value_at_zero(eq) == 0.0 and eq.complexity <= 8
+        assert set(eq.metrics) == {"r2_train", "mse_train"}
+        assert eq.metrics["r2_train"] == eq.score(X, y, names).metrics["r2_train"]
+        assert "pysr_loss" in eq.provenance and "pysr_complexity" in eq.provenance
+    assert front.complexities == [e.complexity for e in front]
+    assert front.provenance["left_out"]["over_max_complexity"] >= 1
+    allowed = hall_of_fame_front(
+        imported.equations, X, y, names, SRSettings(max_complexity=8, allow_offset=True), {"backend": "pysr"}
+    )
+    assert value_at_zero(allowed.best()) == pytest.approx(0.003)
+    assert allowed.best().metrics["r2_train"] == pytest.approx(1.0)

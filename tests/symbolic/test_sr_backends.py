@@ -145,8 +145,10 @@ def test_skeleton_recovers_eq6_weights_and_gamma() -> None:
     W = rng.normal(size=len(names))
     gamma = 0.3
     y = (W * gamma * np.tanh(X / gamma)).sum(axis=1)
-    front = get_backend("skeleton").fit(X, y, names, SRSettings(extra={"form": "eq6", "gamma": 1.0}))
+    settings = SRSettings(max_complexity=80, extra={"form": "eq6", "gamma": 1.0})
+    front = get_backend("skeleton").fit(X, y, names, settings)
     (eq,) = front.equations
+    assert eq.complexity == 80
     weights, g = tanh_sum_parameters(eq)
     assert g == pytest.approx(gamma, rel=1e-6)
     np.testing.assert_allclose([weights[n] for n in names], W, rtol=1e-6)
@@ -173,7 +175,8 @@ def test_skeleton_with_text_form() -> None:
     names = ["g_0", "g_1"]
     X = rng.normal(size=(200, 2))
     y = 0.25 * X[:, 0] * X[:, 1] - 0.05
-    front = get_backend("skeleton").fit(X, y, names, SRSettings(extra={"form": "1.0*g_0*g_1 + 1.0"}))
+    form = {"form": "1.0*g_0*g_1 + 1.0"}
+    front = get_backend("skeleton").fit(X, y, names, SRSettings(allow_offset=True, extra=form))
     assert front[0].constants == pytest.approx((0.25, -0.05))
     with pytest.raises(ValueError):
         get_backend("skeleton").fit(X, y, names, SRSettings(extra={"form": "1.0*g_7"}))
@@ -185,12 +188,15 @@ def test_linear_backend_exact_on_linear_data() -> None:
     X = rng.normal(size=(500, len(names)))
     coef = np.array([1.0, -0.5, 0.25, 0.0, 2.0, -1.0, 0.3, 0.0])
     y = X @ coef + 0.01
-    front = get_backend("linear").fit(X, y, names, SRSettings(max_complexity=100))
+    front = get_backend("linear").fit(X, y, names, SRSettings(max_complexity=100, allow_offset=True))
     best = front.best()
     assert best.metrics["r2_train"] == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(best.evaluate(X, names), y, atol=1e-10)
     # nested models: complexity grows, error falls; the first non-trivial one uses the biggest term
     assert front.complexities == sorted(front.complexities)
     assert any(e.variables == ("g_4",) for e in front)
-    small = get_backend("linear").fit(X, y, names, SRSettings(max_complexity=10))
+    small = get_backend("linear").fit(X, y, names, SRSettings(max_complexity=10, allow_offset=True))
     assert max(small.complexities) <= 10
+    # by default through the origin: exact on data without an offset
+    front = get_backend("linear").fit(X, y - 0.01, names, SRSettings(max_complexity=100))
+    np.testing.assert_allclose(front.best().evaluate(X, names), y - 0.01, atol=1e-10)

@@ -3,7 +3,17 @@
 A backend is a class registered in :data:`harness.registry.SR_BACKENDS` and instantiated with no
 arguments; ``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.equation.ParetoFront`
 whose equations carry ``r2_train``/``mse_train`` measured by US in float64 (whatever precision the
-backend used), so fronts from different backends compare fairly.
+backend used) on the equation actually returned, so fronts from different backends compare fairly.
+
+Two rules hold for every built-in backend, checked once more by :func:`finish_front`:
+
+* no gradient-free term unless ``SRSettings.allow_offset``: every returned equation is zero when all its
+  inputs are zero (``f(0) == 0`` in float64, to rounding where a hidden constant had to be cancelled; see
+  :mod:`harness.symbolic.sr.offset` for what that covers and how each backend gets there);
+* complexity is :attr:`Equation.complexity` of the returned (fitted, scaled-data) equation, scaling
+  constants and any compensating constant included, and it is at most ``settings.max_complexity``:
+  whatever a backend's own size measure (Operon's ``max_length``, PySR's ``maxsize``) let through above
+  that is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import numpy as np
 from harness.symbolic.expression import Equation
 from harness.symbolic.front import ParetoFront
 from harness.symbolic.names import normalize_operators, split_variable
+from harness.symbolic.sr.offset import is_zero_at_zero, zero_tolerance
 
 __all__ = [
     "DEFAULT_OPERATORS",
@@ -56,14 +67,18 @@ class SRSettings:
 
     Attributes:
         operators: operator names from :data:`~harness.symbolic.equation.OPERATOR_NAMES`.
-        max_complexity: largest expression size the search may build (Operon ``max_length``, PySR
-            ``maxsize``).
+        max_complexity: largest complexity (:attr:`Equation.complexity`) of a returned equation; also
+            the size the search may build (Operon ``max_length``, PySR ``maxsize``), which count
+            differently, so what they let through above it is left out.
         population_size: individuals per population.
         iterations: generations (Operon) / iterations (PySR).
         seed: random seed (same seed, same result on CPU with one thread).
         max_time_s: wall-clock budget, None for none.
         threads: worker threads.
         optimizer_iterations: iterations of constant optimisation per individual (0 turns it off).
+        allow_offset: allow a gradient-free term (False, the default: every equation returned is zero when
+            all its inputs are zero, see :mod:`harness.symbolic.sr.offset`; True: equations may carry a
+            constant update, e.g. an additive constant, which moves every weight at every step).
         extra: backend-specific options (passed through where documented by the backend).
     """
 
@@ -75,6 +90,7 @@ class SRSettings:
     max_time_s: float | None = None
     threads: int = 1
     optimizer_iterations: int = 10
+    allow_offset: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +105,9 @@ class SRSettings:
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError("SRSettings.max_time_s must be > 0 or None")
         self.seed = int(self.seed)
+        if not isinstance(self.allow_offset, (bool, np.bool_)):
+            raise ValueError(f"SRSettings.allow_offset must be true or false, got {self.allow_offset!r}")
+        self.allow_offset = bool(self.allow_offset)
         self.extra = dict(self.extra or {})
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,18 +167,38 @@ def finish_front(
     names: Sequence[str],
     provenance: Mapping[str, Any],
     *,
+    settings: SRSettings | None = None,
     prune: bool = True,
 ) -> ParetoFront:
     """Score each equation on the training data in float64, drop non-finite ones, build the front.
 
-    The front carries ``provenance``; each equation gets its ``backend`` and ``seed`` entries.
+    With ``settings``, also leave out every equation whose complexity exceeds ``settings.max_complexity``
+    and, unless ``settings.allow_offset``, every equation that is not zero at all-zero inputs (exactly, or
+    to float64 rounding, :func:`~harness.symbolic.sr.offset.zero_tolerance`: the backends already removed
+    such terms; this is the last check). How many were left out, and why, is in
+    the front's ``provenance["left_out"]``. The front carries ``provenance``; each equation gets its
+    ``backend`` and ``seed`` entries.
     """
     scored = []
+    tol = zero_tolerance(y)
+    left_out = {"over_max_complexity": 0, "nonzero_at_zero": 0, "non_finite_fit": 0}
     for eq in equations:
+        if settings is not None and eq.complexity > settings.max_complexity:
+            left_out["over_max_complexity"] += 1
+            continue
+        if settings is not None and not settings.allow_offset and not is_zero_at_zero(eq, tol):
+            left_out["nonzero_at_zero"] += 1
+            continue
         eq = eq.score(X, y, names, "train")
-        if math.isfinite(eq.metrics["r2_train"]):
-            small = {k: provenance[k] for k in ("backend", "seed") if k in provenance}
-            eq.provenance = {**small, **eq.provenance}
-            scored.append(eq)
-    front = ParetoFront(scored, dict(provenance))
+        if not math.isfinite(eq.metrics["r2_train"]):
+            left_out["non_finite_fit"] += 1
+            continue
+        small = {k: provenance[k] for k in ("backend", "seed") if k in provenance}
+        eq.provenance = {**small, **eq.provenance}
+        scored.append(eq)
+    prov = dict(provenance)
+    counts = {k: v for k, v in left_out.items() if v}
+    if counts:
+        prov["left_out"] = {**dict(prov.get("left_out") or {}), **counts}
+    front = ParetoFront(scored, prov)
     return front.nondominated("train") if prune else front

@@ -14,8 +14,8 @@ Traps handled here (pyoperon 0.6.2):
 * ``NodeType.Fmin`` evaluates ``max`` and ``NodeType.Fmax`` evaluates ``min`` (names swapped); neither is
   in our grammar, so we never ask for them and refuse them in trees.
 * The ``r2`` objective appends the linear-scaling nodes (``* scale + offset``) to each tree; we fold
-  constant products (``w*scale`` -> one constant), drop an offset below ``1e-6 * std(y)`` (it moves R²
-  by at most 1e-12) and drop multiplicative constants that are exactly 1.0.
+  constant products (``w*scale`` -> one constant) and drop multiplicative constants that are exactly 1.0.
+  The scaling nodes are part of the equation, so they count in its complexity.
 * Nodes of arity other than 2 make pyoperon's interpreter abort the process; the search only builds
   binary ones, but the converter follows Operon's n-ary semantics anyway (``Sub(a, b, c) = a - (b+c)``,
   ``Div(a, b, c) = a / (b*c)``, unary ``Sub``/``Div`` = negation/inverse).
@@ -30,9 +30,26 @@ Operator mapping (our name -> Operon symbol -> what the converted equation means
   sign-extended pow; its ``pow`` is NaN for a negative base (a tree ``Pow`` converts to plain ``**``).
 * ``cube asinh relu erfc sign``: Operon lacks them; asking for them raises ValueError naming them.
 
-Complexity: ``settings.max_complexity`` is Operon's ``max_length``, which counts a weighted variable as one
-node; our complexity counts ``w*x`` as three, so converted equations can exceed ``max_complexity``
-(roughly up to 2-3x). Filter the front by complexity downstream if a hard cap matters.
+No gradient-free term (the default, ``settings.allow_offset=False``): what pyoperon can and cannot impose.
+pyoperon 0.6.2 has ``add_model_intercept_term``, but ``SymbolicRegressor`` overrides it to True (with a
+warning) for every objective that needs linear scaling (``r2 nmse rmse mse mae``), and the ``r2``
+evaluator's linear scaling fits ``a*f(x) + b`` during the search itself; the objectives without scaling
+(``c2`` is offset-invariant too; ``gauss``/``mdl`` need a noise estimate and lose the fitted scale) do not
+help, since trees may still hold constants of their own; and ``allowed_symbols`` is global: there is no
+way to keep constants out of the root sum only (leaving ``constant`` out removes every constant yet
+still allows ``exp(w*x)``, which is 1 at zero). So nothing is imposed natively: the search runs as
+usual (its fitness ignores any offset) and every front model goes through
+:func:`harness.symbolic.sr.offset.remove_offset`: the intercept ``b`` and any other constant term
+removed, a constant factor distributed where that removes a constant hidden in a sum, the constants
+refit by least squares on the zero-anchored model (the scale ``a`` exactly), a hidden offset such as
+``a*tanh(w*x + c)`` cancelled by one added constant. R², MSE and complexity are measured afterwards on
+the equation returned. With ``allow_offset=True`` the intercept stays (one below ``1e-6 * std(y)`` is
+dropped: it moves R² by at most 1e-12).
+
+Complexity: ``settings.max_complexity`` is also Operon's ``max_length``, which counts a weighted variable as
+one node and leaves out the scaling nodes; our complexity counts ``w*x`` as three and counts ``scale``.
+Equations whose complexity (ours, on the returned equation) exceeds ``max_complexity`` are left out of
+the front, so a front may hold fewer, smaller equations than Operon's own.
 
 ``settings.extra`` is passed to ``pyoperon.sklearn.SymbolicRegressor`` (keys checked against its
 signature), e.g. ``{"max_depth": 12, "optimizer": "lbfgs"}``.
@@ -55,6 +72,7 @@ from harness.symbolic.front import ParetoFront
 from harness.symbolic.functions import expr_args, spow, ssqrt
 from harness.symbolic.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
+from harness.symbolic.sr.offset import remove_offset
 
 __all__ = ["OPERON_MISSING", "OPERON_SYMBOLS", "OperonBackend", "operon_symbols", "tree_to_equation"]
 
@@ -284,14 +302,24 @@ class OperonBackend:
         names_by_hash = {h: names[i] for i, h in enumerate(hashes)}
         tiny = 1e-6 * (float(np.std(y)) + 1e-300)  # changes R² by at most 1e-12
         equations = []
+        undefined = 0
         for model in reg.pareto_front_:
             try:
                 eq = tree_to_equation(model["tree"], names_by_hash).fold_constants()
             except ValueError:
                 continue
             eq = eq.with_constants([_f32(v) for v in eq.constants])
-            eq = _drop_unit_factors(_drop_tiny_offset(eq, tiny))
-            eq.metrics["operon_length"] = float(model["length"])
+            if settings.allow_offset:
+                eq = _drop_unit_factors(_drop_tiny_offset(eq, tiny))
+            else:
+                kept = remove_offset(
+                    _drop_unit_factors(eq), X, y, names, max_complexity=settings.max_complexity
+                )
+                if kept is None:
+                    undefined += 1
+                    continue
+                eq = kept
+            eq.provenance["operon_length"] = int(model["length"])
             equations.append(eq)
         prov = {
             "backend": self.name,
@@ -301,4 +329,6 @@ class OperonBackend:
             "generations_run": int(reg.stats_.get("generations", -1)),
             "time_s": elapsed,
         }
-        return finish_front(equations, X, y, names, prov)
+        if undefined:
+            prov["left_out"] = {"no_zero_at_zero_form": undefined}
+        return finish_front(equations, X, y, names, prov, settings=settings)

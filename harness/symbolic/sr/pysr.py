@@ -21,6 +21,21 @@ Offline recipe (a machine without internet):
    julia`` (the copied binary; or put ``julia`` on ``PATH``) and ``JULIA_DEPOT_PATH=/path/to/copied/.julia``.
 4. ``python -c "from harness.symbolic.sr.pysr import PySRBackend; print(PySRBackend().available())"``.
 
+No gradient-free term (the default, ``settings.allow_offset=False``). PySR has no option that keeps
+constant terms out of an expression (``constraints``/``nested_constraints`` bound operand sizes,
+``complexity_of_constants`` only prices constants). What it does take is a custom objective: we pass
+``loss_function`` = :data:`ZERO_ANCHORED_LOSS`, the mean squared error of the ZERO-ANCHORED rule
+``f(x) - f(0)`` (``f`` also evaluated on one all-zero input; an equation undefined there scores ``Inf``).
+The search and its constant optimiser thus judge each equation by the rule we will return, and a
+constant term earns nothing but complexity. The hall of fame then goes through the same post-processing
+as Operon's front (:func:`harness.symbolic.sr.offset.remove_offset`: constant terms dropped, constants
+refit on the anchored model, a hidden offset cancelled) and :func:`hall_of_fame_front` re-measures R²,
+MSE and complexity on the returned equations; PySR's own ``loss`` and ``complexity`` of each row stay in
+its provenance (``pysr_loss``, ``pysr_complexity``). When ``extra`` brings its own objective
+(``loss_function``, ``loss_function_expression``, ``elementwise_loss``), a template ``expression_spec`` or
+``batching`` (a full objective must then take a batch index), we leave the objective alone and only
+post-process. ``allow_offset=True`` changes nothing in PySR's options.
+
 For multithreaded searches (``settings.threads > 1``) also set ``PYTHON_JULIACALL_THREADS`` to the thread
 count before Python starts; such searches are not deterministic. With one thread we ask PySR for a
 deterministic serial search (``deterministic=True, parallelism="serial"``).
@@ -35,17 +50,39 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from harness.symbolic.expression import Equation
 from harness.symbolic.front import ParetoFront
 from harness.symbolic.functions import relu, spow, ssqrt
 from harness.symbolic.pysr_import import import_hall_of_fame
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
+from harness.symbolic.sr.offset import remove_offset
 
-__all__ = ["PYSR_BINARY", "PYSR_UNARY", "PySRBackend", "pysr_kwargs"]
+__all__ = [
+    "PYSR_BINARY",
+    "PYSR_UNARY",
+    "ZERO_ANCHORED_LOSS",
+    "PySRBackend",
+    "hall_of_fame_front",
+    "pysr_kwargs",
+]
+
+ZERO_ANCHORED_LOSS = """\
+function sl2o_zero_anchored_loss(tree, dataset::Dataset{T,L}, options)::L where {T,L}
+    prediction, ok = eval_tree_array(tree, dataset.X, options)
+    !ok && return L(Inf)
+    at_zero, ok0 = eval_tree_array(tree, zeros(T, size(dataset.X, 1), 1), options)
+    !ok0 && return L(Inf)
+    return L(sum(abs2, prediction .- at_zero[1] .- dataset.y) / length(dataset.y))
+end
+"""
+"""PySR ``loss_function`` (Julia): mean squared error of the zero-anchored rule ``f(x) - f(0)``."""
+
+_OWN_OBJECTIVE = ("loss_function", "loss_function_expression", "elementwise_loss", "expression_spec")
 
 PYSR_BINARY: dict[str, str] = {
     "add": "+",
@@ -78,7 +115,9 @@ PYSR_UNARY: dict[str, str] = {
 def pysr_kwargs(settings: SRSettings) -> dict[str, Any]:
     """``PySRRegressor`` keyword arguments for ``settings`` (pure Python: testable without Julia).
 
-    ``settings.extra`` entries override the computed ones (e.g. ``{"populations": 8}``).
+    ``settings.extra`` entries override the computed ones (e.g. ``{"populations": 8}``). Unless
+    ``settings.allow_offset`` (or ``extra`` brings its own objective), ``loss_function`` is
+    :data:`ZERO_ANCHORED_LOSS`.
     """
     binary = [PYSR_BINARY[o] for o in settings.operators if o in PYSR_BINARY]
     unary = [PYSR_UNARY[o] for o in settings.operators if o in PYSR_UNARY]
@@ -116,8 +155,46 @@ def pysr_kwargs(settings: SRSettings) -> dict[str, Any]:
         kw["procs"] = settings.threads
     if settings.max_time_s is not None:
         kw["timeout_in_seconds"] = float(settings.max_time_s)
+    own = any(k in settings.extra for k in _OWN_OBJECTIVE) or bool(settings.extra.get("batching"))
+    if not settings.allow_offset and not own:
+        kw["loss_function"] = ZERO_ANCHORED_LOSS
     kw.update(settings.extra)
     return kw
+
+
+def hall_of_fame_front(
+    equations: Sequence[Equation],
+    X: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    settings: SRSettings,
+    provenance: Mapping[str, Any],
+) -> ParetoFront:
+    """The front of PySR's hall-of-fame equations (as :func:`import_hall_of_fame` reads them).
+
+    PySR's ``loss`` and ``complexity`` move to each equation's provenance (``pysr_loss``,
+    ``pysr_complexity``: they describe PySR's equation, not necessarily the one returned); unless
+    ``settings.allow_offset``, gradient-free terms are removed (:func:`remove_offset`); then
+    :func:`finish_front` measures fit and complexity on the returned equations and applies
+    ``max_complexity`` and the zero-at-zero check.
+    """
+    kept: list[Equation] = []
+    undefined = 0
+    for eq in equations:
+        found = {f"pysr_{k.removeprefix('pysr_')}": v for k, v in eq.metrics.items()}
+        out: Equation | None = eq.copy()
+        if not settings.allow_offset:
+            out = remove_offset(eq, X, y, names, max_complexity=settings.max_complexity)
+        if out is None:
+            undefined += 1
+            continue
+        out.metrics = {}
+        out.provenance = {**out.provenance, **found}
+        kept.append(out)
+    prov = dict(provenance)
+    if undefined:
+        prov["left_out"] = {"no_zero_at_zero_form": undefined}
+    return finish_front(kept, X, y, names, prov, settings=settings)
 
 
 class PySRBackend:
@@ -185,6 +262,7 @@ class PySRBackend:
             "seed": settings.seed,
             "settings": settings.to_dict(),
             "skipped": imported.provenance.get("skipped", 0),
+            "zero_anchored_loss": kw.get("loss_function") == ZERO_ANCHORED_LOSS,
             "time_s": elapsed,
         }
-        return finish_front(imported.equations, X, y, names, prov)
+        return hall_of_fame_front(imported.equations, X, y, names, settings, prov)

@@ -1,164 +1,52 @@
 """Fit the constants of a given equation FORM by least squares; plus a fast linear baseline backend.
 
-:func:`fit_constants` separates the constants into *linear* ones (a constant that multiplies a whole
-top-level term and appears nowhere else) and *nonlinear* ones (everything else, including every constant
-of a tie group). For fixed nonlinear values the linear ones are solved exactly by ``lstsq``; the nonlinear
-ones are found by ``scipy.optimize.least_squares`` on that reduced problem (variable projection). A form
-linear in all its constants is therefore solved exactly in one ``lstsq``.
+:func:`fit_constants` (in :mod:`harness.symbolic.sr.refit`, re-exported here) solves the constants that
+scale whole top-level terms exactly by ``lstsq`` and the others by ``scipy.optimize.least_squares``
+(variable projection).
 
 The paper's scalable rule (eq. 6), ``psi = -sum_{g,tau} W[g,tau]*gamma*tanh(g_{t-tau}/gamma)`` with one
 shared ``gamma``, is :func:`tanh_sum_form` (the minus sign is absorbed into ``W``) and is fit with its
 gamma occurrences tied.
 
 Backends: ``skeleton`` (``settings.extra["form"]``: ``"eq6"`` or an expression text or an Equation, with
-optional ``"tie_groups"`` and ``"gamma"``) and ``linear`` (ordinary least squares over all columns, as a
-front of nested models with the most important columns first; ``extra``: ``fit_intercept`` (True),
-``prune_tol`` (0.0)).
+optional ``"tie_groups"``, ``"gamma"`` and ``"max_nfev"``) and ``linear`` (ordinary least squares over all
+columns, as a front of nested models with the most important columns first; ``extra``: ``prune_tol``
+(0.0)).
+
+No gradient-free term (the default, ``settings.allow_offset=False``), enforced by construction:
+
+* ``linear`` fits no intercept (least squares through the origin), so every model is zero at zero;
+  ``allow_offset=True`` adds the intercept column (and the intercept-only model).
+* ``skeleton``: eq. 6 is zero at zero whatever its constants. A given form loses its top-level constant
+  terms (noted in the provenance, ``offset_terms_dropped``), its constants are fit on the zero-anchored
+  model ``f(x) - f(0)`` and a remaining ``f(0)`` (a constant inside a term, ``c*tanh(g_0 + d)``) is
+  cancelled by an added constant, ``c*(tanh(g_0 + d) + k)``
+  (:func:`harness.symbolic.sr.offset.zero_at_zero`). A form that is undefined at zero, that has only
+  constant terms, or that has ``tie_groups`` and a constant term to drop or cancel (the indices would no
+  longer match) is refused with a ValueError saying to set ``allow_offset``.
+
+Complexity: both count it on the returned equation and keep to ``settings.max_complexity``: ``linear``
+leaves out the larger nested models; ``skeleton`` has no search, so a form above it is refused with a
+ValueError that names the complexity to allow (eq. 6 over many lags is large: about 9 nodes a column).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
-import scipy.optimize
 import sympy
 
 from harness.symbolic.expression import Equation
 from harness.symbolic.front import ParetoFront
-from harness.symbolic.lowering import NP_OPS, closure
 from harness.symbolic.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
+from harness.symbolic.sr.offset import drop_offset_terms, offset_terms, value_at_zero, zero_at_zero
+from harness.symbolic.sr.refit import fit_constants
 
 __all__ = ["LinearBackend", "SkeletonBackend", "fit_constants", "tanh_sum_form", "tanh_sum_parameters"]
-
-
-def _env(X: np.ndarray | Mapping[str, Any], names: Sequence[str] | None) -> dict[str, np.ndarray]:
-    if isinstance(X, Mapping):
-        return {k: np.asarray(v, dtype=np.float64) for k, v in X.items()}
-    X = np.asarray(X, dtype=np.float64)
-    if names is None or X.ndim != 2 or len(names) != X.shape[1]:
-        raise ValueError("a 2-D X needs `names`, one per column")
-    return {n: X[:, j] for j, n in enumerate(names)}
-
-
-def _normalize_groups(n: int, tie_groups: Sequence[Sequence[int]] | None) -> list[list[int]]:
-    groups: list[list[int]] = []
-    seen: set[int] = set()
-    for g in tie_groups or ():
-        g = [int(i) for i in g]
-        if any(not 0 <= i < n or i in seen for i in g) or len(set(g)) != len(g):
-            raise ValueError(f"bad tie group {g} for an equation with {n} constants")
-        seen.update(g)
-        if g:
-            groups.append(g)
-    groups += [[i] for i in range(n) if i not in seen]
-    return groups
-
-
-def fit_constants(
-    form: Equation,
-    X: np.ndarray | Mapping[str, Any],
-    y: np.ndarray,
-    names: Sequence[str] | None = None,
-    *,
-    tie_groups: Sequence[Sequence[int]] | None = None,
-    max_nfev: int = 200,
-) -> Equation:
-    """Least-squares constants for ``form`` on (X, y), starting from its current constant values.
-
-    Args:
-        form: the equation whose constants are free (their values are the initial guess).
-        tie_groups: lists of constant indices that must share one value (e.g. eq. 6's gamma).
-        max_nfev: budget of the nonlinear solver (ignored when the form is linear in its constants).
-    Returns:
-        ``form`` with fitted constants (tied ones equal) and ``provenance["tie_groups"]`` when tied.
-    """
-    env = _env(X, names)
-    y = np.asarray(y, dtype=np.float64).ravel()
-    n_const = form.n_constants
-    if n_const == 0:
-        return form.copy()
-    syms = form.constant_symbols
-    index = {s: i for i, s in enumerate(syms)}
-    groups = _normalize_groups(n_const, tie_groups)
-    group_of = {i: gi for gi, g in enumerate(groups) for i in g}
-
-    # pick one linear constant per top-level term
-    linear: dict[int, int] = {}  # term index -> constant index
-    terms = sympy.Add.make_args(form.expr)
-    for ti, term in enumerate(terms):
-        for f in sympy.Mul.make_args(term):
-            if isinstance(f, sympy.Symbol) and f in index and len(groups[group_of[index[f]]]) == 1:
-                linear[ti] = index[f]
-                break
-    linear_consts = set(linear.values())
-    nonlinear_groups = [gi for gi, g in enumerate(groups) if not (len(g) == 1 and g[0] in linear_consts)]
-
-    cols = []
-    offset_terms = []
-    for ti, term in enumerate(terms):
-        if ti in linear:
-            cols.append(closure(term.xreplace({syms[linear[ti]]: sympy.Integer(1)}), index, NP_OPS))
-        else:
-            offset_terms.append(closure(term, index, NP_OPS))
-    lin_order = [linear[ti] for ti in sorted(linear)]
-    n = y.shape[0]
-    values = np.array(form.constants, dtype=np.float64)
-
-    def design(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        vals = values.copy()
-        for gi, t in zip(nonlinear_groups, theta, strict=True):
-            vals[groups[gi]] = t
-        consts = [np.float64(v) for v in vals]
-        with np.errstate(all="ignore"):
-            A = (
-                np.stack(
-                    [np.broadcast_to(np.asarray(c((env, consts)), dtype=np.float64), (n,)) for c in cols],
-                    axis=1,
-                )
-                if cols
-                else np.zeros((n, 0))
-            )
-            off = np.zeros(n)
-            for c in offset_terms:
-                off = off + np.asarray(c((env, consts)), dtype=np.float64)
-        return A, np.broadcast_to(off, (n,)), vals
-
-    def solve(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        A, off, vals = design(theta)
-        target = y - off
-        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(target))):
-            return np.full(n, 1e6 * (np.std(y) + 1.0)), vals
-        if A.shape[1]:
-            beta = np.linalg.lstsq(A, target, rcond=None)[0]
-            vals[lin_order] = beta
-            resid = target - A @ beta
-        else:
-            resid = target
-        return resid, vals
-
-    theta0 = np.array([values[groups[gi][0]] for gi in nonlinear_groups], dtype=np.float64)
-    if nonlinear_groups:
-        method = "lm" if n >= len(theta0) else "trf"
-        res = scipy.optimize.least_squares(
-            lambda t: solve(t)[0],
-            theta0,
-            method=method,
-            max_nfev=max_nfev,
-            x_scale="jac" if method == "trf" else 1.0,
-        )
-        theta = res.x
-    else:
-        theta = theta0
-    _, vals = solve(theta)
-    out = form.with_constants([float(v) for v in vals])
-    out.provenance = dict(form.provenance)
-    if tie_groups:
-        out.provenance["tie_groups"] = [list(g) for g in groups if len(g) > 1]
-    return out
 
 
 def tanh_sum_form(
@@ -236,8 +124,15 @@ class SkeletonBackend:
             raise ValueError(
                 "skeleton backend: settings.extra['form'] must be 'eq6', an expression or an Equation"
             )
+        dropped = [str(t) for t in offset_terms(form)] if not settings.allow_offset else []
+        if dropped:
+            form = self._without_offset(form, tie, dropped)
         max_nfev = int(settings.extra.get("max_nfev", max(50, settings.iterations)))
-        fitted = fit_constants(form, X, y, names, tie_groups=tie, max_nfev=max_nfev)
+        fitted = fit_constants(
+            form, X, y, names, tie_groups=tie, max_nfev=max_nfev, anchor_zero=not settings.allow_offset
+        )
+        if not settings.allow_offset and value_at_zero(fitted) != 0.0:
+            fitted = self._cancel_offset(fitted, tie)
         if is_eq6 and tie:
             gam = [fitted.constants[i] for i in tie[0]]
             if gam and gam[0] < 0:  # W*gamma*tanh(x/gamma) is even in gamma: report gamma > 0
@@ -245,20 +140,58 @@ class SkeletonBackend:
                     [-v if i in tie[0] else v for i, v in enumerate(fitted.constants)]
                 )
                 fitted.provenance = {"form": "eq6", "tie_groups": [list(tie[0])]}
+        if fitted.complexity > settings.max_complexity:
+            raise ValueError(
+                f"skeleton backend: the fitted form has complexity {fitted.complexity}, above "
+                f"max_complexity {settings.max_complexity}; raise max_complexity (a distill stage's "
+                f"max_complexities) to at least {fitted.complexity}, or fit a smaller form"
+            )
         prov = {
             "backend": self.name,
             "seed": settings.seed,
             "form": form.template,
             "time_s": time.perf_counter() - t0,
         }
-        return finish_front([fitted], X, y, names, prov, prune=False)
+        if dropped:
+            fitted.provenance["offset_terms_dropped"] = dropped
+        return finish_front([fitted], X, y, names, prov, settings=settings, prune=False)
+
+    @staticmethod
+    def _without_offset(form: Equation, tie: object, dropped: list[str]) -> Equation:
+        fix = "; set allow_offset: true to fit the form as given"
+        if tie:
+            raise ValueError(f"skeleton backend: the form has constant term(s) {dropped} and tie_groups{fix}")
+        out = drop_offset_terms(form)
+        if out is None:
+            raise ValueError(f"skeleton backend: the form {form} has no term that reads an input{fix}")
+        warnings.warn(
+            f"skeleton backend: dropped the gradient-free term(s) {dropped} of the form (allow_offset is off)",
+            stacklevel=3,
+        )
+        return out
+
+    @staticmethod
+    def _cancel_offset(fitted: Equation, tie: object) -> Equation:
+        fix = "; set allow_offset: true to fit the form as given"
+        out = zero_at_zero(fitted)
+        if out is None:
+            raise ValueError(
+                f"skeleton backend: the form {fitted.template} is undefined at all-zero inputs{fix}"
+            )
+        if tie:
+            raise ValueError(
+                f"skeleton backend: the form {fitted.template} is not zero at zero inputs (a constant inside "
+                f"a term) and has tie_groups, so no constant can be added to cancel it{fix}"
+            )
+        return out
 
 
 class LinearBackend:
     """Ordinary least squares over all columns, as a front of nested models (most important first).
 
     Importance is ``|coef| * std(column)`` in the full fit; model k refits the k most important columns.
-    Models above ``settings.max_complexity`` are left out. Fast, deterministic, a baseline for SR.
+    No intercept unless ``settings.allow_offset``. Models above ``settings.max_complexity`` are left
+    out. Fast, deterministic, a baseline for SR.
     """
 
     name = "linear"
@@ -269,7 +202,9 @@ class LinearBackend:
     def fit(self, X: np.ndarray, y: np.ndarray, names: Sequence[str], settings: SRSettings) -> ParetoFront:
         X, y, names = check_fit_inputs(X, y, names)
         t0 = time.perf_counter()
-        intercept = bool(settings.extra.get("fit_intercept", True))
+        if "fit_intercept" in settings.extra:
+            raise ValueError("linear backend: extra.fit_intercept is replaced by the allow_offset setting")
+        intercept = settings.allow_offset
         prune_tol = float(settings.extra.get("prune_tol", 0.0))
         n, f = X.shape
         A = np.column_stack([X, np.ones(n)]) if intercept else X
@@ -305,4 +240,4 @@ class LinearBackend:
             "fit_intercept": intercept,
             "time_s": time.perf_counter() - t0,
         }
-        return finish_front(equations, X, y, names, prov)
+        return finish_front(equations, X, y, names, prov, settings=settings)

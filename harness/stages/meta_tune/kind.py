@@ -52,6 +52,8 @@ class MetaTuneStage(StageBase):
     method: Literal["gradient", "optuna"] = "gradient"
     settings: MetaTuneSettings = Field(default_factory=MetaTuneSettings)  # type: ignore[valid-type]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    #: ``cpu``, ``cuda`` or ``auto`` (CUDA when the trial has a GPU), as in evaluate stages
+    device: str = "auto"
 
     @model_validator(mode="after")
     def _source(self) -> MetaTuneStage:
@@ -89,6 +91,7 @@ class MetaTuneTrial(TrialModel):
     method: Literal["gradient", "optuna"] = "gradient"
     seed: int = 0
     settings: dict[str, Any] = Field(default_factory=dict)
+    device: str = "auto"
 
 
 class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
@@ -118,6 +121,7 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
                 method=spec.method,
                 seed=s,
                 settings=settings,
+                device=spec.device,
             )
             for label, eq in equations
             for s in spec.seeds
@@ -133,6 +137,7 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
             trial.optimizee.model_dump(exclude_none=True),
             method=trial.method,
             seed=trial.seed,
+            device=trial.device,
             on_progress=lambda step, value: ctx.progress(step, objective=value),
             **trial.settings,
         )

@@ -1,0 +1,187 @@
+"""Does the distilled, meta-fine-tuned rule beat the tuned grid on a new network, at two horizons?
+
+Runs ``benchmarks/suites/table4-cpu.yaml`` (or ``--suite``): RP(extra) meta-trained on an MLP, distilled into
+eq. 6 and by Operon, each rule meta-fine-tuned in one pass of ResNet-18/digits training (validation split of
+the training digits), then evaluated with the teacher against the paper's 40-config grid on held-out seeds at
+the tuning horizon and at 5x it. A rerun resumes (same ``--workdir``), so a finished run reprints at once.
+
+Which symbolic rule is "the" rule is decided before any evaluation: among the meta_tune stages' equations, the
+one with the lowest validation loss of the kept constants (``val_loss_after`` if the tuned constants were kept,
+else ``val_loss_before``), i.e. on data carved from the target's training set. Per horizon it prints, over the
+evaluation seeds:
+
+* the rule's mean final train loss, the best grid config's (chosen per horizon in hindsight by that loss) and
+  ``ratio`` = rule / best grid;
+* the rule's mean test accuracy and the best grid config's, that config chosen by test accuracy;
+* the chosen equation;
+
+and, on the teacher's own task (the ``own-task`` evaluate stage), each distilled rule's loss over the teacher's.
+With ``--json`` the last line is ``[{"horizon", "symbolic_loss", "best_grid_loss", "best_grid_config",
+"ratio", "symbolic_test_acc", "best_grid_test_acc", "equation"}]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "benchmarks" / "suites" / "table4-cpu.yaml"
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _horizon_steps(horizon: str) -> float:
+    match = re.match(r"\s*([0-9.]+)", horizon or "")
+    return float(match.group(1)) if match else math.inf
+
+
+def per_optimizer(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{horizon: {optimizer: {"loss", "test_acc", "seeds"}}}`` means over seeds of evaluate records
+    (``optimizer``, ``horizon``, ``seed``, ``status``, ``final_train_loss``, ``test_acc``). A config with a
+    diverged or errored seed gets an infinite loss and zero accuracy (it did not train)."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(str(r["horizon"]), str(r["optimizer"]))].append(r)
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (horizon, name), rows in groups.items():
+        ok = all(
+            r.get("status", "ok") == "ok" and math.isfinite(r.get("final_train_loss", math.nan)) for r in rows
+        )
+        out[horizon][name] = {
+            "loss": _mean(float(r["final_train_loss"]) for r in rows) if ok else math.inf,
+            "test_acc": _mean(float(r.get("test_acc", 0.0)) for r in rows) if ok else 0.0,
+            "seeds": float(len(rows)),
+        }
+    return dict(out)
+
+
+def compare(
+    grid: Sequence[Mapping[str, Any]], rule: Sequence[Mapping[str, Any]], equation: str
+) -> list[dict[str, Any]]:
+    """One row per horizon: the rule's records against the grid's (module docstring)."""
+    g, r = per_optimizer(grid), per_optimizer(rule)
+    rows = []
+    for horizon in sorted(set(g) & set(r), key=_horizon_steps):
+        (name, sym), *others = r[horizon].items()
+        if others:
+            raise ValueError(f"rule records name several optimizers at {horizon}: {[name, *dict(others)]}")
+        best_name, best = min(g[horizon].items(), key=lambda kv: kv[1]["loss"])
+        best_acc = max(v["test_acc"] for v in g[horizon].values())
+        rows.append(
+            {
+                "horizon": horizon,
+                "symbolic_loss": sym["loss"],
+                "best_grid_loss": best["loss"],
+                "best_grid_config": best_name,
+                "ratio": sym["loss"] / best["loss"] if best["loss"] > 0 else math.inf,
+                "symbolic_test_acc": sym["test_acc"],
+                "best_grid_test_acc": best_acc,
+                "equation": equation,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading a suite run
+# ---------------------------------------------------------------------------------------------------
+def _records(stage: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "optimizer": t.tag("optimizer"),
+            "horizon": t.tag("horizon", ""),
+            "seed": t.tag("seed"),
+            "status": t.tag("status", "ok"),
+            **{k: v for k, v in t.metrics.items() if k in ("final_train_loss", "test_acc")},
+        }
+        for t in stage.trials
+    ]
+
+
+def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
+    """``(meta_tune stage, evaluate optimizer name, equation text)`` of the tuned rule with the lowest
+    validation loss of its kept constants."""
+    from harness.stages.outputs import equations_from_stage
+    from harness.symbolic.equation import Equation
+
+    best: tuple[float, str, str] | None = None
+    for spec in suite.stages:
+        if spec.kind != "meta_tune" or spec.name not in outcome.stages:
+            continue
+        for t in outcome.stages[spec.name].trials:
+            m = t.metrics
+            val = m.get("val_loss_after") if m.get("kept_tuned", 1.0) else m.get("val_loss_before")
+            if val is not None and math.isfinite(val) and (best is None or val < best[0]):
+                (_, path), *_ = equations_from_stage(outcome.stages[spec.name])
+                best = (val, spec.name, Equation.load(path).text)
+    if best is None:
+        raise SystemExit("no meta_tune stage finished with a finite validation loss: nothing to compare")
+    _, stage_name, text = best
+    for spec in suite.stages:
+        if spec.kind == "evaluate":
+            for entry in spec.optimizers:
+                if getattr(entry, "from_stage", None) == stage_name:
+                    return stage_name, str(getattr(entry, "name", None) or stage_name), text
+    raise SystemExit(f"no evaluate stage runs the rule of meta_tune stage {stage_name!r}")
+
+
+def _split(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["optimizer"] == name or r["optimizer"].startswith(f"{name}:")]
+
+
+def own_task_ratios(outcome: Any, stage: str = "own-task") -> dict[str, float]:
+    """Each distilled rule's mean final train loss over the teacher's, on the teacher's own task."""
+    if stage not in outcome.stages:
+        return {}
+    st = outcome.stages[stage]
+    teachers = {t.tag("optimizer") for t in st.trials if t.tag("optimizer_family") == "teacher"}
+    means = {k: v["loss"] for h in per_optimizer(_records(st)).values() for k, v in h.items()}
+    teacher = _mean(means[t] for t in teachers)
+    return {k: v / teacher for k, v in means.items() if k not in teachers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default=str(SUITE))
+    ap.add_argument("--workdir", default="sl2o_runs", help="Tune state and the default MLflow store")
+    ap.add_argument("--address", default=None, help="a Ray cluster (default: local Ray)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from harness.config import load_suite
+    from harness.runner import RunOptions, run_suite
+
+    suite = load_suite(args.suite)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
+    outcome = run_suite(suite, RunOptions(address=args.address, workdir=args.workdir, log=log))
+    stage_name, rule_name, equation = chosen_rule(suite, outcome)
+    grid = [r for spec in suite.stages if spec.name == "grid" for r in _records(outcome.stages[spec.name])]
+    rules = [r for spec in suite.stages if spec.name == "rules" for r in _records(outcome.stages[spec.name])]
+    rows = compare(grid, _split(rules, rule_name), equation)
+    print(f"suite {suite.name}: rule of stage {stage_name!r} (lowest validation loss after tuning):")
+    print(f"  {equation}")
+    for row in rows:
+        print(
+            f"{row['horizon']}: train loss {row['symbolic_loss']:.4g} vs best grid {row['best_grid_loss']:.4g} "
+            f"({row['best_grid_config']}), ratio {row['ratio']:.3f}; test acc {100 * row['symbolic_test_acc']:.1f}% "
+            f"vs best grid {100 * row['best_grid_test_acc']:.1f}%"
+        )
+    for name, ratio in sorted(own_task_ratios(outcome).items()):
+        print(f"teacher's own task: {name} loss / teacher loss = {ratio:.3f}")
+    if args.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""benchmarks/perf/transfer.py's arithmetic: the grid's best per horizon in hindsight, the rule's ratio."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+PERF = Path(__file__).resolve().parents[2] / "benchmarks" / "perf"
+
+
+@pytest.fixture(scope="module")
+def transfer():
+    spec = importlib.util.spec_from_file_location("transfer_script", PERF / "transfer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rec(opt: str, horizon: str, seed: int, loss: float, acc: float, status: str = "ok") -> dict:
+    return {
+        "optimizer": opt,
+        "horizon": horizon,
+        "seed": str(seed),
+        "status": status,
+        "final_train_loss": loss,
+        "test_acc": acc,
+    }
+
+
+def test_compare_per_horizon(transfer) -> None:
+    grid = [
+        _rec("adam", "100 steps", 0, 0.3, 0.90),
+        _rec("adam", "100 steps", 1, 0.5, 0.92),
+        _rec("sgd", "100 steps", 0, 0.2, 0.80),
+        _rec("sgd", "100 steps", 1, 0.2, 0.82),
+        # at 500 steps sgd diverged on one seed: it cannot be the best config, whatever its other seed did
+        _rec("adam", "500 steps", 0, 0.1, 0.95),
+        _rec("adam", "500 steps", 1, 0.1, 0.97),
+        _rec("sgd", "500 steps", 0, 0.01, 0.99),
+        _rec("sgd", "500 steps", 1, math.inf, 0.1, "diverged"),
+    ]
+    rule = [
+        _rec("rule", "100 steps", 0, 0.1, 0.91),
+        _rec("rule", "100 steps", 1, 0.3, 0.90),
+        _rec("rule", "500 steps", 0, 0.12, 0.96),
+        _rec("rule", "500 steps", 1, 0.12, 0.96),
+    ]
+    rows = transfer.compare(grid, rule, "-0.01*m_hat_0")
+    assert [r["horizon"] for r in rows] == ["100 steps", "500 steps"]
+    short, long = rows
+    assert short["best_grid_config"] == "sgd" and short["best_grid_loss"] == pytest.approx(0.2)
+    assert short["ratio"] == pytest.approx(1.0) and short["best_grid_test_acc"] == pytest.approx(0.91)
+    assert long["best_grid_config"] == "adam" and long["ratio"] == pytest.approx(1.2)
+    assert long["symbolic_test_acc"] == pytest.approx(0.96) and long["equation"] == "-0.01*m_hat_0"
+    with pytest.raises(ValueError, match="several optimizers"):
+        transfer.compare(grid, rule + [_rec("other", "100 steps", 0, 1.0, 0.5)], "x")
+
+
+def test_horizons_sort_by_steps(transfer) -> None:
+    assert sorted(["1500 steps", "300 steps", "20 epochs"], key=transfer._horizon_steps) == [
+        "20 epochs",
+        "300 steps",
+        "1500 steps",
+    ]

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.stages.outputs import equations_from_stage
+
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "table4-cpu.yaml"
 
@@ -112,7 +114,6 @@ def _records(stage: Any) -> list[dict[str, Any]]:
 def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
     """``(meta_tune stage, evaluate optimizer name, equation text)`` of the tuned rule with the lowest
     validation loss of its kept constants."""
-    from harness.stages.outputs import equations_from_stage
     from harness.symbolic.equation import Equation
 
     best: tuple[float, str, str] | None = None
@@ -136,8 +137,13 @@ def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
     raise SystemExit(f"no evaluate stage runs the rule of meta_tune stage {stage_name!r}")
 
 
+def _label(optimizer: str) -> str:
+    """An evaluate optimizer's name without its family prefix (``symbolic:eq6-tuned`` -> ``eq6-tuned``)."""
+    return optimizer.split(":", 1)[1] if optimizer.startswith(("symbolic:", "teacher:")) else optimizer
+
+
 def _split(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["optimizer"] == name or r["optimizer"].startswith(f"{name}:")]
+    return [r for r in records if _label(r["optimizer"]) == name]
 
 
 def own_task_ratios(outcome: Any, stage: str = "own-task") -> dict[str, float]:
@@ -148,7 +154,7 @@ def own_task_ratios(outcome: Any, stage: str = "own-task") -> dict[str, float]:
     teachers = {t.tag("optimizer") for t in st.trials if t.tag("optimizer_family") == "teacher"}
     means = {k: v["loss"] for h in per_optimizer(_records(st)).values() for k, v in h.items()}
     teacher = _mean(means[t] for t in teachers)
-    return {k: v / teacher for k, v in means.items() if k not in teachers}
+    return {_label(k): v / teacher for k, v in means.items() if k not in teachers}
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ from harness.symbolic.equation import Equation, ParetoFront
 from harness.symbolic.metrics import fitted_complexity, mc, tpf
 from harness.symbolic.sr.base import SRSettings
 from harness.symbolic.sr.offset import is_zero_at_zero, value_at_zero, zero_at_zero, zero_tolerance
+from harness.symbolic.sr.refit import fit_constants
 
 __all__ = [
     "DEFAULT_MC_THRESHOLD",
@@ -128,7 +129,7 @@ def distill(
     for eq in front:
         scaled = eq.score(dataset.X_val, dataset.y_val, dataset.names, "val") if has_val else eq
         try:
-            raw = unscale_equation(scaled, dataset)
+            raw = _to_raw(scaled, dataset, Xt_raw, yt_raw, anchor_zero=not cfg.allow_offset)
         except (ValueError, KeyError, OverflowError) as exc:  # e.g. a constant overflows when unscaled
             skipped.append(f"{scaled.text}: {exc}")
             continue
@@ -527,6 +528,21 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
 
 def _fmt(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
+def _to_raw(
+    scaled: Equation, dataset: SRDataset, X_raw: np.ndarray, y_raw: np.ndarray, *, anchor_zero: bool
+) -> Equation:
+    """The raw-unit rule of an equation fit on scaled data. Substituting the scales
+    (:func:`unscale_equation`) would split a tied constant (eq. 6's one gamma) into one per column, so a
+    tied form is refit instead: the same expression, its constants least-squares fit on the raw data with
+    the ties kept (the linear W's solved exactly for each gamma)."""
+    tie = scaled.provenance.get("tie_groups")
+    if not tie:
+        return unscale_equation(scaled, dataset)
+    raw = fit_constants(scaled, X_raw, y_raw, dataset.names, tie_groups=tie, anchor_zero=anchor_zero)
+    raw.provenance = {**dict(scaled.provenance), "tie_groups": raw.provenance.get("tie_groups", tie)}
+    return raw
 
 
 def distill_rows(chosen_files: Sequence[Path], stage: str = "") -> list[dict[str, Any]]:

@@ -151,3 +151,26 @@ def test_unavailable_and_unknown_backends(sgd_ds: SRDataset, monkeypatch) -> Non
         distill(sgd_ds, "no_such_backend", {}, seed=0)
     with pytest.raises(ValueError, match="unknown SR settings"):
         distill(sgd_ds, "linear", {"populaton": 3}, seed=0)
+
+
+def test_eq6_skeleton_keeps_one_gamma_in_raw_units() -> None:
+    """Unscaling would give every column its own gamma (the columns' scales differ); the raw rule is refit
+    with the tie kept, so meta-tuning moves one gamma, and it still fits the teacher's updates."""
+    from harness.stages.meta_tune.common import constant_slots
+
+    ds = collect(
+        {"rule": "adam", "kwargs": {"lr": 0.01}},
+        [{"name": "quadratic_cos", "steps": 40}],
+        features=["m_hat", "g_hat", "eta"],
+        lags=2,
+        n_samples=400,
+        seed=0,
+    )
+    assert len(set(np.round(ds.x_scale, 6))) > 1  # the columns do have different scales
+    front = distill(ds, "skeleton", {"extra": {"form": "eq6"}, "max_complexity": 80})
+    (eq,) = list(front)
+    (tie,) = eq.provenance["tie_groups"]
+    assert len(tie) > 1 and max(tie) < eq.n_constants
+    assert len({eq.constants[i] for i in tie}) == 1
+    assert constant_slots(eq)[0] == sorted(tie)
+    assert {"m_hat", "g_hat", "eta"} == set(eq.features_used()) and eq.metrics["r2_val"] > 0.9

@@ -28,6 +28,7 @@ from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE
 from harness.stages.problems import resolve_device
 from harness.symbolic.equation import Equation
 from harness.symbolic.optimizer import load_equation
+from harness.symbolic.sr.offset import value_at_zero, zero_at_zero
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -100,6 +101,25 @@ def _mean_runs(
     return out
 
 
+def _keep_zero_at_zero(initial: Equation, tuned: Equation) -> tuple[Equation, float]:
+    """A rule that was zero when its inputs are zero stays so: tuning a constant that cancels a hidden
+    offset (``c*(h(x) + k)``, :mod:`harness.symbolic.sr.offset`) apart from the term it cancels would bring a
+    drift back, so it is cancelled again. Returns the equation and the drift removed (0.0: none)."""
+    if value_at_zero(initial) != 0.0:
+        return tuned, 0.0
+    drift = value_at_zero(tuned)
+    if drift == 0.0 or not math.isfinite(drift):
+        return tuned, 0.0
+    fixed = zero_at_zero(tuned)
+    if fixed is None:
+        return tuned, 0.0
+    prov = dict(tuned.provenance)
+    if fixed.n_constants != tuned.n_constants:
+        prov.pop("tie_groups", None)
+    fixed.provenance = prov
+    return fixed, drift
+
+
 def meta_tune(
     equation: Equation | str | Path,
     optimizee: Mapping[str, Any],
@@ -142,11 +162,14 @@ def meta_tune(
         history = {"trials": summary.get("trials", [])}
     else:
         raise ValueError(f"unknown meta-tuning method {method!r}; use 'gradient' or 'optuna'")
+    tuned, drift = _keep_zero_at_zero(eq, tuned)
     seeds = list(eval_seeds) if eval_seeds is not None else [seed]
     splits = ("val", "test") if test_metrics else ("val",)
     before = _mean_runs(eq, target, seeds, eval_steps, dev, splits)
     after = _mean_runs(tuned, target, seeds, eval_steps, dev, splits)
     details = {k: v for k, v in summary.items() if k != "trials"}
+    if drift:
+        details["drift_cancelled"] = drift
     details["val_fraction"] = (target.get("kwargs") or {}).get("val_fraction")
     worse = after.get("diverged", 0.0) > before.get("diverged", 0.0) or after.get(
         "val_loss", math.inf

@@ -159,3 +159,19 @@ def test_eta_parameters_are_tuned_with_the_constants_and_saved(tmp_path) -> None
         loaded.provenance["feature_spec"]["eta_params"]
         == res.equation.provenance["feature_spec"]["eta_params"]
     )
+
+
+def test_a_tuned_rule_stays_zero_at_zero() -> None:
+    from harness.stages.meta_tune.tune import _keep_zero_at_zero
+    from harness.symbolic.sr.offset import value_at_zero, zero_at_zero
+
+    # -0.01*(tanh(m_hat_0 + 1) + k), k = -tanh(1): zero at zero; tuning k apart from its term would drift
+    initial = zero_at_zero(Equation.parse("-0.01*tanh(m_hat_0 + 1.0)"))
+    assert initial is not None and value_at_zero(initial) == 0.0
+    k = min(range(initial.n_constants), key=lambda i: abs(initial.constants[i] + math.tanh(1.0)))
+    drifting = initial.with_constants([c * 1.1 if i == k else c for i, c in enumerate(initial.constants)])
+    assert value_at_zero(drifting) != 0.0
+    fixed, drift = _keep_zero_at_zero(initial, drifting)
+    assert drift == pytest.approx(value_at_zero(drifting)) and abs(value_at_zero(fixed)) <= 1e-15
+    same, none = _keep_zero_at_zero(initial, initial)
+    assert same is initial and none == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -103,3 +104,52 @@ def test_horizons_sort_by_unit_then_size_and_the_default_budget_has_no_label() -
     old = rec("adam", 0, 1.0)
     del old["horizon"]  # a record without the field (an older caller) is the default budget
     assert aggregate([old])[0]["horizon"] == ""
+
+
+def test_errored_seeds_are_counted_left_out_of_the_mean_and_rank_after_complete_rows() -> None:
+    recs = [
+        rec("adam", 0, 1.0),
+        rec("adam", 1, 1.2),
+        rec("sgd", 0, 0.5),  # the best mean, but one seed errored: after every complete row
+        rec("sgd", 1, None, "error"),
+        rec("lion", 0, None, "error"),  # no seed with a value at all
+    ]
+    rows = aggregate(recs)
+    got = [(r["optimizer"], r["rank"], r["n"], r["errored"], r["diverged"], r["seeds"]) for r in rows]
+    assert got == [
+        ("adam", 1, 2, 0, 0, ["0", "1"]),
+        ("sgd", 2, 1, 1, 0, ["0"]),
+        ("lion", 3, 0, 1, 0, []),
+    ]
+    assert rows[1]["mean"] == 0.5 and rows[1]["std"] == 0.0
+    assert math.isinf(rows[2]["mean"]) and rows[2]["std"] == 0.0
+    assert [r["verdict"] for r in rows] == ["reference", "n/a", "n/a"]
+    assert "test_loss" not in rows[2] and rows[1]["test_loss"] == 1.0  # extras: the seeds that have them
+
+
+def test_the_reference_is_the_best_complete_adam_else_the_best_complete_row() -> None:
+    recs = [rec("adam(lr=1)", 0, 0.1), rec("adam(lr=1)", 1, None, "diverged"), rec("sgd", 0, 0.5)]
+    recs += [rec("sgd", 1, 0.6), rec("adam(lr=0.1)", 0, 0.9), rec("adam(lr=0.1)", 1, 1.0)]
+    assert {r["reference"] for r in aggregate(recs)} == {"adam(lr=0.1)"}  # the diverged adam is not it
+    no_adam = [r for r in recs if r["family"] != "adam" or r["optimizer"] == "adam(lr=1)"]
+    assert {r["reference"] for r in aggregate(no_adam)} == {"sgd"}
+
+
+def test_means_are_exactly_rounded_and_the_csv_text_is_pinned() -> None:
+    # a naive float sum cancels the 1.0 here (1e16 + 1 - 1e16 == 0); the exactly rounded mean keeps it
+    vals = [1e16, 1.0, -1e16, 3.0]
+    (row,) = aggregate([rec("a", i, v) for i, v in enumerate(vals)])
+    assert row["mean"] == 1.0 == statistics.fmean(vals) and row["std"] == statistics.stdev(vals)
+    rows = aggregate([rec("adam", 0, 1.0), rec("adam", 1, 3.0), rec("sgd", 0, None, "diverged")])
+    assert to_csv(rows) == (
+        "suite,optimizee,horizon,rank,optimizer,family,metric,mean,std,n,diverged,errored,reference,diff,"
+        "ci_low,ci_high,verdict,test_loss\r\n"
+        "s,p1,,1,adam,adam,final_train_loss,2.0,1.4142135623730951,2,0,0,adam,0.0,nan,nan,reference,4.0\r\n"
+        "s,p1,,2,sgd,sgd,final_train_loss,inf,0.0,1,1,0,adam,nan,nan,nan,worse (diverged),\r\n"
+    )
+    assert list(rows[0]) == [
+        "suite", "optimizee", "horizon", "optimizer", "family", "metric", "mode", "mean", "std", "n",
+        "diverged", "errored", "seeds", "test_loss", "rank", "reference", "diff", "ci_low", "ci_high",
+        "verdict",
+    ]  # fmt: skip
+    assert aggregate([]) == [] and to_csv([]).startswith("suite,optimizee,horizon,rank,")

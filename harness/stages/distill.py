@@ -29,6 +29,7 @@ held-out error), with ``mc`` (the MC of the front on held-out error) in its prov
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -98,6 +99,7 @@ def distill(
     seed: int = 0,
     *,
     mc_threshold: float = DEFAULT_MC_THRESHOLD,
+    progress: TrialContext | None = None,
 ) -> ParetoFront:
     """Fit ``backend`` on ``dataset`` and return the front of RAW equations (see module docstring).
 
@@ -107,6 +109,7 @@ def distill(
         settings: ``SRSettings`` or a dict of its fields; ``seed`` overrides its seed.
         seed: the SR seed.
         mc_threshold: threshold of the front's MC (held-out ``1 - R²``).
+        progress: gets steps 0, generations (a fit with ``on_generation``), ``iterations``, +1 per equation.
     Raises:
         UnknownNameError: ``backend`` is not registered (the message lists the known ones).
         BackendUnavailableError: the backend reports it cannot run here (with its reason).
@@ -116,9 +119,22 @@ def distill(
     if not ok:
         raise BackendUnavailableError(f"SR backend {backend!r} is unavailable: {why}")
     cfg = _settings(settings, seed)
+    gens, r2_key = max(int(cfg.iterations), 1), "r2_val" if dataset.n_val >= 2 else "r2_train"
+    now = {"fit_r2": math.nan, "scored": 0.0, "best_r2": math.nan}  # R² of the fit (scaled); raw, held out
+
+    def report(step: int, total: int, **values: float) -> None:
+        now.update(values)
+        if progress is not None:
+            progress.set_total(total)
+            progress.progress(step, **now)
+
+    hook = progress is not None and "on_generation" in inspect.signature(sr.fit).parameters
+    fit_kw = {"on_generation": lambda g, r2: report(min(int(g), gens), gens, fit_r2=r2)} if hook else {}
+    report(0, gens)  # the fit starts
     t0 = time.perf_counter()
-    front = sr.fit(dataset.X_train, dataset.y_train, dataset.names, cfg)
+    front = sr.fit(dataset.X_train, dataset.y_train, dataset.names, cfg, **fit_kw)
     fit_s = time.perf_counter() - t0
+    now["fit_r2"] = float(np.fmax.reduce([now["fit_r2"], *(e.metrics["r2_train"] for e in front)]))
     Xt_raw, yt_raw = dataset.raw("train")
     Xv_raw, yv_raw = dataset.raw("val")
     has_val = dataset.n_val >= 2
@@ -126,7 +142,8 @@ def distill(
     equations: list[Equation] = []
     skipped: list[str] = []
     varying = target_varying_fraction(yv_raw if has_val else yt_raw)
-    for eq in front:
+    for i, eq in enumerate(front):
+        report(gens + i, gens + len(front), scored=i)  # the fit's end (i = 0), then i equations scored
         scaled = eq.score(dataset.X_val, dataset.y_val, dataset.names, "val") if has_val else eq
         try:
             raw = _to_raw(scaled, dataset, Xt_raw, yt_raw, anchor_zero=not cfg.allow_offset)
@@ -145,7 +162,6 @@ def distill(
         extra = {f"{k}_scaled": v for k, v in scaled.metrics.items() if k.startswith(("r2_", "mse_"))}
         extra.update({k: v for k, v in scaled.metrics.items() if not k.startswith(("r2_", "mse_"))})
         extra["complexity_scaled"] = float(scaled.complexity)
-        r2_key = "r2_val" if has_val else "r2_train"
         extra["input_dependent_fraction"] = max(0.0, float(raw.metrics.get(r2_key, 0.0))) * varying
         try:
             result = tpf(raw, Xv_raw if has_val else Xt_raw, dataset.names)
@@ -165,6 +181,8 @@ def distill(
             "scales": "raw",
         }
         equations.append(raw)
+        now["best_r2"] = float(np.fmax(now["best_r2"], raw.metrics.get(r2_key, math.nan)))
+    report(gens + len(front), gens + len(front), scored=len(front))
     prov = {
         **{k: v for k, v in front.provenance.items() if k not in ("settings",)},
         "backend": backend,
@@ -461,7 +479,7 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         start = time.time()
         ds = SRDataset.load(trial.dataset)
         settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
-        front = distill(ds, trial.backend, settings, trial.seed)
+        front = distill(ds, trial.backend, settings, trial.seed, progress=ctx)
         if not len(front):
             raise ValueError(
                 f"the {trial.backend} front holds no equation (left out: {front.provenance.get('left_out')}, "

@@ -53,15 +53,29 @@ the front, so a front may hold fewer, smaller equations than Operon's own.
 
 ``settings.extra`` is passed to ``pyoperon.sklearn.SymbolicRegressor`` (keys checked against its
 signature), e.g. ``{"max_depth": 12, "optimizer": "lbfgs"}``.
+
+Progress per generation (``fit(..., on_generation=...)``): Operon's algorithm takes a callback that it
+calls after each generation (``NSGA2Algorithm.Run(rng, callback, threads, warm_start)``), but
+``SymbolicRegressor.fit`` passes none and keeps the algorithm to itself. While such a fit runs,
+``pyoperon.sklearn``'s ``op`` is a stand-in for the ``pyoperon`` module whose algorithm classes are
+subclasses that pass a callback to ``Run`` (:func:`_generation_hook`); the callback reads the generation
+and the population's best fitness (the ``r2`` objective is ``-R²``) and changes nothing in the search.
+Operon calls it on a thread of its own, so the fit runs on a helper thread and ``on_generation`` is called
+on the thread that called ``fit``, once per generation, in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
+import queue
+import threading
 import time
-from collections.abc import Mapping, Sequence
+import types
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -245,6 +259,112 @@ def _drop_unit_factors(eq: Equation) -> Equation:
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# per-generation progress out of SymbolicRegressor.fit (see the module docstring)
+# ---------------------------------------------------------------------------------------------------
+#: the per-generation report of the fit running on this thread (the thread that builds the algorithm)
+_REPORT = threading.local()
+_HOOK_LOCK = threading.Lock()
+_HOOK_STATE: dict[str, Any] = {"users": 0, "saved": None}
+
+
+def _reporting_algorithm(base: type) -> type:
+    """A subclass of Operon's algorithm class ``base`` whose ``Run`` passes Operon a per-generation callback
+    when the thread that built it had a report set (:data:`_REPORT`); otherwise it is ``base``."""
+
+    class Reporting(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._sl2o_report = getattr(_REPORT, "report", None)
+
+        def Run(self, rng: Any, callback: Any = None, threads: int = 0, warm_start: bool = False) -> Any:
+            report = self._sl2o_report
+            if report is None or callback is not None:
+                return super().Run(rng, callback, threads, warm_start)
+
+            def each_generation() -> None:
+                try:  # never raise into Operon's C++ loop
+                    best = -min(ind.GetFitness(0) for ind in self.Individuals)
+                    report(int(self.Generation), float(best))
+                except Exception:  # noqa: BLE001 - a progress report is a nicety
+                    pass
+
+            return super().Run(rng, each_generation, threads, warm_start)
+
+    Reporting.__name__ = Reporting.__qualname__ = f"Reporting{base.__name__}"
+    return Reporting
+
+
+@contextlib.contextmanager
+def _generation_hook() -> Iterator[None]:
+    """While inside, ``pyoperon.sklearn`` builds its algorithms from :func:`_reporting_algorithm` classes (a
+    stand-in ``op`` module; everything else is pyoperon's own); the last fit to leave restores it."""
+    sk = importlib.import_module("pyoperon.sklearn")
+    with _HOOK_LOCK:
+        if _HOOK_STATE["users"] == 0:
+            real = sk.op
+            stand_in = types.ModuleType(real.__name__, real.__doc__)
+            stand_in.__dict__.update(real.__dict__)
+            for name in ("NSGA2Algorithm", "GeneticProgrammingAlgorithm"):
+                if hasattr(real, name):
+                    setattr(stand_in, name, _reporting_algorithm(getattr(real, name)))
+            _HOOK_STATE["saved"] = real
+            setattr(sk, "op", stand_in)  # noqa: B010 - a module attribute pyright does not know
+        _HOOK_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _HOOK_LOCK:
+            _HOOK_STATE["users"] -= 1
+            if _HOOK_STATE["users"] == 0:
+                setattr(sk, "op", _HOOK_STATE["saved"])  # noqa: B010
+                _HOOK_STATE["saved"] = None
+
+
+def fit_reporting(
+    reg: Any, X: np.ndarray, y: np.ndarray, on_generation: Callable[[int, float], None]
+) -> None:
+    """``reg.fit(X, y)`` (a ``SymbolicRegressor``), calling ``on_generation(generation, best_r2)`` on THIS
+    thread after each generation while it runs: ``best_r2`` is the best R² of the search so far (its own
+    fitness, on the data it fits). The fit runs on a helper thread; its exception is raised here. An
+    exception of ``on_generation`` stops the reports (with a warning), not the fit."""
+    points: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+    failed: list[BaseException] = []
+    best = [-math.inf]
+
+    def report(generation: int, r2: float) -> None:
+        best[0] = max(best[0], r2) if math.isfinite(r2) else best[0]
+        points.put((generation, best[0] if math.isfinite(best[0]) else math.nan))
+
+    def work() -> None:
+        _REPORT.report = report
+        try:
+            with _generation_hook():
+                reg.fit(X, y)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the calling thread
+            failed.append(exc)
+        finally:
+            _REPORT.report = None
+            points.put(None)
+
+    thread = threading.Thread(target=work, name="operon-fit", daemon=True)
+    thread.start()
+    reporting = True
+    while (item := points.get()) is not None:
+        if not reporting:
+            continue
+        try:
+            on_generation(*item)
+        except Exception as exc:  # noqa: BLE001 - progress must not break the fit
+            reporting = False
+            warnings.warn(
+                f"operon: per-generation progress stopped ({type(exc).__name__}: {exc})", stacklevel=2
+            )
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
 class OperonBackend:
     """Multi-objective (R², length) genetic programming with pyoperon; see the module docstring."""
 
@@ -286,7 +406,17 @@ class OperonBackend:
         kw.update(extra)
         return kw
 
-    def fit(self, X: np.ndarray, y: np.ndarray, names: Sequence[str], settings: SRSettings) -> ParetoFront:
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        names: Sequence[str],
+        settings: SRSettings,
+        *,
+        on_generation: Callable[[int, float], None] | None = None,
+    ) -> ParetoFront:
+        """The front of a pyoperon search (see the module docstring); ``on_generation(generation,
+        best_r2)`` is called on this thread after each generation (:func:`fit_reporting`)."""
         ok, why = self.available()
         if not ok:
             raise RuntimeError(f"operon backend unavailable: {why}")
@@ -296,7 +426,10 @@ class OperonBackend:
         kw = self.regressor_kwargs(settings)
         t0 = time.perf_counter()
         reg = SymbolicRegressor(**kw)
-        reg.fit(X, y)
+        if on_generation is None:
+            reg.fit(X, y)
+        else:
+            fit_reporting(reg, X, y, on_generation)
         elapsed = time.perf_counter() - t0
         hashes = list(reg.variables_)  # ordered by column index
         names_by_hash = {h: names[i] for i, h in enumerate(hashes)}

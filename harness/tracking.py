@@ -8,20 +8,24 @@ That keeps a single writer on the SQLite store and works unchanged against an ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+import numpy as np
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from harness.specs import horizon_label, task_label
-from harness.stages.outputs import ARTIFACTS_DIR, TAG, ResultKey
+from harness.stages.outputs import ARTIFACTS_DIR, DATASET_FILE, TAG, ResultKey
 
 DEFAULT_DB = "mlflow.db"
 
@@ -228,6 +232,60 @@ def close_stale_trial_runs(client: MlflowClient, experiment_id: str, stage_key: 
 
 
 # ---------------------------------------------------------------------------------------------
+# dataset inputs: the SR dataset a collect trial writes ("collected") and a distill trial fits ("training")
+# ---------------------------------------------------------------------------------------------
+def _npy_shape(zf: zipfile.ZipFile, member: str) -> tuple[int, ...]:
+    """The shape of an ``.npy`` member of an ``.npz``, from its header alone (nothing else is read)."""
+    with zf.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        return tuple(read(fh)[0])
+
+
+def sr_dataset_input(path: str | Path, context: str, source_uri: str | None = None) -> DatasetInput:
+    """The MLflow dataset input (``log_inputs``) of an SR dataset file, read without loading its arrays.
+
+    Name: its source's label; digest: the SHA-256 of the file (so the collect run that wrote it and every
+    distill run that read a copy share one MLflow dataset); source: ``source_uri`` (default the file);
+    schema: its input columns and the target (``update``); profile: ``n_train``, ``n_val``, ``n_inputs``
+    from the arrays' ``.npy`` headers; the input tag ``mlflow.data.context`` is ``context``.
+    """
+    from mlflow.types import ColSpec, DataType, Schema
+
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    with np.load(path, allow_pickle=False) as npz:
+        names = [str(n) for n in np.atleast_1d(npz["names"]).tolist()]
+        meta = json.loads(str(npz["metadata"]))
+    with zipfile.ZipFile(path) as zf:
+        train, val = _npy_shape(zf, "X_train.npy"), _npy_shape(zf, "X_val.npy")
+    src = (meta.get("source") or {}) if isinstance(meta, dict) else {}
+    uri = source_uri or Path(path).resolve().as_uri()
+    scheme = uri.split(":", 1)[0] if ":" in uri else "local"
+    schema = Schema([ColSpec(DataType.double, n) for n in [*names, "update"]])
+    profile = {"n_train": train[0], "n_val": val[0], "n_inputs": train[1] if len(train) > 1 else 0}
+    dataset = Dataset(
+        name=str(src.get("label") or src.get("rule") or Path(path).stem),
+        digest=sha.hexdigest()[:16],
+        source_type="local" if scheme == "file" else scheme,
+        source=json.dumps({"uri": uri}),
+        schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+def _trial_field(config: Mapping[str, Any], name: str) -> Any:
+    """Field ``name`` of the trial model in a Tune config (``config["trial"]``, a model or its dict)."""
+    trial = config.get("trial")
+    return trial.get(name) if isinstance(trial, Mapping) else getattr(trial, name, None)
+
+
+# ---------------------------------------------------------------------------------------------
 # the Tune callback that writes trial runs
 # ---------------------------------------------------------------------------------------------
 def _tune_callback_base() -> type:
@@ -249,7 +307,9 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
     Results carry the keys of :class:`harness.stages.outputs.ResultKey`: ``curve_steps``/``curve_<name>``
     lists (logged as metric histories in one batch), and on the last one ``final: True`` with the final
     metrics, ``status`` and ``info`` (logged as tags); the final checkpoint's ``artifacts/`` folder is
-    logged as the run's artifacts when the trial ends.
+    logged as the run's artifacts when the trial ends. An SR dataset among them (a collect trial's) is
+    logged as a dataset input of the run (context ``collected``), and a trial whose model names a
+    ``dataset`` file (a distill trial) logs that file as its ``training`` input (:func:`sr_dataset_input`).
     """
 
     def __init__(
@@ -306,7 +366,25 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         rid = start_run(self.client, self.experiment_id, name, tags, self.parent_run_id)
         log_batch(self.client, rid, params=self.trial_params(trial.config))
         self._runs[trial.trial_id] = rid
+        dataset = _trial_field(trial.config, "dataset")
+        if isinstance(dataset, str) and dataset.endswith(".npz"):
+            self._log_dataset(rid, dataset, "training")
         return rid
+
+    def _log_dataset(self, rid: str, path: str, context: str, source_uri: str | None = None) -> None:
+        """Log the SR dataset ``path`` as an input of run ``rid``; one that cannot be read is left out."""
+        try:
+            self.client.log_inputs(rid, datasets=[sr_dataset_input(path, context, source_uri)])
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            zipfile.BadZipFile,
+            MlflowException,
+        ):
+            pass
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_for(trial)
@@ -357,6 +435,10 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             art = os.path.join(ckpt.path, ARTIFACTS_DIR)
             if os.path.isdir(art):
                 self.client.log_artifacts(rid, art)
+                if os.path.isfile(os.path.join(art, DATASET_FILE)):
+                    root = self.client.get_run(rid).info.artifact_uri
+                    uri = f"{root.rstrip('/')}/{DATASET_FILE}" if root else None
+                    self._log_dataset(rid, os.path.join(art, DATASET_FILE), "collected", uri)
         self.client.set_terminated(rid, status="FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

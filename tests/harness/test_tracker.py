@@ -100,3 +100,57 @@ def test_a_trials_horizon_comes_from_its_tag_else_its_config() -> None:
     assert tracking.trial_horizon(config(epochs=2.5)) == "2.5 epochs"
     assert tracking.trial_horizon(config()) == ""  # the optimizee's default budget
     assert tracking.trial_horizon({f"{TAG}.config": "not json"}) == tracking.trial_horizon({}) == ""
+
+
+@dataclass
+class FakeCheckpoint:
+    path: str
+
+
+def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from harness.stages.collect import collect
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = tracking.init_tracking(uri)
+    exp = tracking.ensure_experiment(client, "t", uri)
+    parent = tracking.start_run(client, exp, "stage", {f"{TAG}.kind": "stage"})
+    tr = _tracker(uri, client, exp, parent)
+    ds = collect(
+        {"rule": "sgd", "kwargs": {"lr": 0.01}, "label": "sgd-teacher"},
+        [{"name": "quadratic_cos", "steps": 40}],
+        n_samples=300,
+    )
+    art = tmp_path / "ckpt" / "artifacts"
+    ds.save(art / "dataset.npz")
+    c = FakeTrial("c", {"x": 1}, checkpoint=FakeCheckpoint(str(tmp_path / "ckpt")))
+    tr.on_trial_start(0, [], c)
+    tr.on_trial_result(0, [], c, {"final": True, "final_keys": ["n_train"], "n_train": 1.0, "status": "ok"})
+    tr.on_trial_complete(0, [], c)
+    # a distill trial reads a downloaded copy of that file; one naming a missing file logs no input
+    copy = tmp_path / "download" / "dataset.npz"
+    copy.parent.mkdir()
+    shutil.copy(art / "dataset.npz", copy)
+    d = FakeTrial("d", {"x": 2, "trial": {"dataset": str(copy), "seed": 0}})
+    gone = FakeTrial("g", {"x": 3, "trial": {"dataset": str(tmp_path / "gone.npz")}})
+    tr.on_trial_start(0, [], d)
+    tr.on_trial_start(0, [], gone)
+    runs = {r.data.tags[f"{TAG}.trial_key"]: client.get_run(r.info.run_id) for r in _trial_runs(client, exp)}
+
+    (collected,) = runs["key-1"].inputs.dataset_inputs
+    (training,) = runs["key-2"].inputs.dataset_inputs
+    assert runs["key-3"].inputs.dataset_inputs == []
+    assert [(t.key, t.value) for t in collected.tags] == [("mlflow.data.context", "collected")]
+    assert [(t.key, t.value) for t in training.tags] == [("mlflow.data.context", "training")]
+    got = collected.dataset
+    assert got.name == training.dataset.name == "sgd-teacher"
+    assert got.digest == training.dataset.digest and len(got.digest) == 16
+    source = json.loads(got.source)["uri"]
+    assert got.source_type == "local" and source.startswith("file://")
+    assert source == f"{runs['key-1'].info.artifact_uri}/dataset.npz"
+    profile = json.loads(got.profile)
+    assert profile == {"n_train": len(ds.y_train), "n_val": len(ds.y_val), "n_inputs": len(ds.names)}
+    columns = [c["name"] for c in json.loads(got.schema)["mlflow_colspec"]]
+    assert columns == [*ds.names, "update"]

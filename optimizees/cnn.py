@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,7 @@ def _small_conv(in_ch: int, out_ch: int) -> nn.Conv2d:
     return conv
 
 
-def _resnet18_width(width: int, num_classes: int) -> nn.Module:
+def _resnet18_width(width: int, num_classes: int) -> Any:
     """torchvision's ResNet-18 (``BasicBlock``, ``[2, 2, 2, 2]``) with base width ``width`` instead of 64
     (stages ``width, 2w, 4w, 8w``); torchvision fixes the widths, so the stages are rebuilt here."""
     from torchvision.models.resnet import BasicBlock, ResNet
@@ -71,6 +72,7 @@ def build_cnn(arch: str, num_classes: int, width: int | None = None) -> nn.Modul
 
     if arch not in ARCHS:
         raise ValueError(f"unknown CNN arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    model: Any
     if width is not None:
         if arch != "resnet18":
             raise ValueError(f"cnn: width applies to resnet18 only, not {arch!r}; drop `width`")

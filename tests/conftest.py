@@ -20,3 +20,15 @@ def ray_session():
     init_ray(None)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small models: thread hand-offs cost more than they save, and
+    two test processes on a 2-core CI machine must not oversubscribe it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

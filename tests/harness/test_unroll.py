@@ -18,12 +18,7 @@ from teachers.meta_train import MetaTrainConfig, MetaTrainer
 P1 = {"name": "quadratic_cos", "steps": 12}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _p1():

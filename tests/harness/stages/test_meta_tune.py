@@ -30,12 +30,7 @@ from harness.unroll import loss_and_grads, unroll
 P1 = {"name": "quadratic_cos", "steps": 30}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_one_gradient_meta_step_lowers_the_val_loss_on_p1() -> None:

@@ -21,12 +21,7 @@ MLP = {"name": "mlp", "kwargs": {"dataset": "digits", "hidden": [16], "batch_siz
 P1 = {"name": "quadratic_cos", "steps": 60}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -13,6 +13,13 @@ Step time: every optimizer steps the same parameters with fixed random gradients
 so machine noise hits every rule alike. State bytes per parameter is the sum of the state tensors' ``nbytes``
 over the number of parameters (Adam: ``exp_avg`` + ``exp_avg_sq`` = 8 B plus its 0-dim ``step`` tensors).
 
+The allocator is held warm (glibc ``mallopt``: no ``mmap`` for blocks under 32 MiB, no trimming of the heap;
+``--glibc-malloc-defaults`` keeps glibc's own settings). ``Adam(foreach=True)`` allocates its temporaries
+(``sqrt(v)``: 45 MB on ResNet-18) every step; with glibc's defaults whether they come back as fresh pages
+(page faults and zeroing: ResNet-18's Adam step measured anywhere from 14 to 63 ms) or from the heap (10 ms)
+depends on what else the process allocated before, i.e. on which rules ran beside it. Held warm, Adam is
+timed at its best and the same in every run, as under jemalloc / tcmalloc.
+
 Training wall time: a real training run through ``harness.stages.evaluate.train`` (the optimizee's module,
 batches and loss; no test evaluation), timed from the call to the last step's log, against Adam's run, the
 runs interleaved over ``--train-rounds`` rounds and medians taken. ``mlp_p3`` trains ``--mlp-train-steps``
@@ -23,13 +30,26 @@ output says which.
 
 Rules: ``adam_equation`` (Adam as ``-0.001*m_hat_0``), ``eq6_L2`` and ``eq6_L20`` (the paper's eq. 6 over
 ``m_hat, g_hat`` with 2 / 20 lags). ``--batch-numel 0`` steps every tensor on its own (the per-tensor path, as
-before small tensors were batched). With ``--json`` the last stdout line is a JSON list of
-``{"rule", "model", "step_ratio_vs_adam", "state_bytes_per_param", "train_wall_ratio"}``.
+before small tensors were batched).
+
+Each rule runs as ``SymbolicOptimizer``'s default (eager) step and, on models with a tensor above
+``--batch-numel`` (where ``compile=True`` changes anything), also with ``compile=True`` (one
+``torch.compile``-d kernel per big tensor; ``--no-compile`` skips these rows). A compiled row's step time is
+measured after the compiling first step; the compilation is reported apart, never folded in or left out
+silently: ``compile_s`` is the step-timing optimizer's compile time (its first step), ``train_compile_s`` the
+median compile time inside one training run (each run builds a new optimizer; inductor's on-disk cache makes
+later ones cheaper), and ``train_wall_ratio`` is the training wall time LESS that run's compile time, over
+Adam's (``train_wall_ratio_with_compile`` keeps it in).
+
+With ``--json`` the last stdout line is a JSON list of ``{"rule", "model", "compile", "step_ratio_vs_adam",
+"state_bytes_per_param", "train_wall_ratio"}`` (compiled rows add ``compile_s``, ``train_compile_s`` and
+``train_wall_ratio_with_compile``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import statistics
 import time
@@ -48,6 +68,20 @@ from optimizees.base import Batch
 
 MODELS = ("mlp_p3", "resnet18")
 RULES = ("adam_equation", "eq6_L2", "eq6_L20")
+COMPILED = "+compile"  # suffix of a rule name: the same rule with SymbolicOptimizer(compile=True)
+
+
+def hold_malloc_warm() -> bool:
+    """glibc only: serve blocks under 32 MiB (glibc's largest mmap threshold) from the heap and never trim it,
+    so freed memory is reused without page faults. False where it could not be set (not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+        mmap_ok = libc.mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(32 << 20))
+        trim_ok = libc.mallopt(ctypes.c_int(m_trim_threshold), ctypes.c_int(2**31 - 1))
+        return bool(mmap_ok) and bool(trim_ok)
+    except (OSError, AttributeError):
+        return False
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -61,9 +95,12 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 def rule_builder(rule: str, batch_numel: int) -> Callable[[Any], torch.optim.Optimizer]:
-    """``params -> optimizer`` for a rule name (``adam`` is ``torch.optim.Adam(lr=1e-3, foreach=True)``)."""
+    """``params -> optimizer`` for a rule name (``adam`` is ``torch.optim.Adam(lr=1e-3, foreach=True)``; a name
+    ending in ``+compile`` is that rule with ``compile=True``)."""
     if rule == "adam":
         return lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True)
+    compiled = rule.endswith(COMPILED)
+    rule = rule.removesuffix(COMPILED)
     equations = {
         "adam_equation": lambda: adam_equation(lr=1e-3),
         "eq6_L2": lambda: eq6(("m_hat", "g_hat"), L=2),
@@ -72,7 +109,7 @@ def rule_builder(rule: str, batch_numel: int) -> Callable[[Any], torch.optim.Opt
     if rule not in equations:
         raise SystemExit(f"unknown rule {rule!r}; known: {', '.join(equations)}")
     make_eq = equations[rule]
-    return lambda params: SymbolicOptimizer(params, make_eq(), batch_numel=batch_numel)
+    return lambda params: SymbolicOptimizer(params, make_eq(), batch_numel=batch_numel, compile=compiled)
 
 
 class SyntheticCifarResNet:
@@ -142,20 +179,24 @@ def step_times(params: list[torch.Tensor], rules: list[str], args: argparse.Name
     return {
         "step_s": {k: statistics.median(v) for k, v in times.items()},
         "bytes": {k: state_bytes(o) / n for k, o in opts.items()},
+        "compile_s": {k: float(getattr(o, "compile_seconds", 0.0)) for k, o in opts.items()},
     }
 
 
 def train_times(
     problem: Any, rules: list[str], steps: int, rounds: int, batch_numel: int
-) -> dict[str, float]:
-    """Median wall seconds of a ``steps``-step training run per optimizer (runs interleaved per round)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds of a ``steps``-step training run per optimizer (runs interleaved per round), less the
+    run's compile seconds, and the median compile seconds per run."""
     names = ["adam", *rules]
     times: dict[str, list[float]] = {r: [] for r in names}
+    compiles: dict[str, list[float]] = {r: [] for r in names}
     for rnd in range(rounds + 1):  # round 0: a short untimed warm-up run of each
         n = min(steps, 20) if rnd == 0 else steps
         for rule in names[rnd % len(names) :] + names[: rnd % len(names)]:  # rotated: no favoured slot
             make = rule_builder(rule, batch_numel)
             done: list[float] = []
+            made: list[torch.optim.Optimizer] = []
 
             def on_log(step: int, _loss: float, done: list[float] = done, n: int = n) -> None:
                 if step == n:
@@ -164,7 +205,7 @@ def train_times(
             t0 = time.perf_counter()
             res = train(
                 problem,
-                lambda ps, make=make: (make(ps), None),
+                lambda ps, make=make, made=made: (made.append(make(ps)) or made[-1], None),
                 n,
                 log_every=n,
                 on_log=on_log,
@@ -173,8 +214,13 @@ def train_times(
             if res.status != "ok" or not done:
                 raise SystemExit(f"{rule}: training run ended {res.status} at step {res.steps}")
             if rnd > 0:
-                times[rule].append(done[0] - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+                compile_s = float(getattr(made[0], "compile_seconds", 0.0))
+                times[rule].append(done[0] - t0 - compile_s)
+                compiles[rule].append(compile_s)
+    return (
+        {k: statistics.median(v) for k, v in times.items()},
+        {k: statistics.median(v) for k, v in compiles.items()},
+    )
 
 
 def main() -> None:
@@ -191,10 +237,18 @@ def main() -> None:
     ap.add_argument("--resnet-train-steps", type=int, default=10)
     ap.add_argument("--resnet-batch", type=int, default=8)
     ap.add_argument("--no-train", action="store_true", help="skip the training runs (train_wall_ratio null)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
+    ap.add_argument(
+        "--glibc-malloc-defaults",
+        action="store_true",
+        help="keep glibc's malloc settings (Adam's step time then depends on the process's allocation history)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    warm = False if args.glibc_malloc_defaults else hold_malloc_warm()
+    print(f"allocator: {'held warm (mallopt)' if warm else 'glibc defaults'}")
     rules = [r for r in args.rules.split(",") if r]
     for r in rules:
         rule_builder(r, args.batch_numel)  # unknown names fail before any timing
@@ -208,11 +262,15 @@ def main() -> None:
         problem, what = build_problem(model, args.resnet_batch)
         params = list(problem.module().parameters())
         n_params = sum(p.numel() for p in params)
-        st = step_times(params, rules, args)
+        compiles = not args.no_compile and any(p.numel() > args.batch_numel for p in params)
+        variants = rules + ([r + COMPILED for r in rules] if compiles else [])
+        st = step_times(params, variants, args)
         del params
         steps = args.mlp_train_steps if model == "mlp_p3" else args.resnet_train_steps
-        tr = (
-            None if args.no_train else train_times(problem, rules, steps, args.train_rounds, args.batch_numel)
+        tr, tr_compile = (
+            (None, None)
+            if args.no_train
+            else train_times(problem, variants, steps, args.train_rounds, args.batch_numel)
         )
         print(
             f"\n{model}: {n_params} parameters; threads={args.threads}; batch_numel={args.batch_numel}; step: "
@@ -220,32 +278,46 @@ def main() -> None:
             + (
                 ""
                 if tr is None
-                else f"; training: {what}, {steps} steps, {args.train_rounds} rounds, medians"
+                else f"; training: {what}, {steps} steps, {args.train_rounds} rounds, medians, "
+                "compile time taken out (train compile s)"
             )
         )
         med, adam_train = st["step_s"], (tr or {}).get("adam")
         print(
-            f"{'rule':<16}{'step ms':>10}{'step ratio':>12}{'state B/param':>15}{'train s':>10}{'train ratio':>13}"
+            f"{'rule':<24}{'step ms':>10}{'step ratio':>12}{'state B/param':>15}{'compile s':>11}"
+            f"{'train s':>10}{'train ratio':>13}{'train compile s':>17}"
         )
-        for r in ["adam", *rules]:
+        for r in ["adam", *variants]:
             ratio = med[r] / med["adam"]
             tw = None if tr is None or adam_train is None else tr[r] / adam_train
+            compiled = r.endswith(COMPILED)
             train_s = "" if tr is None else f"{tr[r]:.2f}"
             train_r = "" if tw is None else f"{tw:.2f}"
+            comp_s = f"{st['compile_s'][r]:.2f}" if compiled else ""
+            tr_comp = "" if tr_compile is None or not compiled else f"{tr_compile[r]:.2f}"
             label = "torch Adam" if r == "adam" else r
             print(
-                f"{label:<16}{med[r] * 1e3:>10.3f}{ratio:>12.2f}{st['bytes'][r]:>15.3f}{train_s:>10}{train_r:>13}"
+                f"{label:<24}{med[r] * 1e3:>10.3f}{ratio:>12.2f}{st['bytes'][r]:>15.3f}{comp_s:>11}"
+                f"{train_s:>10}{train_r:>13}{tr_comp:>17}"
             )
             if r != "adam":
-                rows.append(
-                    {
-                        "rule": r,
-                        "model": model,
-                        "step_ratio_vs_adam": round(ratio, 3),
-                        "state_bytes_per_param": round(st["bytes"][r], 3),
-                        "train_wall_ratio": None if tw is None else round(tw, 3),
-                    }
-                )
+                row: dict[str, Any] = {
+                    "rule": r.removesuffix(COMPILED),
+                    "model": model,
+                    "compile": compiled,
+                    "step_ratio_vs_adam": round(ratio, 3),
+                    "state_bytes_per_param": round(st["bytes"][r], 3),
+                    "train_wall_ratio": None if tw is None else round(tw, 3),
+                }
+                if compiled:
+                    row["compile_s"] = round(st["compile_s"][r], 3)
+                    row["train_compile_s"] = None if tr_compile is None else round(tr_compile[r], 3)
+                    row["train_wall_ratio_with_compile"] = (
+                        None
+                        if tr is None or tr_compile is None or adam_train is None
+                        else round((tr[r] + tr_compile[r]) / adam_train, 3)
+                    )
+                rows.append(row)
     if args.json:
         print(json.dumps(rows))
 

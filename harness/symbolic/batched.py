@@ -40,7 +40,7 @@ _foreach_add_ = torch._foreach_add_  # pyright: ignore[reportPrivateImportUsage]
 
 UpdateFn = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, Tensor], int], Any]
 """``(flat gradient, accumulators, rings, t) -> update``: one in-place symbolic step on flat coordinates
-(:func:`~harness.symbolic.optimizer.symbolic_update` with its plan and evaluator bound)."""
+(:func:`~harness.symbolic.optimizer.program_update` with its program bound)."""
 
 
 class FlatBucket:
@@ -49,9 +49,10 @@ class FlatBucket:
     Args:
         params: the parameters, in a fixed order.
         states: their ``optimizer.state`` dicts (possibly empty: fresh state); entries for ``acc_keys`` and
-            ``hist_<feature>`` are copied into the flat buffers and replaced by views of them.
+            ring keys are copied into the flat buffers and replaced by views of them.
         acc_keys: accumulator names (each shaped like its parameter).
-        rings: ``(feature, slots)`` of every lag ring (``hist_<feature>``, ``[slots, *p.shape]``).
+        rings: ``(key, slots, fill)`` of every lag ring (state key, e.g. ``hist_<feature>``, shaped
+            ``[slots, *p.shape]``; ``fill``: the value of a lag not seen yet).
         step: the step count all of ``params`` share.
     """
 
@@ -60,7 +61,7 @@ class FlatBucket:
         params: Sequence[Tensor],
         states: Sequence[MutableMapping[str, Any]],
         acc_keys: Sequence[str],
-        rings: Sequence[tuple[str, int]],
+        rings: Sequence[tuple[str, int, float]],
         step: int,
     ) -> None:
         p0 = params[0]
@@ -70,7 +71,9 @@ class FlatBucket:
         self.states: list[MutableMapping[str, Any]] = list(states)
         self.step = int(step)
         self.acc: dict[str, Tensor] = {k: torch.zeros(n, **kw) for k in acc_keys}
-        self.rings: dict[str, Tensor] = {f: torch.zeros(slots, n, **kw) for f, slots in rings}
+        self.rings: dict[str, Tensor] = {
+            key: torch.full((slots, n), fill, **kw) for key, slots, fill in rings
+        }
         self.work = torch.empty(n, **kw)
         self.work_views: list[Tensor] = []
         self.views: list[dict[str, Tensor]] = []
@@ -82,10 +85,8 @@ class FlatBucket:
             with torch.no_grad():
                 for k, flat in self.acc.items():
                     views[k] = self._adopt(flat[a:b], st.get(k), p.shape)
-                for f, ring in self.rings.items():
-                    views[f"hist_{f}"] = self._adopt(
-                        ring[:, a:b], st.get(f"hist_{f}"), (ring.shape[0], *p.shape)
-                    )
+                for key, ring in self.rings.items():
+                    views[key] = self._adopt(ring[:, a:b], st.get(key), (ring.shape[0], *p.shape))
             st.update(views)
             st["step"] = self.step
             self.views.append(views)
@@ -153,7 +154,7 @@ class BucketSet:
         params: Sequence[Tensor],
         state: MutableMapping[Tensor, Any],
         acc_keys: Sequence[str],
-        rings: Sequence[tuple[str, int]],
+        rings: Sequence[tuple[str, int, float]],
     ) -> None:
         self.params: list[Tensor] = list(params)
         by_step: dict[int, list[int]] = {}

@@ -92,8 +92,9 @@ def test_state_holds_only_the_lags_the_equation_uses() -> None:
     opt = SymbolicOptimizer([q], eq6(("m_hat", "g_hat"), L=2))
     q.grad = torch.ones(5)
     opt.step()
-    assert set(opt.state[q]) == {"step", "m", "v", "hist_m_hat", "hist_g_hat"}
-    assert opt.state[q]["hist_m_hat"].shape == (1, 5)
+    # every lagged read sits in tanh(f/gamma): the rings keep tanh(m_hat), tanh(g_hat) (one tanh per step each)
+    assert set(opt.state[q]) == {"step", "m", "v", "hist_tanh(m_hat)", "hist_tanh(g_hat)"}
+    assert opt.state[q]["hist_tanh(m_hat)"].shape == (1, 5)
 
     r = nn.Parameter(torch.zeros(4))
     opt = SymbolicOptimizer([r], Equation.parse("-0.1*m09_0"))
@@ -230,9 +231,22 @@ def test_functional_step_equals_stateful_step_and_is_differentiable() -> None:
         torch.testing.assert_close(same[k], params[k])
 
 
-@pytest.mark.parametrize("text", ["g_2", "g_0 + g_3", "-0.5*g_1*m09_0 + 0.1*m09_2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "g_2",
+        "g_0 + g_3",
+        "-0.5*g_1*m09_0 + 0.1*m09_2",
+        # rings of h(feature): tanh(g), exp(-g) (an unseen lag is exp(-0) = 1, not 0), tanh(2*m09) read at
+        # lag 0 in another context too
+        "-0.01*tanh(g_0) - 0.02*tanh(g_1) + 0.03*tanh(g_3)",
+        "0.1*exp(-g_1) - 0.2*exp(-g_2) - 0.01*g_0",
+        "-0.1*tanh(2.0*m09_1) + 0.05*tanh(2.0*m09_2) - 0.01*m09_0*g_0",
+    ],
+)
 def test_stateful_and_functional_steps_agree_on_lagged_rules(text: str) -> None:
-    """Both drivers run :func:`symbolic_update`; a bare lagged variable reads its lag, not the new value."""
+    """The same FeatureSpec arithmetic and equation in both drivers; a bare lagged variable reads its lag, not
+    the new value; a ring of ``h(feature)`` starts at ``h(0)``."""
     eq = Equation.parse(text)
     p = torch.nn.Parameter(torch.zeros(7))
     opt = SymbolicOptimizer([p], eq, chunk_size=3)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-import harness.symbolic.optimizer as optimizer_module
+import harness.symbolic.step as step_module
 from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6
 from harness.symbolic.optimizer import EquationPlan, StepProgram, SymbolicOptimizer
@@ -88,7 +88,7 @@ def test_an_old_checkpoint_with_raw_rings_is_converted_on_load(monkeypatch) -> N
     _run(full, SymbolicOptimizer(full.parameters(), eq, batch_numel=0), range(12))
 
     with monkeypatch.context() as m:  # the old layout: no ring transform
-        m.setattr(optimizer_module, "_ring_transform", lambda *a, **k: None)
+        m.setattr(step_module, "_ring_transform", lambda *a, **k: None)
         first = Mixed()
         o1 = SymbolicOptimizer(first.parameters(), eq, batch_numel=0)
         _run(first, o1, range(6))

@@ -11,7 +11,10 @@ through the ``symbolic_l2o.stages`` entry-point group). It owns
 * :meth:`StageKind.run`: the pure work of one trial (no Ray, no MLflow); it reports progress and
   checkpoints through a :class:`TrialContext` and returns a :class:`TrialResult`;
 * :meth:`StageKind.finalize`: stage-level work after all trials (e.g. merging fronts), optional;
-* ``outputs``: the artifact files each finished trial writes (names from :mod:`harness.stages.outputs`).
+* ``outputs``: the artifact files each finished trial writes (names from :mod:`harness.stages.outputs`);
+* :meth:`StageKind.search`, optional: a :class:`SearchSpec` when the stage's trials are proposed one by one
+  by a search algorithm (Optuna through Ray Tune's ``OptunaSearch``, :mod:`harness.search`) rather than
+  planned as a fixed list; :meth:`StageKind.searched_trial` builds each proposal's trial model.
 
 The defaults fail loudly: a kind that forgets ``plan`` or ``run`` raises ``NotImplementedError`` naming
 itself. :class:`LocalContext` runs a trial without Ray (tests, notebooks).
@@ -57,6 +60,28 @@ class TrialResult:
     status: str = STATUS_OK
     files: dict[str, Path] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SearchSpec:
+    """Trials proposed by a search (pure: Optuna objects, no Ray); the runner layer turns it into a Tune search.
+
+    Attributes:
+        base: the trial model every proposal starts from (:meth:`StageKind.searched_trial` adds the values).
+        space: Optuna distributions by parameter name.
+        num_samples: how many trials the search runs in all.
+        metric / mode: the final-report metric the search reads, and its direction.
+        sampler: an Optuna sampler (TPE, CMA-ES, ...), None for Optuna's default.
+        start: points evaluated first (e.g. the equation as given), in order.
+    """
+
+    base: BaseModel
+    space: dict[str, Any]
+    num_samples: int
+    metric: str
+    mode: str = "min"
+    sampler: Any = None
+    start: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TrialContext(Protocol):
@@ -155,6 +180,14 @@ class StageKind(Generic[SpecT, TrialT]):
     def summary_lines(self, spec: SpecT, outcome: StageOutcome) -> list[str]:
         """What the stage produced, a line or a few per trial or per output (default: nothing more)."""
         return []
+
+    def search(self, spec: SpecT, trials: list[TrialT]) -> SearchSpec | None:
+        """A search that proposes the stage's trials one by one, or None (default): run ``trials`` as planned."""
+        return None
+
+    def searched_trial(self, base: TrialT, values: Mapping[str, Any], index: int) -> TrialT:
+        """The trial of search proposal number ``index`` with parameter ``values`` (kinds that search)."""
+        raise NotImplementedError(f"stage kind {self.name!r} does not define searched_trial()")
 
     def trial_tags(self, trial: TrialT) -> dict[str, str]:
         """Short facts about a trial, logged as ``sl2o.<key>`` tags (used to label and find runs)."""

@@ -135,6 +135,8 @@ def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
                 return [(outcome.name, Path(p)) for p in chosen.values()]
             return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in chosen.items())
         found = [(f"{outcome.name}-{t.run_id[:6]}", p) for t, p in trial_files(outcome, BEST_FILE)]
+    elif outcome.extra.get("chosen"):  # a meta_tune stage whose search ran as trials: its selected equation
+        return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in outcome.extra["chosen"].items())
     else:
         found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
     if not found:

@@ -1,10 +1,15 @@
-"""The meta_tune stage kind: one trial per equation x seed, tuning its constants on one target optimizee."""
+"""The meta_tune stage kind: one trial per equation x seed, tuning its constants on one target optimizee.
+
+With ``method: optuna`` and ``search: tune`` the Optuna study is spread instead: one trial per Optuna trial,
+proposed by Ray Tune's ``OptunaSearch`` (:mod:`~harness.stages.meta_tune.tune_trials`), and the stage's
+finalize step selects the best and checks it on the validation split.
+"""
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +17,7 @@ from pydantic import Field, model_validator
 
 from harness.config import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.stages.base import (
+    SearchSpec,
     StageKind,
     TrialContext,
     TrialModel,
@@ -23,6 +29,7 @@ from harness.stages.base import (
 from harness.stages.meta_tune.gradient import meta_tune_gradient
 from harness.stages.meta_tune.optuna_search import meta_tune_optuna
 from harness.stages.meta_tune.tune import meta_tune, write_outputs
+from harness.stages.meta_tune.tune_trials import IN_TRIAL_ONLY, evaluate_point, search_spec, select
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, equations_from_stage
 
 _NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
@@ -50,6 +57,9 @@ class MetaTuneStage(StageBase):
     equation: str | None = None
     optimizee: OptimizeeSpec
     method: Literal["gradient", "optuna"] = "gradient"
+    #: ``in_trial``: an Optuna study runs inside one trial (ask/tell; cheap objectives); ``tune``: each Optuna
+    #: trial is its own Ray Tune trial (``OptunaSearch``; spreads over a cluster, ``max_concurrent`` at once)
+    search: Literal["in_trial", "tune"] = "in_trial"
     settings: MetaTuneSettings = Field(default_factory=MetaTuneSettings)  # type: ignore[valid-type]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     #: ``cpu``, ``cuda`` or ``auto`` (CUDA when the trial has a GPU), as in evaluate stages
@@ -77,6 +87,28 @@ class MetaTuneStage(StageBase):
             )
         return self
 
+    @model_validator(mode="after")
+    def _search(self) -> MetaTuneStage:
+        if self.search != "tune":
+            return self
+        if self.method != "optuna":
+            raise ValueError(
+                "search: tune spreads an Optuna study over Ray Tune trials; it needs method: optuna "
+                "(gradient meta-tuning already runs one trial per equation and seed)"
+            )
+        if len(self.seeds) != 1:
+            raise ValueError(
+                f"search: tune runs one Optuna study; give one seed (the sampler's), not {self.seeds}; "
+                "the objective's seeds go in settings.seeds"
+            )
+        bad = sorted(set(given(self.settings)) & set(IN_TRIAL_ONLY))
+        if bad:
+            raise ValueError(
+                f"settings {', '.join(bad)} are for search: in_trial; with search: tune, "
+                "Ray Tune keeps the study in its experiment state"
+            )
+        return self
+
     def inputs(self) -> list[StageRef]:
         return [(self.from_stage, ("distill", "meta_tune"))] if self.from_stage else []
 
@@ -92,6 +124,10 @@ class MetaTuneTrial(TrialModel):
     seed: int = 0
     settings: dict[str, Any] = Field(default_factory=dict)
     device: str = "auto"
+    #: ``search: tune``: the Optuna parameters this trial evaluates (None: a whole meta-tuning run)
+    search_params: dict[str, float] | None = None
+    #: ``search: tune``: the Optuna trial number
+    search_index: int | None = None
 
 
 class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
@@ -113,6 +149,11 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
             path = Path(str(spec.equation)).resolve()  # trials run elsewhere: an absolute path
             equations = [(path.stem, str(path))]
         settings = given(spec.settings)
+        if spec.search == "tune" and len(equations) != 1:
+            raise ValueError(
+                f"search: tune tunes one equation, but stage {spec.from_stage!r} gives {len(equations)} "
+                f"({', '.join(label for label, _ in equations)}); use search: in_trial for several"
+            )
         return [
             MetaTuneTrial(
                 equation=eq,
@@ -129,6 +170,10 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
     def run(self, trial: MetaTuneTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()
+        if trial.search_params is not None:  # one point of a search run as Tune trials
+            result = evaluate_point(trial)
+            result.metrics["seconds"] = time.time() - start
+            return result
         if trial.method == "optuna":
             default = inspect.signature(meta_tune_optuna).parameters["n_trials"].default
             ctx.set_total(int(trial.settings.get("n_trials", default)))
@@ -146,7 +191,32 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         metrics["seconds"] = time.time() - start
         return TrialResult(metrics, files=files)
 
+    def search(self, spec: MetaTuneStage, trials: list[MetaTuneTrial]) -> SearchSpec | None:
+        if spec.search != "tune" or len(trials) != 1:
+            return None
+        return search_spec(trials[0])
+
+    def searched_trial(self, base: MetaTuneTrial, values: Mapping[str, Any], index: int) -> MetaTuneTrial:
+        data = base.model_dump(exclude_unset=True)
+        data.update(search_params={k: float(v) for k, v in values.items()}, search_index=int(index))
+        return MetaTuneTrial.model_validate(data)
+
+    def finalize(
+        self, spec: MetaTuneStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
+    ) -> None:
+        if spec.search == "tune":
+            select(spec, outcome, outdir, log)
+
     def summary_lines(self, spec: MetaTuneStage, outcome: StageOutcome) -> list[str]:
+        if "chosen" in outcome.extra:
+            m = outcome.extra.get("metrics") or {}
+            kept = "tuned" if m.get("kept_tuned", 1.0) else "initial (tuning did not help)"
+            return [
+                f"Optuna over {len(outcome.trials)} Tune trials, best objective "
+                f"{m.get('best_value', float('nan')):.4g}: validation loss "
+                f"{m.get('val_loss_before', float('nan')):.4g} -> {m.get('val_loss_after', float('nan')):.4g}, "
+                f"kept {kept}"
+            ]
         lines = []
         for t in outcome.trials:
             m = t.metrics
@@ -159,8 +229,11 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         return lines
 
     def trial_tags(self, trial: MetaTuneTrial) -> dict[str, str]:
-        return {
+        tags = {
             "equation": trial.label or Path(trial.equation).stem,
             "method": trial.method,
             "seed": str(trial.seed),
         }
+        if trial.search_index is not None:
+            tags["search_index"] = f"#{trial.search_index}"
+        return tags

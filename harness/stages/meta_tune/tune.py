@@ -162,11 +162,47 @@ def meta_tune(
         history = {"trials": summary.get("trials", [])}
     else:
         raise ValueError(f"unknown meta-tuning method {method!r}; use 'gradient' or 'optuna'")
+    return select_tuned(
+        eq,
+        tuned,
+        target,
+        method,
+        summary,
+        history,
+        seeds=list(eval_seeds) if eval_seeds is not None else [seed],
+        eval_steps=eval_steps,
+        device=dev,
+        keep=keep,
+        test_metrics=test_metrics,
+    )
+
+
+def select_tuned(
+    initial: Equation,
+    tuned: Equation,
+    target: Mapping[str, Any],
+    method: str,
+    summary: Mapping[str, Any],
+    history: dict[str, Any],
+    *,
+    seeds: Sequence[int],
+    eval_steps: int | None = None,
+    device: str | torch.device = "cpu",
+    keep: str = "better",
+    test_metrics: bool = False,
+) -> MetaTuneResult:
+    """The keep-or-reject step after a search: measure ``initial`` and ``tuned`` on ``target`` (the optimizee
+    with its ``val`` split) over ``seeds`` and keep the tuned equation only when it is no worse there (mean
+    validation loss, no more diverged runs; ``keep="tuned"`` always keeps it). ``summary`` is the method's
+    own summary (its ``trials`` list is left out of the details). Shared by :func:`meta_tune` and the stage's
+    select step after a search run as Ray Tune trials."""
+    if keep not in ("better", "tuned"):
+        raise ValueError(f"keep must be 'better' or 'tuned', got {keep!r}")
+    eq = initial
     tuned, drift = _keep_zero_at_zero(eq, tuned)
-    seeds = list(eval_seeds) if eval_seeds is not None else [seed]
     splits = ("val", "test") if test_metrics else ("val",)
-    before = _mean_runs(eq, target, seeds, eval_steps, dev, splits)
-    after = _mean_runs(tuned, target, seeds, eval_steps, dev, splits)
+    before = _mean_runs(eq, target, seeds, eval_steps, device, splits)
+    after = _mean_runs(tuned, target, seeds, eval_steps, device, splits)
     details = {k: v for k, v in summary.items() if k != "trials"}
     if drift:
         details["drift_cancelled"] = drift

@@ -1,0 +1,107 @@
+"""Searches and schedulers for a stage's Ray Tune experiment (runner layer: Ray and Optuna live here).
+
+A stage kind that proposes its trials by search declares it with :meth:`StageKind.search
+<harness.stages.base.StageKind.search>`, a pure :class:`~harness.stages.base.SearchSpec` (Optuna distributions,
+sampler, start points). :func:`tune_search` turns it into Ray Tune's ``OptunaSearch``: the runner then runs
+``num_samples`` trials the searcher proposes, ``max_concurrent`` at a time (``TuneConfig.max_concurrent_trials``
+wraps the searcher in a ``ConcurrencyLimiter``), instead of the stage's fixed grid. Ray Tune saves the
+searcher (the Optuna study, the sampler's state) in the experiment folder, so ``Tuner.restore`` resumes an
+interrupted search without redoing finished trials.
+
+Each proposal's config is ``{"kind": name, "trial": <trial model with the proposed values>}``, the same shape
+as a grid trial's: the trainable, the tracker and the trial keys need nothing new. The Optuna search space is
+a define-by-run function (:class:`_Proposal`) so that the trial model itself (not only the bare values)
+carries each proposal: its trial key, MLflow tags and params then tell the search's trials apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.registry import STAGES
+from harness.stages.base import SearchSpec, StageKind
+
+__all__ = ["SearchPlan", "tune_search"]
+
+
+@dataclass
+class SearchPlan:
+    """How the runner builds a stage's Tuner when it is not a plain grid.
+
+    Attributes:
+        param_space: the Tuner's ``param_space`` (a search's: ``{"kind"}``; the searcher adds ``"trial"``).
+        num_samples: the number of trials the stage runs (its progress total, and what "finished" means).
+        tune_config: extra ``tune.TuneConfig`` arguments (``search_alg``, ``num_samples``, ``scheduler``).
+    """
+
+    param_space: dict[str, Any]
+    num_samples: int
+    tune_config: dict[str, Any] = field(default_factory=dict)
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution (what ``Study.ask(fixed_distributions)`` does)."""
+    import optuna
+
+    d = optuna.distributions
+    if isinstance(dist, d.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported Optuna distribution for {name!r}: {type(dist).__name__}")
+
+
+class _Proposal:
+    """OptunaSearch's define-by-run space: sample every parameter, return the trial model that carries them.
+
+    Picklable (Ray Tune pickles the searcher with its experiment state); the stage kind is looked up by name.
+    """
+
+    def __init__(self, kind: str, base: Any, space: Mapping[str, Any]) -> None:
+        self.kind = kind
+        self.base = base
+        self.space = dict(space)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        values = {name: _suggest(trial, name, dist) for name, dist in self.space.items()}
+        return {"trial": STAGES.get(self.kind).searched_trial(self.base, values, int(trial.number))}
+
+
+def optuna_search(kind: StageKind[Any, Any], spec: SearchSpec) -> Any:
+    """Ray Tune's ``OptunaSearch`` for ``spec``: its sampler, its start points evaluated first."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    if spec.num_samples < 1:
+        raise ValueError(
+            f"stage kind {kind.name!r}: a search needs at least one trial, got {spec.num_samples}"
+        )
+    if spec.mode not in ("min", "max"):
+        raise ValueError(f"stage kind {kind.name!r}: search mode must be 'min' or 'max', got {spec.mode!r}")
+    return OptunaSearch(
+        space=_Proposal(kind.name, spec.base, spec.space),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=spec.sampler,
+        points_to_evaluate=[dict(p) for p in spec.start] or None,
+    )
+
+
+def tune_search(kind: StageKind[Any, Any], stage: Any, trials: list[Any]) -> SearchPlan | None:
+    """The search plan of a stage, or None: run ``trials`` as the usual grid.
+
+    ``trials`` are the stage's planned trials (for a search, the one base trial its proposals start from).
+    """
+    spec = kind.search(stage, trials)
+    if spec is None:
+        return None
+    return SearchPlan(
+        # the trial models come from the searcher only: Tune swaps objects in a param space for placeholders
+        # that a suggested config could not replace
+        param_space={"kind": kind.name},
+        num_samples=spec.num_samples,
+        tune_config={"search_alg": optuna_search(kind, spec), "num_samples": spec.num_samples},
+    )

@@ -200,16 +200,19 @@ def test_a_stopped_search_resumes_without_redoing_trials(ray_session: Any, tmp_p
     _, _, _, plan = _plan(eq_file, settings={"n_trials": 6, "sampler": "cmaes"})
     assert plan is not None
     first = _tuner(plan, tmp_path / "tune", "resume", max_concurrent=1, stop_after=2).fit()
-    done = {r.config["trial"].search_index: r.metrics for r in first if r.metrics.get("final")}
-    assert len(done) >= 2 and len(first) < 6, [r.metrics for r in first]
+    done = {m["search_index"]: m for m in _finals(first)}
+    assert len(done) >= 2 and len(first) < 6, done
     path = str(tmp_path / "tune" / "resume")
     assert tune.Tuner.can_restore(path)
     grid = tune.Tuner.restore(
         path, tune.with_resources(run_trial, {"cpu": 1}), resume_unfinished=True, param_space=plan.param_space
     ).fit()
-    finals = [r for r in grid if r.metrics.get("final")]
-    idx = sorted(r.config["trial"].search_index for r in finals)
-    assert idx == list(range(6))  # the restored study went on numbering; nothing ran twice
-    again = {r.config["trial"].search_index: r.metrics for r in finals}
+    again = {m["search_index"]: m for m in _finals(grid)}
+    assert sorted(again) == list(range(6)) and len(_finals(grid)) == 6  # numbered on; nothing ran twice
     for i, m in done.items():  # the same result, not a new run of the same point
         assert (again[i]["trial_id"], again[i]["timestamp"]) == (m["trial_id"], m["timestamp"])
+
+
+def _finals(grid: Any) -> list[dict[str, Any]]:
+    """The final reports of a ResultGrid's finished trials."""
+    return [dict(r.metrics) for r in grid if r.metrics and r.metrics.get("final")]

@@ -73,8 +73,10 @@ class _Proposal:
 
 def optuna_search(kind: StageKind[Any, Any], spec: SearchSpec) -> Any:
     """Ray Tune's ``OptunaSearch`` for ``spec``: its sampler, its start points evaluated first."""
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the in-trial study: no per-trial info lines
     if spec.num_samples < 1:
         raise ValueError(
             f"stage kind {kind.name!r}: a search needs at least one trial, got {spec.num_samples}"

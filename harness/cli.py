@@ -139,15 +139,28 @@ def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
 def run(
     file: Path = typer.Argument(..., help="Suite YAML file."),
     address: str = typer.Option(
-        None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local Ray)."
+        None,
+        "--address",
+        help="Ray cluster: host:port, 'auto' (on a cluster node) or Ray Client ray://head:10001 "
+        "(default: $RAY_ADDRESS or local Ray).",
     ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
-    workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
+    workdir: str = typer.Option(
+        "sl2o_runs",
+        "--workdir",
+        help="Ray Tune state, the default MLflow DB and downloaded artifacts: a directory (on a cluster, "
+        "one every node mounts at the same path) or a storage URI Ray Tune accepts (s3://, gs://, file://).",
+    ),
     leaderboard: bool = typer.Option(
         True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end."
     ),
     fresh: list[str] = typer.Option(
         [], "--fresh", help="Rerun this stage whole, discarding its earlier runs (repeatable)."
+    ),
+    allow_cpu_fallback: bool = typer.Option(
+        False,
+        "--allow-cpu-fallback",
+        help="Run trials that ask for GPUs on CPUs when the cluster has no GPU (else that is an error).",
     ),
 ) -> None:
     """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
@@ -156,17 +169,20 @@ def run(
     from harness.config import load_suite
 
     suite = load_suite(file)  # a bad suite is one error line (see _guarded) before Ray or MLflow start
+    from harness.cluster import Storage
     from harness.runner import RunOptions, StageFailed, StageInputError, SuiteInterrupted, run_suite
 
+    storage = Storage(workdir)  # a local directory, or a storage URI with a local cache beside it
     if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
-        workdir.mkdir(parents=True, exist_ok=True)
+        storage.cache.mkdir(parents=True, exist_ok=True)
     opts = RunOptions(
         address=address,
         tracking_uri=tracking_uri,
-        workdir=str(workdir),
+        workdir=workdir,
         log=_log,
         fresh=frozenset(fresh),
         live=console.is_terminal,
+        allow_cpu_fallback=allow_cpu_fallback,
     )
     # SIGTERM (a scheduler's or `kill`'s stop) behaves like Ctrl-C: Tune stops its trials and saves state
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pydantic import BaseModel
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from harness import stagekey, tracking
+from harness import cluster, stagekey, tracking
 from harness.config import Resources, Suite, SuiteError, check_resources
 from harness.jsonio import flatten_params
 from harness.progress import Progress
@@ -90,20 +89,24 @@ class RunOptions:
     fresh: frozenset[str] = frozenset()
     #: a live display of running trials (on a terminal); otherwise only progress lines
     live: bool = False
+    #: run trials that ask for GPUs on CPUs when the cluster has no GPU (else that is an error)
+    allow_cpu_fallback: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
 # Ray
 # ---------------------------------------------------------------------------------------------
 def init_ray(address: str | None = None) -> None:
-    """Local Ray without the dashboard by default; a cluster with ``address`` or ``RAY_ADDRESS``."""
+    """Local Ray without the dashboard by default; a cluster with ``address`` or ``RAY_ADDRESS``
+    (``host:port``, ``auto`` or Ray Client's ``ray://host:10001``). A refused token or an unreachable
+    cluster is one :class:`harness.cluster.ClusterError` line (see :func:`harness.cluster.connect`)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     quiet_tune_output()
     if address:
-        ray.init(address=address, log_to_driver=False)
+        cluster.connect(address)
     else:
         ray.init(
             include_dashboard=False,
@@ -119,10 +122,12 @@ def quiet_tune_output() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
-def trial_resources(res: Resources) -> dict[str, float]:
-    """Per-trial resources, asking for GPUs only where the cluster has them (else a request waits forever)."""
-    cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    gpus = res.gpus_per_trial if cluster_gpus > 0 else 0.0
+def trial_resources(
+    res: Resources, stage: str = "?", allow_cpu_fallback: bool = False, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Per-trial resources. GPUs are asked only where the cluster has them or its autoscaler can add
+    them (a request nothing can meet waits forever); otherwise an error, or CPUs with the fallback."""
+    gpus = cluster.gpu_request(res, stage, allow_cpu_fallback, log)
     return {"cpu": float(res.cpus_per_trial), "gpu": float(gpus)}
 
 
@@ -230,7 +235,8 @@ def run_stage(
         raise StageInputError(f"stage {stage.name!r} has no trials to run (check its inputs)")
     # content-addressed: the resolved trials, the files they read, the inputs' keys and the code version
     key = stagekey.stage_key(stage, {k: v.key for k, v in inputs.items()}, trials)
-    art_cache = Path(opts.workdir).resolve() / "artifacts" / suite.name / f"{stage.name}-{key}"
+    storage: cluster.Storage = ctx["storage"]
+    art_cache = storage.cache / "artifacts" / suite.name / f"{stage.name}-{key}"
     done = None if stage.name in opts.fresh else tracking.completed_stage_run(client, exp_id, key)
     if done is not None:
         trials = _stage_outputs(client, exp_id, done.info.run_id, art_cache)
@@ -243,11 +249,15 @@ def run_stage(
 
     start = time.time()
     n_total = len(trials)
-    tune_dir = Path(opts.workdir).resolve() / "tune" / suite.name
+    # Tune's state lives in the workdir (a local path or a storage URI): ``exp`` is its place there
+    tune_dir = storage.url("tune", suite.name)
     exp_name = f"{stage.name}-{key}"
-    exp_path = tune_dir / exp_name
+    exp = ("tune", suite.name, exp_name)
+    exp_path = storage.url(*exp)
+    # files the trials read travel as storage URIs when the workdir is one (never driver-local paths)
+    trials = cluster.stage_inputs(trials, storage)
     if stage.name in opts.fresh:
-        n = _forget_stage(client, exp_id, key, exp_path)
+        n = _forget_stage(client, exp_id, key, storage, exp)
         opts.log(f"[{stage.name}] --fresh: discarded {n} earlier runs and the Tune state of this stage")
     # a stage run with this key that did not complete is an interrupted one: continue it
     prev = tracking.find_runs(
@@ -275,22 +285,28 @@ def run_stage(
         tracking.log_batch(client, stage_run_id, params=flatten_params(stage.model_dump(mode="json")))
 
     res = stage.resources or suite.resources
-    trainable = tune.with_resources(run_trial, trial_resources(res))
+    trainable = tune.with_resources(
+        run_trial, trial_resources(res, stage.name, opts.allow_cpu_fallback, opts.log)
+    )
     restore = False
-    if tune.Tuner.can_restore(str(exp_path)):
+    if tune.Tuner.can_restore(exp_path):
         digest = prev[0].data.tags.get(f"{TAG}.tune_state_digest") if prev else None
-        if digest and (exp_path / TRIALS_FILE).exists():
-            stagekey.verify_tree(exp_path, digest)  # refuse to unpickle state this harness did not write
+        if digest and storage.exists(*exp, TRIALS_FILE):
+            with storage.local_view(*exp) as local:
+                stagekey.verify_tree(local, digest)  # refuse to unpickle state this harness did not write
             restore = True
         else:
             # a driver killed before it could record the state's digest: do not unpickle that state;
             # run the trials MLflow has no finished record of, in a new Tune experiment
-            aside = exp_path.with_name(f"{exp_path.name}.unverified-{int(time.time())}")
-            exp_path.rename(aside)
-            opts.log(f"[{stage.name}] the Tune state of a killed driver cannot be verified; moved to {aside}")
+            aside = (*exp[:-1], f"{exp_name}.unverified-{int(time.time())}")
+            storage.move(exp, aside)
+            opts.log(
+                f"[{stage.name}] the Tune state of a killed driver cannot be verified; moved to "
+                f"{storage.url(*aside)}"
+            )
     if restore:
         # the experiment's own trial list (written when it was created; covered by the digest)
-        keys = json.loads((exp_path / TRIALS_FILE).read_text())
+        keys = json.loads(storage.read_text(*exp, TRIALS_FILE))
         by_key = {trial_key(key, t): t for t in trials}
         trials = [by_key[k] for k in keys]
     else:
@@ -298,8 +314,7 @@ def run_stage(
         trials = [t for t in trials if trial_key(key, t) not in finished]
         if finished:
             opts.log(f"[{stage.name}] {n_total - len(trials)} trials already recorded as finished")
-        exp_path.mkdir(parents=True, exist_ok=True)
-        (exp_path / TRIALS_FILE).write_text(json.dumps([trial_key(key, t) for t in trials]))
+        storage.write_text(json.dumps([trial_key(key, t) for t in trials]), *exp, TRIALS_FILE)
     n_trials = len(trials)
     param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
     progress: Progress | None = None
@@ -308,7 +323,7 @@ def run_stage(
         # the trial models are object references to Tune: its saved state keeps placeholders for them,
         # so the same param space is handed back (Tune requires its structure to be unchanged)
         tuner = tune.Tuner.restore(
-            str(exp_path), trainable, resume_unfinished=True, resume_errored=True, param_space=param_space
+            exp_path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space
         )
     else:
         tracker = tracking.TrialTracker(
@@ -326,7 +341,11 @@ def run_stage(
             _TrialParams(kind),
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
-        progress = Progress(stage.name, n_trials, opts.log, _TrialLabel(kind), live=opts.live)
+        if cluster.client_mode():  # Ray Client: Tune runs fit (and its callbacks) on the head node
+            sink = cluster.ClientLog()
+            progress = cluster.ClientProgress(stage.name, n_trials, opts.log, _TrialLabel(kind), sink=sink)
+        else:
+            progress = Progress(stage.name, n_trials, opts.log, _TrialLabel(kind), live=opts.live)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -356,12 +375,17 @@ def run_stage(
         if prev and f"{TAG}.tune_state_digest" in prev[0].data.tags:
             client.delete_tag(stage_run_id, f"{TAG}.tune_state_digest")
         try:
-            grid = tuner.fit()
+            if isinstance(progress, cluster.ClientProgress):
+                grid = cluster.fit_streaming(tuner.fit, progress.sink, opts.log)
+                progress.sink.shutdown()
+            else:
+                grid = tuner.fit()
         finally:
             if progress is not None:
                 progress.stop()
         results = [grid[i] for i in range(len(grid))]
-        client.set_tag(stage_run_id, f"{TAG}.tune_state_digest", stagekey.digest_tree(exp_path))
+        with storage.local_view(*exp) as local:
+            client.set_tag(stage_run_id, f"{TAG}.tune_state_digest", stagekey.digest_tree(local))
     errors = sum(1 for r in results if r.error is not None)
     # a trial is done when its last report is the trainable's final one (Tune may call a trial stopped
     # by Ctrl-C "terminated"); anything less means the stage was interrupted
@@ -379,7 +403,7 @@ def run_stage(
     if errors:
         failures = [
             TrialFailure(
-                _TrialLabel(kind)(r.config or {}), _last_line(r.error), str(Path(r.path) / "error.txt")
+                _TrialLabel(kind)(r.config or {}), _last_line(r.error), f"{r.path}/error.txt"
             )
             for r in results
             if r.error is not None
@@ -402,13 +426,12 @@ def _last_line(err: BaseException | None) -> str:
     return (lines[-1] if lines else "unknown error")[:300]
 
 
-def _forget_stage(client: Any, exp_id: str, key: str, exp_path: Path) -> int:
+def _forget_stage(client: Any, exp_id: str, key: str, storage: cluster.Storage, exp: tuple[str, ...]) -> int:
     """``--fresh``: delete the MLflow runs (stage and trials) and the Tune state of a stage key."""
     runs = tracking.find_runs(client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}'")
     for r in runs:
         client.delete_run(r.info.run_id)
-    if exp_path.exists():
-        shutil.rmtree(exp_path)
+    storage.rmtree(*exp)
     return len(runs)
 
 
@@ -441,17 +464,25 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
     quiet_tune_output()
     start = time.time()
-    uri = tracking.resolve_tracking_uri(opts.tracking_uri, opts.workdir)
+    storage = cluster.Storage(opts.workdir)  # a bad workdir URI is one line, before anything starts
+    uri = tracking.resolve_tracking_uri(opts.tracking_uri, storage.cache)
     unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
     if unknown:
         raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")
-    # Ray first: nothing is created in MLflow for a suite that cannot start
+    # Ray first: nothing is created in MLflow for a suite that cannot start (no cluster, a refused
+    # token, a workdir some node cannot use, GPUs the cluster cannot give)
     init_ray(opts.address)
-    if not (opts.address or os.environ.get("RAY_ADDRESS")):
+    on_cluster = bool(opts.address or os.environ.get("RAY_ADDRESS"))
+    if not on_cluster:
         try:  # on this machine a trial asking for more CPUs than it has would wait forever
             check_resources(suite, float(ray.cluster_resources().get("CPU", 0.0)))
         except SuiteError as err:
             raise StageInputError(str(err)) from None
+    else:
+        n_nodes = cluster.check_storage(storage)
+        opts.log(f"Ray cluster: {n_nodes} node(s) can read and write the workdir {storage.uri}")
+    for st in suite.stages:  # said now, not after the earlier stages ran
+        trial_resources(st.resources or suite.resources, st.name, opts.allow_cpu_fallback, lambda m: None)
     client = tracking.init_tracking(uri)
     exp_id = tracking.ensure_experiment(client, suite.name, uri)
     version_tags = _version_tags()
@@ -479,6 +510,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
         "suite_run_id": suite_run_id,
         "tracking_uri": uri,
         "version_tags": version_tags,
+        "storage": storage,
     }
     outcomes: dict[str, StageOutcome] = {}
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from ray import tune
 from ray.tune import Checkpoint
 
+from harness.cluster import localize_inputs
 from harness.registry import STAGES
 from harness.stages.base import TrialResult
 from harness.stages.outputs import ARTIFACTS_DIR, TRAINER_FILE, ResultKey
@@ -105,9 +106,11 @@ def run_trial(config: dict[str, Any]) -> None:
     kind = STAGES.get(config["kind"])
     trial = config["trial"]
     data = trial.model_dump(exclude_unset=True) if isinstance(trial, BaseModel) else trial
-    checked = kind.trial_model.model_validate(data)  # validated again on the worker
     cpus = set_trial_threads()
     with tempfile.TemporaryDirectory(prefix="sl2o-trial-") as tmp:
+        # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
+        data = localize_inputs(data, Path(tmp) / "inputs")
+        checked = kind.trial_model.model_validate(data)  # validated again on the worker
         ctx = TuneContext(Path(tmp) / "out", cpus)
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)

@@ -16,9 +16,13 @@ carries each proposal: its trial key, MLflow tags and params then tell the searc
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from harness.registry import STAGES
 from harness.stages.base import SearchSpec, StageKind
@@ -92,14 +96,30 @@ def optuna_search(kind: StageKind[Any, Any], spec: SearchSpec) -> Any:
     )
 
 
+def _readable(trial: Any, folder: Path) -> Any:
+    """``trial`` with its staged input files (:func:`harness.cluster.stage_inputs`) copied under ``folder``."""
+    from harness.cluster import localize_inputs
+
+    if not isinstance(trial, BaseModel):
+        return trial
+    data = trial.model_dump(exclude_unset=True)
+    local = localize_inputs(data, folder)
+    return trial if local == data else type(trial).model_validate(local)
+
+
 def tune_search(kind: StageKind[Any, Any], stage: Any, trials: list[Any]) -> SearchPlan | None:
     """The search plan of a stage, or None: run ``trials`` as the usual grid.
 
     ``trials`` are the stage's planned trials (for a search, the one base trial its proposals start from).
     """
-    spec = kind.search(stage, trials)
+    with tempfile.TemporaryDirectory(prefix="sl2o-search-") as tmp:
+        # with a storage-URI workdir the trials name staged inputs: the kind reads local copies here
+        local = [_readable(t, Path(tmp)) for t in trials]
+        spec = kind.search(stage, local)
     if spec is None:
         return None
+    # proposals start from the trial as the workers get it (staged inputs stay URIs)
+    spec.base = next((t for t, c in zip(trials, local, strict=True) if c is spec.base), spec.base)
     return SearchPlan(
         # the trial models come from the searcher only: Tune swaps objects in a param space for placeholders
         # that a suggested config could not replace

@@ -171,7 +171,7 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
     def run(self, trial: MetaTuneTrial, ctx: TrialContext) -> TrialResult:
         start = time.time()
         if trial.search_params is not None:  # one point of a search run as Tune trials
-            result = evaluate_point(trial)
+            result = evaluate_point(trial, ctx.outdir)
             result.metrics["seconds"] = time.time() - start
             return result
         if trial.method == "optuna":

@@ -44,6 +44,9 @@ OBJECTIVE = "objective"
 INDEX = "search_index"
 #: the trial's parameters, as JSON (an ``sl2o.search_params`` tag)
 PARAMS = "search_params"
+#: a search trial's artifact: the equation it tuned (the select step reads it on the driver, where the
+#: trial's own input may be a storage URI)
+INITIAL_FILE = "initial_equation.json"
 #: settings only the in-trial mode takes (Ray Tune keeps the study of ``search: tune``)
 IN_TRIAL_ONLY = ("storage", "study_name")
 
@@ -91,8 +94,9 @@ def search_spec(trial: Any) -> SearchSpec | None:
     )
 
 
-def evaluate_point(trial: Any) -> TrialResult:
-    """One search trial: the objective at ``trial.search_params`` (what the in-trial study's ``tell`` gets)."""
+def evaluate_point(trial: Any, outdir: Path) -> TrialResult:
+    """One search trial: the objective at ``trial.search_params`` (what the in-trial study's ``tell`` gets);
+    the equation it started from is written to ``outdir`` for the select step."""
     mt, opt = split_settings(trial.settings)
     eq = load_equation(Path(trial.equation))
     target = with_val_split(trial.optimizee.model_dump(exclude_none=True), mt["val_fraction"])
@@ -110,7 +114,8 @@ def evaluate_point(trial: Any) -> TrialResult:
         device=resolve_device(trial.device),
     )
     metrics = {OBJECTIVE: float(value), INDEX: float(trial.search_index or 0)}
-    return TrialResult(metrics, info={PARAMS: json.dumps(values, sort_keys=True)})
+    files = {INITIAL_FILE: eq.save(Path(outdir) / INITIAL_FILE)}
+    return TrialResult(metrics, files=files, info={PARAMS: json.dumps(values, sort_keys=True)})
 
 
 def _points(outcome: StageOutcome) -> list[tuple[int, float, dict[str, float], TrialOutput]]:
@@ -145,7 +150,10 @@ def select(spec: Any, outcome: StageOutcome, outdir: Path, log: Callable[[str], 
             outcome.extra["metrics"] = dict(doc.get("summary") or {})
             return
     mt, opt = split_settings(spec.settings.model_dump(exclude_unset=True))
-    eq = load_equation(Path(eq_file))
+    art = best.artifacts
+    eq = load_equation(
+        art / INITIAL_FILE if art is not None and (art / INITIAL_FILE).exists() else Path(eq_file)
+    )
     space, radius = opt["space"], float(opt["radius"])
     x0 = _start_point(eq, space)
     start = next((v for _, v, p, _ in points if all(p.get(k) == x for k, x in x0.items())), None)

@@ -56,7 +56,9 @@ def is_client_address(address: str | None) -> bool:
 
 def client_mode() -> bool:
     """Whether this process talks to Ray through Ray Client (Tune then runs ``fit`` on the head)."""
-    return bool(ray.util.client.ray.is_connected())
+    from ray.util.client import ray as client_ray
+
+    return bool(client_ray.is_connected())
 
 
 def auth_hint(address: str) -> str:
@@ -76,9 +78,9 @@ def auth_hint(address: str) -> str:
 
 
 def _grpc_code_name(err: BaseException) -> str:
-    code = getattr(err, "code", None)
+    code: Any = getattr(err, "code", None)
     try:
-        return code().name if callable(code) else ""
+        return str(getattr(code(), "name", "")) if callable(code) else ""
     except Exception:  # noqa: BLE001 - not a grpc.RpcError after all
         return ""
 
@@ -100,14 +102,16 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         if is_client_address(address):
             from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
 
+            pb: Any = ray_client_pb2
             ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(
-                ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING), timeout=timeout
+                pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING), timeout=timeout
             )
         else:
             from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
+            gcs: Any = gcs_service_pb2
             gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout
+                gcs.GetClusterIdRequest(), timeout=timeout
             )
     except grpc.RpcError as err:
         code = _grpc_code_name(err)
@@ -183,7 +187,8 @@ def _autoscaler_max_resources() -> dict[str, float] | None:
     try:
         from ray._private.state import state
 
-        return state.get_max_resources_from_cluster_config()
+        found = state.get_max_resources_from_cluster_config()
+        return None if found is None else {k: float(v) for k, v in found.items()}
     except Exception:  # noqa: BLE001 - an older Ray or no autoscaler
         return None
 

@@ -176,3 +176,22 @@ def test_probe_of_an_address_where_nothing_listens_is_one_line_within_seconds(sc
     with pytest.raises(ClusterError, match="answers at"):
         cluster.probe(f"{scheme}127.0.0.1:{_closed_port()}", timeout=2)
     assert time.time() - start < 10
+
+
+def test_run_suite_connects_to_ray_before_it_creates_anything_in_mlflow(tmp_path: Path, monkeypatch) -> None:
+    from harness import runner
+    from harness.config import load_suite_dict
+
+    def refused(address):
+        raise ClusterError(cluster.auth_hint(str(address)))
+
+    monkeypatch.setattr(runner, "init_ray", refused)
+    suite = load_suite_dict(
+        {"name": "s", "stages": [{"kind": "evaluate", "name": "e", "optimizees": [{"name": "quadratic_cos"}],
+                                  "optimizers": [{"family": "adam", "lr": 0.01}], "seeds": [0]}]}
+    )  # fmt: skip
+    db = tmp_path / "m.db"
+    opts = runner.RunOptions(address="10.0.0.9:6379", tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path))
+    with pytest.raises(ClusterError, match="RAY_AUTH_MODE=token"):
+        runner.run_suite(suite, opts)
+    assert not db.exists()

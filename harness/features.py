@@ -360,22 +360,30 @@ class FeatureSpec:
         inputs = self._moment_inputs(g, eta_params)
         for key, (kind, beta) in self.accumulators().items():
             new[key] = beta * acc[key] + (1.0 - beta) * inputs[kind]
-        return self._features(g, t, new), new
+        return torch.stack(self._columns(g, t, new), dim=-1), new
 
     @torch.no_grad()
     def update_(self, acc: Mapping[str, Tensor], g: Tensor, t: float) -> Tensor:
         """In place: fold gradient ``g`` (the ``t``-th) into caller-owned accumulators ``acc`` (keys of
         :meth:`accumulators`) and return the current features ``[n, F]``. The stateful path of every
-        consumer (FeatureState, SymbolicOptimizer) goes through here."""
+        consumer (FeatureState, SymbolicOptimizer) goes through here (or :meth:`update_columns_`)."""
+        return torch.stack(self.update_columns_(acc, g, t), dim=-1)
+
+    @torch.no_grad()
+    def update_columns_(self, acc: Mapping[str, Tensor], g: Tensor, t: float) -> list[Tensor]:
+        """:meth:`update_`'s features unstacked: ``[n]`` columns, ``names`` order (read-only; one may be g)."""
         inputs = self._moment_inputs(g, None)
         for key, (kind, beta) in self.accumulators().items():
-            acc[key].mul_(beta).add_(inputs[kind], alpha=1.0 - beta)
-        return self._features(g, t, acc)
+            if kind == "g2":  # one pass, no g*g temporary (the same sum up to float rounding)
+                acc[key].mul_(beta).addcmul_(g, g, value=1.0 - beta)
+            else:
+                acc[key].mul_(beta).add_(inputs[kind], alpha=1.0 - beta)
+        return self._columns(g, t, acc)
 
     def _moment_inputs(self, g: Tensor, eta_params: Tensor | None) -> _LazyInputs:
         return _LazyInputs(self, g, eta_params)
 
-    def _features(self, g: Tensor, t: Tensor | float, acc: Mapping[str, Tensor]) -> Tensor:
+    def _columns(self, g: Tensor, t: Tensor | float, acc: Mapping[str, Tensor]) -> list[Tensor]:
         cols: list[Tensor] = []
         denom_v: Tensor | None = None
 
@@ -403,7 +411,7 @@ class FeatureSpec:
                 else:
                     norm = (acc[_pow_key(beta)] / corr(beta)) ** (1.0 / self.norm_p) + self.eps
                     cols.append(m / norm)
-        return torch.stack(cols, dim=-1)
+        return cols
 
 
 class _LazyInputs:

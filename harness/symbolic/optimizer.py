@@ -60,7 +60,7 @@ from harness.features import FeatureSpec
 from harness.symbolic.batched import DEFAULT_BATCH_NUMEL, BucketSet
 from harness.symbolic.compiled import CompiledEquation
 from harness.symbolic.expression import Equation
-from harness.symbolic.lowering import FUSED_TORCH_OPS
+from harness.symbolic.lowering import FUSED_TORCH_OPS, TORCH_OPS
 from harness.symbolic.names import loads_json, read_json_text
 from harness.symbolic.step import (
     EquationPlan,
@@ -278,7 +278,7 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         key = (out.device, out.dtype)
         fn = self._compiled.get(key)
         if fn is None:
-            ops = FUSED_TORCH_OPS if out.dtype == torch.float32 else None
+            ops = FUSED_TORCH_OPS if out.dtype == torch.float32 else TORCH_OPS
             fused = _fused_step(StepProgram.build(self.equation, self.plan, out.dtype, ops))
             # a parallel loop whatever the first size seen (the thread count is not baked in)
             fn = torch.compile(fused, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from harness.features import ETA, FeatureSpec, parse_variable
+from harness.symbolic.eager import EAGER_OPS, LinearForm, into_form, linear_form
 from harness.symbolic.expression import Equation
 from harness.symbolic.lowering import InplaceFn, Ops, inplace_closure
 
@@ -178,6 +179,8 @@ class RingPlan:
             computed for the ring only).
         reads: ``(lag, name)`` of every lagged read, the name under which the equation reads it.
         fill: the value of a lag not seen yet: ``h(0)`` (0 for the feature itself, as in ``History``).
+        into: ``h`` as ``(c, F)``: ``F(c * var)``, written straight into a ring row (:func:`into_form`; None:
+            evaluated by :attr:`h` and copied).
     """
 
     feature: str
@@ -189,25 +192,30 @@ class RingPlan:
     sym0: str | None
     reads: tuple[tuple[int, str], ...]
     fill: float
+    into: tuple[float, Callable[[Tensor, Tensor], Tensor]] | None = None
 
 
 @dataclass(frozen=True)
 class StepProgram:
     """What the stateful step runs for parameters of one dtype: the plan's features, the rings
     (:class:`RingPlan`) and the equation rewritten over them, as an in-place evaluator
-    (:func:`~harness.symbolic.lowering.inplace_closure`: constants folded to floats)."""
+    (:func:`~harness.symbolic.lowering.inplace_closure`: constants folded to floats); ``linear`` is the
+    rewritten equation as a weighted sum (:class:`~harness.symbolic.eager.LinearForm`, eq. 6's shape) when it
+    is one and the program has rings (:func:`program_update` then runs :func:`_linear_update`)."""
 
     plan: EquationPlan
     evaluate: InplaceFn
     lag0: tuple[tuple[int, str], ...]
     rings: tuple[RingPlan, ...]
+    linear: LinearForm | None = None
 
     @classmethod
     def build(
         cls, equation: Equation, plan: EquationPlan, dtype: torch.dtype, ops: Ops | None = None
     ) -> StepProgram:
         """The program for parameters of ``dtype``; ``ops`` overrides the evaluators' torch functions
-        (:func:`~harness.symbolic.lowering.inplace_closure`)."""
+        (:func:`~harness.symbolic.lowering.inplace_closure`; default :data:`EAGER_OPS`)."""
+        ops = EAGER_OPS if ops is None else ops
         expr: sympy.Basic = equation.expr
         const_syms = equation.constant_symbols
         const_index = {c: i for i, c in enumerate(const_syms)}
@@ -238,10 +246,12 @@ class StepProgram:
             shown = dict(zip(const_syms, equation.constants, strict=True))
             key = f"hist_{_display(rep, rep_var, feature, shown)}"
             sym0 = f"__{feature}@0" if 0 in replace.values() else None
-            rings.append(RingPlan(feature, column, slots, key, h, rep_var.name, sym0, reads, fill))
+            into = into_form(rep, rep_var, const_index, consts) if ops is EAGER_OPS else None
+            rings.append(RingPlan(feature, column, slots, key, h, rep_var.name, sym0, reads, fill, into))
         left = {s.name for s in expr.free_symbols if isinstance(s, sympy.Symbol)}
         lag0 = tuple((j, var) for j, var in plan.lag0 if var in left)
-        return cls(plan, inplace_closure(expr, const_index, consts, ops), lag0, tuple(rings))
+        linear = linear_form(expr, const_index, consts) if rings and ops is EAGER_OPS else None
+        return cls(plan, inplace_closure(expr, const_index, consts, ops), lag0, tuple(rings), linear)
 
     def state_keys(self) -> list[str]:
         """Tensor state keys per parameter (besides ``step``)."""
@@ -352,19 +362,16 @@ def program_update(
     evaluate the equation, write this step's value over the oldest row; return the update (a tensor, or a
     float for an equation without variables), not yet multiplied by the learning rate."""
     spec = program.plan.spec
-    env: dict[str, Tensor] = {}
-    feats = spec.update_(acc, g, float(t)) if spec is not None else None
-    for j, var in program.lag0:
-        env[var] = feats[:, j]  # type: ignore[index]
+    cols = spec.update_columns_(acc, g, float(t)) if spec is not None else []
+    if program.linear is not None:
+        return _linear_update(program, program.linear, cols, hist, t)
+    env: dict[str, Tensor] = {var: cols[j] for j, var in program.lag0}
     if not program.rings:
         return program.evaluate(env)[0]
     writes: list[tuple[Tensor, Tensor]] = []
     for r in program.rings:
-        col = feats[:, r.column]  # type: ignore[index]
-        if r.h is None:
-            val = col
-        else:  # h on a contiguous copy: tanh & co. on a strided column cost more than the copy
-            val = r.h({r.var: col.contiguous()})[0]  # type: ignore[dict-item]
+        col = cols[r.column]
+        val = col if r.h is None else r.h({r.var: col})[0]  # type: ignore[dict-item]
         if r.sym0 is not None:
             env[r.sym0] = val
         ring = hist[r.key]
@@ -377,6 +384,41 @@ def program_update(
     for row, val in writes:
         row.copy_(val)
     return upd
+
+
+def _linear_update(
+    program: StepProgram, form: LinearForm, cols: list[Tensor], hist: Mapping[str, Tensor], t: int
+) -> Tensor:
+    """:func:`program_update`'s equation and ring writes for a linear program: the terms on ring rows of lag
+    ``>= 1`` summed first (one of them may be the row about to be overwritten), then each ring's newest value
+    written over its oldest row (straight in, when ``h`` has an :attr:`RingPlan.into` form), then the lag-0
+    terms, read from those rows and from the feature columns."""
+    rows: dict[str, Tensor] = {}
+    for r in program.rings:
+        ring = hist[r.key]
+        for k, name in r.reads:
+            rows[name] = ring[(t - 1 - k) % r.slots]
+    out: Tensor | None = None
+    for c, name in form.terms:
+        row = rows.get(name)
+        if row is not None:
+            out = torch.mul(row, c) if out is None else out.add_(row, alpha=c)
+    fresh: dict[str, Tensor] = {var: cols[j] for j, var in program.lag0}
+    for r in program.rings:
+        row, col = hist[r.key][(t - 1) % r.slots], cols[r.column]
+        if r.into is not None:
+            c, fn = r.into
+            fn(col if c == 1.0 else torch.mul(col, c, out=row), row)
+        else:
+            row.copy_(col if r.h is None else r.h({r.var: col})[0])  # type: ignore[dict-item]
+        if r.sym0 is not None:
+            fresh[r.sym0] = row
+    for c, name in form.terms:
+        val = fresh.get(name)
+        if val is not None:
+            out = torch.mul(val, c) if out is None else out.add_(val, alpha=c)
+    assert out is not None  # a linear form has a variable
+    return out.add_(form.const) if form.const != 0.0 else out
 
 
 class _Powers:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -60,7 +61,14 @@ def notify(message: str) -> None:
 
 
 def one_line(err: BaseException) -> str:
-    lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+    """The gist of an error: the OS's reason for a failed connection, else its first line."""
+    text = str(err)
+    reason = re.search(r"\[Errno -?\d+\][^'\")\]]*", text)
+    if reason:
+        return reason.group(0).strip()
+    if "timeout" in text.lower() and text.startswith("API request to"):
+        return "timed out"
+    lines = [s.strip() for s in text.splitlines() if s.strip()]
     return (lines[0] if lines else type(err).__name__)[:300]
 
 

@@ -78,6 +78,12 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
         state["_attempts"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # state pickled by an earlier version held a client and run ids instead of attempts
+        state = {k: v for k, v in state.items() if k not in ("_client", "_runs")}
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_attempts", {})
+
     def _submit(self, attempt: tuple[str, str, str], kind: str, **fields: Any) -> None:
         handle, key, label = attempt
         op = {"kind": kind, "handle": handle, "trial_key": key, "label": label}

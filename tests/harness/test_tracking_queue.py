@@ -251,3 +251,17 @@ def test_what_is_worth_waiting_for() -> None:
     assert not is_transient(RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad"}))
     assert not is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no"}))
     assert not is_transient(ValueError("bad"))
+
+
+def test_the_tracker_pickles_without_its_attempts_and_restores_older_state(tmp_path: Path) -> None:
+    import pickle
+
+    tr = tracking.TrialTracker(f"sqlite:///{tmp_path}/m.db", "1", "p", {}, dict, dict)
+    tr._attempts["t"] = ("h", "k", "label")
+    back = pickle.loads(pickle.dumps(tr))
+    assert back._attempts == {} and back.tracking_uri == tr.tracking_uri
+    # state Tune saved with an earlier version of the tracker (a client and run ids)
+    old = {k: v for k, v in tr.__dict__.items() if k != "_attempts"}
+    fresh = tracking.TrialTracker.__new__(tracking.TrialTracker)
+    fresh.__setstate__({**old, "_client": None, "_runs": {}})
+    assert fresh._attempts == {} and not hasattr(fresh, "_runs")

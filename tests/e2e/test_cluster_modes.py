@@ -67,10 +67,14 @@ def _has_jobs() -> bool:
     return importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("opencensus") is not None
 
 
-def _suite_file(folder: Path, name: str) -> Path:
+def _suite_file(folder: Path, name: str, steps: int = 12000) -> Path:
+    """The suite under ``name``; trials of ``steps`` P1 steps (12000: ~2 s, long enough to spread)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "suite.yaml"
-    path.write_text(yaml.safe_dump({**SUITE, "name": name}))
+    data = json.loads(json.dumps(SUITE))
+    data["name"] = name
+    data["stages"][0]["optimizees"][0]["steps"] = steps
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -110,7 +114,7 @@ def test_sl2o_run_address_auto_on_a_node_spreads_trials_over_both(ray_cluster, t
 
 
 def test_ray_client_shows_progress_on_the_client(ray_cluster, tmp_path: Path) -> None:
-    suite = _suite_file(tmp_path, "via-client")
+    suite = _suite_file(tmp_path, "via-client", steps=1000)
     uri = f"sqlite:///{tmp_path}/m.db"
     cmd = [*CLI, "run", str(suite), "--address", ray_cluster.client_address, "--workdir", str(tmp_path / "wd")]
     out = _run([*cmd, "--tracking-uri", uri, "--no-leaderboard"], tmp_path, ray_cluster.env())
@@ -125,7 +129,7 @@ def test_ray_job_submit_runs_the_suite_on_the_cluster(ray_cluster, tmp_path: Pat
     if not _has_jobs():
         pytest.skip("ray job submit needs ray[default] (pip install 'symbolic-l2o[cluster]'); not installed")
     job_dir = tmp_path / "job"
-    _suite_file(job_dir, "via-job")
+    _suite_file(job_dir, "via-job", steps=1000)
     uri = f"sqlite:///{tmp_path}/m.db"
     entry = [sys.executable, "-m", "harness.cli", "run", "suite.yaml", "--workdir", str(tmp_path / "wd")]
     entry += ["--tracking-uri", uri, "--no-leaderboard"]
@@ -139,7 +143,7 @@ def test_ray_job_submit_runs_the_suite_on_the_cluster(ray_cluster, tmp_path: Pat
 
 
 def test_an_address_without_the_token_is_one_line_and_creates_nothing(ray_cluster, tmp_path: Path) -> None:
-    suite = _suite_file(tmp_path, "no-token")
+    suite = _suite_file(tmp_path, "no-token", steps=10)
     db = tmp_path / "m.db"
     cmd = [*CLI, "run", str(suite), "--address", ray_cluster.address, "--workdir", str(tmp_path / "wd")]
     start = time.time()

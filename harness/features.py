@@ -357,7 +357,7 @@ class FeatureSpec:
         accumulators. The functional twin of :meth:`update_` (same arithmetic). ``eta_params`` (a tensor,
         possibly requiring grad) overrides :attr:`eta_params`."""
         new: dict[str, Tensor] = {}
-        inputs = self._moment_inputs(g, eta_params)
+        inputs = _LazyInputs(self, g, eta_params)
         for key, (kind, beta) in self.accumulators().items():
             new[key] = beta * acc[key] + (1.0 - beta) * inputs[kind]
         return torch.stack(self._columns(g, t, new), dim=-1), new
@@ -372,16 +372,15 @@ class FeatureSpec:
     @torch.no_grad()
     def update_columns_(self, acc: Mapping[str, Tensor], g: Tensor, t: float) -> list[Tensor]:
         """:meth:`update_`'s features unstacked: ``[n]`` columns, ``names`` order (read-only; one may be g)."""
-        inputs = self._moment_inputs(g, None)
+        inputs = _LazyInputs(self, g, None)
         for key, (kind, beta) in self.accumulators().items():
-            if kind == "g2":  # one pass, no g*g temporary (the same sum up to float rounding)
+            if kind == "g":  # one pass each (the same EMAs up to float rounding)
+                acc[key].lerp_(g, 1.0 - beta)
+            elif kind == "g2":
                 acc[key].mul_(beta).addcmul_(g, g, value=1.0 - beta)
             else:
                 acc[key].mul_(beta).add_(inputs[kind], alpha=1.0 - beta)
         return self._columns(g, t, acc)
-
-    def _moment_inputs(self, g: Tensor, eta_params: Tensor | None) -> _LazyInputs:
-        return _LazyInputs(self, g, eta_params)
 
     def _columns(self, g: Tensor, t: Tensor | float, acc: Mapping[str, Tensor]) -> list[Tensor]:
         cols: list[Tensor] = []

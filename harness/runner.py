@@ -28,6 +28,7 @@ from harness.config import Resources, Suite, SuiteError, check_resources
 from harness.jsonio import flatten_params
 from harness.progress import Progress
 from harness.registry import STAGES
+from harness.search import tune_search
 from harness.stages.base import StageKind
 from harness.stages.outputs import TAG, ResultKey, StageOutcome, SuiteOutcome, TrialOutput
 
@@ -317,6 +318,10 @@ def run_stage(
         storage.write_text(json.dumps([trial_key(key, t) for t in trials]), *exp, TRIALS_FILE)
     n_trials = len(trials)
     param_space = {"kind": kind.name, "trial": tune.grid_search(trials)}
+    # a kind that searches (meta_tune with search: tune) gets its trials from a search algorithm instead
+    search = tune_search(kind, stage, trials)
+    if search is not None:
+        param_space, n_trials = search.param_space, search.num_samples
     progress: Progress | None = None
     if restore:
         opts.log(f"[{stage.name}] restoring Tune experiment {exp_path}")
@@ -353,6 +358,7 @@ def run_stage(
                 reuse_actors=True,
                 trial_dirname_creator=_trial_dirname,
                 max_concurrent_trials=stage.max_concurrent,
+                **(search.tune_config if search is not None else {}),
             ),
             run_config=tune.RunConfig(
                 name=exp_name,
@@ -444,6 +450,10 @@ def _finalize(
     STAGES.get(stage.kind).finalize(stage, outcome, outdir, opts.log)
     if fresh and any(outdir.iterdir()):
         ctx["client"].log_artifacts(outcome.run_id, str(outdir))
+    if fresh and outcome.extra.get("metrics"):  # e.g. a searched meta_tune stage's selection
+        tracking.log_batch(
+            ctx["client"], outcome.run_id, metrics=tracking.finite_metrics(outcome.extra["metrics"])
+        )
 
 
 def _version_tags() -> dict[str, str]:

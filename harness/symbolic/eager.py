@@ -77,21 +77,27 @@ def _folder(
     return lambda e: float(closure(e, const_index, TORCH_OPS)(({}, const_list)))
 
 
+def _args(e: sympy.Basic, kind: type) -> tuple[sympy.Basic, ...]:
+    """``e``'s terms (``kind`` Add) or factors (``kind`` Mul)."""
+    return e.args if isinstance(e, kind) else (e,)
+
+
 def _split(
     term: sympy.Basic, variables: set[sympy.Symbol], fold: Callable[[sympy.Basic], float]
-) -> tuple[float, sympy.Basic | None]:
-    """``term`` as ``coefficient * rest`` (rest None: a constant), the coefficient the product of the constant
-    factors' folded values (as :func:`~harness.symbolic.lowering.inplace_closure` scales a term)."""
+) -> tuple[float, sympy.Basic | None] | None:
+    """``term`` as ``coefficient * rest`` with one variable factor ``rest`` (None: ``term`` is a constant), the
+    coefficient the product of the constant factors' folded values (as
+    :func:`~harness.symbolic.lowering.inplace_closure` scales a term); None for several variable factors."""
     if not (term.free_symbols & variables):
         return fold(term), None
     coef = 1.0
     rest: list[sympy.Basic] = []
-    for f in sympy.Mul.make_args(term):
+    for f in _args(term, sympy.Mul):
         if f.free_symbols & variables:
             rest.append(f)
         else:
             coef = coef * fold(f)
-    return coef, rest[0] if len(rest) == 1 else sympy.Mul(*rest)
+    return (coef, rest[0]) if len(rest) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,11 @@ def linear_form(
     fold = _folder(const_index, consts)
     terms: list[tuple[float, str]] = []
     const = 0.0
-    for term in sympy.Add.make_args(expr):
-        coef, rest = _split(term, variables, fold)
+    for term in _args(expr, sympy.Add):
+        split = _split(term, variables, fold)
+        if split is None:
+            return None
+        coef, rest = split
         if rest is None:
             const = const + coef
         elif isinstance(rest, sympy.Symbol):
@@ -139,5 +148,5 @@ def into_form(
     fn = INTO.get(rep.func)
     if fn is None or len(rep.args) != 1:
         return None
-    coef, rest = _split(rep.args[0], {var}, _folder(const_index, consts))
-    return (coef, fn) if rest == var else None
+    split = _split(rep.args[0], {var}, _folder(const_index, consts))
+    return (split[0], fn) if split is not None and split[1] == var else None

@@ -33,7 +33,10 @@ One arithmetic, two drivers (as ``torch.optim.Adam.step`` calls ``adam()``): the
 meta-tuning. The stateful :meth:`SymbolicOptimizer.step` runs :func:`program_update` (the same FeatureSpec
 arithmetic, in place; the equation through :func:`~harness.symbolic.lowering.inplace_closure`: constants folded,
 a weighted sum accumulated into one buffer, functions applied in place to its own temporaries) on cache-sized
-chunks of each parameter (no parameter-sized temporaries). Small parameters (``batch_numel``) are stepped
+chunks of each parameter (no parameter-sized temporaries), eagerly and fast (:mod:`harness.symbolic.eager`): on CPU
+``tanh`` is numpy's SIMD kernel (SLEEF's, torch's, cost ~6x as much), and an equation that is a weighted sum of
+ring values and lag-0 features (eq. 6 for any G and L) is a linear form whose rings take ``h(feature)`` straight
+into their oldest row (no evaluator temporaries, no ring copies). Small parameters (``batch_numel``) are stepped
 together, per param group, device and dtype, as one flat tensor (:mod:`harness.symbolic.batched`: foreach copies
 in and out, one feature update and one equation evaluation for all of them; their state entries are views of
 flat buffers, in the per-parameter layout above). With ``compile=True`` each parameter above ``batch_numel`` is

@@ -34,7 +34,13 @@ from mlflow.tracking import MlflowClient
 from harness.stages.outputs import TAG
 from harness.tracking_client import ResilientClient
 from harness.tracking_datasets import sr_dataset_input
-from harness.tracking_queue import close_all, remember_workdir, set_spool_root, writer_for
+from harness.tracking_queue import (
+    close_all,
+    quick_http_retries,
+    remember_workdir,
+    set_spool_root,
+    writer_for,
+)
 from harness.tracking_reports import distill_records, leaderboard_records, trial_horizon
 from harness.tracking_runs import (
     close_orphan_runs,
@@ -79,10 +85,6 @@ __all__ = [
 
 DEFAULT_DB = "mlflow.db"
 
-#: MLflow's own HTTP retries, when the user sets none: short, since every call the harness makes is
-#: retried for as long as an outage lasts anyway (MLflow's default budget is about 4 minutes per call)
-HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-
 
 def default_tracking_uri(workdir: str | Path = ".") -> str:
     """``sqlite:///<absolute path>/mlflow.db`` (MLflow 3 refuses the plain file store)."""
@@ -124,8 +126,7 @@ def init_tracking(uri: str, spool_dir: str | Path | None = None) -> MlflowClient
     # every call goes through an MlflowClient bound to ``uri``; mlflow.set_tracking_uri is not used because
     # it exports MLFLOW_TRACKING_URI, which would then override the next command's own choice in-process
     if not uri.startswith("sqlite:///"):
-        for k, v in HTTP_RETRY_DEFAULTS.items():
-            os.environ.setdefault(k, v)
+        quick_http_retries(uri)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
         return cast(MlflowClient, ResilientClient(uri, client))

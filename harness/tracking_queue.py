@@ -72,6 +72,18 @@ def one_line(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:300]
 
 
+#: MLflow's own HTTP retries, when the user sets none: short, since every call the harness makes is
+#: retried for as long as an outage lasts anyway (MLflow's default budget is about 4 minutes per call)
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def quick_http_retries(uri: str) -> None:
+    """Shorten MLflow's own retries for a server URI in this process (unless the user set them)."""
+    if uri.startswith(("http://", "https://")):
+        for k, v in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+
+
 class Notice:
     """When a wait is worth a line: after ``notice_seconds()``, then at doubling intervals (at most 5 min)."""
 
@@ -93,6 +105,7 @@ class TrackingWriter:
     def __init__(self, uri: str, folder: Path | None) -> None:
         self.uri = uri
         self.folder = folder
+        quick_http_retries(uri)
         self.client = MlflowClient(uri)
         self.bindings: dict[str, str | None] = {}
         #: when the current outage began (``time.monotonic()``), None while MLflow answers

@@ -21,6 +21,16 @@ def _trial_field(config: Mapping[str, Any], name: str) -> Any:
     return trial.get(name) if isinstance(trial, Mapping) else getattr(trial, name, None)
 
 
+def _in_ray_worker() -> bool:
+    """True in a Ray worker process (a remote task or actor), False in a driver."""
+    import ray
+
+    try:
+        return bool(ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
+    except Exception:  # noqa: BLE001 - no Ray context: not a worker
+        return False
+
+
 def _tune_callback_base() -> type:
     from ray.tune import Callback
 
@@ -113,6 +123,12 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             dataset=dataset if isinstance(dataset, str) and dataset.endswith(".npz") else None,
         )
         return attempt
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Under Ray Client, Tune's loop (and this callback) runs in a Ray worker on the cluster, not in the
+        driver, whose client could not wait for this process's queue: deliver it before ``fit`` returns."""
+        if _in_ray_worker():
+            self.writer.flush()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._attempt(trial)

@@ -24,6 +24,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,8 @@ class TrackingWriter:
         with self._cond:
             self._submitted += 1
             seq = self._submitted
-            journal = self._open_journal()
-            if journal is not None:
-                try:
-                    journal.op(seq, op)
-                except OSError as err:
-                    self._drop_journal(f"cannot write {journal.path}: {err}")
+            self._open_journal()
+            self._journal_write(lambda j: j.op(seq, op))
             self._q.put((seq, op))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name="sl2o-tracking", daemon=True)
@@ -166,8 +163,15 @@ class TrackingWriter:
     def _bind(self, handle: str, run_id: str | None) -> None:
         with self._cond:
             self.bindings[handle] = run_id
-            if self._journal is not None:
-                self._journal.bind(handle, run_id)
+            self._journal_write(lambda j: j.bind(handle, run_id))
+
+    def _journal_write(self, write: Callable[[Journal], None]) -> None:
+        """Append to the journal (caller holds the lock); a journal that cannot be written is given up."""
+        if self._journal is not None:
+            try:
+                write(self._journal)
+            except (OSError, ValueError) as err:
+                self._drop_journal(f"cannot write {self._journal.path}: {err}")
 
     # -- the delivery thread ---------------------------------------------------------------------
     def _work(self) -> None:
@@ -176,11 +180,10 @@ class TrackingWriter:
             self._deliver(op)
             with self._cond:
                 self._delivered += 1
-                if self._journal is not None:
-                    self._journal.ack(seq)
-                    if self._delivered == self._submitted:
-                        self._journal.remove()  # nothing undelivered: no journal on disk
-                        self._journal = None
+                self._journal_write(lambda j, seq=seq: j.ack(seq))
+                if self._journal is not None and self._delivered == self._submitted:
+                    self._journal.remove()  # nothing undelivered: no journal on disk
+                    self._journal = None
                 self._cond.notify_all()
             if op.get("snapshot") and op.get("artifacts"):
                 shutil.rmtree(op["artifacts"], ignore_errors=True)

@@ -65,13 +65,14 @@ class Journal:
     def release(self) -> None:
         """Stop writing and unlock, keeping the file for the next driver."""
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):
+                self._fh.close()
             self._fh = None
 
     def remove(self) -> None:
         """Everything in it was delivered: delete it."""
         self.release()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             self.path.unlink()
 
 

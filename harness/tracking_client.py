@@ -13,6 +13,9 @@ raised at once, as MLflow's own client does.
 A run is created at most once even when the server dies between creating it and answering: each
 ``create_run`` carries a random ``sl2o.create_token`` tag, and a retry looks for that token first.
 
+Only a client that has written waits: until its first write (a report that only reads, a driver still
+setting up) a call gets MLflow's own retries and no more, so an unreachable server is an error there.
+
 After Ctrl-C (any ``BaseException`` out of a call), the driver is on its way out: its remaining writes
 (closing runs as KILLED) are queued for the background writer, which delivers or journals them at exit,
 and reads get one try. The first write through each client delivers what earlier drivers of this
@@ -65,7 +68,7 @@ WRITES = frozenset(
 )
 #: writes that cannot be left for later (their answer is needed)
 _NEEDS_ANSWER = frozenset({"create_experiment", "create_run"})
-_OWN = ("_uri", "_client", "_interrupted", "_replayed")
+_OWN = ("_uri", "_client", "_interrupted", "_wrote")
 
 
 class ResilientClient:
@@ -75,7 +78,7 @@ class ResilientClient:
         self._uri = uri
         self._client = client or MlflowClient(uri)
         self._interrupted = False
-        self._replayed = False
+        self._wrote = False
 
     @property
     def tracking_uri(self) -> str:
@@ -105,10 +108,12 @@ class ResilientClient:
                 return self._defer(name, fn, args, kwargs)
             return fn(*args, **kwargs)
         try:
-            if name in WRITES and not self._replayed:
-                self._replayed = True
+            if name in WRITES and not self._wrote:
+                self._wrote = True
                 writer.replay_orphans()
             writer.flush()
+            if not self._wrote:  # a reader (a report) is told at once, as MLflow's client would
+                return fn(*args, **kwargs)
             if name == "create_run":
                 return self._create_run(fn, args, kwargs)
             return self.retry(name, lambda: fn(*args, **kwargs))

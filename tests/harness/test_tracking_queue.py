@@ -144,6 +144,8 @@ def test_a_runner_call_waits_through_an_outage_and_creates_its_run_once(
 ) -> None:
     client, exp, parent = _setup(server.uri, tmp_path / "spool", "wait")
     server.kill()
+    with pytest.raises(MlflowException):  # a client that only reads (a report) is told at once
+        tracking.ResilientClient(server.uri).search_experiments()
     restart = threading.Timer(3.0, server.start)
     restart.start()
     try:

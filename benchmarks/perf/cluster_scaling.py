@@ -30,7 +30,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "eval"
-_FINISHED = re.compile(rf"^\[{STAGE}\] finished: (\d+) trials ok, (\d+) errored, ([0-9.]+)s$", re.M)
+
+
+def _finished_line(stage: str) -> re.Pattern[str]:
+    return re.compile(rf"^\[{re.escape(stage)}\] finished: (\d+) trials ok, (\d+) errored, ([0-9.]+)s$", re.M)
 
 
 def suite(trials: int, steps: int) -> dict[str, Any]:
@@ -61,11 +64,11 @@ def n_trials(data: dict[str, Any]) -> int:
     return len(st["optimizers"]) * len(st["seeds"]) * len(st["optimizees"])
 
 
-def stage_seconds(output: str) -> tuple[int, int, float]:
-    """``(ok, errored, seconds)`` from the runner's ``[eval] finished: ...`` line."""
-    m = _FINISHED.search(output)
+def stage_seconds(output: str, stage: str = STAGE) -> tuple[int, int, float]:
+    """``(ok, errored, seconds)`` from the runner's ``[<stage>] finished: ...`` line."""
+    m = _finished_line(stage).search(output)
     if m is None:
-        raise RuntimeError(f"no '[{STAGE}] finished' line in the output:\n{output[-3000:]}")
+        raise RuntimeError(f"no '[{stage}] finished' line in the output:\n{output[-3000:]}")
     return int(m.group(1)), int(m.group(2)), float(m.group(3))
 
 
@@ -100,8 +103,8 @@ def _cluster_module() -> Any:
     return sys.modules[name]
 
 
-def run_on(nodes: int, data: dict[str, Any], log: Any = print) -> dict[str, Any]:
-    """Start a ``nodes``-node cluster (1 CPU each), run the suite on it, stop it; the stage's figures."""
+def run_on(nodes: int, data: dict[str, Any], log: Any = print, stage: str = STAGE) -> dict[str, Any]:
+    """Start a ``nodes``-node cluster (1 CPU each), run the suite on it, stop it; ``stage``'s figures."""
     with tempfile.TemporaryDirectory(prefix="sl2o-scaling-") as tmp, _cluster_module().LocalCluster(
         nodes=nodes, cpus_per_node=1
     ) as c:
@@ -114,8 +117,9 @@ def run_on(nodes: int, data: dict[str, Any], log: Any = print) -> dict[str, Any]
         wall = time.perf_counter() - t0
         if out.returncode != 0:
             raise RuntimeError(f"sl2o run on {nodes} node(s) failed:\n{(out.stdout + out.stderr)[-4000:]}")
-        ok, errored, seconds = stage_seconds(out.stdout)
-        lines = [ln for f in (folder / "wd").rglob("result.json") for ln in f.read_text().splitlines()]
+        ok, errored, seconds = stage_seconds(out.stdout, stage)
+        results = (folder / "wd").rglob("result.json")
+        lines = [ln for f in results if f"/{stage}-" in str(f) for ln in f.read_text().splitlines()]
         per_node = trials_per_node(lines)
     res = {"nodes": nodes, "ok": ok, "errored": errored, "seconds": seconds, "wall": wall, "per_node": per_node}
     log(

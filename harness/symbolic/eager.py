@@ -29,8 +29,10 @@ __all__ = ["EAGER_OPS", "INTO", "LinearForm", "cpu_tanh", "into_form", "linear_f
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-def _numpy_ok(x: Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in _NUMPY_DTYPES and not x.requires_grad
+def _numpy_ok(x: Any) -> bool:
+    return (
+        isinstance(x, Tensor) and x.device.type == "cpu" and x.dtype in _NUMPY_DTYPES and not x.requires_grad
+    )
 
 
 def tanh_into(x: Tensor, out: Tensor) -> Tensor:

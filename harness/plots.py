@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
 from harness.across import TAUS, profiles
 from harness.symbolic import plots as symbolic_plots
@@ -377,6 +378,18 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
             ax_o.step(xs, best, where="post", color="tab:purple", label="best so far")
             ax_o.axhline(obj[0], color="0.3", linestyle=":", linewidth=1, label="initial constants")
             auto_yscale(ax_o, obj[ok])
+            diverged = np.isposinf(obj)
+            if diverged.any():  # drawn at the top edge: their objective is a penalty, not a loss
+                top = blended_transform_factory(ax_o.transData, ax_o.transAxes)
+                ax_o.plot(
+                    xs[diverged],
+                    np.full(int(diverged.sum()), 0.96),
+                    "x",
+                    color="tab:red",
+                    transform=top,
+                    clip_on=False,
+                    label="diverged",
+                )
             ax_o.set_xlabel(str(tr.get("objective_x", "trial")))
             ax_o.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_o.legend(fontsize=7, loc="best")

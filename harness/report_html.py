@@ -213,38 +213,13 @@ def curriculum_steps(doc: dict[str, Any]) -> list[tuple[int, str, int | None]]:
 
 
 def _meta_tune(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[Plot]:
-    from harness.symbolic.equation import Equation
-
-    trials = []
-    for t in st.trials:
-        hist_path = _download(client, t.info.run_id, HISTORY_FILE, tmp / t.info.run_id)
-        if hist_path is None:
-            continue
-        doc = json.loads(hist_path.read_text())
-        details = doc.get("details") or {}
-        entry: dict[str, Any] = {
-            "label": f"{st.name}: {_tag(t, 'source') or _tag(t, 'method') or 'equation'} s{_tag(t, 'seed', '?')}",
-            "kept": details.get("kept", "tuned"),
-            "before": doc.get("before") or {},
-            "after": doc.get("after") or {},
-        }
-        try:
-            initial = Equation.parse(doc["equation_before"])
-            entry["initial"] = list(initial.constants)
-            entry["tuned"] = tuned_constants(doc, initial)
-        except Exception:  # noqa: BLE001 - an unreadable equation leaves the constants panel empty
-            pass
-        hist = doc.get("history") or {}
-        if hist.get("trials"):
-            entry["objective"] = [
-                tr.get("value") if tr.get("value") is not None else math.nan for tr in hist["trials"]
-            ]
-            entry["objective_label"] = "Optuna objective (mean train loss)"
-        elif hist.get("windows"):
-            entry["objective"] = [w.get("val_loss", w.get("heldout_loss", math.nan)) for w in hist["windows"]]
-            entry["objective_label"] = "validation loss per window"
-            entry["objective_x"] = "window"
-        trials.append(entry)
+    trials = [e for t in st.trials if (e := _meta_tune_entry(client, t, st, tmp)) is not None]
+    if not trials and st.run_id:  # a search run as Tune trials (search: tune): the stage run has the history
+        stage_run = client.get_run(st.run_id)
+        entry = _meta_tune_entry(client, stage_run, st, tmp)
+        if entry is not None:
+            entry["label"] = f"{st.name}: Optuna over {len(entry.get('objective') or [])} Tune trials"
+        trials = [] if entry is None else [entry]
     if not trials:
         return []
     return [
@@ -256,6 +231,48 @@ def _meta_tune(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[P
             "worse and were discarded), and the search's objective per trial.",
         )
     ]
+
+
+def _meta_tune_entry(client: MlflowClient, t: Any, st: _Stage, tmp: Path) -> dict[str, Any] | None:
+    """One run's meta-tuning record for the plot, from its ``history.json`` (None when it has none)."""
+    from harness.symbolic.equation import Equation
+
+    hist_path = _download(client, t.info.run_id, HISTORY_FILE, tmp / t.info.run_id)
+    if hist_path is None:
+        return None
+    doc = json.loads(hist_path.read_text())
+    details = doc.get("details") or {}
+    entry: dict[str, Any] = {
+        "label": f"{st.name}: {_tag(t, 'source') or _tag(t, 'method') or 'equation'} s{_tag(t, 'seed', '?')}",
+        "kept": details.get("kept", "tuned"),
+        "before": doc.get("before") or {},
+        "after": doc.get("after") or {},
+    }
+    try:
+        initial = Equation.parse(doc["equation_before"])
+        entry["initial"] = list(initial.constants)
+        entry["tuned"] = tuned_constants(doc, initial)
+    except Exception:  # noqa: BLE001 - an unreadable equation leaves the constants panel empty
+        pass
+    hist = doc.get("history") or {}
+    if hist.get("trials"):
+        entry["objective"] = [_objective_value(tr.get("value")) for tr in hist["trials"]]
+        entry["objective_label"] = "Optuna objective (mean train loss)"
+    elif hist.get("windows"):
+        entry["objective"] = [w.get("val_loss", w.get("heldout_loss", math.nan)) for w in hist["windows"]]
+        entry["objective_label"] = "validation loss per window"
+        entry["objective_x"] = "window"
+    return entry
+
+
+def _objective_value(value: Any) -> float:
+    """A search trial's objective for the plot: NaN for a trial with none, inf for a diverged one (the
+    objective's finite penalty, :data:`~harness.stages.meta_tune.common.DIVERGED_PENALTY`)."""
+    from harness.stages.meta_tune.common import DIVERGED_PENALTY
+
+    if value is None:
+        return math.nan
+    return math.inf if float(value) >= DIVERGED_PENALTY else float(value)
 
 
 def tuned_constants(doc: dict[str, Any], initial: Any) -> list[float]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import tracking
+from harness.report_html import build_report
 from harness.symbolic.families import sgd_equation
 
 pytestmark = pytest.mark.e2e
@@ -137,4 +138,8 @@ def test_optuna_trials_as_tune_trials_resume_and_feed_evaluate(
     assert len(ev) == 1 and ev[0].info.status == "FINISHED"
     assert "tuned" in json.dumps(dict(ev[0].data.tags)) + json.dumps(dict(ev[0].data.params))
     assert "Optuna over 6 Tune trials" in rerun.stdout + rerun.stderr
+    # the report's meta-tuning plot reads the search's history from the stage run
+    rep = build_report(client, "optuna-tune-trials", tmp_path / "report", log_artifacts=False)
+    tuned_plots = [p for p in rep.plots if p.title == "Meta-tuning (tune)"]
+    assert tuned_plots and tuned_plots[0].file.stat().st_size > 0, [p.title for p in rep.plots]
     os.environ.pop("RAY_ADDRESS", None)

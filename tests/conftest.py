@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -32,3 +33,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(),
+                reason="needs CUDA (torch.cuda.is_available() is False); the cpu case is its twin",
+            ),
+        ),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> str:
+    """Each device a test runs on: ``cpu`` always, ``cuda`` where there is one (skipped with its reason)."""
+    return request.param

@@ -12,23 +12,12 @@ import torch
 from harness.registry import OPTIMIZEES, TEACHERS
 from teachers.optimizer import TeacherOptimizer
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available() is False)"
-        ),
-    ),
-]
-
 OPTIMIZEES_SMALL = {
     "quadratic_cos": {},
     "mlp": {"dataset": "digits", "hidden": [8], "batch_size": 16},
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(OPTIMIZEES_SMALL))
 def test_an_optimizee_lives_on_its_device(name: str, device: str, one_thread) -> None:
     problem = OPTIMIZEES.get(name)(seed=0, device=device, **OPTIMIZEES_SMALL[name])
@@ -41,7 +30,6 @@ def test_an_optimizee_lives_on_its_device(name: str, device: str, one_thread) ->
     assert all(g.device.type == device and torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("teacher", ["rp_small", "dm"])
 def test_a_teacher_steps_an_optimizee_on_its_device(teacher: str, device: str, one_thread) -> None:
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 The same evaluate stage (``--trials`` trials of equal size: Adam on P1 for ``--steps`` steps, about 5
 seconds each) runs through ``sl2o run --address`` on a real 1-node cluster with 1 CPU and on a real
 2-node cluster with 1 CPU per node (``ray start`` processes on 127.0.0.2/127.0.0.3, see
-``tests/e2e/cluster.py``). Prints each cluster's stage time and trial throughput, the speedup, and how
+``harness/local_cluster.py``). Prints each cluster's stage time and trial throughput, the speedup, and how
 many trials each node ran (from Tune's ``node_ip``). With ``--json`` the last line is
 ``{"trials", "nodes_used", "speedup", "seconds_1node", "seconds_2node"}``.
 
@@ -17,7 +17,6 @@ compete for the same cores, so the speedup measured there is a lower bound. The 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import subprocess
@@ -30,7 +29,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.local_cluster import LocalCluster
+
 STAGE = "eval"
 
 
@@ -95,19 +95,11 @@ def summary(trials: int, one: dict[str, Any], two: dict[str, Any]) -> dict[str, 
     }
 
 
-def _cluster_module() -> Any:
-    name = "sl2o_e2e_cluster"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "cluster.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def run_on(nodes: int, data: dict[str, Any], log: Any = print, stage: str = STAGE) -> dict[str, Any]:
     """Start a ``nodes``-node cluster (1 CPU each), run the suite on it, stop it; ``stage``'s figures."""
-    with tempfile.TemporaryDirectory(prefix="sl2o-scaling-") as tmp, _cluster_module().LocalCluster(
+    with tempfile.TemporaryDirectory(prefix="sl2o-scaling-") as tmp, LocalCluster(
         nodes=nodes, cpus_per_node=1
     ) as c:
         folder = Path(tmp)

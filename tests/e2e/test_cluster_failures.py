@@ -10,7 +10,6 @@ pyarrow, and the teacher checkpoints reach the evaluate trials as staged storage
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -20,20 +19,13 @@ import pytest
 import yaml
 
 from harness import report, tracking
+from harness.local_cluster import LocalCluster
 from harness.stages.outputs import TAG
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]
 
 
-def _cluster_module():
-    name = "sl2o_e2e_cluster"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cluster.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 SUITE = {
@@ -71,7 +63,7 @@ def test_a_raylet_killed_during_meta_training_loses_and_doubles_nothing(tmp_path
     uri = f"sqlite:///{tmp_path}/m.db"
     store = tmp_path / "store"
     cmd = [*CLI, "run", str(suite), "--workdir", f"file://{store}", "--tracking-uri", uri, "--no-leaderboard"]
-    with _cluster_module().LocalCluster(nodes=2, cpus_per_node=1) as c:
+    with LocalCluster(nodes=2, cpus_per_node=1) as c:
         env = c.env(SL2O_CACHE_DIR=str(tmp_path / "cache"))
         proc = subprocess.Popen(
             [*cmd, "--address", c.address], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

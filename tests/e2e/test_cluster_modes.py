@@ -22,21 +22,9 @@ import pytest
 import yaml
 
 from harness import tracking
+from harness.local_cluster import LocalCluster
 from harness.stages.outputs import TAG
 
-
-def _cluster_module():
-    """tests/e2e/cluster.py (the tests are not a package: loaded by path, once)."""
-    name = "sl2o_e2e_cluster"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("cluster.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-LocalCluster = _cluster_module().LocalCluster
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]
 RUN_TIMEOUT = 300

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from harness.symbolic.families import eq6
@@ -17,18 +16,8 @@ from optimizees import CNNClassifier
 
 STEPS = 3
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(), reason="needs CUDA (torch.cuda.is_available() is False)"
-        ),
-    ),
-]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_eq6_trains_resnet18_on_digits32(device: str) -> None:
     problem = CNNClassifier(
         seed=0, device=device, arch="resnet18", dataset="digits", batch_size=16, max_train=64, max_test=16

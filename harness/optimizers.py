@@ -5,18 +5,19 @@ Families:
     ``adam``      lr, betas, eps, weight_decay
     ``teacher``   checkpoint (a meta-trained teacher's .pt file)
     ``symbolic``  equation (an equation JSON file), lr_mult
-Every family takes ``cosine: bool`` (cosine decay of the learning rate to 0 over the run).
+Every family takes ``cosine: bool`` (cosine decay of the learning rate to 0 over the run,
+:mod:`harness.schedules`); a symbolic rule that carries ``provenance["schedule"] = "cosine"`` gets it too.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from harness.features import ADAM_BETAS, ADAM_EPS
+from harness.schedules import equation_schedule, lr_scheduler
 
 FAMILIES = ("sgd", "adam", "teacher", "symbolic")
 
@@ -46,7 +47,8 @@ def optimizer_label(spec: dict[str, Any]) -> str:
 def build_optimizer(
     spec: dict[str, Any], params: Iterable[torch.nn.Parameter], total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """Build the optimizer and (with ``cosine: true``) its per-step cosine scheduler."""
+    """Build the optimizer and its per-step scheduler: cosine with ``cosine: true`` or when a symbolic rule
+    carries that schedule (``provenance["schedule"]``, set by meta-tuning with ``schedule: cosine``)."""
     spec = dict(spec)
     family = spec.pop("family", None)
     cosine = bool(spec.pop("cosine", False))
@@ -77,18 +79,14 @@ def build_optimizer(
     elif family == "symbolic":
         from harness.symbolic.optimizer import SymbolicOptimizer
 
-        opt = SymbolicOptimizer.from_file(params, spec.pop("equation"), **_pop_all(spec))
+        sym = SymbolicOptimizer.from_file(params, spec.pop("equation"), **_pop_all(spec))
+        carried = equation_schedule(sym.equation.provenance)  # a rule tuned under a schedule carries it
+        opt, cosine = sym, cosine or carried == "cosine"
     else:
         raise ValueError(f"unknown optimizer family {family!r}; known families: {', '.join(FAMILIES)}")
     if spec:
         raise ValueError(f"unknown fields for optimizer family {family!r}: {', '.join(sorted(spec))}")
-    sched = None
-    if cosine:
-        n = max(int(total_steps), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, n) / n))
-        )
-    return opt, sched
+    return opt, lr_scheduler(opt, "cosine" if cosine else "constant", total_steps)
 
 
 def _pop_all(spec: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,16 @@ def _records(stage: Any) -> list[dict[str, Any]]:
     ]
 
 
+def rule_text(equation: Any) -> str:
+    """The rule as printed: its equation, and the step-size schedule it carries when it has one."""
+    from harness.schedules import FORMULAS, equation_schedule
+
+    schedule = equation_schedule(equation.provenance)
+    if schedule == "constant":
+        return equation.text
+    return f"{equation.text}  [x the {schedule} schedule over the run: {FORMULAS[schedule]}]"
+
+
 def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
     """``(meta_tune stage, evaluate optimizer name, equation text)`` of the tuned rule with the lowest
     validation loss of its kept constants."""
@@ -125,7 +135,7 @@ def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
             val = m.get("val_loss_after") if m.get("kept_tuned", 1.0) else m.get("val_loss_before")
             if val is not None and math.isfinite(val) and (best is None or val < best[0]):
                 (_, path), *_ = equations_from_stage(outcome.stages[spec.name])
-                best = (val, spec.name, Equation.load(path).text)
+                best = (val, spec.name, rule_text(Equation.load(path)))
     if best is None:
         raise SystemExit("no meta_tune stage finished with a finite validation loss: nothing to compare")
     _, stage_name, text = best

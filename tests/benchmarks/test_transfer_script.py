@@ -65,3 +65,13 @@ def test_horizons_sort_by_steps(transfer) -> None:
         "300 steps",
         "1500 steps",
     ]
+
+
+def test_a_scheduled_rule_is_printed_with_its_schedule(transfer) -> None:
+    from harness.stages.meta_tune.common import with_schedule
+    from harness.symbolic.families import sgd_equation
+
+    eq = sgd_equation(0.1)
+    assert transfer.rule_text(eq) == eq.text
+    text = transfer.rule_text(with_schedule(eq, "cosine"))
+    assert text.startswith(eq.text) and "cosine schedule over the run: 0.5*(1+cos(pi*t/T))" in text

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from harness.registry import OPTIMIZEES
+from harness.schedules import check_schedule, equation_schedule, lr_scheduler
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.equation import Equation
 from harness.symbolic.optimizer import SymbolicOptimizer, load_equation
@@ -92,9 +93,10 @@ def run_training(
     n_steps = spec_budget(problem, optimizee, steps)
     trained: list[torch.Tensor] = []
 
-    def make(params: Any) -> tuple[SymbolicOptimizer, None]:
+    def make(params: Any) -> tuple[SymbolicOptimizer, Any]:
         trained.extend(params)  # the model's parameters, in named_parameters order
-        return SymbolicOptimizer(trained, equation, lr=lr), None
+        opt = SymbolicOptimizer(trained, equation, lr=lr)
+        return opt, lr_scheduler(opt, equation_schedule(equation.provenance), n_steps)
 
     res = train(problem, make, n_steps, final_window=final_window, measure_cost=False, evaluate_test=False)
     out: dict[str, Any] = {
@@ -205,6 +207,17 @@ def constants_from_values(
         elif prefix is None and f"c{s}" in values:
             for i in occ:
                 out[i] = float(values[f"c{s}"])
+    return out
+
+
+def with_schedule(equation: Equation, schedule: str | None) -> Equation:
+    """``equation`` carrying step-size ``schedule`` (``provenance["schedule"]``, :mod:`harness.schedules`):
+    every run that tunes, selects or evaluates it then scales its update by the schedule over the run's
+    length, as the grid's ``cosine: true`` does. None keeps what the equation carries."""
+    if schedule is None:
+        return equation
+    out = _with_constants(equation, list(equation.constants))
+    out.provenance["schedule"] = check_schedule(schedule)
     return out
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from harness.features import ETA, ETA_A_MAX, FeatureSpec
+from harness.schedules import equation_schedule, lr_factor
 from harness.stages.meta_tune.common import ASINH1, _with_constants, constant_slots
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.equation import Equation
@@ -232,6 +233,7 @@ def meta_tune_gradient(
     torch.manual_seed(seed)
     problem = build_problem(optimizee, seed, device)
     n_steps = spec_budget(problem, optimizee, steps)
+    schedule = equation_schedule(eq.provenance)  # tuned under the schedule it will be evaluated with
     params = problem.init_params()
     first = next(iter(params.values()))
     module = eq.compile(dtype=first.dtype).to(first.device)
@@ -265,8 +267,12 @@ def meta_tune_gradient(
         for t in tuned:
             kwargs.update(t.step_kwargs())
 
-        def update(p: dict[str, Tensor], g: dict[str, Tensor], st: Any, kw: dict[str, Any] = kwargs) -> Any:
-            return functional_step(module, p, g, st, lr=lr, **kw)
+        at = itertools.count(step)  # the run's 0-based index of each step of the window (the schedule's t)
+
+        def update(
+            p: dict[str, Tensor], g: dict[str, Tensor], st: Any, kw: dict[str, Any] = kwargs, at: Any = at
+        ) -> Any:
+            return functional_step(module, p, g, st, lr=lr * lr_factor(schedule, next(at), n_steps), **kw)
 
         window = itertools.islice(train, k)
         res = run_window(

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from harness.jsonio import write_json
-from harness.stages.meta_tune.common import run_training, with_val_split
+from harness.stages.meta_tune.common import run_training, with_schedule, with_val_split
 from harness.stages.meta_tune.gradient import meta_tune_gradient
 from harness.stages.meta_tune.optuna_search import meta_tune_optuna
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE
@@ -132,6 +132,7 @@ def meta_tune(
     keep: str = "better",
     val_fraction: float | None = 0.1,
     test_metrics: bool = False,
+    schedule: str | None = None,
     **method_kwargs: Any,
 ) -> MetaTuneResult:
     """Meta-tune ``equation`` on ``optimizee`` with ``method`` (``gradient`` | ``optuna``) and measure it.
@@ -147,11 +148,13 @@ def meta_tune(
     validation loss. With ``keep="better"`` (default) the result's equation is the tuned one only when it
     is no worse there (mean validation loss, no more diverged runs), else the initial one
     (``details["kept"]`` says which); ``keep="tuned"`` always returns the tuned equation. ``test_metrics``
-    also records the test split's loss/accuracy, for information only.
+    also records the test split's loss/accuracy, for information only. ``schedule`` (``constant`` |
+    ``cosine``; None keeps the equation's) is the step-size schedule the rule is tuned, selected and then
+    evaluated with (:func:`~harness.stages.meta_tune.common.with_schedule`).
     """
     if keep not in ("better", "tuned"):
         raise ValueError(f"keep must be 'better' or 'tuned', got {keep!r}")
-    eq = load_equation(equation)
+    eq = with_schedule(load_equation(equation), schedule)
     dev = resolve_device(device)
     target = with_val_split(optimizee, val_fraction)
     if method == "gradient":

@@ -30,6 +30,7 @@ from harness.stages.meta_tune.common import (
     constants_from_values,
     evaluate_constants,
     optuna_search_space,
+    with_schedule,
     with_val_split,
 )
 from harness.stages.meta_tune.optuna_search import _make_sampler, meta_tune_optuna
@@ -98,7 +99,7 @@ def evaluate_point(trial: Any, outdir: Path) -> TrialResult:
     """One search trial: the objective at ``trial.search_params`` (what the in-trial study's ``tell`` gets);
     the equation it started from is written to ``outdir`` for the select step."""
     mt, opt = split_settings(trial.settings)
-    eq = load_equation(Path(trial.equation))
+    eq = with_schedule(load_equation(Path(trial.equation)), mt.get("schedule"))
     target = with_val_split(trial.optimizee.model_dump(exclude_none=True), mt["val_fraction"])
     values = dict(trial.search_params or {})
     seeds = list(opt["seeds"]) if opt.get("seeds") is not None else [int(trial.seed)]

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import tracking
 from harness.stages.outputs import TAG
-
-
-@dataclass
-class FakeTrial:
-    """What the tracker reads of a Tune trial."""
-
-    trial_id: str
-    config: dict[str, Any]
-    checkpoint: Any = None
-    error_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _tracker(uri: str, client: Any, exp: str, parent: str) -> tracking.TrialTracker:
@@ -41,14 +29,14 @@ def _trial_runs(client: Any, exp: str) -> list[Any]:
 
 
 def test_retry_replaces_the_failed_attempt_and_a_rerun_of_a_finished_trial_is_not_recorded(
-    tmp_path: Path,
+    tmp_path: Path, fake_trial: Any
 ) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     client = tracking.init_tracking(uri)
     exp = tracking.ensure_experiment(client, "t", uri)
     parent = tracking.start_run(client, exp, "stage", {f"{TAG}.kind": "stage"})
     tr = _tracker(uri, client, exp, parent)
-    a = FakeTrial("a", {"x": 1})
+    a = fake_trial("a", {"x": 1})
 
     tr.on_trial_start(0, [], a)
     tr.on_trial_result(0, [], a, _curve([1, 10], [5.0, 4.0]))
@@ -65,7 +53,7 @@ def test_retry_replaces_the_failed_attempt_and_a_rerun_of_a_finished_trial_is_no
 
     # a new driver (Tune lost track of the completion): the same trial runs again, and is not re-recorded
     tr2 = _tracker(uri, client, exp, parent)
-    a2 = FakeTrial("a-again", {"x": 1})
+    a2 = fake_trial("a-again", {"x": 1})
     tr2.on_trial_start(0, [], a2)
     tr2.on_trial_result(0, [], a2, _curve([1], [9.0]))
     tr2.on_trial_complete(0, [], a2)
@@ -74,11 +62,11 @@ def test_retry_replaces_the_failed_attempt_and_a_rerun_of_a_finished_trial_is_no
     assert [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")] == [3.0, 2.0]
 
     # an attempt the killed driver left RUNNING is replaced by the next attempt
-    b = FakeTrial("b", {"x": 2})
+    b = fake_trial("b", {"x": 2})
     tr2.on_trial_start(0, [], b)
     tr2.on_trial_result(0, [], b, _curve([1], [7.0]))
     tr3 = _tracker(uri, client, exp, parent)
-    b2 = FakeTrial("b-again", {"x": 2})
+    b2 = fake_trial("b-again", {"x": 2})
     tr3.on_trial_start(0, [], b2)
     tr3.on_trial_result(0, [], b2, _curve([1], [6.0]))
     tr3.on_trial_complete(0, [], b2)
@@ -102,12 +90,9 @@ def test_a_trials_horizon_comes_from_its_tag_else_its_config() -> None:
     assert tracking.trial_horizon({f"{TAG}.config": "not json"}) == tracking.trial_horizon({}) == ""
 
 
-@dataclass
-class FakeCheckpoint:
-    path: str
-
-
-def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(tmp_path: Path) -> None:
+def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(
+    tmp_path: Path, fake_trial: Any, fake_checkpoint: Any
+) -> None:
     import json
     import shutil
 
@@ -125,7 +110,7 @@ def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(t
     )
     art = tmp_path / "ckpt" / "artifacts"
     ds.save(art / "dataset.npz")
-    c = FakeTrial("c", {"x": 1}, checkpoint=FakeCheckpoint(str(tmp_path / "ckpt")))
+    c = fake_trial("c", {"x": 1}, checkpoint=fake_checkpoint(str(tmp_path / "ckpt")))
     tr.on_trial_start(0, [], c)
     tr.on_trial_result(0, [], c, {"final": True, "final_keys": ["n_train"], "n_train": 1.0, "status": "ok"})
     tr.on_trial_complete(0, [], c)
@@ -133,8 +118,8 @@ def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(t
     copy = tmp_path / "download" / "dataset.npz"
     copy.parent.mkdir()
     shutil.copy(art / "dataset.npz", copy)
-    d = FakeTrial("d", {"x": 2, "trial": {"dataset": str(copy), "seed": 0}})
-    gone = FakeTrial("g", {"x": 3, "trial": {"dataset": str(tmp_path / "gone.npz")}})
+    d = fake_trial("d", {"x": 2, "trial": {"dataset": str(copy), "seed": 0}})
+    gone = fake_trial("g", {"x": 3, "trial": {"dataset": str(tmp_path / "gone.npz")}})
     tr.on_trial_start(0, [], d)
     tr.on_trial_start(0, [], gone)
     runs = {r.data.tags[f"{TAG}.trial_key"]: client.get_run(r.info.run_id) for r in _trial_runs(client, exp)}

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,6 @@ from harness.tracking_server import MlflowServer
 from harness.tracking_spool import SUFFIX
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class FakeTrial:
-    trial_id: str
-    config: dict[str, Any]
-    checkpoint: Any = None
-    error_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FakeCheckpoint:
-    path: str
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +81,12 @@ def _journals(spool: Path) -> list[Path]:
 
 
 def test_trial_writes_are_queued_through_an_outage_and_delivered_in_order(
-    server: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture
+    server: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture, fake_trial: Any, fake_checkpoint: Any
 ) -> None:
     spool = tmp_path / "spool"
     client, exp, parent = _setup(server.uri, spool, "outage")
     tr = _tracker(server.uri, exp, parent)
-    a = FakeTrial("a", {"x": 1})
+    a = fake_trial("a", {"x": 1})
     tr.on_trial_start(0, [], a)
     tr.on_trial_result(0, [], a, _curve([1, 2, 3]))
     assert tracking.writer_for(server.uri).wait(30)
@@ -110,7 +95,7 @@ def test_trial_writes_are_queued_through_an_outage_and_delivered_in_order(
     art = tmp_path / "ckpt" / "artifacts"
     art.mkdir(parents=True)
     (art / "model.json").write_text("{}")
-    a.checkpoint = FakeCheckpoint(str(tmp_path / "ckpt"))
+    a.checkpoint = fake_checkpoint(str(tmp_path / "ckpt"))
     t0 = time.monotonic()
     for s in range(4, 40):  # Tune's loop: each callback returns at once, the server being gone
         tr.on_trial_result(0, [], a, _curve([s]))

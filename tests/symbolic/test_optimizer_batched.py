@@ -71,7 +71,7 @@ def _assert_same(a: nn.Module, b: nn.Module, exact: bool = False) -> None:
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("chunk_size", [1 << 18, 7])
-def test_batched_equals_per_tensor(rule: str, chunk_size: int) -> None:
+def test_batched_equals_per_tensor(rule: str, chunk_size: int, assert_same_state) -> None:
     ref, bat = Mixed(), Mixed()
     o_ref, o_bat = _opt(ref, rule, False), _opt(bat, rule, True, chunk_size=chunk_size)
     for k in range(12):
@@ -82,13 +82,7 @@ def test_batched_equals_per_tensor(rule: str, chunk_size: int) -> None:
         _assert_same(ref, bat)
     assert o_bat._buckets, "the batched path was not taken"
     # the same state, keyed and shaped per parameter as on the per-tensor path
-    for p, q in zip(ref.parameters(), bat.parameters(), strict=True):
-        s, t = o_ref.state[p], o_bat.state[q]
-        assert set(s) == set(t) and s["step"] == t["step"] == 12
-        for key in s:
-            if key != "step":
-                assert s[key].shape == t[key].shape
-                torch.testing.assert_close(s[key], t[key], rtol=1e-6, atol=1e-7)
+    assert_same_state(o_ref, o_bat, ref.parameters(), bat.parameters(), steps=12, rtol=1e-6)
     assert o_ref.state_bytes() == o_bat.state_bytes()
 
 

@@ -109,7 +109,7 @@ def test_an_old_checkpoint_with_raw_rings_is_converted_on_load(monkeypatch) -> N
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_compiled_step_equals_the_eager_step(rule: str) -> None:
+def test_compiled_step_equals_the_eager_step(rule: str, assert_same_state) -> None:
     ref, comp = Mixed(), Mixed()
     o_ref = SymbolicOptimizer(ref.parameters(), RULES[rule](), lr=0.5, batch_numel=0)
     o_comp = SymbolicOptimizer(comp.parameters(), RULES[rule](), lr=0.5, batch_numel=0, compile=True)
@@ -125,11 +125,7 @@ def test_compiled_step_equals_the_eager_step(rule: str) -> None:
     assert o_comp.compile and o_comp.compile_seconds > 0
     for (name, p), q in zip(ref.named_parameters(), comp.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
-        s, t = o_ref.state[p], o_comp.state[q]
-        assert set(s) == set(t) and s["step"] == t["step"] == 8
-        for key in s:
-            if key != "step":
-                torch.testing.assert_close(t[key], s[key], rtol=1e-5, atol=1e-7, msg=f"{name} {key}")
+    assert_same_state(o_comp, o_ref, comp.parameters(), ref.parameters(), steps=8)
 
 
 def test_compiled_step_follows_torch_adam() -> None:

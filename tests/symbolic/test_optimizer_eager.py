@@ -67,7 +67,7 @@ def _run(rule: str, reference: bool, steps: int = 7, **kw) -> tuple[list[torch.T
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_fast_paths_match_the_generic_program(rule: str) -> None:
+def test_fast_paths_match_the_generic_program(rule: str, assert_same_state) -> None:
     fast, o_fast = _run(rule, reference=False)
     ref, o_ref = _run(rule, reference=True)
     program = o_fast._program(torch.float32)
@@ -75,11 +75,7 @@ def test_fast_paths_match_the_generic_program(rule: str) -> None:
     assert o_ref._program(torch.float32).linear is None
     for i, (p, q) in enumerate(zip(fast, ref, strict=True)):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=f"param {i}")
-        s, t = o_fast.state[p], o_ref.state[q]
-        assert set(s) == set(t) and s["step"] == t["step"] == 7
-        for key in s:
-            if key != "step":
-                torch.testing.assert_close(s[key], t[key], rtol=1e-5, atol=1e-7, msg=f"param {i} {key}")
+    assert_same_state(o_fast, o_ref, fast, ref, steps=7)
 
 
 def test_linear_path_with_lags_not_seen_yet_and_one_chunk_per_element() -> None:

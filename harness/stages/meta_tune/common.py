@@ -216,7 +216,7 @@ def with_schedule(equation: Equation, schedule: str | None) -> Equation:
     length, as the grid's ``cosine: true`` does. None keeps what the equation carries."""
     if schedule is None:
         return equation
-    out = _with_constants(equation, list(equation.constants))
+    out = equation.copy()
     out.provenance["schedule"] = check_schedule(schedule)
     return out
 

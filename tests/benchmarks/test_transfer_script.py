@@ -75,3 +75,38 @@ def test_a_scheduled_rule_is_printed_with_its_schedule(transfer) -> None:
     assert transfer.rule_text(eq) == eq.text
     text = transfer.rule_text(with_schedule(eq, "cosine"))
     assert text.startswith(eq.text) and "cosine schedule over the run: 0.5*(1+cos(pi*t/T))" in text
+
+
+def test_the_rule_is_chosen_by_train_loss_among_rules_that_generalise(transfer) -> None:
+    """Validation runs only: the lowest train loss wins unless its validation accuracy trails the best rule's
+    by more than a point (then the next one does)."""
+    cands = {
+        "fast-but-overfits": {"train_loss": 0.01, "val_acc": 0.970, "val_loss": 0.09},
+        "fast": {"train_loss": 0.02, "val_acc": 0.985, "val_loss": 0.05},
+        "slow": {"train_loss": 0.05, "val_acc": 0.990, "val_loss": 0.03},
+    }
+    assert transfer.pick_rule(cands) == "fast"
+    cands["fast-but-overfits"]["val_acc"] = 0.981  # within a point of the best (0.990): it may win
+    assert transfer.pick_rule(cands) == "fast-but-overfits"
+    # not a classifier: train loss alone
+    assert transfer.pick_rule({"a": {"train_loss": 0.3}, "b": {"train_loss": 0.2}}) == "b"
+    with pytest.raises(ValueError, match="no candidate"):
+        transfer.pick_rule({})
+
+
+def test_a_candidate_reads_the_constants_its_stage_kept(transfer) -> None:
+    m = {
+        "train_loss_before": 0.04, "val_acc_before": 0.98, "val_loss_before": 0.05,
+        "train_loss_after": 0.02, "val_acc_after": 0.97, "val_loss_after": 0.07,
+    }  # fmt: skip
+    assert transfer.rule_candidate({**m, "kept_tuned": 1.0}) == {
+        "train_loss": 0.02,
+        "val_acc": 0.97,
+        "val_loss": 0.07,
+    }
+    assert transfer.rule_candidate({**m, "kept_tuned": 0.0}) == {
+        "train_loss": 0.04,
+        "val_acc": 0.98,
+        "val_loss": 0.05,
+    }
+    assert transfer.rule_candidate({**m, "kept_tuned": 0.0, "train_loss_before": math.inf}) is None

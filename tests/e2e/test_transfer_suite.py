@@ -91,7 +91,19 @@ def test_table4_route_tiny(ray_session, tmp_path: Path) -> None:
         assert tuned.provenance["feature_spec"]["eta_params"] != eq.provenance["feature_spec"]["eta_params"]
 
     stage, name, text = transfer.chosen_rule(suite, outcome)
-    assert stage in ("tune-eq6", "tune-operon") and name in ("eq6-tuned", "operon-tuned")
+    meta_tune = {s.name for s in suite.stages if s.kind == "meta_tune"}
+    assert {
+        "tune-eq6",
+        "tune-operon",
+        "tune-eq6-cos",
+        "tune-operon-cos",
+        "tune-eq6-then-cos",
+        "tune-operon-then-cos",
+    } <= meta_tune
+    assert stage in meta_tune and set(transfer.rule_candidates(suite, outcome)) == meta_tune
+    assert stage == transfer.pick_rule(transfer.rule_candidates(suite, outcome))
+    rules_stage: Any = suite.stage("rules")
+    assert any(getattr(o, "from_stage", None) == stage and o.name == name for o in rules_stage.optimizers)
     rules = transfer._split(transfer._records(outcome.stages["rules"]), name)
     rows = transfer.compare(transfer._records(outcome.stages["grid"]), rules, text)
     assert [r["horizon"] for r in rows] == ["4 steps", "8 steps"]

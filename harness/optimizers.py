@@ -51,7 +51,7 @@ def build_optimizer(
     carries that schedule (``provenance["schedule"]``, set by meta-tuning with ``schedule: cosine``)."""
     spec = dict(spec)
     family = spec.pop("family", None)
-    cosine = bool(spec.pop("cosine", False))
+    schedule = "cosine" if spec.pop("cosine", False) else "constant"
     spec.pop("name", None)
     params = list(params)
     if family == "sgd":
@@ -81,12 +81,12 @@ def build_optimizer(
 
         sym = SymbolicOptimizer.from_file(params, spec.pop("equation"), **_pop_all(spec))
         carried = equation_schedule(sym.equation.provenance)  # a rule tuned under a schedule carries it
-        opt, cosine = sym, cosine or carried == "cosine"
+        opt, schedule = sym, (carried if carried != "constant" else schedule)
     else:
         raise ValueError(f"unknown optimizer family {family!r}; known families: {', '.join(FAMILIES)}")
     if spec:
         raise ValueError(f"unknown fields for optimizer family {family!r}: {', '.join(sorted(spec))}")
-    return opt, lr_scheduler(opt, "cosine" if cosine else "constant", total_steps)
+    return opt, lr_scheduler(opt, schedule, total_steps)
 
 
 def _pop_all(spec: dict[str, Any]) -> dict[str, Any]:

@@ -166,12 +166,14 @@ def rule_candidates(suite: Any, outcome: Any) -> dict[str, dict[str, float]]:
     return candidates
 
 
-def chosen_rule(suite: Any, outcome: Any) -> tuple[str, str, str]:
+def chosen_rule(
+    suite: Any, outcome: Any, candidates: Mapping[str, Mapping[str, float]] | None = None
+) -> tuple[str, str, str]:
     """``(meta_tune stage, evaluate optimizer name, equation text)`` of the rule :func:`pick_rule` chooses
-    among the meta_tune stages' kept constants (module docstring)."""
+    among ``candidates`` (default: :func:`rule_candidates` of the outcome; module docstring)."""
     from harness.symbolic.equation import Equation
 
-    candidates = rule_candidates(suite, outcome)
+    candidates = rule_candidates(suite, outcome) if candidates is None else candidates
     if not candidates:
         raise SystemExit("no meta_tune stage finished with a finite train loss: nothing to compare")
     stage_name = pick_rule(candidates)
@@ -219,12 +221,13 @@ def main() -> None:
     suite = load_suite(args.suite)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
     outcome = run_suite(suite, RunOptions(address=args.address, workdir=args.workdir, log=log))
-    stage_name, rule_name, equation = chosen_rule(suite, outcome)
+    candidates = rule_candidates(suite, outcome)
+    stage_name, rule_name, equation = chosen_rule(suite, outcome, candidates)
     grid = [r for spec in suite.stages if spec.name == "grid" for r in _records(outcome.stages[spec.name])]
     rules = [r for spec in suite.stages if spec.name == "rules" for r in _records(outcome.stages[spec.name])]
     rows = compare(grid, _split(rules, rule_name), equation)
     print(f"suite {suite.name}: candidate rules on the tuning seeds' validation runs (tuning horizon):")
-    for name, c in sorted(rule_candidates(suite, outcome).items(), key=lambda kv: kv[1]["train_loss"]):
+    for name, c in sorted(candidates.items(), key=lambda kv: kv[1]["train_loss"]):
         mark = "  <- chosen" if name == stage_name else ""
         print(
             f"  {name:24s} train loss {c['train_loss']:.4g}  val acc {100 * c['val_acc']:.1f}%  "

@@ -90,7 +90,8 @@ class TeacherOptSpec(_Model):
 
 
 class SymbolicOptSpec(_Model):
-    """A symbolic optimizer: an equation JSON file or an earlier distill/meta_tune stage's output."""
+    """A symbolic optimizer: an equation JSON file or an earlier distill/meta_tune stage's output (each of its
+    equations; ``name`` is suffixed per equation when it gave several)."""
 
     family: Literal["symbolic"]
     equation: str | None = None

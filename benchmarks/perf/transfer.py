@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.stages.outputs import equations_from_stage
+from harness.stages.outputs import entry_name, equations_from_stage, tuned_trials
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "table4-cpu.yaml"
@@ -150,40 +150,51 @@ def pick_rule(candidates: Mapping[str, Mapping[str, float]]) -> str:
     return min(eligible, key=lambda k: (eligible[k]["train_loss"], k))
 
 
-def rule_candidates(suite: Any, outcome: Any) -> dict[str, dict[str, float]]:
-    """:func:`rule_candidate` of each finished meta_tune stage, by stage name (a stage of several trials
-    gives its lowest train loss)."""
-    candidates: dict[str, dict[str, float]] = {}
+def _tuned_rules(suite: Any, outcome: Any) -> dict[str, tuple[str, str, Path, Mapping[str, float]]]:
+    """``{key: (meta_tune stage, equation label, equation file, its selection metrics)}`` of every rule a
+    finished meta_tune stage output (one per trial tuned in place; the selected one of a search run as
+    trials); the key is the stage's name when it output one rule, else the equation's label (``tune-s1``)."""
+    rules: dict[str, tuple[str, str, Path, Mapping[str, float]]] = {}
     for spec in suite.stages:
         if spec.kind != "meta_tune" or spec.name not in outcome.stages:
             continue
-        for t in outcome.stages[spec.name].trials:
-            cand = rule_candidate(t.metrics)
-            if cand is not None and (
-                spec.name not in candidates or cand["train_loss"] < candidates[spec.name]["train_loss"]
-            ):
-                candidates[spec.name] = cand
-    return candidates
+        st = outcome.stages[spec.name]
+        if st.extra.get("chosen"):
+            found = [(label, path, st.extra.get("metrics") or {}) for label, path in equations_from_stage(st)]
+        else:
+            found = [(label, path, t.metrics) for label, path, t in tuned_trials(st)]
+        for label, path, metrics in found:
+            rules[spec.name if len(found) == 1 else label] = (spec.name, label, path, metrics)
+    return rules
+
+
+def rule_candidates(suite: Any, outcome: Any) -> dict[str, dict[str, float]]:
+    """:func:`rule_candidate` of each rule the finished meta_tune stages output, keyed as :func:`_tuned_rules`
+    keys it."""
+    candidates = {k: rule_candidate(m) for k, (*_, m) in _tuned_rules(suite, outcome).items()}
+    return {k: c for k, c in candidates.items() if c is not None}
 
 
 def chosen_rule(
     suite: Any, outcome: Any, candidates: Mapping[str, Mapping[str, float]] | None = None
 ) -> tuple[str, str, str]:
-    """``(meta_tune stage, evaluate optimizer name, equation text)`` of the rule :func:`pick_rule` chooses
+    """``(candidate key, evaluate optimizer name, equation text)`` of the rule :func:`pick_rule` chooses
     among ``candidates`` (default: :func:`rule_candidates` of the outcome; module docstring)."""
     from harness.symbolic.equation import Equation
 
     candidates = rule_candidates(suite, outcome) if candidates is None else candidates
     if not candidates:
         raise SystemExit("no meta_tune stage finished with a finite train loss: nothing to compare")
-    stage_name = pick_rule(candidates)
-    (_, path), *_ = equations_from_stage(outcome.stages[stage_name])
+    key = pick_rule(candidates)
+    rules = _tuned_rules(suite, outcome)
+    stage_name, label, path, _ = rules[key]
+    count = sum(1 for r in rules.values() if r[0] == stage_name)
     text = rule_text(Equation.load(path))
     for spec in suite.stages:
         if spec.kind == "evaluate":
             for entry in spec.optimizers:
                 if getattr(entry, "from_stage", None) == stage_name:
-                    return stage_name, str(getattr(entry, "name", None) or stage_name), text
+                    return key, entry_name(getattr(entry, "name", None), label, stage_name, count), text
     raise SystemExit(f"no evaluate stage runs the rule of meta_tune stage {stage_name!r}")
 
 

@@ -126,6 +126,13 @@ def did_not_learn(trial: TrialOutput) -> bool:
     return trial.tag("learned", "true") == "false"
 
 
+def tuned_trials(outcome: StageOutcome) -> list[tuple[str, Path, TrialOutput]]:
+    """``(label, equation file, trial)`` for each finished trial of a meta_tune stage that tuned in place
+    (one trial per equation and seed), by label."""
+    found = [(f"{outcome.name}-s{t.tag('seed')}", p, t) for t, p in trial_files(outcome, EQUATION_FILE)]
+    return sorted(found, key=lambda x: x[0])
+
+
 def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
     """``(label, equation file)``: the chosen equation of a distill stage, or each meta_tune trial's."""
     if outcome.kind == "distill":
@@ -138,7 +145,7 @@ def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
     elif outcome.extra.get("chosen"):  # a meta_tune stage whose search ran as trials: its selected equation
         return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in outcome.extra["chosen"].items())
     else:
-        found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
+        found = [(label, p) for label, p, _ in tuned_trials(outcome)]
     if not found:
         raise ValueError(f"stage {outcome.name!r} produced no equations (all its trials failed?)")
     return sorted(found)
@@ -149,16 +156,26 @@ def optimizers_from_stage(spec: dict[str, Any], outcome: StageOutcome) -> list[d
     family = spec["family"]
     base = {k: v for k, v in spec.items() if k != "name"}
     if family == "teacher":
-        return [
-            {**base, "checkpoint": str(path), "name": spec.get("name") or label}
-            for label, path in teachers_from_stage(outcome)
-        ]
-    if family == "symbolic":
-        return [
-            {**base, "equation": str(path), "name": spec.get("name") or label}
-            for label, path in equations_from_stage(outcome)
-        ]
-    raise ValueError(f"from_stage is only for teacher and symbolic optimizers, not {family!r}")
+        found, field = teachers_from_stage(outcome), "checkpoint"
+    elif family == "symbolic":
+        found, field = equations_from_stage(outcome), "equation"
+    else:
+        raise ValueError(f"from_stage is only for teacher and symbolic optimizers, not {family!r}")
+    return [
+        {**base, field: str(path), "name": entry_name(spec.get("name"), label, outcome.name, len(found))}
+        for label, path in found
+    ]
+
+
+def entry_name(given: str | None, label: str, stage: str, count: int) -> str:
+    """The name an evaluated ``from_stage`` output runs under: the entry's ``name`` when given, suffixed with
+    what tells the stage's outputs apart when it gave several (``fast`` -> ``fast-s1``), so that they never
+    merge into one leaderboard row; else the output's own label."""
+    if not given:
+        return label
+    if count == 1:
+        return given
+    return given + label[len(stage) :] if label.startswith(stage) else f"{given}-{label}"
 
 
 def chosen_equation_text(outcome: SuiteOutcome) -> str:

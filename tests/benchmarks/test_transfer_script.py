@@ -110,3 +110,45 @@ def test_a_candidate_reads_the_constants_its_stage_kept(transfer) -> None:
         "val_loss": 0.05,
     }
     assert transfer.rule_candidate({**m, "kept_tuned": 0.0, "train_loss_before": math.inf}) is None
+
+
+def _tuned_stage(tmp_path: Path, name: str, train_losses: list[float]):
+    """A finished meta_tune stage with one trial per seed, each with its own equation file."""
+    from harness.stages.outputs import EQUATION_FILE, StageOutcome, TrialOutput, tag
+    from harness.symbolic.equation import Equation
+
+    trials = []
+    for seed, loss in enumerate(train_losses):
+        art = tmp_path / f"{name}-{seed}"
+        art.mkdir()
+        Equation.parse(f"-{seed + 1}*g_0").save(art / EQUATION_FILE)
+        metrics = {"kept_tuned": 1.0, "train_loss_after": loss, "val_acc_after": 0.9, "val_loss_after": 0.3}
+        trials.append(TrialOutput(f"run{seed}", {}, {tag("seed"): str(seed)}, metrics, art))
+    return StageOutcome(name, "meta_tune", "key", "run", False, trials)
+
+
+def test_each_rule_of_a_stage_of_several_is_its_own_candidate(transfer, tmp_path: Path) -> None:
+    """A stage that tuned one rule per seed offers each one, and the chosen rule's equation and evaluate name
+    are that trial's own (not the stage's first)."""
+    from types import SimpleNamespace as NS
+
+    stages = {
+        "one": _tuned_stage(tmp_path, "one", [0.5]),
+        "seeds": _tuned_stage(tmp_path, "seeds", [0.4, 0.2]),
+    }
+    suite = NS(
+        stages=[
+            NS(kind="meta_tune", name="one"),
+            NS(kind="meta_tune", name="seeds"),
+            NS(
+                kind="evaluate",
+                name="rules",
+                optimizers=[NS(from_stage="one", name="a"), NS(from_stage="seeds", name="b")],
+            ),
+        ]
+    )
+    outcome = NS(stages=stages)
+    cands = transfer.rule_candidates(suite, outcome)
+    assert set(cands) == {"one", "seeds-s0", "seeds-s1"} and cands["seeds-s1"]["train_loss"] == 0.2
+    key, name, text = transfer.chosen_rule(suite, outcome, cands)
+    assert (key, name) == ("seeds-s1", "b-s1") and text.startswith("-2")

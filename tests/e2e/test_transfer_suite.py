@@ -14,6 +14,7 @@ import pytest
 
 from harness.config import load_suite_dict
 from harness.runner import RunOptions, run_suite
+from harness.stages.outputs import equations_from_stage
 from harness.symbolic.equation import Equation
 from search_spaces.safe_yaml import read_yaml
 
@@ -80,11 +81,11 @@ def test_table4_route_tiny(ray_session, tmp_path: Path) -> None:
     assert all(st.errors == 0 for st in outcome.stages.values())
 
     # the distilled eq. 6 reads eta, with the teacher's meta-trained parameters, and has no drift term
-    (_, eq6_path), *_ = transfer.equations_from_stage(outcome.stages["eq6"])
+    (_, eq6_path), *_ = equations_from_stage(outcome.stages["eq6"])
     eq = Equation.load(eq6_path)
     assert {"eta"} <= set(eq.features_used()) and len(eq.provenance["feature_spec"]["eta_params"]) == 6
     # meta-fine-tuning moved eta's parameters along with W and gamma
-    (_, tuned_path), *_ = transfer.equations_from_stage(outcome.stages["tune-eq6"])
+    (_, tuned_path), *_ = equations_from_stage(outcome.stages["tune-eq6"])
     tuned = Equation.load(tuned_path)
     trial = outcome.stages["tune-eq6"].trials[0]
     if trial.metrics.get("kept_tuned", 0.0):

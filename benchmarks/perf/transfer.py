@@ -5,15 +5,15 @@ eq. 6 and by Operon, each rule meta-fine-tuned in one pass of ResNet-18/digits t
 the training digits), then evaluated with the teacher against the paper's 40-config grid on held-out seeds at
 the tuning horizon and at 5x it. A rerun resumes (same ``--workdir``), so a finished run reprints at once.
 
-Which symbolic rule is "the" rule is decided before any evaluation, on the meta_tune stages' own validation
-runs only (tuning seeds, the target's training digits with a validation split held out; never the evaluation
-seeds or the test split): each stage's kept constants (tuned, or the initial ones when tuning was rejected)
-were trained on the tuning seeds at the tuning horizon, giving a mean final train loss and a validation
-accuracy. Among the rules whose validation accuracy is within :data:`ACC_MARGIN` of the best rule's, the one
-with the lowest final train loss (the suite's metric, the one ``ratio`` compares) is chosen
-(:func:`pick_rule`). A rule is thus chosen for what the comparison measures, training speed, while no rule
-that generalises visibly worse on held-out data can win. Per horizon it prints, over the
-evaluation seeds:
+Which symbolic rule is "the" rule is decided without reading any evaluation result, on validation runs only: every
+rule a meta_tune stage kept (tuned constants, or the initial ones when tuning was rejected) is trained on that
+stage's tuning seeds, with its validation split held out of the training digits, at each horizon the rules are
+evaluated at (never the evaluation seeds or the test split; :func:`rule_candidates`). A rule is eligible when
+its validation accuracy is within :data:`ACC_MARGIN` of the best rule's at every horizon; of those, the one
+with the lowest train loss (the suite's metric, the one ``ratio`` compares) relative to the best rule's,
+averaged in log over the horizons, is chosen (:func:`pick_rule`). A rule is thus chosen for what the comparison
+measures, training speed at both horizons, while no rule that generalises visibly worse at either can win.
+Per horizon it prints, over the evaluation seeds:
 
 * the rule's mean final train loss, the best grid config's (chosen per horizon in hindsight by that loss) and
   ``ratio`` = rule / best grid;
@@ -28,8 +28,10 @@ With ``--json`` the last line is ``[{"horizon", "symbolic_loss", "best_grid_loss
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -130,24 +132,38 @@ def rule_text(equation: Any) -> str:
 ACC_MARGIN = 0.01
 
 
-def rule_candidate(metrics: Mapping[str, float]) -> dict[str, float] | None:
-    """``{"train_loss", "val_acc", "val_loss"}`` of a meta_tune trial's kept constants (``*_after`` when the
-    tuned constants were kept, else ``*_before``), or None when it has no finite train loss."""
-    when = "after" if metrics.get("kept_tuned", 1.0) else "before"
-    out = {k: metrics.get(f"{k}_{when}", math.nan) for k in ("train_loss", "val_acc", "val_loss")}
-    return out if math.isfinite(out["train_loss"]) else None
+def pick_rule(candidates: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """The key of the candidate rule that trains fastest at every horizon without generalising visibly worse.
 
-
-def pick_rule(candidates: Mapping[str, Mapping[str, float]]) -> str:
-    """The key of the candidate (:func:`rule_candidate`) with the lowest ``train_loss`` among those whose
-    ``val_acc`` is at least the best ``val_acc`` minus :data:`ACC_MARGIN` (all of them when none has an
-    accuracy: not a classifier)."""
+    ``candidates`` is ``{key: {horizon: {"train_loss", "val_acc"}}}`` (validation runs). A rule is eligible
+    when, at every horizon, it has a finite train loss and its ``val_acc`` is at least that horizon's best
+    minus :data:`ACC_MARGIN` (no accuracy anywhere: not a classifier, all eligible; none eligible: all are).
+    Among the eligible, the lowest mean over horizons of log(train loss / that horizon's best train loss) wins:
+    train losses at 100 and 500 steps differ by orders of magnitude, so each horizon counts by its ratio.
+    """
     if not candidates:
         raise ValueError("no candidate rules")
-    accs = [c["val_acc"] for c in candidates.values() if math.isfinite(c.get("val_acc", math.nan))]
-    floor = max(accs) - ACC_MARGIN if accs else -math.inf
-    eligible = {k: c for k, c in candidates.items() if not accs or c.get("val_acc", -math.inf) >= floor}
-    return min(eligible, key=lambda k: (eligible[k]["train_loss"], k))
+    horizons = sorted({h for c in candidates.values() for h in c}, key=_horizon_steps)
+
+    def at(key: str, h: str, metric: str) -> float:
+        return float(candidates[key].get(h, {}).get(metric, math.nan))
+
+    def finite(key: str) -> bool:
+        return all(math.isfinite(at(key, h, "train_loss")) for h in horizons)
+
+    keys = [k for k in candidates if finite(k)] or list(candidates)
+    best_loss = {h: min((at(k, h, "train_loss") for k in keys), default=math.nan) for h in horizons}
+    floors = {}
+    for h in horizons:
+        accs = [at(k, h, "val_acc") for k in keys if math.isfinite(at(k, h, "val_acc"))]
+        floors[h] = max(accs) - ACC_MARGIN if accs else -math.inf
+    eligible = [k for k in keys if all(not at(k, h, "val_acc") < floors[h] for h in horizons)] or keys
+
+    def score(key: str) -> float:
+        ratios = [at(key, h, "train_loss") / best_loss[h] for h in horizons]
+        return sum(math.log(r) if r > 0 else -math.inf for r in ratios) / len(ratios)
+
+    return min(eligible, key=lambda k: (score(k), k))
 
 
 def _tuned_rules(suite: Any, outcome: Any) -> dict[str, tuple[str, str, Path, Mapping[str, float]]]:
@@ -168,23 +184,89 @@ def _tuned_rules(suite: Any, outcome: Any) -> dict[str, tuple[str, str, Path, Ma
     return rules
 
 
-def rule_candidates(suite: Any, outcome: Any) -> dict[str, dict[str, float]]:
-    """:func:`rule_candidate` of each rule the finished meta_tune stages output, keyed as :func:`_tuned_rules`
-    keys it."""
-    candidates = {k: rule_candidate(m) for k, (*_, m) in _tuned_rules(suite, outcome).items()}
-    return {k: c for k, c in candidates.items() if c is not None}
+def _rules_horizons(suite: Any, stages: set[str]) -> list[int]:
+    """The step counts at which the evaluate stage that runs the rules of ``stages`` trains its optimizee."""
+    for spec in suite.stages:
+        if spec.kind == "evaluate" and any(getattr(o, "from_stage", None) in stages for o in spec.optimizers):
+            steps = spec.optimizees[0].steps
+            return sorted(int(x) for x in (steps if isinstance(steps, list) else [steps]))
+    raise SystemExit("no evaluate stage runs the tuned rules")
+
+
+def rule_candidates(
+    suite: Any, outcome: Any, cache: Path | None = None, log: Any = print
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{key: {horizon: {"train_loss", "val_acc", "val_loss"}}}``: every rule the meta_tune stages output
+    (keyed as :func:`_tuned_rules` keys it), trained on the stage's own tuning seeds (``eval_seeds``) with its
+    validation split held out of the training data, for each horizon the rules are evaluated at; means over
+    seeds (a diverged seed makes the loss infinite). Never the evaluation seeds or the test split. Runs are
+    kept in ``cache`` (a JSON file) by code version, equation, optimizee, seed and steps, so a rerun repeats none."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    import torch
+
+    from harness.stagekey import code_version
+    from harness.stages.meta_tune.common import validation_run, with_val_split
+
+    rules = _tuned_rules(suite, outcome)
+    horizons = _rules_horizons(suite, {stage for stage, *_ in rules.values()})
+    done: dict[str, dict[str, float]] = json.loads(cache.read_text()) if cache and cache.exists() else {}
+    plan: dict[tuple[str, str], list[str]] = defaultdict(list)  # (key, horizon) -> cache ids
+    code = code_version()  # a run's figures depend on the code that trained it
+    jobs: dict[str, tuple[str, dict[str, Any], int, int]] = {}
+    for key, (stage, _, path, _) in rules.items():
+        spec = suite.stage(stage)
+        settings = spec.settings.model_dump()
+        target = with_val_split(spec.optimizee.model_dump(exclude_none=True), settings["val_fraction"])
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        for steps in horizons:
+            for seed in settings["eval_seeds"] or spec.seeds:
+                job_id = json.dumps(
+                    [code["commit"], code["diff"], digest, target, seed, steps], sort_keys=True
+                )
+                plan[key, f"{steps} steps"].append(job_id)
+                if job_id not in done:
+                    jobs[job_id] = (str(path), target, int(seed), steps)
+    if jobs:
+        log(
+            f"validating {len(rules)} rules at {horizons} steps: {len(jobs)} training runs on the tuning seeds"
+        )
+        ctx = get_context("spawn")  # never fork a process that runs Ray's threads
+        with ProcessPoolExecutor(
+            os.cpu_count() or 1, ctx, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            futures = {pool.submit(validation_run, *job): job_id for job_id, job in jobs.items()}
+            for n, future in enumerate(as_completed(futures), 1):
+                done[futures[future]] = future.result()
+                if n % 5 == 0 or n == len(futures):
+                    log(f"  {n}/{len(futures)} validation runs done")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done))
+            tmp.replace(cache)
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (key, horizon), job_ids in plan.items():
+        runs = [done[j] for j in job_ids]
+        diverged = any(not math.isfinite(r["train_loss"]) for r in runs)
+        out[key][horizon] = {
+            "train_loss": math.inf if diverged else _mean(r["train_loss"] for r in runs),
+            "val_acc": 0.0 if diverged else _mean(r["val_acc"] for r in runs),
+            "val_loss": math.inf if diverged else _mean(r["val_loss"] for r in runs),
+        }
+    return dict(out)
 
 
 def chosen_rule(
-    suite: Any, outcome: Any, candidates: Mapping[str, Mapping[str, float]] | None = None
+    suite: Any, outcome: Any, candidates: Mapping[str, Mapping[str, Mapping[str, float]]]
 ) -> tuple[str, str, str]:
     """``(candidate key, evaluate optimizer name, equation text)`` of the rule :func:`pick_rule` chooses
-    among ``candidates`` (default: :func:`rule_candidates` of the outcome; module docstring)."""
+    among ``candidates`` (:func:`rule_candidates`; module docstring)."""
     from harness.symbolic.equation import Equation
 
-    candidates = rule_candidates(suite, outcome) if candidates is None else candidates
     if not candidates:
-        raise SystemExit("no meta_tune stage finished with a finite train loss: nothing to compare")
+        raise SystemExit("no meta_tune stage finished: no rule to compare")
     key = pick_rule(candidates)
     rules = _tuned_rules(suite, outcome)
     stage_name, label, path, _ = rules[key]
@@ -232,20 +314,24 @@ def main() -> None:
     suite = load_suite(args.suite)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
     outcome = run_suite(suite, RunOptions(address=args.address, workdir=args.workdir, log=log))
-    candidates = rule_candidates(suite, outcome)
-    stage_name, rule_name, equation = chosen_rule(suite, outcome, candidates)
+    cache = Path(args.workdir) / "transfer" / f"{suite.name}-validation.json"
+    candidates = rule_candidates(suite, outcome, cache, log)
+    key, rule_name, equation = chosen_rule(suite, outcome, candidates)
     grid = [r for spec in suite.stages if spec.name == "grid" for r in _records(outcome.stages[spec.name])]
     rules = [r for spec in suite.stages if spec.name == "rules" for r in _records(outcome.stages[spec.name])]
     rows = compare(grid, _split(rules, rule_name), equation)
-    print(f"suite {suite.name}: candidate rules on the tuning seeds' validation runs (tuning horizon):")
-    for name, c in sorted(candidates.items(), key=lambda kv: kv[1]["train_loss"]):
-        mark = "  <- chosen" if name == stage_name else ""
-        print(
-            f"  {name:24s} train loss {c['train_loss']:.4g}  val acc {100 * c['val_acc']:.1f}%  "
-            f"val loss {c['val_loss']:.4g}{mark}"
-        )
     print(
-        f"rule of stage {stage_name!r} (lowest train loss among val acc within {100 * ACC_MARGIN:g} point of the best):"
+        f"suite {suite.name}: candidate rules on validation runs (tuning seeds, validation split of the training data):"
+    )
+    for name, by_h in sorted(candidates.items()):
+        cells = "  ".join(
+            f"{h}: train loss {c['train_loss']:.4g}, val acc {100 * c['val_acc']:.1f}%"
+            for h, c in sorted(by_h.items(), key=lambda kv: _horizon_steps(kv[0]))
+        )
+        print(f"  {name:24s} {cells}{'  <- chosen' if name == key else ''}")
+    print(
+        f"rule {key!r} (at every horizon within {100 * ACC_MARGIN:g} point of the best val acc; of those, the lowest "
+        "mean log train loss over the best's):"
     )
     print(f"  {equation}")
     for row in rows:

@@ -77,53 +77,60 @@ def test_a_scheduled_rule_is_printed_with_its_schedule(transfer) -> None:
     assert text.startswith(eq.text) and "cosine schedule over the run: 0.5*(1+cos(pi*t/T))" in text
 
 
+def _at(train_losses: tuple[float, float], accs: tuple[float, float]) -> dict:
+    return {
+        h: {"train_loss": loss, "val_acc": acc}
+        for h, loss, acc in zip(("100 steps", "500 steps"), train_losses, accs, strict=True)
+    }
+
+
 def test_the_rule_is_chosen_by_train_loss_among_rules_that_generalise(transfer) -> None:
     """Validation runs only: the lowest train loss wins unless its validation accuracy trails the best rule's
     by more than a point (then the next one does)."""
     cands = {
-        "fast-but-overfits": {"train_loss": 0.01, "val_acc": 0.970, "val_loss": 0.09},
-        "fast": {"train_loss": 0.02, "val_acc": 0.985, "val_loss": 0.05},
-        "slow": {"train_loss": 0.05, "val_acc": 0.990, "val_loss": 0.03},
+        "fast-but-overfits": _at((0.01, 0.001), (0.970, 0.99)),
+        "fast": _at((0.02, 0.002), (0.985, 0.99)),
+        "slow": _at((0.05, 0.005), (0.990, 0.99)),
     }
     assert transfer.pick_rule(cands) == "fast"
-    cands["fast-but-overfits"]["val_acc"] = 0.981  # within a point of the best (0.990): it may win
+    cands["fast-but-overfits"]["100 steps"]["val_acc"] = (
+        0.981  # within a point of the best (0.990): it may win
+    )
     assert transfer.pick_rule(cands) == "fast-but-overfits"
     # not a classifier: train loss alone
-    assert transfer.pick_rule({"a": {"train_loss": 0.3}, "b": {"train_loss": 0.2}}) == "b"
+    assert (
+        transfer.pick_rule({"a": {"1 steps": {"train_loss": 0.3}}, "b": {"1 steps": {"train_loss": 0.2}}})
+        == "b"
+    )
     with pytest.raises(ValueError, match="no candidate"):
         transfer.pick_rule({})
 
 
-def test_a_candidate_reads_the_constants_its_stage_kept(transfer) -> None:
-    m = {
-        "train_loss_before": 0.04, "val_acc_before": 0.98, "val_loss_before": 0.05,
-        "train_loss_after": 0.02, "val_acc_after": 0.97, "val_loss_after": 0.07,
-    }  # fmt: skip
-    assert transfer.rule_candidate({**m, "kept_tuned": 1.0}) == {
-        "train_loss": 0.02,
-        "val_acc": 0.97,
-        "val_loss": 0.07,
+def test_the_rule_must_hold_up_at_every_horizon(transfer) -> None:
+    """A rule that wins the tuning horizon but stalls at 5x it, or generalises worse there, is not chosen;
+    losses count by their ratio to each horizon's best, so the long horizon's small losses weigh as much."""
+    cands = {
+        "stalls": _at((0.010, 0.020), (0.99, 0.99)),  # best at 100 steps, 20x the best at 500
+        "steady": _at((0.015, 0.001), (0.99, 0.99)),
     }
-    assert transfer.rule_candidate({**m, "kept_tuned": 0.0}) == {
-        "train_loss": 0.04,
-        "val_acc": 0.98,
-        "val_loss": 0.05,
-    }
-    assert transfer.rule_candidate({**m, "kept_tuned": 0.0, "train_loss_before": math.inf}) is None
+    assert transfer.pick_rule(cands) == "steady"
+    cands["steady"]["500 steps"]["val_acc"] = 0.975  # generalises worse at 500 steps: out
+    assert transfer.pick_rule(cands) == "stalls"
+    cands["diverges"] = _at((0.001, math.inf), (0.99, 0.0))  # never chosen while another rule trains
+    assert transfer.pick_rule(cands) == "stalls"
 
 
-def _tuned_stage(tmp_path: Path, name: str, train_losses: list[float]):
+def _tuned_stage(tmp_path: Path, name: str, n_seeds: int):
     """A finished meta_tune stage with one trial per seed, each with its own equation file."""
     from harness.stages.outputs import EQUATION_FILE, StageOutcome, TrialOutput, tag
     from harness.symbolic.equation import Equation
 
     trials = []
-    for seed, loss in enumerate(train_losses):
+    for seed in range(n_seeds):
         art = tmp_path / f"{name}-{seed}"
         art.mkdir()
         Equation.parse(f"-{seed + 1}*g_0").save(art / EQUATION_FILE)
-        metrics = {"kept_tuned": 1.0, "train_loss_after": loss, "val_acc_after": 0.9, "val_loss_after": 0.3}
-        trials.append(TrialOutput(f"run{seed}", {}, {tag("seed"): str(seed)}, metrics, art))
+        trials.append(TrialOutput(f"run{seed}", {}, {tag("seed"): str(seed)}, {}, art))
     return StageOutcome(name, "meta_tune", "key", "run", False, trials)
 
 
@@ -133,8 +140,8 @@ def test_each_rule_of_a_stage_of_several_is_its_own_candidate(transfer, tmp_path
     from types import SimpleNamespace as NS
 
     stages = {
-        "one": _tuned_stage(tmp_path, "one", [0.5]),
-        "seeds": _tuned_stage(tmp_path, "seeds", [0.4, 0.2]),
+        "one": _tuned_stage(tmp_path, "one", 1),
+        "seeds": _tuned_stage(tmp_path, "seeds", 2),
     }
     suite = NS(
         stages=[
@@ -148,7 +155,8 @@ def test_each_rule_of_a_stage_of_several_is_its_own_candidate(transfer, tmp_path
         ]
     )
     outcome = NS(stages=stages)
-    cands = transfer.rule_candidates(suite, outcome)
-    assert set(cands) == {"one", "seeds-s0", "seeds-s1"} and cands["seeds-s1"]["train_loss"] == 0.2
+    assert set(transfer._tuned_rules(suite, outcome)) == {"one", "seeds-s0", "seeds-s1"}
+    cands = {"one": _at((0.5, 0.5), (0.9, 0.9)), "seeds-s0": _at((0.4, 0.4), (0.9, 0.9))}
+    cands["seeds-s1"] = _at((0.2, 0.2), (0.9, 0.9))
     key, name, text = transfer.chosen_rule(suite, outcome, cands)
     assert (key, name) == ("seeds-s1", "b-s1") and text.startswith("-2")

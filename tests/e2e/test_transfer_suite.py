@@ -91,7 +91,12 @@ def test_table4_route_tiny(ray_session, tmp_path: Path) -> None:
     if trial.metrics.get("kept_tuned", 0.0):
         assert tuned.provenance["feature_spec"]["eta_params"] != eq.provenance["feature_spec"]["eta_params"]
 
-    stage, name, text = transfer.chosen_rule(suite, outcome)
+    # the rules are chosen on real validation runs (tuning seeds, validation split) at both horizons, cached
+    cache = tmp_path / "validation.json"
+    candidates = transfer.rule_candidates(suite, outcome, cache, lambda _: None)
+    assert cache.exists() and transfer.rule_candidates(suite, outcome, cache, _never) == candidates
+    assert all(set(by_h) == {"4 steps", "8 steps"} for by_h in candidates.values())
+    stage, name, text = transfer.chosen_rule(suite, outcome, candidates)
     meta_tune = {s.name for s in suite.stages if s.kind == "meta_tune"}
     assert {
         "tune-eq6",
@@ -101,8 +106,7 @@ def test_table4_route_tiny(ray_session, tmp_path: Path) -> None:
         "tune-eq6-then-cos",
         "tune-operon-then-cos",
     } <= meta_tune
-    assert stage in meta_tune and set(transfer.rule_candidates(suite, outcome)) == meta_tune
-    assert stage == transfer.pick_rule(transfer.rule_candidates(suite, outcome))
+    assert stage in meta_tune and set(candidates) == meta_tune and stage == transfer.pick_rule(candidates)
     rules_stage: Any = suite.stage("rules")
     assert any(getattr(o, "from_stage", None) == stage and o.name == name for o in rules_stage.optimizers)
     rules = transfer._split(transfer._records(outcome.stages["rules"]), name)
@@ -112,3 +116,7 @@ def test_table4_route_tiny(ray_session, tmp_path: Path) -> None:
         assert math.isfinite(row["symbolic_loss"]) and row["best_grid_config"].startswith(("sgd", "adam"))
         assert 0.0 <= row["symbolic_test_acc"] <= 1.0
     assert set(transfer.own_task_ratios(outcome)) == {"eq6-distilled", "operon-distilled"}
+
+
+def _never(line: str) -> None:
+    raise AssertionError(f"a cached validation ran again: {line}")

@@ -120,6 +120,21 @@ def run_training(
     return out
 
 
+def validation_run(
+    equation_file: str, optimizee: Mapping[str, Any], seed: int, steps: int
+) -> dict[str, float]:
+    """``{"train_loss", "val_acc", "val_loss"}`` of the equation in ``equation_file`` training ``optimizee``
+    (give it a validation split: :func:`with_val_split`) from ``seed`` for ``steps`` steps; for choosing
+    among rules without the test split. A module-level function of plain arguments, so a process pool can
+    run it."""
+    out = run_training(Equation.load(equation_file), optimizee, seed, steps=steps, splits=("val",))
+    return {
+        "train_loss": float(out["final_train_loss"]),
+        "val_acc": float(out.get("val_acc", math.nan)),
+        "val_loss": float(out.get("val_loss", math.inf)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # constants, slots and search spaces
 # ---------------------------------------------------------------------------------------------------

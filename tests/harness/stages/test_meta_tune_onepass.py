@@ -130,6 +130,25 @@ def test_with_val_split_sets_only_the_tuning_optimizee() -> None:
     assert with_val_split({"name": "quadratic_cos"}, 0.1) == {"name": "quadratic_cos"}  # takes none
 
 
+def test_a_validation_run_trains_on_train_and_scores_on_val_only(tmp_path, splits_read: list[str]) -> None:
+    """``validation_run`` (how benchmarks choose among rules): the same figures as the tuning loop's own
+    training run, read from the equation's file, and never a look at the test split."""
+    from harness.stages.meta_tune.common import run_training, validation_run
+
+    eq = Equation.parse("-0.1*g_0")
+    path = eq.save(tmp_path / "rule.json")
+    target = with_val_split(MLP, 0.2)
+    got = validation_run(str(path), target, seed=3, steps=30)
+    assert set(splits_read) == {"train", "val"}
+    want = run_training(eq, target, 3, steps=30)
+    assert got == {
+        "train_loss": want["final_train_loss"],
+        "val_acc": want["val_acc"],
+        "val_loss": want["val_loss"],
+    }
+    assert math.isfinite(got["train_loss"]) and 0.0 < got["val_acc"] <= 1.0
+
+
 def test_eta_parameters_are_tuned_with_the_constants_and_saved(tmp_path) -> None:
     from harness.stages.meta_tune import write_outputs
     from harness.symbolic.optimizer import load_equation

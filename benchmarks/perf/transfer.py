@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.stages.outputs import entry_name, equations_from_stage, tuned_trials
+from harness.stages.outputs import entry_name, equations_from_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "table4-cpu.yaml"
@@ -166,21 +166,16 @@ def pick_rule(candidates: Mapping[str, Mapping[str, Mapping[str, float]]]) -> st
     return min(eligible, key=lambda k: (score(k), k))
 
 
-def _tuned_rules(suite: Any, outcome: Any) -> dict[str, tuple[str, str, Path, Mapping[str, float]]]:
-    """``{key: (meta_tune stage, equation label, equation file, its selection metrics)}`` of every rule a
-    finished meta_tune stage output (one per trial tuned in place; the selected one of a search run as
-    trials); the key is the stage's name when it output one rule, else the equation's label (``tune-s1``)."""
-    rules: dict[str, tuple[str, str, Path, Mapping[str, float]]] = {}
+def _tuned_rules(suite: Any, outcome: Any) -> dict[str, tuple[str, str, Path]]:
+    """``{key: (meta_tune stage, equation label, equation file)}`` of every rule a finished meta_tune stage
+    output (:func:`equations_from_stage`); the key is the stage's name when it output one rule, else the
+    equation's label (``tune-s1``)."""
+    rules: dict[str, tuple[str, str, Path]] = {}
     for spec in suite.stages:
-        if spec.kind != "meta_tune" or spec.name not in outcome.stages:
-            continue
-        st = outcome.stages[spec.name]
-        if st.extra.get("chosen"):
-            found = [(label, path, st.extra.get("metrics") or {}) for label, path in equations_from_stage(st)]
-        else:
-            found = [(label, path, t.metrics) for label, path, t in tuned_trials(st)]
-        for label, path, metrics in found:
-            rules[spec.name if len(found) == 1 else label] = (spec.name, label, path, metrics)
+        if spec.kind == "meta_tune" and spec.name in outcome.stages:
+            found = equations_from_stage(outcome.stages[spec.name])
+            for label, path in found:
+                rules[spec.name if len(found) == 1 else label] = (spec.name, label, path)
     return rules
 
 
@@ -215,7 +210,7 @@ def rule_candidates(
     plan: dict[tuple[str, str], list[str]] = defaultdict(list)  # (key, horizon) -> cache ids
     code = code_version()  # a run's figures depend on the code that trained it
     jobs: dict[str, tuple[str, dict[str, Any], int, int]] = {}
-    for key, (stage, _, path, _) in rules.items():
+    for key, (stage, _, path) in rules.items():
         spec = suite.stage(stage)
         settings = spec.settings.model_dump()
         target = with_val_split(spec.optimizee.model_dump(exclude_none=True), settings["val_fraction"])
@@ -269,7 +264,7 @@ def chosen_rule(
         raise SystemExit("no meta_tune stage finished: no rule to compare")
     key = pick_rule(candidates)
     rules = _tuned_rules(suite, outcome)
-    stage_name, label, path, _ = rules[key]
+    stage_name, label, path = rules[key]
     count = sum(1 for r in rules.values() if r[0] == stage_name)
     text = rule_text(Equation.load(path))
     for spec in suite.stages:

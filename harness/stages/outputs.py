@@ -126,13 +126,6 @@ def did_not_learn(trial: TrialOutput) -> bool:
     return trial.tag("learned", "true") == "false"
 
 
-def tuned_trials(outcome: StageOutcome) -> list[tuple[str, Path, TrialOutput]]:
-    """``(label, equation file, trial)`` for each finished trial of a meta_tune stage that tuned in place
-    (one trial per equation and seed), by label."""
-    found = [(f"{outcome.name}-s{t.tag('seed')}", p, t) for t, p in trial_files(outcome, EQUATION_FILE)]
-    return sorted(found, key=lambda x: x[0])
-
-
 def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
     """``(label, equation file)``: the chosen equation of a distill stage, or each meta_tune trial's."""
     if outcome.kind == "distill":
@@ -145,7 +138,7 @@ def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
     elif outcome.extra.get("chosen"):  # a meta_tune stage whose search ran as trials: its selected equation
         return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in outcome.extra["chosen"].items())
     else:
-        found = [(label, p) for label, p, _ in tuned_trials(outcome)]
+        found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
     if not found:
         raise ValueError(f"stage {outcome.name!r} produced no equations (all its trials failed?)")
     return sorted(found)

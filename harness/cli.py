@@ -24,11 +24,11 @@ from rich.console import Console
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from harness.config import Suite
-    from harness.runner import StageFailed
+    from harness.config.suite import Suite
+    from harness.engine.runner import StageFailed
     from harness.stages.collect import SRDataset
     from harness.stages.outputs import StageOutcome, SuiteOutcome
-    from harness.symbolic.equation import Equation
+    from harness.symbolic.lang import Equation
 
 app = typer.Typer(
     add_completion=False,
@@ -91,7 +91,7 @@ def _one_line(err: BaseException) -> str:
 
 def _error_text(err: BaseException) -> str:
     """One message for ``err``: a SuiteError keeps its lines (one per wrong YAML path), others get one."""
-    from harness.config import SuiteError
+    from harness.config.suite import SuiteError
 
     if isinstance(err, SuiteError):
         return str(err)
@@ -125,7 +125,7 @@ def _guarded(fn: F) -> F:
 @_guarded
 def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
     """Check a suite file (and the files it names); exit 2 naming each wrong YAML path."""
-    from harness.config import load_suite
+    from harness.config.suite import load_suite
 
     suite = load_suite(file)
     n = len(suite.stages)
@@ -166,11 +166,11 @@ def run(
     """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
     import signal
 
-    from harness.config import load_suite
+    from harness.config.suite import load_suite
 
     suite = load_suite(file)  # a bad suite is one error line (see _guarded) before Ray or MLflow start
     from harness.cluster import Storage
-    from harness.runner import RunOptions, StageFailed, StageInputError, SuiteInterrupted, run_suite
+    from harness.engine.runner import RunOptions, StageFailed, StageInputError, SuiteInterrupted, run_suite
 
     storage = Storage(workdir)  # a local directory, or a storage URI with a local cache beside it
     if tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ:
@@ -289,7 +289,7 @@ def report_cmd(
 ) -> None:
     """Write one HTML page (PNGs beside it) of a suite's latest run: leaderboard, loss curves, profile,
     meta-training, Pareto front, teacher vs equation, meta-tuning; also logged to the suite run (report/)."""
-    from harness.report_html import ARTIFACT_DIR, build_report
+    from harness.report.html import ARTIFACT_DIR, build_report
 
     folder = out if out is not None else workdir / "reports" / suite
     with _read_only_store(tracking_uri, workdir) as (uri, client):
@@ -309,8 +309,9 @@ def _print_across(
     import pandas as pd
     from rich.table import Table
 
-    from harness import across, tracking
+    from harness import tracking
     from harness.jsonio import dumps
+    from harness.report import across
 
     records = tracking.leaderboard_records(client, suite, optimizee, curves=True)
     if not records:
@@ -411,7 +412,8 @@ def _read_only_store(tracking_uri: str | None, workdir: Path) -> Iterator[tuple[
 def _print_leaderboard(
     uri: str, suite: str | None, optimizee: str | None, fmt: Format, client: MlflowClient | None = None
 ) -> None:
-    from harness import report, tracking
+    from harness import tracking
+    from harness.report import leaderboard as report
 
     client = client or tracking.init_tracking(uri)
     stats: dict[str, int] = {}
@@ -485,8 +487,8 @@ def equation_show(
     latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
 ) -> None:
     """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
-    from harness.symbolic.equation import Equation, EquationParseError
-    from harness.symbolic.names import loads_json, read_json_text
+    from harness.symbolic.lang import Equation, EquationParseError
+    from harness.symbolic.lang.names import loads_json, read_json_text
     from harness.symbolic.sr.base import ParetoFront
 
     try:

@@ -1,7 +1,7 @@
 """Search-space YAML files (baseline grids, SR settings, meta-tune spaces) and their loader.
 
 A grid block's list-valued fields are crossed; the expansion into trials is Ray Tune's
-``tune.grid_search`` over the resulting configs (see ``harness.runner``).
+``tune.grid_search`` over the resulting configs (see ``harness.engine.runner``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The meta-objective is the paper's eq. 1 with ``w_t = 1``: for every unroll of ``
 ``x_{k+1} = x_k + teacher(features(g_k))``, the meta-loss is the mean of ``f(x_k)`` over the unroll's
 new iterates ``x_1..x_K``, back-propagated into the teacher's weights; afterwards the parameters, the
 teacher state and the feature state are detached (truncated BPTT) and the episode goes on from there.
-The window itself is :func:`harness.unroll.unroll`, the loop gradient meta-tuning runs too: first-order
+The window itself is :func:`harness.training.unroll.unroll`, the loop gradient meta-tuning runs too: first-order
 (the gradients ``g_k`` fed to the features are constants for the meta-gradient, as in L2O practice), the
 meta-gradient flowing through the update path and the teacher's recurrent state.
 
@@ -45,7 +45,7 @@ from torch import Tensor
 
 from harness.features import FeatureState
 from harness.registry import OPTIMIZEES
-from harness.unroll import LossFn, Params, loss_and_grads, unroll
+from harness.training.unroll import LossFn, Params, loss_and_grads, unroll
 from optimizees.base import Optimizee
 from teachers.base import State, Teacher, build_teacher, detach_state
 from teachers.rules import AdamRule

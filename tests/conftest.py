@@ -16,7 +16,7 @@ def ray_session():
     """A local Ray instance shared by every end-to-end test (started once, shut down at the end)."""
     import ray
 
-    from harness.runner import init_ray
+    from harness.engine.runner import init_ray
 
     init_ray(None)
     yield ray

@@ -20,7 +20,7 @@ from harness.features import (
 from harness.registry import TEACHERS
 from harness.stages.collect import collect
 from harness.symbolic.families import eq6
-from harness.symbolic.optimizer import SymbolicOptimizer, functional_step, init_functional_state
+from harness.symbolic.optim.optimizer import SymbolicOptimizer, functional_step, init_functional_state
 
 
 def _grads(n: int = 7, steps: int = 12, seed: int = 0) -> list[torch.Tensor]:

@@ -54,8 +54,9 @@ def _finished(uri: str, suite: str, latest_only: bool = False) -> list[Any]:
 
 def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
     """SIGKILL ``sl2o run`` ``kills`` times mid-stage, rerun to the end, and count the trial records."""
-    from harness import report, tracking
-    from harness.config import load_suite
+    from harness import tracking
+    from harness.config.suite import load_suite
+    from harness.report import leaderboard as report
     from harness.stages.outputs import TAG
     from search_spaces import load_grid
 
@@ -107,7 +108,7 @@ def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     import ray
 
-    from harness.runner import init_ray
+    from harness.engine.runner import init_ray
 
     address = args.address
     if address is None:

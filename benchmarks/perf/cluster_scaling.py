@@ -3,7 +3,7 @@
 The same evaluate stage (``--trials`` trials of equal size: Adam on P1 for ``--steps`` steps, about 5
 seconds each) runs through ``sl2o run --address`` on a real 1-node cluster with 1 CPU and on a real
 2-node cluster with 1 CPU per node (``ray start`` processes on 127.0.0.2/127.0.0.3, see
-``harness/local_cluster.py``). Prints each cluster's stage time and trial throughput, the speedup, and how
+``harness/testing/local_cluster.py``). Prints each cluster's stage time and trial throughput, the speedup, and how
 many trials each node ran (from Tune's ``node_ip``). With ``--json`` the last line is
 ``{"trials", "nodes_used", "speedup", "seconds_1node", "seconds_2node"}``.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from harness.local_cluster import LocalCluster
+from harness.testing.local_cluster import LocalCluster
 
 STAGE = "eval"
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from harness.procmem import reset_peak, status_kb
+from procmem import reset_peak, status_kb
 
 
 def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -61,9 +61,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.stages.evaluate import train
-from harness.symbolic.batched import DEFAULT_BATCH_NUMEL
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.optimizer import SymbolicOptimizer
+from harness.symbolic.optim.batched import DEFAULT_BATCH_NUMEL
+from harness.symbolic.optim.optimizer import SymbolicOptimizer
 from optimizees.base import Batch
 
 MODELS = ("mlp_p3", "resnet18")

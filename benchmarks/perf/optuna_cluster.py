@@ -3,7 +3,7 @@
 A ``meta_tune`` stage with ``method: optuna``, ``search: tune`` (each Optuna trial its own Ray Tune trial,
 proposed by Ray Tune's ``OptunaSearch``) and ``max_concurrent: 2`` tunes an SGD equation's step size on a
 P1 task, through ``sl2o run --address`` on a 2-node cluster with 1 CPU per node (``ray start`` processes on
-127.0.0.2/127.0.0.3, see ``harness/local_cluster.py``). Prints the stage's time and how many trials each node
+127.0.0.2/127.0.0.3, see ``harness/testing/local_cluster.py``). Prints the stage's time and how many trials each node
 ran (from Tune's ``node_ip``). With ``--json`` the last line is
 ``{"trials", "max_concurrent", "nodes_used", "per_node", "seconds"}``.
 """

@@ -60,7 +60,7 @@ from torch import nn
 
 from harness.stages.collect import SRDataset, collect_from_gradients
 from harness.stages.distill import choose, distill
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 
 #: gradient source: a tiny CNN on sklearn digits trained by plain SGD
 CNN_DESCRIPTION = "conv3x3(1->8)-ReLU-conv3x3(8->16)-ReLU-maxpool2-linear(256->10) on sklearn digits 8x8"

@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
-from harness.procmem import reset_peak, status_kb
+from procmem import reset_peak, status_kb
 
 #: (label, hidden widths): 2-hidden-layer MLPs of growing width
 SIZES: dict[str, tuple[int, ...]] = {"1e4": (80, 80), "1e5": (290, 290), "1e6": (975, 975)}

@@ -120,7 +120,7 @@ def _records(stage: Any) -> list[dict[str, Any]]:
 
 def rule_text(equation: Any) -> str:
     """The rule as printed: its equation, and the step-size schedule it carries when it has one."""
-    from harness.schedules import FORMULAS, equation_schedule
+    from harness.training.schedules import FORMULAS, equation_schedule
 
     schedule = equation_schedule(equation.provenance)
     if schedule == "constant":
@@ -201,7 +201,7 @@ def rule_candidates(
 
     import torch
 
-    from harness.stagekey import code_version
+    from harness.engine.stagekey import code_version
     from harness.stages.meta_tune.common import validation_run, with_val_split
 
     rules = _tuned_rules(suite, outcome)
@@ -258,7 +258,7 @@ def chosen_rule(
 ) -> tuple[str, str, str]:
     """``(candidate key, evaluate optimizer name, equation text)`` of the rule :func:`pick_rule` chooses
     among ``candidates`` (:func:`rule_candidates`; module docstring)."""
-    from harness.symbolic.equation import Equation
+    from harness.symbolic.lang import Equation
 
     if not candidates:
         raise SystemExit("no meta_tune stage finished: no rule to compare")
@@ -303,8 +303,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from harness.config import load_suite
-    from harness.runner import RunOptions, run_suite
+    from harness.config.suite import load_suite
+    from harness.engine.runner import RunOptions, run_suite
 
     suite = load_suite(args.suite)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr

@@ -12,8 +12,8 @@ import json
 import tempfile
 import time
 
-from harness.config import load_suite_dict
-from harness.runner import RunOptions, init_ray, run_suite
+from harness.config.suite import load_suite_dict
+from harness.engine.runner import RunOptions, init_ray, run_suite
 from harness.stages.evaluate import evaluate
 
 

@@ -3,7 +3,7 @@
 A stage kind is one :class:`StageKind` object, registered in :data:`harness.registry.STAGES` (plug-ins
 through the ``symbolic_l2o.stages`` entry-point group). It owns
 
-* ``spec_model``: the pydantic model of its YAML entry (a :class:`harness.config.StageBase` subclass
+* ``spec_model``: the pydantic model of its YAML entry (a :class:`harness.config.suite.StageBase` subclass
   with ``kind: Literal["<name>"]`` and typed settings); ``spec.inputs()`` names the earlier stages it reads;
 * ``trial_model``: the pydantic model of one trial's config; :meth:`StageKind.plan` returns a list of
   them (the stage's trials), and the runner hands each to Ray Tune as it is, to be validated again at the
@@ -13,7 +13,7 @@ through the ``symbolic_l2o.stages`` entry-point group). It owns
 * :meth:`StageKind.finalize`: stage-level work after all trials (e.g. merging fronts), optional;
 * ``outputs``: the artifact files each finished trial writes (names from :mod:`harness.stages.outputs`);
 * :meth:`StageKind.search`, optional: a :class:`SearchSpec` when the stage's trials are proposed one by one
-  by a search algorithm (Optuna through Ray Tune's ``OptunaSearch``, :mod:`harness.search`) rather than
+  by a search algorithm (Optuna through Ray Tune's ``OptunaSearch``, :mod:`harness.engine.search`) rather than
   planned as a fixed list; :meth:`StageKind.searched_trial` builds each proposal's trial model.
 
 The defaults fail loudly: a kind that forgets ``plan`` or ``run`` raises ``NotImplementedError`` naming
@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
-from harness.config import StageBase, Suite
+from harness.config.suite import StageBase, Suite
 from harness.stages.outputs import STATUS_OK, TAG, StageOutcome
 
 SpecT = TypeVar("SpecT", bound=StageBase)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from harness.config import StageBase, StageRef, Suite
+from harness.config.suite import StageBase, StageRef, Suite
 from harness.registry import SR_BACKENDS
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
 from harness.stages.collect.dataset import SRDataset, unscale_equation
@@ -54,7 +54,7 @@ from harness.stages.outputs import (
     StageOutcome,
     trial_files,
 )
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.metrics import fitted_complexity, mc, tpf
 from harness.symbolic.sr.base import SRSettings
 from harness.symbolic.sr.offset import is_zero_at_zero, value_at_zero, zero_at_zero, zero_tolerance

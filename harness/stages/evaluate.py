@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from harness.config import (
+from harness.config.suite import (
     GridRef,
     OptimizeeHorizons,
     OptimizeeSpec,
@@ -29,11 +29,11 @@ from harness.config import (
     StageRef,
     Suite,
 )
-from harness.optimizers import FAMILIES, build_optimizer, optimizer_label
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.cost import state_bytes_per_param, step_seconds_vs_adam
 from harness.stages.outputs import StageOutcome, optimizers_from_stage
 from harness.stages.problems import budget_steps, build_problem
+from harness.training.optimizers import FAMILIES, build_optimizer, optimizer_label
 
 #: every metric an evaluate trial records (:meth:`EvalResult.metrics`), with the ``mode`` that ranks it
 #: best-first: the names a suite's ``metric:`` may use
@@ -105,7 +105,7 @@ def evaluate(
 
     Args:
         optimizee: ``{"name", "kwargs", "steps" | "epochs"}``.
-        optimizer: an optimizer config accepted by ``harness.optimizers.build_optimizer``.
+        optimizer: an optimizer config accepted by ``harness.training.optimizers.build_optimizer``.
         seed: seeds the problem instance, its initialisation and batch order.
         device: ``cpu``, ``cuda``, or ``auto``.
         log_every: record the minibatch loss every this many steps.
@@ -292,7 +292,7 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
     trial_model = EvaluateTrial
     outputs = ()
     metric = "final_train_loss"
-    #: what its trials record: the metrics a suite's ``metric:`` may rank by (see harness.config.Metric)
+    #: what its trials record: the metrics a suite's ``metric:`` may rank by (see harness.config.suite.Metric)
     metric_modes = METRIC_MODES
     identity = ("optimizee", "optimizer", "seed")
 

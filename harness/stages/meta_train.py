@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from harness.config import OptimizeeSpec, StageBase, Suite, check_kwargs
+from harness.config.suite import OptimizeeSpec, StageBase, Suite, check_kwargs
 from harness.jsonio import write_json
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
 from harness.stages.outputs import HISTORY_FILE, STATUS_DIVERGED, STATUS_OK, TEACHER_FILE, StageOutcome

@@ -173,7 +173,7 @@ def entry_name(given: str | None, label: str, stage: str, count: int) -> str:
 
 def chosen_equation_text(outcome: SuiteOutcome) -> str:
     """A few lines naming the equation the suite ended with (last meta_tune, else last distill)."""
-    from harness.symbolic.equation import Equation
+    from harness.symbolic.lang import Equation
 
     for st in reversed(list(outcome.stages.values())):
         if st.kind not in ("meta_tune", "distill"):

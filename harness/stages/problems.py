@@ -1,6 +1,6 @@
 """Optimizee instances and their training budgets, one definition shared by every stage that trains.
 
-An optimizee spec is :class:`harness.config.OptimizeeSpec` or its dict (``{"name", "kwargs", "steps" |
+An optimizee spec is :class:`harness.config.suite.OptimizeeSpec` or its dict (``{"name", "kwargs", "steps" |
 "epochs"}``); the budget is its ``steps``, else ``epochs`` times the problem's steps per epoch, else the
 problem's ``default_steps``.
 """

@@ -4,7 +4,7 @@ SR backends live in :mod:`harness.symbolic.sr` (imported on demand; importing it
 in :data:`harness.registry.SR_BACKENDS`). Plots live in :mod:`harness.symbolic.plots`.
 """
 
-from harness.symbolic.equation import (
+from harness.symbolic.lang import (
     OPERATOR_NAMES,
     CompiledEquation,
     Equation,

@@ -1,6 +1,6 @@
-"""Named equation families: hand-written update rules as :class:`~harness.symbolic.equation.Equation` s.
+"""Named equation families: hand-written update rules as :class:`~harness.symbolic.lang.Equation` s.
 
-Sign convention (shared with the teachers, the SR targets and :class:`~harness.symbolic.optimizer.SymbolicOptimizer`):
+Sign convention (shared with the teachers, the SR targets and :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer`):
 an equation gives the DELTA added to the parameters, ``x_{t+1} = x_t + lr * eq(features)``; a descent rule is
 therefore negative along the gradient (Adam is ``-lr * m_hat_0``).
 
@@ -26,7 +26,7 @@ import numpy as np
 import sympy
 
 from harness.features import ADAM_BETAS, ADAM_EPS, ADAM_LR, FeatureSpec, variable_name
-from harness.symbolic.expression import Equation
+from harness.symbolic.lang.expression import Equation
 
 __all__ = ["FAMILIES", "adam_equation", "build_family", "eq6", "sgd_equation"]
 
@@ -41,7 +41,7 @@ def adam_equation(
 ) -> Equation:
     """Adam as an equation: ``-lr*m_hat_0`` with ``m_hat`` computed with ``(beta1, beta2, eps)``.
 
-    Run by :class:`~harness.symbolic.optimizer.SymbolicOptimizer` it follows ``torch.optim.Adam(lr, betas,
+    Run by :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer` it follows ``torch.optim.Adam(lr, betas,
     eps)`` (one constant, ``-lr``).
     """
     if not lr > 0:

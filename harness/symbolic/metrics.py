@@ -203,7 +203,7 @@ def mc(
 ) -> int:
     """Minimal complexity: smallest :func:`fitted_complexity` whose error is within ``threshold`` of the best.
 
-    ``front`` is a :class:`~harness.symbolic.front.ParetoFront` or any iterable of equations. Error per
+    ``front`` is a :class:`~harness.symbolic.lang.front.ParetoFront` or any iterable of equations. Error per
     equation is :func:`fit_error` (``1 - r2_val`` when it has a held-out score, else ``1 - r2_train``, else
     its ``loss``; ``split="val"``/``"train"`` forces one). ``relative=True`` reads the threshold as a
     fraction of the best error instead of an absolute gap.

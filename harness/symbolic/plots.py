@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.symbolic.front import ParetoFront
+from harness.symbolic.lang.front import ParetoFront
 from harness.symbolic.metrics import fit_error, tpf
 
 __all__ = ["plot_pareto", "plot_tpf", "plot_tpf_from_metrics", "plot_update_rule"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_suite_dict
+from harness.config.suite import load_suite_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.stages.collect import collect_from_gradients
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perf" / "sr_sanity.py"
 

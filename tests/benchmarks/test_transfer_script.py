@@ -123,7 +123,7 @@ def test_the_rule_must_hold_up_at_every_horizon(transfer) -> None:
 def _tuned_stage(tmp_path: Path, name: str, n_seeds: int):
     """A finished meta_tune stage with one trial per seed, each with its own equation file."""
     from harness.stages.outputs import EQUATION_FILE, StageOutcome, TrialOutput, tag
-    from harness.symbolic.equation import Equation
+    from harness.symbolic.lang import Equation
 
     trials = []
     for seed in range(n_seeds):

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness import report, tracking
+from harness import tracking
 from harness.cli import app
-from harness.config import load_suite, load_suite_dict
-from harness.optimizers import optimizer_label
-from harness.runner import RunOptions, run_suite
+from harness.config.suite import load_suite, load_suite_dict
+from harness.engine.runner import RunOptions, run_suite
+from harness.report import leaderboard as report
+from harness.training.optimizers import optimizer_label
 from search_spaces import load_grid
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import report, tracking
-from harness.local_cluster import LocalCluster
+from harness import tracking
+from harness.report import leaderboard as report
 from harness.stages.outputs import TAG
+from harness.testing.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from harness import tracking
-from harness.local_cluster import LocalCluster
 from harness.stages.outputs import TAG
+from harness.testing.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]

@@ -148,8 +148,8 @@ def test_two_suites_started_at_once_on_a_fresh_store(ray_session, tmp_path: Path
 def test_a_trial_that_could_never_be_scheduled_is_refused_before_anything_is_created(
     ray_session, tmp_path: Path
 ) -> None:
-    from harness.config import load_suite_dict
-    from harness.runner import RunOptions, StageInputError, run_suite
+    from harness.config.suite import load_suite_dict
+    from harness.engine.runner import RunOptions, StageInputError, run_suite
 
     suite = load_suite_dict(
         {
@@ -204,8 +204,8 @@ def test_relative_equation_paths_reach_the_trials(ray_session, tmp_path: Path) -
 
 
 def test_a_mistyped_fresh_stage_creates_nothing(ray_session, tmp_path: Path) -> None:
-    from harness.config import load_suite_dict
-    from harness.runner import RunOptions, StageInputError, run_suite
+    from harness.config.suite import load_suite_dict
+    from harness.engine.runner import RunOptions, StageInputError, run_suite
 
     suite = load_suite_dict(
         {

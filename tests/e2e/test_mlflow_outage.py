@@ -2,7 +2,7 @@
 MLflow client's retry budget; the suite goes on, waits for the server at the stage's end, and when the
 server is back (same port, same store) every trial is recorded exactly once and the leaderboard is whole.
 
-The server is a real ``mlflow server`` process (``harness.tracking_server``), crashed with SIGKILL to its
+The server is a real ``mlflow server`` process (``harness.testing.mlflow_server``), crashed with SIGKILL to its
 own process group and restarted; nothing else is stopped.
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import report, tracking
+from harness import tracking
+from harness.report import leaderboard as report
 from harness.stages.outputs import TAG
-from harness.tracking_server import MlflowServer
+from harness.testing.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness import tracking
-from harness.report_html import build_report
+from harness.report.html import build_report
 from harness.symbolic.families import sgd_equation
 
 pytestmark = pytest.mark.e2e

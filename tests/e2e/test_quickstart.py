@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import report, tracking
-from harness.config import load_suite_dict
-from harness.runner import RunOptions, run_suite
+from harness import tracking
+from harness.config.suite import load_suite_dict
+from harness.engine.runner import RunOptions, run_suite
+from harness.report import leaderboard as report
 from harness.stages.outputs import chosen_equation_text, equations_from_stage
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 from harness.symbolic.sr.base import ParetoFront
 
 pytestmark = pytest.mark.e2e

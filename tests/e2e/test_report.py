@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from harness import tracking
 from harness.cli import app
-from harness.config import load_suite_dict
-from harness.runner import RunOptions, run_suite
+from harness.config.suite import load_suite_dict
+from harness.engine.runner import RunOptions, run_suite
 
 pytestmark = pytest.mark.e2e
 

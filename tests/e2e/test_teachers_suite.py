@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import report, tracking
-from harness.config import load_suite_dict
-from harness.runner import RunOptions, run_suite
+from harness import tracking
+from harness.config.suite import load_suite_dict
+from harness.engine.runner import RunOptions, run_suite
+from harness.report import leaderboard as report
 from teachers.checkpoint import load_teacher
 
 pytestmark = pytest.mark.e2e

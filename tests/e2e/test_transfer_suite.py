@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from harness.config import load_suite_dict
-from harness.runner import RunOptions, run_suite
+from harness.config.suite import load_suite_dict
+from harness.engine.runner import RunOptions, run_suite
 from harness.stages.outputs import equations_from_stage
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 from search_spaces.safe_yaml import read_yaml
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.across import (
+from harness.report.across import (
     across_summary,
     first_step_at_or_below,
     from_records,

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.config import SuiteError
+from harness.config.suite import SuiteError
 
 SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "suites" / "baselines-smoke.yaml"
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from harness import cluster
 from harness.cluster import ClusterError, Storage
-from harness.config import Resources
+from harness.config.suite import Resources
 
 
 # -- storage ---------------------------------------------------------------------------------------------
@@ -107,8 +107,8 @@ def test_cpu_fallback_and_an_autoscaler_that_can_add_gpus() -> None:
 
 
 def test_run_suite_refuses_a_gpu_request_on_local_ray_before_mlflow(ray_session, tmp_path: Path) -> None:
-    from harness.config import load_suite_dict
-    from harness.runner import RunOptions, run_suite
+    from harness.config.suite import load_suite_dict
+    from harness.engine.runner import RunOptions, run_suite
 
     if ray_session.cluster_resources().get("GPU", 0) > 0:
         pytest.skip("this machine has a GPU")
@@ -179,8 +179,8 @@ def test_probe_of_an_address_where_nothing_listens_is_one_line_within_seconds(sc
 
 
 def test_run_suite_connects_to_ray_before_it_creates_anything_in_mlflow(tmp_path: Path, monkeypatch) -> None:
-    from harness import runner
-    from harness.config import load_suite_dict
+    from harness.config.suite import load_suite_dict
+    from harness.engine import runner
 
     def refused(address):
         raise ClusterError(cluster.auth_hint(str(address)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import SuiteError, load_suite, load_suite_dict
+from harness.config.suite import SuiteError, load_suite, load_suite_dict
 
 SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 
@@ -189,8 +189,8 @@ def _evaluate_suite(*optimizers: object) -> dict:
 
 
 def test_lists_in_explicit_optimizer_entries_are_crossed_like_a_grid_block() -> None:
-    from harness.optimizers import optimizer_label
     from harness.stages.evaluate import resolve_optimizers
+    from harness.training.optimizers import optimizer_label
 
     suite = load_suite_dict(
         _evaluate_suite(
@@ -338,7 +338,7 @@ def test_a_grid_crossing_to_too_many_configs_is_refused(tmp_path: Path) -> None:
 
 
 def test_check_resources_refuses_more_cpus_than_the_machine_has() -> None:
-    from harness.config import check_resources
+    from harness.config.suite import check_resources
 
     data = pipeline()
     data["resources"] = {"cpus_per_trial": 4}
@@ -454,6 +454,6 @@ def test_stages_that_train_at_one_horizon_refuse_a_list_naming_their_kind(
 
 
 def test_one_item_list_is_the_same_spec_as_the_number() -> None:
-    from harness.config import OptimizeeSpec
+    from harness.config.suite import OptimizeeSpec
 
     assert OptimizeeSpec(name="quadratic_cos", steps=[300]) == OptimizeeSpec(name="quadratic_cos", steps=300)  # type: ignore[arg-type]

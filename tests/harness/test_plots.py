@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.plots import (
+from harness.report.html import curriculum_steps, render_html, task_curves, tuned_constants
+from harness.report.plots import (
     auto_yscale,
     mean_ci,
     plot_loss_curves,
@@ -15,8 +16,7 @@ from harness.plots import (
     plot_meta_tune,
     plot_profile,
 )
-from harness.report_html import curriculum_steps, render_html, task_curves, tuned_constants
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 from harness.symbolic.plots import plot_update_rule, update_rule_variables
 
 
@@ -103,7 +103,7 @@ def test_curriculum_steps_and_tuned_constants_from_history_files() -> None:
 def test_html_page_escapes_names_and_links_each_png(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from harness.report_html import Plot
+    from harness.report.html import Plot
 
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={"sl2o.metric": "m"}))
     rows = [
@@ -136,7 +136,7 @@ def test_html_page_escapes_names_and_links_each_png(tmp_path: Path) -> None:
 def test_the_report_has_a_table_and_a_curve_panel_per_optimizee_and_horizon(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from harness.report import aggregate
+    from harness.report.leaderboard import aggregate
 
     def rec(opt: str, horizon: str, seed: int, final: float) -> dict:
         return {

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from harness.report import aggregate, to_csv, to_json, to_rich_tables
+from harness.report.leaderboard import aggregate, to_csv, to_json, to_rich_tables
 
 
 def rec(

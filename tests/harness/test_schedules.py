@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import harness.stages.meta_tune.gradient as gradient_mod
-from harness.optimizers import build_optimizer
-from harness.schedules import SCHEDULES, equation_schedule, lr_factor
 from harness.stages.evaluate import evaluate
 from harness.stages.meta_tune import meta_tune, meta_tune_gradient, run_training
 from harness.stages.meta_tune.common import with_schedule
 from harness.symbolic.families import sgd_equation
+from harness.training.optimizers import build_optimizer
+from harness.training.schedules import SCHEDULES, equation_schedule, lr_factor
 
 P1 = {"name": "quadratic_cos", "steps": 23}
 

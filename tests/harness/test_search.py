@@ -1,4 +1,4 @@
-"""harness.search: an Optuna meta_tune stage as Ray Tune trials (OptunaSearch) on a real local Tuner.
+"""harness.engine.search: an Optuna meta_tune stage as Ray Tune trials (OptunaSearch) on a real local Tuner.
 
 Each Optuna trial is one Tune trial whose config carries its own trial model; the study lives in Tune's
 experiment state, so a stopped search resumes with ``Tuner.restore`` without redoing finished trials; the
@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from harness.config import load_suite_dict
+from harness.config.suite import load_suite_dict
+from harness.engine.search import SearchPlan, tune_search
 from harness.registry import STAGES
-from harness.search import SearchPlan, tune_search
 from harness.stages.base import LocalContext
 from harness.stages.meta_tune.tune_trials import OBJECTIVE, PARAMS
 from harness.stages.outputs import StageOutcome, TrialOutput, equations_from_stage, tag
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import sgd_equation
+from harness.symbolic.lang import Equation
 
 P1 = {"name": "quadratic_cos", "steps": 15}
 
@@ -57,7 +57,7 @@ def _tuner(plan: SearchPlan, path: Path, name: str, max_concurrent: int = 2, sto
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from harness.trainable import run_trial
+    from harness.engine.trainable import run_trial
 
     flag = path / "interrupt"
     if stop_after:
@@ -194,7 +194,7 @@ def test_tune_trials_then_select(ray_session: Any, tmp_path: Path) -> None:
 def test_a_stopped_search_resumes_without_redoing_trials(ray_session: Any, tmp_path: Path) -> None:
     from ray import tune
 
-    from harness.trainable import run_trial
+    from harness.engine.trainable import run_trial
 
     eq_file = sgd_equation(0.01).save(tmp_path / "eq.json")
     _, _, _, plan = _plan(eq_file, settings={"n_trials": 6, "sampler": "cmaes"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import SGDSpec
+from harness.config.suite import SGDSpec
 from search_spaces import GridError, grid_names, load_grid
 
 
@@ -24,7 +24,7 @@ def test_paper_grid_is_the_papers_40_configs() -> None:
 
 
 def test_every_grid_entry_is_a_valid_optimizer_config() -> None:
-    from harness.config import AdamSpec
+    from harness.config.suite import AdamSpec
 
     for name in grid_names():
         for cfg in load_grid(name):

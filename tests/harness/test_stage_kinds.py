@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from harness.config import SuiteError, load_suite_dict
+from harness.config.suite import SuiteError, load_suite_dict
 from harness.registry import STAGES, Registry, _stage_kind
 from harness.stages.base import LocalContext, StageKind, run_local
 

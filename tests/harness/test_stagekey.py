@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import harness.stagekey as sk
+import harness.engine.stagekey as sk
 import search_spaces
 from harness import __version__
-from harness.config import load_suite_dict
+from harness.config.suite import load_suite_dict
 from harness.registry import STAGES
 
 GRID = """grids:

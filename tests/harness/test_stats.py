@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harness.report import aggregate, to_rich_tables
-from harness.stats import paired
+from harness.report.leaderboard import aggregate, to_rich_tables
+from harness.report.stats import paired
 
 
 def _seeds(values: list[float]) -> dict[str, float]:

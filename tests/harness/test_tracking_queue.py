@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from mlflow.exceptions import MlflowException, RestException
 
-from harness import tracking, tracking_queue
+from harness import tracking
 from harness.stages.outputs import TAG
-from harness.tracking_ops import HANDLE_TAG, execute, is_transient
-from harness.tracking_server import MlflowServer
-from harness.tracking_spool import SUFFIX
+from harness.testing.mlflow_server import MlflowServer
+from harness.tracking.delivery import queue as tracking_queue
+from harness.tracking.delivery.ops import HANDLE_TAG, execute, is_transient
+from harness.tracking.delivery.spool import SUFFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import harness.stages.meta_tune.gradient as gradient_mod
 import teachers.meta_train as meta_train_mod
 from harness.registry import OPTIMIZEES
 from harness.symbolic.families import sgd_equation
-from harness.unroll import Unrolled, loss_and_grads, unroll
+from harness.training.unroll import Unrolled, loss_and_grads, unroll
 from teachers.meta_train import MetaTrainConfig, MetaTrainer
 
 P1 = {"name": "quadratic_cos", "steps": 12}

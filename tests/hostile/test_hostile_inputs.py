@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.config import SuiteError, load_suite
+from harness.config.suite import SuiteError, load_suite
 from harness.stages.collect.dataset import SRDataset, SRDatasetError
-from harness.symbolic.equation import Equation, EquationParseError, ParetoFront
+from harness.symbolic.lang import Equation, EquationParseError, ParetoFront
 from teachers.checkpoint import FORMAT, TeacherCheckpointError, load_teacher, save_teacher
 from teachers.dm import DM
 from teachers.rules import SGDRule

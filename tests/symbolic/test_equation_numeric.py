@@ -8,7 +8,7 @@ import scipy.special
 import sympy
 import torch
 
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 
 _REF_MODULES = [
     {

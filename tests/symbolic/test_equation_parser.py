@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sympy
 
-from harness.symbolic.equation import (
+from harness.symbolic.lang import (
     MAX_TEXT_LENGTH,
     Equation,
     EquationParseError,

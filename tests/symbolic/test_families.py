@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from harness.features import FeatureSpec
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, build_family, eq6, sgd_equation
+from harness.symbolic.lang import Equation
 
 
 def test_adam_equation_form_and_feature_spec() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.metrics import mc, mse, r2, tpf
 
 

@@ -13,15 +13,15 @@ import torch
 from torch import nn
 
 from harness.features import FeatureSpec, FeatureState
-from harness.optimizers import build_optimizer
-from harness.symbolic.equation import Equation, ParetoFront
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.optimizer import (
+from harness.symbolic.lang import Equation, ParetoFront
+from harness.symbolic.optim.optimizer import (
     SymbolicOptimizer,
     feature_spec_for,
     functional_step,
     init_functional_state,
 )
+from harness.training.optimizers import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

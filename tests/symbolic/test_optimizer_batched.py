@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.optimizer import SymbolicOptimizer, functional_step, init_functional_state
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import SymbolicOptimizer, functional_step, init_functional_state
 
 RULES = {
     "adam": lambda: adam_equation(lr=1e-3),

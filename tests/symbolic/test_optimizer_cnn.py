@@ -11,7 +11,7 @@ import math
 import torch
 
 from harness.symbolic.families import eq6
-from harness.symbolic.optimizer import SymbolicOptimizer
+from harness.symbolic.optim.optimizer import SymbolicOptimizer
 from optimizees import CNNClassifier
 
 STEPS = 3

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-import harness.symbolic.step as step_module
-from harness.symbolic.equation import Equation
+import harness.symbolic.optim.step as step_module
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.optimizer import EquationPlan, StepProgram, SymbolicOptimizer
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import EquationPlan, StepProgram, SymbolicOptimizer
 
 RULES = {
     "adam": lambda: adam_equation(lr=1e-3),

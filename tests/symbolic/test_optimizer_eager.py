@@ -1,4 +1,4 @@
-"""The stateful step's eager fast paths (:mod:`harness.symbolic.eager`): numpy's tanh and linear programs,
+"""The stateful step's eager fast paths (:mod:`harness.symbolic.optim.eager`): numpy's tanh and linear programs,
 against the generic in-place program with ``torch.tanh`` (the path before them), on many small tensors and a
 few big ones."""
 
@@ -8,12 +8,12 @@ import pytest
 import sympy
 import torch
 
-from harness.symbolic.eager import EAGER_OPS, cpu_tanh, into_form, linear_form, tanh_into
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6
-from harness.symbolic.lowering import FUSED_TORCH_OPS, TORCH_OPS
-from harness.symbolic.optimizer import SymbolicOptimizer
-from harness.symbolic.step import StepProgram
+from harness.symbolic.lang import Equation
+from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS
+from harness.symbolic.optim.eager import EAGER_OPS, cpu_tanh, into_form, linear_form, tanh_into
+from harness.symbolic.optim.optimizer import SymbolicOptimizer
+from harness.symbolic.optim.step import StepProgram
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.metrics import mc
 from harness.symbolic.plots import plot_pareto, plot_tpf, plot_tpf_from_metrics
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness.symbolic.equation import import_hall_of_fame, relu, spow, ssqrt
+from harness.symbolic.lang import import_hall_of_fame, relu, spow, ssqrt
 from harness.symbolic.sr import SRSettings
 from harness.symbolic.sr.offset import value_at_zero
 from harness.symbolic.sr.pysr import ZERO_ANCHORED_LOSS, PySRBackend, hall_of_fame_front, pysr_kwargs

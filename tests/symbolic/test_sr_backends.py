@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.registry import SR_BACKENDS
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.sr import SRBackend, SRSettings, get_backend
 from harness.symbolic.sr.base import check_fit_inputs
 from harness.symbolic.sr.skeleton import fit_constants, tanh_sum_form, tanh_sum_parameters

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.sr import SRSettings, get_backend
 from harness.symbolic.sr.base import finish_front
 from harness.symbolic.sr.offset import (

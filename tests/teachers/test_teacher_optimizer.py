@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.optimizers import build_optimizer
 from harness.registry import TEACHERS
+from harness.training.optimizers import build_optimizer
 from teachers.checkpoint import (
     FORMAT,
     TeacherCheckpointError,

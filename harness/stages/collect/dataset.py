@@ -18,7 +18,7 @@ import sympy
 
 from harness.features import FeatureSpec, parse_variable
 from harness.jsonio import to_jsonable
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 
 DATASET_FORMAT = "symbolic-l2o/sr-dataset"
 _DATASET_VERSION = 1

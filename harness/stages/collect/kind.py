@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.config import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
+from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.collect.record import collect
 from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, teacher_trials

@@ -2,7 +2,7 @@
 
 ``common`` (training with an equation, the validation split, constant slots, search spaces), ``gradient`` and
 ``optuna_search`` (the two methods), ``tune`` (:func:`meta_tune` and its result), ``kind`` (the stage kind).
-The unrolled window gradient tuning runs is :func:`harness.unroll.unroll`, shared with teacher meta-training.
+The unrolled window gradient tuning runs is :func:`harness.training.unroll.unroll`, shared with teacher meta-training.
 """
 
 from harness.stages.meta_tune.common import (

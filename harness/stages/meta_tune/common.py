@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from harness.registry import OPTIMIZEES
-from harness.schedules import check_schedule, equation_schedule, lr_scheduler
 from harness.stages.problems import build_problem, spec_budget
-from harness.symbolic.equation import Equation
-from harness.symbolic.optimizer import SymbolicOptimizer, load_equation
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import SymbolicOptimizer, load_equation
+from harness.training.schedules import check_schedule, equation_schedule, lr_scheduler
 
 #: objective value of a diverged (non-finite) run: large and finite, so samplers rank it last
 DIVERGED_PENALTY = 1e9
@@ -226,7 +226,7 @@ def constants_from_values(
 
 
 def with_schedule(equation: Equation, schedule: str | None) -> Equation:
-    """``equation`` carrying step-size ``schedule`` (``provenance["schedule"]``, :mod:`harness.schedules`):
+    """``equation`` carrying step-size ``schedule`` (``provenance["schedule"]``, :mod:`harness.training.schedules`):
     every run that tunes, selects or evaluates it then scales its update by the schedule over the run's
     length, as the grid's ``cosine: true`` does. None keeps what the equation carries."""
     if schedule is None:

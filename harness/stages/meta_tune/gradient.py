@@ -4,9 +4,9 @@ The target is trained ONCE with the equation, for its whole budget. Every ``unro
 tensors take one Adam step on the meta-loss of that window: the loss on a held-out batch of the training
 data, i.e. the next batch of the ``val`` split (cycling through it), at the window's last iterate
 (``meta_loss="final"``) or averaged over its iterates (``"mean"``). The window is
-:func:`harness.unroll.unroll`, the loop teacher meta-training runs: parameters at the window start are
+:func:`harness.training.unroll.unroll`, the loop teacher meta-training runs: parameters at the window start are
 detached (truncated BPTT), optimizee gradients are constants (first-order), and the updates depend
-differentiably on the tunables through :func:`~harness.symbolic.optimizer.functional_step`.
+differentiably on the tunables through :func:`~harness.symbolic.optim.optimizer.functional_step`.
 
 What is tuned is a list of :class:`Tunable` (:func:`tunables`): the equation's constant slots
 (:class:`ConstantSlots`) and, for an equation reading ``eta``, eta's six parameters (:class:`EtaParams`;
@@ -34,18 +34,18 @@ import torch
 from torch import Tensor
 
 from harness.features import ETA, ETA_A_MAX, FeatureSpec
-from harness.schedules import equation_schedule, lr_factor
 from harness.stages.meta_tune.common import ASINH1, _with_constants, constant_slots
 from harness.stages.problems import build_problem, spec_budget
-from harness.symbolic.equation import Equation
-from harness.symbolic.optimizer import (
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import (
     feature_spec_for,
     functional_step,
     init_functional_state,
     load_equation,
 )
-from harness.unroll import META_LOSSES, loss_and_grads
-from harness.unroll import unroll as run_window
+from harness.training.schedules import equation_schedule, lr_factor
+from harness.training.unroll import META_LOSSES, loss_and_grads
+from harness.training.unroll import unroll as run_window
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.config import OptimizeeSpec, StageBase, StageRef, Suite
+from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.stages.base import (
     SearchSpec,
     StageKind,

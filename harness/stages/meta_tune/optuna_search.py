@@ -20,8 +20,8 @@ from harness.stages.meta_tune.common import (
     optuna_search_space,
 )
 from harness.stages.problems import build_problem
-from harness.symbolic.equation import Equation
-from harness.symbolic.optimizer import load_equation
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import load_equation
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from harness.stages.meta_tune.gradient import meta_tune_gradient
 from harness.stages.meta_tune.optuna_search import meta_tune_optuna
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE
 from harness.stages.problems import resolve_device
-from harness.symbolic.equation import Equation
-from harness.symbolic.optimizer import load_equation
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import load_equation
 from harness.symbolic.sr.offset import value_at_zero, zero_at_zero
 
 

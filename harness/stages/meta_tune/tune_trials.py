@@ -2,7 +2,7 @@
 
 The in-trial mode (:func:`~harness.stages.meta_tune.optuna_search.meta_tune_optuna`) runs the whole study inside
 one trial. Here the stage kind declares a :class:`~harness.stages.base.SearchSpec` instead (:func:`search_spec`:
-the same search space, sampler and start point), the runner layer (:mod:`harness.search`) lets Ray Tune's
+the same search space, sampler and start point), the runner layer (:mod:`harness.engine.search`) lets Ray Tune's
 ``OptunaSearch`` propose the trials, and every trial evaluates ONE point (:func:`evaluate_point`: the same
 objective, the mean final training loss of the optimizee's training split over the objective's seeds). Ray
 Tune spreads the trials over the cluster and keeps the study in its experiment state, so an interrupted stage
@@ -37,7 +37,7 @@ from harness.stages.meta_tune.optuna_search import _make_sampler, meta_tune_optu
 from harness.stages.meta_tune.tune import meta_tune, select_tuned, write_outputs
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, TrialOutput, tag
 from harness.stages.problems import resolve_device
-from harness.symbolic.optimizer import load_equation
+from harness.symbolic.optim.optimizer import load_equation
 
 #: the final-report metric of a search trial (what Optuna minimises)
 OBJECTIVE = "objective"

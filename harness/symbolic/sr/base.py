@@ -1,7 +1,7 @@
 """The SR backend protocol, its settings, and helpers every backend shares.
 
 A backend is a class registered in :data:`harness.registry.SR_BACKENDS` and instantiated with no
-arguments; ``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.equation.ParetoFront`
+arguments; ``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.lang.ParetoFront`
 whose equations carry ``r2_train``/``mse_train`` measured by US in float64 (whatever precision the
 backend used) on the equation actually returned, so fronts from different backends compare fairly.
 
@@ -25,9 +25,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.front import ParetoFront
-from harness.symbolic.names import normalize_operators, split_variable
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.front import ParetoFront
+from harness.symbolic.lang.names import normalize_operators, split_variable
 from harness.symbolic.sr.offset import is_zero_at_zero, zero_tolerance
 
 __all__ = [
@@ -66,7 +66,7 @@ class SRSettings:
     """Search settings shared by SR backends; backend-specific knobs go in ``extra``.
 
     Attributes:
-        operators: operator names from :data:`~harness.symbolic.equation.OPERATOR_NAMES`.
+        operators: operator names from :data:`~harness.symbolic.lang.OPERATOR_NAMES`.
         max_complexity: largest complexity (:attr:`Equation.complexity`) of a returned equation; also
             the size the search may build (Operon ``max_length``, PySR ``maxsize``), which count
             differently, so what they let through above it is left out.

@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 import sympy
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.lowering import NP_OPS, closure
-from harness.symbolic.names import is_const_symbol
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.lowering import NP_OPS, closure
+from harness.symbolic.lang.names import is_const_symbol
 from harness.symbolic.sr.refit import fit_constants
 
 __all__ = [

@@ -81,10 +81,10 @@ from typing import Any
 import numpy as np
 import sympy
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.front import ParetoFront
-from harness.symbolic.functions import expr_args, spow, ssqrt
-from harness.symbolic.names import var_symbol
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.front import ParetoFront
+from harness.symbolic.lang.functions import expr_args, spow, ssqrt
+from harness.symbolic.lang.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 from harness.symbolic.sr.offset import remove_offset
 

@@ -7,7 +7,7 @@ here imports pysr at module import time.
 
 The sign-extended operators of the paper are custom Julia operators (``ssqrt``, ``spow``), mapped back to
 our sympy functions through ``extra_sympy_mappings``. Results are read from PySR's hall of fame (the
-``equation`` strings) by our safe parser (:func:`harness.symbolic.equation.import_hall_of_fame`), never
+``equation`` strings) by our safe parser (:func:`harness.symbolic.lang.import_hall_of_fame`), never
 by PySR's sympy export, and R² is re-measured in float64.
 
 Offline recipe (a machine without internet):
@@ -55,10 +55,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.front import ParetoFront
-from harness.symbolic.functions import relu, spow, ssqrt
-from harness.symbolic.pysr_import import import_hall_of_fame
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.front import ParetoFront
+from harness.symbolic.lang.functions import relu, spow, ssqrt
+from harness.symbolic.lang.hall_of_fame import import_hall_of_fame
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 from harness.symbolic.sr.offset import remove_offset
 

@@ -23,8 +23,8 @@ import numpy as np
 import scipy.optimize
 import sympy
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.lowering import NP_OPS, closure
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.lowering import NP_OPS, closure
 
 __all__ = ["fit_constants"]
 

@@ -39,9 +39,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import sympy
 
-from harness.symbolic.expression import Equation
-from harness.symbolic.front import ParetoFront
-from harness.symbolic.names import var_symbol
+from harness.symbolic.lang.expression import Equation
+from harness.symbolic.lang.front import ParetoFront
+from harness.symbolic.lang.names import var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 from harness.symbolic.sr.offset import drop_offset_terms, offset_terms, value_at_zero, zero_at_zero
 from harness.symbolic.sr.refit import fit_constants

@@ -11,7 +11,7 @@ import torch
 from harness.features import FeatureSpec
 from harness.registry import OPTIMIZEES, TEACHERS
 from harness.stages.collect import SRDataset, collect, collect_from_gradients, unscale_equation
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 from teachers.optimizer import TeacherOptimizer
 
 P1 = {"name": "quadratic_cos", "steps": 40}

@@ -17,7 +17,7 @@ from harness.stages.distill import (
     merge_and_choose,
     write_outputs,
 )
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 
 
 @pytest.fixture(scope="module")

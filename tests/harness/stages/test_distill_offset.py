@@ -14,7 +14,7 @@ from harness.registry import STAGES
 from harness.stages.base import given
 from harness.stages.collect import SRDataset
 from harness.stages.distill import choose, distill, front_summary
-from harness.symbolic.equation import Equation, ParetoFront
+from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.metrics import fitted_complexity
 from harness.symbolic.sr.offset import is_zero_at_zero, value_at_zero, zero_tolerance
 

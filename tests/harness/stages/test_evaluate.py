@@ -65,9 +65,9 @@ def test_each_run_measures_its_optimizer_cost(optimizer: dict, state_bytes: floa
 
 
 def test_horizons_expand_like_a_grid_axis_each_its_own_trial() -> None:
-    from harness.config import load_suite_dict
+    from harness.config.suite import load_suite_dict
+    from harness.engine.runner import trial_key
     from harness.registry import STAGES
-    from harness.runner import trial_key
     from harness.stages.base import run_local
 
     data = {
@@ -110,7 +110,7 @@ def test_horizons_expand_like_a_grid_axis_each_its_own_trial() -> None:
 def test_a_single_horizon_suite_plans_the_trials_it_always_did() -> None:
     """The trial dumps (and so the trial keys, and the stage key but for the code version) of a suite
     without a list of horizons are those of the code before horizons existed."""
-    from harness.config import load_suite_dict
+    from harness.config.suite import load_suite_dict
     from harness.registry import STAGES
 
     data = {

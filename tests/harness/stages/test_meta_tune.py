@@ -22,10 +22,10 @@ from harness.stages.meta_tune import (
 )
 from harness.stages.meta_tune.common import ASINH1, signed_multiplier
 from harness.stages.meta_tune.gradient import ConstantSlots
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import adam_equation, eq6, sgd_equation
-from harness.symbolic.optimizer import functional_step, init_functional_state
-from harness.unroll import loss_and_grads, unroll
+from harness.symbolic.lang import Equation
+from harness.symbolic.optim.optimizer import functional_step, init_functional_state
+from harness.training.unroll import loss_and_grads, unroll
 
 P1 = {"name": "quadratic_cos", "steps": 30}
 

@@ -11,8 +11,8 @@ import torch
 
 import harness.stages.meta_tune.tune as tune_mod
 from harness.stages.meta_tune import ConstantSlots, meta_tune, meta_tune_gradient, with_val_split
-from harness.symbolic.equation import Equation
 from harness.symbolic.families import eq6
+from harness.symbolic.lang import Equation
 from optimizees.classification import ClassificationOptimizee
 from optimizees.quadratic import QuadraticCos
 
@@ -151,7 +151,7 @@ def test_a_validation_run_trains_on_train_and_scores_on_val_only(tmp_path, split
 
 def test_eta_parameters_are_tuned_with_the_constants_and_saved(tmp_path) -> None:
     from harness.stages.meta_tune import write_outputs
-    from harness.symbolic.optimizer import load_equation
+    from harness.symbolic.optim.optimizer import load_equation
 
     eq = eq6(("m_hat", "g_hat", "eta"), L=1, lr=1e-3)
     start = list(eq.provenance["feature_spec"]["eta_params"])

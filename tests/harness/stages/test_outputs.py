@@ -12,7 +12,7 @@ from harness.stages.outputs import (
     optimizers_from_stage,
     tag,
 )
-from harness.symbolic.equation import Equation
+from harness.symbolic.lang import Equation
 
 
 def test_entry_name_keeps_outputs_of_one_stage_apart() -> None:

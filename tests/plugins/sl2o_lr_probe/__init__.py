@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from harness.config import OptimizeeSpec, StageBase, Suite
+from harness.config.suite import OptimizeeSpec, StageBase, Suite
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.evaluate import train
 from harness.stages.outputs import StageOutcome

@@ -1,0 +1,247 @@
+"""Pieces of suite specs that stage kinds share: names and labels, and optimizee specs with their horizons.
+
+An optimizee spec names a registered optimizee, its constructor kwargs and a training budget, its
+*horizon*: ``steps`` or ``epochs`` (neither: the optimizee's own ``default_steps``). An evaluate stage may
+give several horizons (``steps: [300, 1500]``, :class:`OptimizeeHorizons`): each is a trial of its own,
+as a run to 300 steps (its cosine schedule, its final loss) is not the first 300 steps of a 1500-step
+run; the leaderboard ranks each (optimizee, horizon) apart. Every other stage trains at one horizon
+(:class:`OptimizeeSpec`) and refuses a list with a message that says so.
+
+:func:`horizon_label` and :func:`task_label` are the one spelling of a horizon (``300 steps``,
+``5 epochs``) and of a task (``mlp · 300 steps``) in tags, run names, tables and plots.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+class StrictModel(BaseModel):
+    """Base of the suite-file models: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# names and labels
+# ---------------------------------------------------------------------------------------------
+#: longest suite / stage name or label (they become MLflow experiment and run names and folder names)
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""Suite and stage names: letters, digits, ``_ . -`` (never ``.`` or ``..`` alone)."""
+LABEL_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+"""Labels (of optimizees, teachers): as names, plus ``+`` (``dm+cl+il``)."""
+
+
+def _not_dots(v: str) -> str:
+    if v in (".", ".."):
+        raise ValueError(f"{v!r} is not allowed as a name (it names a folder)")
+    return v
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
+"""A suite or stage name: :data:`NAME_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
+Label = Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
+"""A label: :data:`LABEL_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
+
+
+def check_kwargs(factory: Any, kwargs: dict[str, Any], what: str) -> None:
+    """Refuse kwargs the factory's signature does not take (unless it takes ``**kwargs``)."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    bad = sorted(set(kwargs) - set(params))
+    if bad:
+        known = ", ".join(k for k in params if k not in ("self", "seed", "device"))
+        raise ValueError(f"{what} takes no argument(s) {', '.join(bad)}; it takes: {known}")
+
+
+# ---------------------------------------------------------------------------------------------
+# horizons
+# ---------------------------------------------------------------------------------------------
+#: the most horizons one optimizee entry may list (each multiplies the stage's trials)
+MAX_HORIZONS = 32
+#: the error type of a list of horizons where one is expected (:func:`harness.config.suite.format_validation_error`
+#: names the stage kind in its message)
+SINGLE_HORIZON_ERROR = "single_horizon"
+_EXAMPLE = {"steps": "[300, 1500]", "epochs": "[1, 5]"}
+
+
+def horizon_label(steps: float | None, epochs: float | None) -> str:
+    """``300 steps``, ``1 epoch``, ``2.5 epochs``; empty for the optimizee's default budget."""
+    if steps is not None:
+        return f"{int(steps)} step{'' if steps == 1 else 's'}"
+    if epochs is not None:
+        return f"{float(epochs):g} epoch{'' if epochs == 1 else 's'}"
+    return ""
+
+
+def task_label(optimizee: str, horizon: str) -> str:
+    """One task of a leaderboard: ``mlp · 300 steps`` (the optimizee alone for its default budget)."""
+    return f"{optimizee} · {horizon}" if horizon else optimizee
+
+
+_HORIZON_RE = re.compile(r"^([0-9.e+-]+) (step|epoch)s?$")
+
+
+def horizon_order(label: str) -> tuple[int, float, str]:
+    """Sort key of a :func:`horizon_label`: the default first, then steps, then epochs, each ascending."""
+    m = _HORIZON_RE.match(label or "")
+    if not m:
+        return (0 if not label else 3, 0.0, label or "")
+    try:
+        return (1 if m.group(2) == "step" else 2, float(m.group(1)), label)
+    except ValueError:
+        return (3, 0.0, label)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_budget(x: Any, unit: str) -> bool:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x <= 0:
+        return False
+    return unit != "steps" or float(x).is_integer()
+
+
+def _check_horizon_list(v: Any, unit: str) -> Any:
+    """A list of horizons, refused unless it is 1 to :data:`MAX_HORIZONS` distinct positive numbers."""
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a number of {unit}")
+    if isinstance(v, str) and not re.fullmatch(r"\s*[0-9.e+-]+\s*", v):
+        raise ValueError(
+            f"{_short(v)} is not a number of {unit}; give {unit}: N or a list, e.g. {_EXAMPLE[unit]}"
+        )
+    if isinstance(v, int | float) and not _is_budget(v, unit):
+        whole = "whole " if unit == "steps" else ""
+        raise ValueError(f"{_short(v)} is not a positive {whole}number of {unit}")
+    if not isinstance(v, list):
+        return v
+    if not v:
+        raise ValueError(f"give at least one horizon, e.g. {unit}: {_EXAMPLE[unit]}")
+    if len(v) > MAX_HORIZONS:
+        raise ValueError(f"{len(v)} horizons are more than {MAX_HORIZONS}; each one is a trial per optimizer")
+    whole = "whole " if unit == "steps" else ""
+    for x in v:
+        if not _is_budget(x, unit):
+            raise ValueError(
+                f"{_short(x)} is not a positive {whole}number of {unit}; give {unit}: N or a list of "
+                f"distinct ones, e.g. {unit}: {_EXAMPLE[unit]}"
+            )
+    seen: set[float] = set()
+    for x in v:
+        if float(x) in seen:
+            raise ValueError(f"{unit} lists {x:g} more than once; give each horizon once")
+        seen.add(float(x))
+    return v
+
+
+class _OptimizeeBase(StrictModel):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    label: Label | None = None
+
+    @model_validator(mode="after")
+    def _budget(self) -> _OptimizeeBase:
+        if getattr(self, "steps", None) is not None and getattr(self, "epochs", None) is not None:
+            raise ValueError("give either steps or epochs, not both")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from harness.registry import OPTIMIZEES
+
+        factory = OPTIMIZEES.get(v)  # raises with the known names
+        del factory
+        return v
+
+    @model_validator(mode="after")
+    def _kwargs_match_signature(self) -> _OptimizeeBase:
+        from harness.registry import OPTIMIZEES
+
+        if self.name not in OPTIMIZEES:
+            return self
+        check_kwargs(OPTIMIZEES.get(self.name), self.kwargs, f"optimizee {self.name!r}")
+        return self
+
+    def display(self) -> str:
+        """A short label like ``mlp(dataset=digits,hidden=[50, 20])``."""
+        if self.label:
+            return self.label
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items()) if k not in ("root", "download"))
+        return f"{self.name}({inner})" if inner else self.name
+
+
+class OptimizeeSpec(_OptimizeeBase):
+    """One optimizee at one horizon: a registered name, its constructor kwargs and a training budget.
+
+    A one-item list (``steps: [300]``) is that horizon; a longer list is refused: only an evaluate stage
+    runs several horizons (:class:`OptimizeeHorizons`).
+    """
+
+    steps: int | None = Field(default=None, gt=0)
+    epochs: float | None = Field(default=None, gt=0)
+
+    @field_validator("steps", "epochs", mode="before")
+    @classmethod
+    def _one_horizon(cls, v: Any, info: ValidationInfo) -> Any:
+        unit = str(info.field_name)
+        if isinstance(v, bool):
+            raise ValueError(f"{v!r} is not a number of {unit}")
+        if not isinstance(v, list):
+            return v
+        if len(v) == 1:
+            return v[0]
+        first = v[0] if v and _is_budget(v[0], unit) else {"steps": 300, "epochs": 1}[unit]
+        raise PydanticCustomError(
+            SINGLE_HORIZON_ERROR,
+            "{what} trains at one horizon; give {unit}: {first} (a list of horizons is for evaluate stages)",
+            {"what": "this stage", "unit": unit, "first": first},
+        )
+
+    def horizon(self) -> str:
+        """This spec's :func:`horizon_label` (empty for the optimizee's default budget)."""
+        return horizon_label(self.steps, self.epochs)
+
+
+class OptimizeeHorizons(_OptimizeeBase):
+    """An evaluate stage's optimizee entry: ``steps`` or ``epochs`` is one horizon or a list of distinct
+    ones (at most :data:`MAX_HORIZONS`); :meth:`horizons` gives one :class:`OptimizeeSpec` per horizon."""
+
+    steps: Annotated[int, Field(gt=0)] | list[int] | None = None
+    epochs: Annotated[float, Field(gt=0)] | list[float] | None = None
+
+    @field_validator("steps", "epochs", mode="before")
+    @classmethod
+    def _horizon_list(cls, v: Any, info: ValidationInfo) -> Any:
+        return _check_horizon_list(v, str(info.field_name))
+
+    def horizons(self) -> list[OptimizeeSpec]:
+        """One single-horizon spec per horizon, in the order given (its other fields unchanged)."""
+        base = self.model_dump(exclude={"steps", "epochs"})
+        if isinstance(self.steps, list):
+            return [OptimizeeSpec.model_validate({**base, "steps": s}) for s in self.steps]
+        if isinstance(self.epochs, list):
+            return [OptimizeeSpec.model_validate({**base, "epochs": e}) for e in self.epochs]
+        return [OptimizeeSpec.model_validate({**base, "steps": self.steps, "epochs": self.epochs})]

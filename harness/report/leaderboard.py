@@ -1,0 +1,276 @@
+"""Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last,
+each row compared per seed with a reference (the task's best Adam) with a bootstrap CI and a verdict.
+
+A task is an optimizee at one horizon (a record's ``horizon``: ``300 steps``, ``5 epochs``, or empty for
+the optimizee's default budget): ranks, references and verdicts are per (suite, optimizee, horizon).
+
+The table is built with pandas: a frame of the records (one per trial), a group-by per (suite,
+optimizee, horizon, optimizer) for the counts, means and spreads (exactly rounded, ``statistics.fmean`` and
+``stdev``, as aggregators), a sort and a per-task count for the ranks, and a per-task pick of the
+reference. The paired statistics are :func:`harness.report.stats.paired`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.config.specs import horizon_order, task_label
+from harness.jsonio import dumps
+from harness.report.stats import paired
+
+EXTRA_METRICS = (
+    "final_train_loss",
+    "test_loss",
+    "test_acc",
+    "wall_time_s",
+    "step_ratio_vs_adam",
+    "state_bytes_per_param",
+)
+
+#: a row's identity, and a task's (the unit of ranks, references and tables)
+GROUP = ["suite", "optimizee", "horizon", "optimizer"]
+TASK = ["suite", "optimizee", "horizon"]
+
+#: the CSV's columns, in order (the extra metrics that any row has follow them)
+CSV_COLUMNS = [
+    "suite",
+    "optimizee",
+    "horizon",
+    "rank",
+    "optimizer",
+    "family",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "diverged",
+    "errored",
+    "reference",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "verdict",
+]
+
+
+def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per trial record: its group keys, ``family``/``metric``/``mode`` (its group's first), ``seed``
+    (a string), ``status`` and ``value``, the metric's value: +inf (-inf for a ``max`` metric) when the trial
+    diverged or lacks the metric, NaN when it errored (it has no value). ``ok`` (not errored), ``finite``,
+    ``div`` (diverged) and ``err`` (errored) are the flags the group-by counts."""
+    df = pd.DataFrame(
+        {
+            "suite": [r["suite"] for r in records],
+            "optimizee": [r["optimizee"] for r in records],
+            "horizon": [r.get("horizon") or "" for r in records],
+            "optimizer": [r["optimizer"] for r in records],
+            "family": [r["family"] for r in records],
+            "metric": [r["metric"] for r in records],
+            "mode": [r["mode"] for r in records],
+            "seed": [str(r["seed"]) for r in records],
+            "status": [r["status"] for r in records],
+        }
+    )
+    firsts = ["family", "metric", "mode"]
+    df[firsts] = df.groupby(GROUP, sort=False)[firsts].transform("first")
+    values = []
+    for r, metric, mode in zip(records, df["metric"], df["mode"], strict=True):
+        if r["status"] == "error":
+            values.append(math.nan)
+        elif r["status"] == "diverged" or metric not in r["metrics"]:
+            values.append(math.inf if mode == "min" else -math.inf)
+        else:
+            values.append(float(r["metrics"][metric]))
+    df["value"] = np.asarray(values, dtype=np.float64)
+    df["ok"] = df["status"] != "error"
+    df["finite"] = df["ok"] & np.isfinite(df["value"])
+    df["div"] = df["status"] == "diverged"
+    df["err"] = ~df["ok"]
+    return df
+
+
+def _mean(values: pd.Series) -> float:
+    """``statistics.fmean``: the exactly rounded mean (a NaN or an infinity in ``values`` gives NaN/inf)."""
+    return statistics.fmean(values.tolist()) if len(values) else math.nan
+
+
+def _std(values: pd.Series) -> float:
+    """The sample standard deviation (``statistics.stdev``, exact), when 2+ values all finite; else 0."""
+    v = values.tolist()
+    return statistics.stdev(v) if len(v) > 1 and all(math.isfinite(x) for x in v) else 0.0
+
+
+def _extra_means(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per group, the mean of each :data:`EXTRA_METRICS` entry over the records that have it (errored ones
+    too; a NaN value makes the mean NaN), and ``has_<metric>``: whether any record has it."""
+    long = pd.DataFrame(
+        [
+            (r["suite"], r["optimizee"], r.get("horizon") or "", r["optimizer"], m, float(r["metrics"][m]))
+            for r in records
+            for m in EXTRA_METRICS
+            if m in r["metrics"]
+        ],
+        columns=[*GROUP, "name", "value"],
+    )
+    by = long.groupby([*GROUP, "name"], sort=False)["value"]
+    means = by.agg(_mean).unstack("name")
+    has = by.size().unstack("name").notna().add_prefix("has_")
+    return means.join(has)
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (suite, optimizee, horizon, optimizer): mean/std/n of the metric, ranked per task
+    (optimizee and horizon; tasks in order of optimizee, then horizon ascending).
+
+    A seed that diverged counts as +inf (or -inf for a ``max`` metric), so any divergence puts the
+    row after every row that never diverged; the count of diverged seeds is in ``diverged``. A seed
+    whose trial errored has no value: it is left out of the mean, counted in ``errored``, and the row
+    ranks after the complete ones (its mean is over fewer seeds).
+    """
+    if not records:
+        return []
+    df = records_frame(records)
+    table = df.groupby(GROUP, sort=False).agg(
+        family=("family", "first"),
+        metric=("metric", "first"),
+        mode=("mode", "first"),
+        n=("ok", "sum"),
+        n_finite=("finite", "sum"),
+        diverged=("div", "sum"),
+        errored=("err", "sum"),
+    )
+    ok = df.loc[df["ok"]]
+    by_ok = ok.sort_values("seed", kind="stable").groupby(GROUP, sort=False)
+    table = table.join(by_ok.agg(mean=("value", _mean), std=("value", _std), seeds=("seed", list)))
+    # a mean over seeds that all have a finite value, else the worst value (no seed with a value: too)
+    worst = pd.Series(np.where(table["mode"] == "min", math.inf, -math.inf), index=table.index)
+    table["mean"] = table["mean"].where((table["n_finite"] == table["n"]) & (table["n"] > 0), worst)
+    table["std"] = table["std"].fillna(0.0)
+    table = table.join(_extra_means(records)).reset_index()
+
+    horizons = sorted(set(table["horizon"]), key=horizon_order)
+    table["_horizon"] = table["horizon"].map({h: i for i, h in enumerate(horizons)})
+    table["_incomplete"] = (table["diverged"] > 0) | (table["errored"] > 0)
+    table["_signed"] = table["mean"].where(table["mode"] == "min", -table["mean"])
+    order = ["suite", "optimizee", "_horizon", "_incomplete", "_signed", "optimizer"]
+    table = table.sort_values(order, kind="stable").reset_index(drop=True)
+    table["rank"] = table.groupby(TASK, sort=False).cumcount() + 1
+    table["reference"] = _references(table)
+
+    per_seed = {
+        key: dict(zip(g["seed"], g["value"], strict=True)) for key, g in ok.groupby(GROUP, sort=False)
+    }
+    rows = []
+    for rec in table.to_dict("records"):
+        row: dict[str, Any] = {k: rec[k] for k in (*GROUP, "family", "metric", "mode")}
+        seeds = rec["seeds"]
+        row.update(
+            mean=float(rec["mean"]),
+            std=float(rec["std"]),
+            n=int(rec["n"]),
+            diverged=int(rec["diverged"]),
+            errored=int(rec["errored"]),
+            seeds=list(seeds) if isinstance(seeds, list) else [],
+        )
+        for m in EXTRA_METRICS:
+            if m != row["metric"] and rec.get(f"has_{m}") is True:
+                row[m] = float(rec[m])
+        row["rank"] = int(rec["rank"])
+        task, ref = tuple(rec[k] for k in TASK), rec["reference"]
+        row["reference"] = ref
+        if rec["optimizer"] == ref:
+            row.update(diff=0.0, ci_low=math.nan, ci_high=math.nan, verdict="reference")
+        else:
+            mine = per_seed.get((*task, rec["optimizer"]), {})
+            p = paired(mine, per_seed.get((*task, ref), {}), row["mode"])
+            row.update(diff=p.diff, ci_low=p.low, ci_high=p.high, verdict=p.verdict)
+        rows.append(row)
+    return rows
+
+
+def _references(table: pd.DataFrame) -> pd.Series:
+    """Per row, its task's reference: the best (lowest-ranked) complete Adam row, else the best complete
+    row, else the top row. ``table`` is in rank order."""
+    complete = ~table["_incomplete"]
+    priority = np.where(complete & (table["family"] == "adam"), 0, np.where(complete, 1, 2))
+    picked = table.assign(_priority=priority).sort_values(["_priority", "rank"], kind="stable")
+    refs = picked.groupby(TASK, sort=False)["optimizer"].first().to_frame("_ref")
+    return table.join(refs, on=TASK)["_ref"]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "diverged"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as strict JSON (a diverged row's infinite mean becomes null)."""
+    return dumps(rows)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV: :data:`CSV_COLUMNS`, then the extra metrics any row has (blank where a row lacks one or
+    holds None), floats in full (non-finite ones as ``inf``/``nan``), CRLF line ends (as ``csv`` writes)."""
+    cols = CSV_COLUMNS + [m for m in EXTRA_METRICS if any(m in r for r in rows)]
+    cells = [{c: "" if r.get(c) is None else r[c] for c in cols} for r in rows]
+    frame = pd.DataFrame(cells, columns=cols, dtype=object)
+    return frame.to_csv(index=False, na_rep="nan", lineterminator="\r\n")
+
+
+def _fmt_diff(r: dict[str, Any]) -> str:
+    if r.get("verdict") == "reference":
+        return "-"
+    d, lo, hi = r.get("diff", math.nan), r.get("ci_low", math.nan), r.get("ci_high", math.nan)
+    if not math.isfinite(d):
+        return "n/a"
+    ci = f" [{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return f"{d:+.3g}{ci}"
+
+
+def _by_task(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    by: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["suite"], r["optimizee"], r.get("horizon") or ""), []).append(r)
+    return by
+
+
+def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
+    """One rich Table per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``."""
+    from rich.table import Table
+
+    tables = []
+    for (suite, optimizee, horizon), rs in _by_task(rows).items():
+        metric, mode = rs[0]["metric"], rs[0]["mode"]
+        extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
+        better = "lower" if mode == "min" else "higher"
+        t = Table(title=f"{suite} / {task_label(optimizee, horizon)}  ({metric}, {better} is better)")
+        ref = rs[0].get("reference", "")
+        cols = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
+        cols += [f"Δ vs {ref} [95% CI]", "verdict", *extras]
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("optimizer", "family") else "right")
+        for r in rs:
+            t.add_row(
+                str(r["rank"]),
+                r["optimizer"],
+                r["family"],
+                _fmt(r["mean"]),
+                _fmt(r["std"]),
+                str(r["n"]),
+                str(r["diverged"]),
+                str(r.get("errored", 0)),
+                _fmt_diff(r),
+                str(r.get("verdict", "")),
+                *[_fmt(r.get(m, "")) for m in extras],
+            )
+        tables.append(t)
+    return tables

@@ -1,0 +1,196 @@
+"""Flat buckets: many small parameters stepped as one tensor (the foreach idea) by
+:class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer`.
+
+On a model with many small tensors the per-tensor step is dominated by Python and per-op overhead (one
+feature update and one equation evaluation per tensor). A :class:`FlatBucket` owns one flat buffer per
+state tensor (accumulators ``[N]``, lag rings ``[slots, N]``) for a fixed list of parameters of one param
+group, device and dtype that have seen the same number of steps; each parameter's entries in
+``optimizer.state`` are *views* into those buffers, shaped as before (``[*p.shape]`` and ``[slots,
+*p.shape]``), so ``state_dict``/``load_state_dict`` and code reading the state see exactly the per-tensor
+layout. A step is: ``torch._foreach_copy_`` of the gradients into a flat workspace, one feature update and
+one equation evaluation over the concatenated coordinates (in cache-sized chunks, like the per-tensor
+path), the update written back into the workspace and ``torch._foreach_add_(params, updates, alpha=lr)``.
+
+The arithmetic per coordinate is the per-tensor path's (the same ``update`` function runs on a slice of the
+flat coordinates instead of a slice of one tensor), so results agree to float rounding.
+
+A bucket checks, every step, that it still describes the optimizer's state (same parameters in the same
+order, each one's state entries still its own views, the same step count); anything else (a parameter
+without a gradient this step, ``load_state_dict``, a state entry replaced by hand) makes the optimizer
+build a new bucket, copying the current per-parameter state into fresh buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["DEFAULT_BATCH_NUMEL", "BucketSet", "FlatBucket", "UpdateFn"]
+
+#: parameters with at most this many elements are batched into flat buckets (larger ones are stepped in
+#: place, chunk by chunk, where per-tensor overhead is negligible and a copy through a workspace is not)
+DEFAULT_BATCH_NUMEL = 1 << 16
+
+# torch's foreach kernels (what ``torch.optim.Adam(foreach=True)`` runs); private names, bound once
+_foreach_copy_ = torch._foreach_copy_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_add_ = torch._foreach_add_  # pyright: ignore[reportPrivateImportUsage]
+
+UpdateFn = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, Tensor], int], Any]
+"""``(flat gradient, accumulators, rings, t) -> update``: one in-place symbolic step on flat coordinates
+(:func:`~harness.symbolic.optim.optimizer.program_update` with its program bound)."""
+
+
+class FlatBucket:
+    """Flat state buffers for ``params`` (one device and dtype, one step count ``step``).
+
+    Args:
+        params: the parameters, in a fixed order.
+        states: their ``optimizer.state`` dicts (possibly empty: fresh state); entries for ``acc_keys`` and
+            ring keys are copied into the flat buffers and replaced by views of them.
+        acc_keys: accumulator names (each shaped like its parameter).
+        rings: ``(key, slots, fill)`` of every lag ring (state key, e.g. ``hist_<feature>``, shaped
+            ``[slots, *p.shape]``; ``fill``: the value of a lag not seen yet).
+        step: the step count all of ``params`` share.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        states: Sequence[MutableMapping[str, Any]],
+        acc_keys: Sequence[str],
+        rings: Sequence[tuple[str, int, float]],
+        step: int,
+    ) -> None:
+        p0 = params[0]
+        kw: dict[str, Any] = {"dtype": p0.dtype, "device": p0.device}
+        n = sum(p.numel() for p in params)
+        self.params: list[Tensor] = list(params)
+        self.states: list[MutableMapping[str, Any]] = list(states)
+        self.step = int(step)
+        self.acc: dict[str, Tensor] = {k: torch.zeros(n, **kw) for k in acc_keys}
+        self.rings: dict[str, Tensor] = {
+            key: torch.full((slots, n), fill, **kw) for key, slots, fill in rings
+        }
+        self.work = torch.empty(n, **kw)
+        self.work_views: list[Tensor] = []
+        self.views: list[dict[str, Tensor]] = []
+        a = 0
+        for p, st in zip(self.params, self.states, strict=True):
+            b = a + p.numel()
+            self.work_views.append(self.work[a:b].view(p.shape))
+            views: dict[str, Tensor] = {}
+            with torch.no_grad():
+                for k, flat in self.acc.items():
+                    views[k] = self._adopt(flat[a:b], st.get(k), p.shape)
+                for key, ring in self.rings.items():
+                    views[key] = self._adopt(ring[:, a:b], st.get(key), (ring.shape[0], *p.shape))
+            st.update(views)
+            st["step"] = self.step
+            self.views.append(views)
+            a = b
+
+    @staticmethod
+    def _adopt(block: Tensor, old: Any, shape: Sequence[int]) -> Tensor:
+        """``block`` viewed as ``shape``, holding ``old``'s values when there are any."""
+        view = block.view(tuple(shape))
+        if isinstance(old, Tensor):
+            view.copy_(old.reshape(view.shape))
+        return view
+
+    @property
+    def numel(self) -> int:
+        return self.work.numel()
+
+    def valid(self) -> bool:
+        """Whether the optimizer state still holds this bucket's views and step count for every parameter."""
+        step = self.step
+        for st, views in zip(self.states, self.views, strict=True):
+            if st.get("step") != step:
+                return False
+            for k, v in views.items():
+                if st.get(k) is not v:
+                    return False
+        return True
+
+    @torch.no_grad()
+    def step_(self, grads: Sequence[Tensor], update: UpdateFn, lr: float, chunk_size: int) -> None:
+        """One step of every parameter: ``p += lr * update(...)`` over the flat coordinates, chunk by chunk."""
+        _foreach_copy_(self.work_views, list(grads))
+        t = self.step + 1
+        g = self.work
+        n = g.numel()
+        for a in range(0, n, chunk_size):
+            b = min(a + chunk_size, n)
+            whole = a == 0 and b == n
+            gc = g if whole else g[a:b]
+            acc = self.acc if whole else {k: v[a:b] for k, v in self.acc.items()}
+            hist = self.rings if whole else {f: r[:, a:b] for f, r in self.rings.items()}
+            upd = update(gc, acc, hist, t)
+            if isinstance(upd, Tensor):
+                gc.copy_(upd)  # this chunk's gradient is no longer needed: the workspace takes the update
+            else:
+                gc.fill_(float(upd))
+        _foreach_add_(self.params, self.work_views, alpha=lr)
+        self.step = t
+        for st in self.states:
+            st["step"] = t
+
+
+class BucketSet:
+    """The small parameters of one param group, device and dtype that had gradients at the last step, in one
+    :class:`FlatBucket` per step count; a parameter alone at its step count is left to the per-tensor path.
+
+    Args:
+        params: the parameters, in the optimizer's order.
+        state: the optimizer's state (``param -> dict``).
+        acc_keys, rings: see :class:`FlatBucket`.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        state: MutableMapping[Tensor, Any],
+        acc_keys: Sequence[str],
+        rings: Sequence[tuple[str, int, float]],
+    ) -> None:
+        self.params: list[Tensor] = list(params)
+        by_step: dict[int, list[int]] = {}
+        for i, p in enumerate(self.params):
+            st = state[p]
+            by_step.setdefault(int(st["step"]) if "step" in st else 0, []).append(i)
+        self.buckets: list[tuple[FlatBucket, list[int]]] = []
+        self.alone: list[int] = []
+        for step, idx in by_step.items():
+            if len(idx) == 1:
+                self.alone.extend(idx)
+                continue
+            members = [self.params[i] for i in idx]
+            bucket = FlatBucket(members, [state[p] for p in members], acc_keys, rings, step)
+            self.buckets.append((bucket, idx))
+
+    def matches(self, params: Sequence[Tensor]) -> bool:
+        """Whether ``params`` are this set's parameters in the same order and every bucket is still valid."""
+        mine = self.params
+        if len(params) != len(mine) or any(p is not q for p, q in zip(params, mine, strict=True)):
+            return False
+        return all(b.valid() for b, _ in self.buckets)
+
+    def step_(
+        self,
+        grads: Sequence[Tensor],
+        update: UpdateFn,
+        lr: float,
+        chunk_size: int,
+        step_alone: Callable[[Tensor, Tensor], None],
+    ) -> None:
+        """Step every parameter (``grads`` in :attr:`params` order); ``step_alone(p, grad)`` steps the rest."""
+        if len(self.buckets) == 1 and not self.alone:
+            self.buckets[0][0].step_(grads, update, lr, chunk_size)
+            return
+        for bucket, idx in self.buckets:
+            bucket.step_([grads[i] for i in idx], update, lr, chunk_size)
+        for i in self.alone:
+            step_alone(self.params[i], grads[i])

@@ -20,9 +20,11 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from procmem import reset_peak, status_kb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import reset_peak, status_kb  # noqa: E402 - a sibling module of the benchmarks
 
 
 def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -30,10 +30,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from procmem import reset_peak, status_kb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procmem import reset_peak, status_kb  # noqa: E402 - a sibling module of the benchmarks
 
 #: (label, hidden widths): 2-hidden-layer MLPs of growing width
 SIZES: dict[str, tuple[int, ...]] = {"1e4": (80, 80), "1e5": (290, 290), "1e6": (975, 975)}

@@ -197,11 +197,11 @@ def run(
         raise typer.Exit(1) from None
     console.print(f"suite {suite.name!r} finished in {outcome.seconds:.1f}s; MLflow: {outcome.tracking_uri}")
     _print_summary(suite, outcome.stages)
-    if leaderboard and any(s.kind == "evaluate" for s in suite.stages):
+    from harness.registry import STAGES
+
+    if leaderboard and any(STAGES.get(s.kind).leaderboard for s in suite.stages):
         _print_leaderboard(outcome.tracking_uri, suite.name, None, Format.table)
-    equation_stages = [s.kind for s in suite.stages if s.kind in ("distill", "meta_tune")]
-    if equation_stages and equation_stages[-1] == "meta_tune":  # a distill stage's summary shows its rules
-        _print_equations(outcome)
+    _print_equations(outcome)
 
 
 def _print_failure(suite: Suite, failed: StageFailed) -> None:
@@ -244,10 +244,10 @@ def _print_summary(suite: Suite, stages: Mapping[str, StageOutcome]) -> None:
 
 
 def _print_equations(outcome: SuiteOutcome) -> None:
-    """Print the chosen equation of a suite's last distill/meta_tune stage, if any."""
+    """Print the equation the suite ended with, unless its stage's summary already did."""
     from harness.stages.outputs import chosen_equation_text
 
-    text = chosen_equation_text(outcome)
+    text = chosen_equation_text(outcome, unless_in_summary=True)
     if text:
         console.print(text, highlight=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -259,13 +259,25 @@ class Metric(_Model):
     def _recorded(cls, v: str) -> str:
         from harness.registry import STAGES
 
-        # defined once, beside what records them (harness.stages.evaluate.METRIC_MODES); read through the
+        # defined once, beside what records them (each leaderboard kind's metric_modes); read through the
         # registry, as this module sits below the stage kinds
-        METRIC_MODES: dict[str, str] = STAGES.get("evaluate").metric_modes  # noqa: N806
-        if v not in METRIC_MODES:
-            known = ", ".join(f"{k} (mode: {m})" for k, m in METRIC_MODES.items())
-            raise ValueError(f"evaluate trials do not record a metric {v!r}; they record: {known}")
+        kinds = [(n, k) for n, k in STAGES.items() if getattr(k, "leaderboard", False)]
+        modes = leaderboard_metric_modes(kinds)
+        if v not in modes:
+            known = ", ".join(f"{k} (mode: {m})" for k, m in modes.items())
+            names = "/".join(n for n, _ in kinds) or "leaderboard"
+            raise ValueError(f"{names} trials do not record a metric {v!r}; they record: {known}")
         return v
+
+
+def leaderboard_metric_modes(kinds: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """``{metric: mode}`` that the leaderboard kinds among ``(name, kind)`` record, in kind order."""
+    modes: dict[str, str] = {}
+    for _, kind in kinds:
+        if getattr(kind, "leaderboard", False):
+            for k, m in kind.metric_modes.items():
+                modes.setdefault(k, m)
+    return modes
 
 
 class Suite(_Model):

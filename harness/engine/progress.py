@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import tune
 
+from harness.cluster.client import ClientLog
 from harness.stages.outputs import ResultKey
 
 
@@ -147,3 +148,17 @@ class Progress(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.stop()
+
+
+class ClientProgress(Progress):
+    """:class:`Progress` whose lines reach the Ray Client (its ``log``, a :class:`harness.cluster.ClientLog`,
+    survives pickling)."""
+
+    def __init__(self, *args: Any, sink: ClientLog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = self.sink = sink
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["log"] = self.sink  # to the client, not to a worker log on the head
+        return state

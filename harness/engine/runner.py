@@ -26,7 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from harness import cluster, tracking
 from harness.config.suite import Resources, Suite, SuiteError, check_resources
 from harness.engine import stagekey
-from harness.engine.progress import Progress
+from harness.engine.progress import ClientProgress, Progress
 from harness.engine.search import tune_search
 from harness.jsonio import flatten_params
 from harness.registry import STAGES
@@ -349,7 +349,7 @@ def run_stage(
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
         if cluster.client_mode():  # Ray Client: Tune runs fit (and its callbacks) on the head node
             sink = cluster.ClientLog()
-            progress = cluster.ClientProgress(stage.name, n_trials, opts.log, _TrialLabel(kind), sink=sink)
+            progress = ClientProgress(stage.name, n_trials, opts.log, _TrialLabel(kind), sink=sink)
         else:
             progress = Progress(stage.name, n_trials, opts.log, _TrialLabel(kind), live=opts.live)
         tuner = tune.Tuner(
@@ -382,7 +382,7 @@ def run_stage(
         if prev and f"{TAG}.tune_state_digest" in prev[0].data.tags:
             client.delete_tag(stage_run_id, f"{TAG}.tune_state_digest")
         try:
-            if isinstance(progress, cluster.ClientProgress):
+            if isinstance(progress, ClientProgress):
                 grid = cluster.fit_streaming(tuner.fit, progress.sink, opts.log)
                 progress.sink.shutdown()
             else:

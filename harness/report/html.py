@@ -1,18 +1,12 @@
-"""``sl2o report SUITE``: one self-contained HTML page (PNG files beside it) of a suite's latest run, also
-logged as MLflow artifacts (``report/``) of the suite's parent run.
-
-Reads MLflow only (the layout of :mod:`harness.tracking` / :mod:`harness.engine.runner`): the latest suite run of
-the experiment named like the suite lists its stage keys (``sl2o.stage_keys``); stage runs carry the stage
-level artifacts (distill: ``front.json``/``chosen.json`` per source), trial runs their metrics, metric
-histories and artifacts. The plots are drawn by :mod:`harness.report.plots` and :mod:`harness.symbolic.plots`.
+"""``sl2o report SUITE``: one self-contained HTML page (PNGs beside it) of a suite's latest run, also logged
+as MLflow artifacts (``report/``) of the suite run: the leaderboard, the across-task scores, their plots,
+and each stage's panels, drawn by its kind's ``report`` hook from a view of its MLflow runs.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
-import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -24,38 +18,16 @@ from mlflow.tracking import MlflowClient
 
 from harness import tracking
 from harness.config.specs import horizon_order, task_label
+from harness.registry import STAGES
 from harness.report import across
 from harness.report import leaderboard as report
-from harness.report.plots import (
-    optimizer_styles,
-    plot_loss_curves,
-    plot_meta_train,
-    plot_meta_tune,
-    plot_profile,
-)
-from harness.stages.outputs import (
-    CHOSEN_FILE,
-    DATASET_FILE,
-    HISTORY_FILE,
-    MERGED_FRONT_FILE,
-    STATUS_OK,
-    TAG,
-)
+from harness.report.plots import optimizer_styles, plot_loss_curves, plot_profile
+from harness.stages.outputs import STATUS_OK, TAG
+from harness.stages.views import Panel, RunView
 
 #: the folder of the suite run's artifacts the report is logged under
 ARTIFACT_DIR = "report"
-#: at most this many input variables get a panel in the update-rule plot
-MAX_RULE_VARS = 6
 LEARNED_FAMILIES = ("teacher", "symbolic")
-
-
-@dataclass
-class Plot:
-    """One PNG of the page: its file, a heading and a one-line caption."""
-
-    file: Path
-    title: str
-    caption: str
 
 
 @dataclass
@@ -63,31 +35,53 @@ class Report:
     """What :func:`build_report` wrote: the page, its plots, and the suite run it was logged to."""
 
     index: Path
-    plots: list[Plot] = field(default_factory=list)
+    plots: list[Panel] = field(default_factory=list)
     suite_run_id: str = ""
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Stage:
-    key: str
-    kind: str
-    name: str
-    run_id: str | None
-    trials: list[Any]
+class MlflowStageView:
+    """A :class:`~harness.stages.views.StageView` served from MLflow: downloads go under ``scratch``."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        scratch: Path,
+        key: str,
+        kind: str,
+        name: str,
+        run: RunView | None,
+        trials: list[RunView],
+        earlier: list[MlflowStageView],
+    ) -> None:
+        self._client, self._scratch = client, scratch
+        self.key, self.kind, self.name, self.run, self.trials, self.earlier = (
+            key, kind, name, run, trials, earlier
+        )
+
+    def download(self, run_id: str, path: str) -> Path | None:
+        dst = self._scratch / run_id
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self._client.download_artifacts(run_id, path, str(dst)))
+        except Exception:  # noqa: BLE001 - a missing artifact (MLflow raises several types) means "none"
+            return None
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(int(m.step), float(m.value)) for m in self._client.get_metric_history(run_id, key)]
 
 
 def _tag(run: Any, name: str, default: str = "") -> str:
     return run.data.tags.get(f"{TAG}.{name}", default)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+def _view(run: Any) -> RunView:
+    return RunView(run.info.run_id, dict(run.data.tags))
 
 
-def _stages(client: MlflowClient, exp_id: str, suite_run: Any) -> list[_Stage]:
+def stage_views(client: MlflowClient, exp_id: str, suite_run: Any, scratch: Path) -> list[MlflowStageView]:
     """The suite run's stages in order, each with its stage run and one finished run per trial."""
-    out = []
+    out: list[MlflowStageView] = []
     for key in [k for k in _tag(suite_run, "stage_keys").split(",") if k]:
         runs = tracking.find_runs(client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}'")
         stage_runs = [r for r in runs if _tag(r, "kind") == "stage"]
@@ -99,25 +93,20 @@ def _stages(client: MlflowClient, exp_id: str, suite_run: Any) -> list[_Stage]:
         ref = stage_runs[-1] if stage_runs else next(iter(trials.values()), None)
         if ref is None:
             continue
+        ordered = sorted(trials.values(), key=lambda r: r.data.tags.get("mlflow.runName", ""))
         out.append(
-            _Stage(
+            MlflowStageView(
+                client,
+                scratch,
                 key,
                 _tag(ref, "stage_kind"),
                 _tag(ref, "stage", key),
-                stage_runs[-1].info.run_id if stage_runs else None,
-                sorted(trials.values(), key=lambda r: r.data.tags.get("mlflow.runName", "")),
+                _view(stage_runs[-1]) if stage_runs else None,
+                [_view(r) for r in ordered],
+                list(out),
             )
         )
     return out
-
-
-def _download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
-    """Artifact ``path`` of run ``run_id`` downloaded under ``dst`` (None when the run has no such file)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(client.download_artifacts(run_id, path, str(dst)))
-    except Exception:  # noqa: BLE001 - a missing artifact (MLflow raises several types) means "none"
-        return None
 
 
 # -- the sections ---------------------------------------------------------------------------------------------
@@ -132,7 +121,7 @@ def task_curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]
     return {task_label(optimizee, order[2]): curves for (optimizee, order), curves in sorted(by.items())}
 
 
-def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
+def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Panel]:
     curves = task_curves(records)
     families = {
         r["optimizer"]: r.get("family") or "" for r in records if r.get("curve") and r["status"] == STATUS_OK
@@ -142,7 +131,7 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
     plots = []
     if curves:
         plots.append(
-            Plot(
+            Panel(
                 plot_loss_curves(curves, out / "loss_curves.png", highlight=highlight, styles=styles),
                 "Loss curves",
                 "Minibatch train loss of each evaluate trial: mean over seeds with a 95% t-interval band, one "
@@ -154,7 +143,7 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
     times = {task: {s["optimizer"]: s["time_to_target"] for s in scores} for task, scores in per_task.items()}
     if any(times.values()):
         plots.append(
-            Plot(
+            Panel(
                 plot_profile(times, out / "performance_profile.png", highlight=highlight, styles=styles),
                 "Performance profile",
                 "rho(tau): fraction of tasks (optimizee and horizon) on which an optimizer reaches the target (the best baseline's "
@@ -162,231 +151,6 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Plot]:
             )
         )
     return plots
-
-
-def _meta_train(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[Plot]:
-    runs = []
-    for t in st.trials:
-        rid = t.info.run_id
-        run: dict[str, Any] = {
-            "label": f"{_tag(t, 'teacher', '?')} on {_tag(t, 'optimizee', '?')} s{_tag(t, 'seed', '?')}",
-            "meta_loss": [(m.step, m.value) for m in client.get_metric_history(rid, "meta_loss")],
-            "val_loss": [(m.step, m.value) for m in client.get_metric_history(rid, "val_loss")],
-            "cl_steps": [],
-        }
-        hist_path = _download(client, rid, HISTORY_FILE, tmp / rid)
-        if hist_path is not None:
-            doc = json.loads(hist_path.read_text())
-            run["cl_steps"] = curriculum_steps(doc)
-            run["curriculum"] = bool((doc.get("config") or {}).get("curriculum"))
-            if not run["meta_loss"]:
-                run["meta_loss"] = [(e["episode"], e["meta_loss"]) for e in doc.get("history", [])]
-        run["meta_loss"] = sorted(run["meta_loss"])
-        run["val_loss"] = sorted(run["val_loss"])
-        runs.append(run)
-    if not runs:
-        return []
-    n_cl = sum(len(r["cl_steps"]) for r in runs)
-    cl = f"; green dashed lines: {n_cl} curriculum step(s)" if n_cl else "; no curriculum steps"
-    return [
-        Plot(
-            plot_meta_train(runs, out / f"meta_train_{_slug(st.name)}.png"),
-            f"Meta-training ({st.name})",
-            f"Per-episode meta-loss (faint) with its running mean, and the validation loss (star: the best, "
-            f"whose weights are kept){cl}.",
-        )
-    ]
-
-
-def curriculum_steps(doc: dict[str, Any]) -> list[tuple[int, str, int | None]]:
-    """``(episode, event, unroll length after it)`` where a meta-training ``history.json`` advanced its
-    curriculum (``cl_event`` ``advance``, and the first ``done``), else where ``cl_stage`` changed."""
-    hist = doc.get("history") or []
-    if not (doc.get("config") or {}).get("curriculum", any(e.get("cl_event") for e in hist)):
-        return []
-    lengths = (doc.get("config") or {}).get("cl_lengths") or []
-    steps: list[tuple[int, str, int | None]] = []
-    prev = hist[0].get("cl_stage", 0) if hist else 0
-    done = False
-    for i, e in enumerate(hist):
-        event = e.get("cl_event") or ""
-        stage = e.get("cl_stage", prev)
-        nxt = hist[i + 1] if i + 1 < len(hist) else e
-        if event == "advance" or (event == "done" and not done) or (not event and stage != prev):
-            done = done or event == "done"
-            length = lengths[stage] if isinstance(stage, int) and 0 <= stage < len(lengths) else None
-            steps.append((int(e["episode"]), event or "stage", length or nxt.get("episode_length")))
-        prev = stage
-    return steps
-
-
-def _meta_tune(client: MlflowClient, st: _Stage, out: Path, tmp: Path) -> list[Plot]:
-    trials = [e for t in st.trials if (e := _meta_tune_entry(client, t, st, tmp)) is not None]
-    if not trials and st.run_id:  # a search run as Tune trials (search: tune): the stage run has the history
-        stage_run = client.get_run(st.run_id)
-        entry = _meta_tune_entry(client, stage_run, st, tmp)
-        if entry is not None:
-            entry["label"] = f"{st.name}: Optuna over {len(entry.get('objective') or [])} Tune trials"
-        trials = [] if entry is None else [entry]
-    if not trials:
-        return []
-    return [
-        Plot(
-            plot_meta_tune(trials, out / f"meta_tune_{_slug(st.name)}.png"),
-            f"Meta-tuning ({st.name})",
-            "Loss before and after tuning the equation's constants (mean over the evaluation seeds), the tuned "
-            "constants against the initial ones (absolute values; 'kept initial' means the tuned ones were "
-            "worse and were discarded), and the search's objective per trial.",
-        )
-    ]
-
-
-def _meta_tune_entry(client: MlflowClient, t: Any, st: _Stage, tmp: Path) -> dict[str, Any] | None:
-    """One run's meta-tuning record for the plot, from its ``history.json`` (None when it has none)."""
-    from harness.symbolic.lang import Equation
-
-    hist_path = _download(client, t.info.run_id, HISTORY_FILE, tmp / t.info.run_id)
-    if hist_path is None:
-        return None
-    doc = json.loads(hist_path.read_text())
-    details = doc.get("details") or {}
-    entry: dict[str, Any] = {
-        "label": f"{st.name}: {_tag(t, 'source') or _tag(t, 'method') or 'equation'} s{_tag(t, 'seed', '?')}",
-        "kept": details.get("kept", "tuned"),
-        "before": doc.get("before") or {},
-        "after": doc.get("after") or {},
-    }
-    try:
-        initial = Equation.parse(doc["equation_before"])
-        entry["initial"] = list(initial.constants)
-        entry["tuned"] = tuned_constants(doc, initial)
-    except Exception:  # noqa: BLE001 - an unreadable equation leaves the constants panel empty
-        pass
-    hist = doc.get("history") or {}
-    if hist.get("trials"):
-        entry["objective"] = [_objective_value(tr.get("value")) for tr in hist["trials"]]
-        entry["objective_label"] = "Optuna objective (mean train loss)"
-    elif hist.get("windows"):
-        entry["objective"] = [w.get("val_loss", w.get("heldout_loss", math.nan)) for w in hist["windows"]]
-        entry["objective_label"] = "validation loss per window"
-        entry["objective_x"] = "window"
-    return entry
-
-
-def _objective_value(value: Any) -> float:
-    """A search trial's objective for the plot: NaN for a trial with none, inf for a diverged one (the
-    objective's finite penalty, :data:`~harness.stages.meta_tune.common.DIVERGED_PENALTY`)."""
-    from harness.stages.meta_tune.common import DIVERGED_PENALTY
-
-    if value is None:
-        return math.nan
-    return math.inf if float(value) >= DIVERGED_PENALTY else float(value)
-
-
-def tuned_constants(doc: dict[str, Any], initial: Any) -> list[float]:
-    """The constants the tuning found (even when the stage kept the initial ones), from a meta_tune
-    ``history.json``: the tuned equation, else Optuna's best parameters, else the last gradient window."""
-    from harness.symbolic.lang import Equation
-
-    details = doc.get("details") or {}
-    if details.get("kept", "tuned") == "tuned" and doc.get("equation_after"):
-        return list(Equation.parse(doc["equation_after"]).constants)
-    if details.get("best_params"):
-        from harness.stages.meta_tune.common import constants_from_values
-
-        return constants_from_values(
-            initial,
-            details["best_params"],
-            details.get("space", "log_multipliers"),
-            float(details.get("radius", 10.0)),
-        )
-    windows = (doc.get("history") or {}).get("windows") or []
-    if windows and windows[-1].get("constants"):
-        return [float(c) for c in windows[-1]["constants"]]
-    return list(initial.constants)
-
-
-def _distill(client: MlflowClient, st: _Stage, stages: list[_Stage], out: Path, tmp: Path) -> list[Plot]:
-    from harness.stages.collect import SRDataset
-    from harness.symbolic.lang import Equation
-    from harness.symbolic.lang.front import ParetoFront
-    from harness.symbolic.plots import plot_pareto, plot_update_rule
-
-    if st.run_id is None:
-        return []
-    root = tmp / st.run_id
-    _download(client, st.run_id, "", root)
-    chosen_files = sorted(root.rglob(CHOSEN_FILE))
-    sources = sorted({_tag(t, "source") for t in st.trials if _tag(t, "source")})
-    plots: list[Plot] = []
-    fronts: dict[str, ParetoFront] = {}
-    mc_c = None
-    for chosen in chosen_files:
-        source = (
-            chosen.parent.name if chosen.parent != root else (sources[0] if len(sources) == 1 else st.name)
-        )
-        front_path = chosen.with_name(MERGED_FRONT_FILE)
-        if front_path.exists():
-            fronts[source] = ParetoFront.load(front_path)
-            mc_c = fronts[source].provenance.get("mc")
-        eq = Equation.load(chosen)
-        dataset = _dataset_for(client, st, stages, source, tmp)
-        if dataset is None:
-            continue
-        ds = SRDataset.load(dataset)
-        X, y = ds.raw("val") if len(ds.y_val) else ds.raw("train")
-        short = eq.with_constants([float(f"{c:.3g}") for c in eq.constants])
-        name = f"update_rule_{_slug(st.name)}" + (f"_{_slug(source)}" if len(chosen_files) > 1 else "")
-        plots.append(
-            Plot(
-                plot_update_rule(
-                    eq,
-                    X,
-                    y,
-                    ds.names,
-                    out / f"{name}.png",
-                    max_vars=MAX_RULE_VARS,
-                    title=f"{source}: teacher vs distilled rule on held-out rows",
-                ),
-                f"Teacher vs equation ({st.name}, {source})",
-                f"update = {short} (complexity {eq.complexity}). Grey: the teacher's update on held-out rows; "
-                "blue: its mean per bin of the input; red dashed: the equation's mean per bin.",
-            )
-        )
-    if fronts:
-        path = plot_pareto(
-            fronts,
-            out / f"pareto_{_slug(st.name)}.png",
-            title=f"merged Pareto front ({st.name})",
-            mc_complexity=int(mc_c) if mc_c is not None and len(fronts) == 1 else None,
-        )
-        plots.insert(
-            0,
-            Plot(
-                path,
-                f"Pareto front ({st.name})",
-                "Held-out R² of each equation on the merged front against its complexity; the dashed line "
-                "marks the MC pick (the simplest equation within the threshold of the best fit).",
-            ),
-        )
-    return plots
-
-
-def _dataset_for(
-    client: MlflowClient, st: _Stage, stages: list[_Stage], source: str, tmp: Path
-) -> Path | None:
-    """The ``dataset.npz`` a distill stage's source was fitted on: a trial of the closest earlier collect
-    stage whose ``sl2o.source`` is ``source`` (the only trial when there is one)."""
-    earlier = stages[: stages.index(st)]
-    for cst in reversed([s for s in earlier if s.kind == "collect"]):
-        match = [t for t in cst.trials if _tag(t, "source") == source] or (
-            cst.trials if len(cst.trials) == 1 else []
-        )
-        for t in match:
-            got = _download(client, t.info.run_id, DATASET_FILE, tmp / t.info.run_id)
-            if got is not None:
-                return got
-    return None
 
 
 # -- the page -------------------------------------------------------------------------------------------------
@@ -467,7 +231,7 @@ def render_html(
     suite_run: Any,
     rows: list[dict[str, Any]],
     summary: list[dict[str, Any]],
-    plots: list[Plot],
+    plots: list[Panel],
     notes: Sequence[str] = (),
 ) -> str:
     """The page: title, leaderboard, across-task summary, and every plot with its caption (relative links)."""
@@ -528,17 +292,11 @@ def build_report(
     rows = report.aggregate([dict(r) for r in records])
     summary = across.from_records(records)[0] if records else []
     plots = _loss_and_profile(records, out) if records else []
-    stages = _stages(client, exp.experiment_id, suite_run)
     with tempfile.TemporaryDirectory(prefix="sl2o-report-") as tmpdir:
-        tmp = Path(tmpdir)
-        for st in stages:
+        for st in stage_views(client, exp.experiment_id, suite_run, Path(tmpdir)):
             try:
-                if st.kind == "meta_train":
-                    plots += _meta_train(client, st, out, tmp)
-                elif st.kind == "distill":
-                    plots += _distill(client, st, stages, out, tmp)
-                elif st.kind == "meta_tune":
-                    plots += _meta_tune(client, st, out, tmp)
+                if st.kind in STAGES:
+                    plots += STAGES.get(st.kind).report(st, out)
             except Exception as err:  # noqa: BLE001 - one unreadable stage must not lose the whole page
                 result.notes.append(f"stage {st.name!r}: no plot ({type(err).__name__}: {err})")
                 log(f"warning: {result.notes[-1]}")

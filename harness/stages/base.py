@@ -1,23 +1,8 @@
 """The stage contract: what one stage kind owns, and how a trial talks to whatever runs it.
 
-A stage kind is one :class:`StageKind` object, registered in :data:`harness.registry.STAGES` (plug-ins
-through the ``symbolic_l2o.stages`` entry-point group). It owns
-
-* ``spec_model``: the pydantic model of its YAML entry (a :class:`harness.config.suite.StageBase` subclass
-  with ``kind: Literal["<name>"]`` and typed settings); ``spec.inputs()`` names the earlier stages it reads;
-* ``trial_model``: the pydantic model of one trial's config; :meth:`StageKind.plan` returns a list of
-  them (the stage's trials), and the runner hands each to Ray Tune as it is, to be validated again at the
-  trainable's entry;
-* :meth:`StageKind.run`: the pure work of one trial (no Ray, no MLflow); it reports progress and
-  checkpoints through a :class:`TrialContext` and returns a :class:`TrialResult`;
-* :meth:`StageKind.finalize`: stage-level work after all trials (e.g. merging fronts), optional;
-* ``outputs``: the artifact files each finished trial writes (names from :mod:`harness.stages.outputs`);
-* :meth:`StageKind.search`, optional: a :class:`SearchSpec` when the stage's trials are proposed one by one
-  by a search algorithm (Optuna through Ray Tune's ``OptunaSearch``, :mod:`harness.engine.search`) rather than
-  planned as a fixed list; :meth:`StageKind.searched_trial` builds each proposal's trial model.
-
-The defaults fail loudly: a kind that forgets ``plan`` or ``run`` raises ``NotImplementedError`` naming
-itself. :class:`LocalContext` runs a trial without Ray (tests, notebooks).
+A :class:`StageKind` owns its spec and trial models, its plan, the pure run of one trial, a finalize step,
+its outputs, and the hooks through which the CLI summary, ``sl2o report`` and the tracking queries treat it:
+nothing outside ``harness/stages`` names a kind. ``docs/stages.md`` walks through the contract.
 """
 
 from __future__ import annotations
@@ -34,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 from harness.config.suite import StageBase, Suite
 from harness.stages.outputs import STATUS_OK, TAG, StageOutcome
+from harness.stages.views import Panel, StageView
 
 SpecT = TypeVar("SpecT", bound=StageBase)
 TrialT = TypeVar("TrialT", bound=BaseModel)
@@ -154,6 +140,14 @@ class StageKind(Generic[SpecT, TrialT]):
     mode: ClassVar[str] = "min"
     #: trial-model fields that identify a trial (its ``sl2o.config`` tag)
     identity: ClassVar[tuple[str, ...]] = ()
+    #: its finished trials are leaderboard rows, ranked by the suite's ``metric:``
+    leaderboard: ClassVar[bool] = False
+    #: the metrics a suite's ``metric:`` may name (leaderboard kinds), with the mode that ranks them
+    metric_modes: ClassVar[Mapping[str, str]] = {}
+    #: the end-of-run summary already prints the rules this kind produced (so the CLI does not repeat them)
+    summary_shows_equations: ClassVar[bool] = False
+    #: it gives rows to ``sl2o distill-summary`` (:meth:`summary_rows`)
+    summary_table: ClassVar[bool] = False
 
     def plan(self, suite: Suite, spec: SpecT, inputs: Mapping[str, StageOutcome]) -> list[TrialT]:
         """The stage's trials, one model each; ``inputs`` holds the outcomes of ``spec.inputs()``."""
@@ -179,6 +173,20 @@ class StageKind(Generic[SpecT, TrialT]):
 
     def summary_lines(self, spec: SpecT, outcome: StageOutcome) -> list[str]:
         """What the stage produced, a line or a few per trial or per output (default: nothing more)."""
+        return []
+
+    def equations(self, outcome: StageOutcome) -> list[tuple[str, Path]] | None:
+        """``(label, equation file)`` of the update rules a finished stage produced; None for kinds that
+        produce no rules (default). Raises ValueError when a rule-producing stage produced none."""
+        return None
+
+    def summary_rows(self, artifacts: Path, stage: str) -> list[dict[str, Any]] | None:
+        """Rows for ``sl2o distill-summary`` from a finished stage run's artifacts (downloaded to
+        ``artifacts``); None for kinds that have none (default)."""
+        return None
+
+    def report(self, view: StageView, out: Path) -> list[Panel]:
+        """The stage's panels (PNG files written under ``out``) for ``sl2o report`` (default: none)."""
         return []
 
     def search(self, spec: SpecT, trials: list[TrialT]) -> SearchSpec | None:

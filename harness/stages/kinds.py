@@ -2,9 +2,9 @@
 
 from harness.registry import STAGES
 from harness.stages.collect.kind import CollectKind
-from harness.stages.distill import DistillKind
-from harness.stages.evaluate import EvaluateKind
-from harness.stages.meta_train import MetaTrainKind
+from harness.stages.distill.kind import DistillKind
+from harness.stages.evaluate.kind import EvaluateKind
+from harness.stages.meta_train.kind import MetaTrainKind
 from harness.stages.meta_tune.kind import MetaTuneKind
 
 for _kind in (MetaTrainKind(), CollectKind(), DistillKind(), MetaTuneKind(), EvaluateKind()):

@@ -127,18 +127,17 @@ def did_not_learn(trial: TrialOutput) -> bool:
 
 
 def equations_from_stage(outcome: StageOutcome) -> list[tuple[str, Path]]:
-    """``(label, equation file)``: the chosen equation of a distill stage, or each meta_tune trial's."""
-    if outcome.kind == "distill":
-        chosen = outcome.extra.get("chosen") or {}
-        if chosen:
-            if len(chosen) == 1:
-                return [(outcome.name, Path(p)) for p in chosen.values()]
-            return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in chosen.items())
-        found = [(f"{outcome.name}-{t.run_id[:6]}", p) for t, p in trial_files(outcome, BEST_FILE)]
-    elif outcome.extra.get("chosen"):  # a meta_tune stage whose search ran as trials: its selected equation
-        return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in outcome.extra["chosen"].items())
-    else:
-        found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
+    """``(label, equation file)`` of the update rules a finished stage produced (its kind's ``equations``)."""
+    from harness.registry import STAGES
+
+    found = STAGES.get(outcome.kind).equations(outcome)
+    if found is None:
+        raise ValueError(f"stage {outcome.name!r} is a {outcome.kind} stage, which produces no equations")
+    return found
+
+
+def require_equations(outcome: StageOutcome, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """``found`` sorted, or a ValueError naming the stage when it is empty."""
     if not found:
         raise ValueError(f"stage {outcome.name!r} produced no equations (all its trials failed?)")
     return sorted(found)
@@ -171,17 +170,22 @@ def entry_name(given: str | None, label: str, stage: str, count: int) -> str:
     return given + label[len(stage) :] if label.startswith(stage) else f"{given}-{label}"
 
 
-def chosen_equation_text(outcome: SuiteOutcome) -> str:
-    """A few lines naming the equation the suite ended with (last meta_tune, else last distill)."""
+def chosen_equation_text(outcome: SuiteOutcome, unless_in_summary: bool = False) -> str:
+    """A few lines naming the equation the suite ended with (its last stage that produced rules); empty when
+    there is none, or, with ``unless_in_summary``, when that stage's summary already printed them."""
+    from harness.registry import STAGES
     from harness.symbolic.lang import Equation
 
     for st in reversed(list(outcome.stages.values())):
-        if st.kind not in ("meta_tune", "distill"):
-            continue
+        kind = STAGES.get(st.kind)
         try:
-            eqs = equations_from_stage(st)
+            eqs = kind.equations(st)
         except ValueError:
             continue
+        if eqs is None:
+            continue
+        if unless_in_summary and kind.summary_shows_equations:
+            return ""
         lines = [f"chosen equation ({st.kind} stage {st.name!r}):"]
         for label, path in eqs:
             eq = Equation.load(path)

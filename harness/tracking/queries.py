@@ -9,6 +9,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from harness.config.specs import horizon_label, task_label
+from harness.registry import STAGES
 from harness.stages.outputs import TAG
 from harness.tracking.runs import completed_stage_run, find_runs, latest_suite_run, our_experiments
 
@@ -72,12 +73,16 @@ def leaderboard_records(
         metric = latest.data.tags.get(f"{TAG}.metric", "final_train_loss")
         mode = latest.data.tags.get(f"{TAG}.mode", "min")
         for key in keys:
-            runs = find_runs(
-                client,
-                [exp.experiment_id],
-                f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'trial' "
-                f"and tags.`{TAG}.stage_kind` = 'evaluate'",
-            )
+            runs = [
+                r
+                for kind in leaderboard_kinds()
+                for r in find_runs(
+                    client,
+                    [exp.experiment_id],
+                    f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'trial' "
+                    f"and tags.`{TAG}.stage_kind` = '{kind}'",
+                )
+            ]
             runs = [r for r in runs if r.info.status in ("FINISHED", "FAILED")]
             unique, doubles = _one_per_trial(runs)
             duplicates += doubles
@@ -115,16 +120,15 @@ def leaderboard_records(
     return records
 
 
+def leaderboard_kinds() -> list[str]:
+    """The stage kinds whose trials are leaderboard rows (their ``leaderboard`` flag)."""
+    return [name for name, kind in STAGES.items() if kind.leaderboard]
+
+
 def distill_records(client: MlflowClient, suite: str | None = None) -> list[dict[str, Any]]:
-    """Table 3 rows (one per distilled source) of the distill stages of each suite's latest run.
-
-    Reads the stage-level artifacts (``chosen.json`` and ``front.json`` per source) that a distill stage
-    logs when it finishes; see :func:`harness.stages.distill.distill_rows` for the columns.
-    """
+    """Table 3 rows of the stages of each suite's latest run whose kind gives summary rows (the distill
+    stage: one row per distilled source, from the stage-level ``chosen.json``/``front.json``)."""
     import tempfile
-
-    from harness.stages.distill import distill_rows
-    from harness.stages.outputs import CHOSEN_FILE
 
     rows: list[dict[str, Any]] = []
     for exp in our_experiments(client, suite):
@@ -133,14 +137,11 @@ def distill_records(client: MlflowClient, suite: str | None = None) -> list[dict
             continue
         for key in [k for k in latest.data.tags.get(f"{TAG}.stage_keys", "").split(",") if k]:
             run = completed_stage_run(client, exp.experiment_id, key)
-            if run is None or run.data.tags.get(f"{TAG}.stage_kind") != "distill":
+            kind_name = run.data.tags.get(f"{TAG}.stage_kind", "") if run is not None else ""
+            if run is None or kind_name not in STAGES or not STAGES.get(kind_name).summary_table:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 client.download_artifacts(run.info.run_id, "", tmp)
-                found = distill_rows(
-                    sorted(Path(tmp).rglob(CHOSEN_FILE)), run.data.tags.get(f"{TAG}.stage", "")
-                )
-            rows.extend({"suite": exp.name, **r} for r in found)
+                found = STAGES.get(kind_name).summary_rows(Path(tmp), run.data.tags.get(f"{TAG}.stage", ""))
+            rows.extend({"suite": exp.name, **r} for r in found or [])
     return rows
-
-

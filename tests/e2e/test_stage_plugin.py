@@ -86,3 +86,18 @@ def test_plugin_stage_kind_runs_through_the_runner(tmp_path: Path) -> None:
         assert probe["lr"] in (0.01, 0.001) and len(probe["curve"]) >= 3
         history = client.get_metric_history(r.info.run_id, "train_loss")
         assert [m.step for m in history][:2] == [1, 5]
+
+    # the plug-in's report hook gives `sl2o report` its panel, with no change to harness/
+    report = subprocess.run(
+        [*cli, "report", "plugin-probe", "--tracking-uri", uri, "--workdir", str(tmp_path), "--out", "rep"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Learning-rate probe (probe)" in page and 'src="lr_probe_probe.png"' in page, page
+    png = tmp_path / "rep" / "lr_probe_probe.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

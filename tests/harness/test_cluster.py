@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from harness import cluster
-from harness.cluster import ClusterError, Storage
+from harness.cluster import ClusterError, Storage, connection
 from harness.config.suite import Resources
 
 
@@ -147,13 +147,13 @@ def test_an_auth_error_is_found_in_ray_inits_exception_chain() -> None:
         except AuthenticationError as inner:
             raise ConnectionError("Failed to connect to Ray cluster at 1.2.3.4:6379") from inner
     except ConnectionError as err:
-        assert cluster._is_auth_error(err)
-    assert not cluster._is_auth_error(ConnectionError("refused"))
+        assert cluster.is_auth_error(err)
+    assert not cluster.is_auth_error(ConnectionError("refused"))
 
 
 def test_connect_turns_ray_inits_auth_failure_into_one_line(monkeypatch) -> None:
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    monkeypatch.setattr(cluster, "probe", lambda address: None)
+    monkeypatch.setattr(connection, "probe", lambda address: None)  # where connect looks it up
 
     def init(**kwargs):
         raise ConnectionError("x") from RuntimeError("InvalidAuthToken: Authentication token is missing")

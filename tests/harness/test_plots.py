@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.html import curriculum_steps, render_html, task_curves, tuned_constants
-from harness.report.plots import (
-    auto_yscale,
-    mean_ci,
-    plot_loss_curves,
-    plot_meta_train,
-    plot_meta_tune,
-    plot_profile,
-)
+from harness.plotting import auto_yscale
+from harness.report.html import render_html, task_curves
+from harness.report.plots import mean_ci, plot_loss_curves, plot_profile
+from harness.stages.meta_train.report import curriculum_steps, plot_meta_train
+from harness.stages.meta_tune.report import plot_meta_tune, tuned_constants
 from harness.symbolic.lang import Equation
 from harness.symbolic.plots import plot_update_rule, update_rule_variables
 
@@ -103,7 +99,7 @@ def test_curriculum_steps_and_tuned_constants_from_history_files() -> None:
 def test_html_page_escapes_names_and_links_each_png(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from harness.report.html import Plot
+    from harness.stages.views import Panel as Plot
 
     run = SimpleNamespace(info=SimpleNamespace(run_id="abc"), data=SimpleNamespace(tags={"sl2o.metric": "m"}))
     rows = [

@@ -28,9 +28,18 @@ from harness.stages.base import (
 )
 from harness.stages.meta_tune.gradient import meta_tune_gradient
 from harness.stages.meta_tune.optuna_search import meta_tune_optuna
+from harness.stages.meta_tune.report import meta_tune_panels
 from harness.stages.meta_tune.tune import meta_tune, write_outputs
 from harness.stages.meta_tune.tune_trials import IN_TRIAL_ONLY, evaluate_point, search_spec, select
-from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, equations_from_stage
+from harness.stages.outputs import (
+    EQUATION_FILE,
+    HISTORY_FILE,
+    StageOutcome,
+    equations_from_stage,
+    require_equations,
+    trial_files,
+)
+from harness.stages.views import Panel, StageView
 
 _NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
 #: settings each method takes (besides the ones :func:`meta_tune` itself takes)
@@ -139,6 +148,16 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
     outputs = (EQUATION_FILE, HISTORY_FILE)
     metric = "val_loss_after"
     identity = ("equation", "method", "seed")
+
+    def equations(self, outcome: StageOutcome) -> list[tuple[str, Path]]:
+        """Each trial's tuned equation; for a search run as Tune trials, its selected equation per source."""
+        if outcome.extra.get("chosen"):
+            return sorted((f"{outcome.name}-{src}", Path(p)) for src, p in outcome.extra["chosen"].items())
+        found = [(f"{outcome.name}-s{t.tag('seed')}", p) for t, p in trial_files(outcome, EQUATION_FILE)]
+        return require_equations(outcome, found)
+
+    def report(self, view: StageView, out: Path) -> list[Panel]:
+        return meta_tune_panels(view, out)
 
     def plan(
         self, suite: Suite, spec: MetaTuneStage, inputs: Mapping[str, StageOutcome]

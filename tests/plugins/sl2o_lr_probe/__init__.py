@@ -2,7 +2,8 @@
 several learning rates and records the final loss and a ``probe.json`` artifact per trial.
 
 It is registered only through the ``symbolic_l2o.stages`` entry-point group (see the ``.dist-info``
-folder beside this package); nothing in ``harness/`` names it.
+folder beside this package); nothing in ``harness/`` names it. Its ``report`` hook gives ``sl2o report`` a
+panel (final loss against the learning rate), through the same hook the built-in kinds use.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field
 
 from harness.config.suite import OptimizeeSpec, StageBase, Suite
+from harness.plotting import save_figure
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.evaluate import train
 from harness.stages.outputs import StageOutcome
 from harness.stages.problems import build_problem
+from harness.stages.views import Panel, StageView, slug
 
 PROBE_FILE = "probe.json"
 
@@ -75,3 +79,33 @@ class LrProbeKind(StageKind[LrProbeStage, LrProbeTrial]):
 
     def trial_tags(self, trial: LrProbeTrial) -> dict[str, str]:
         return {"optimizee": trial.optimizee.display(), "lr": f"{trial.lr:g}"}
+
+    def report(self, view: StageView, out: Path) -> list[Panel]:
+        """Final train loss against the learning rate, one line per optimizee (from each trial's probe.json)."""
+        from matplotlib.figure import Figure
+
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for t in view.trials:
+            path = view.download(t.run_id, PROBE_FILE)
+            if path is None:
+                continue
+            probe = json.loads(path.read_text())
+            lines.setdefault(t.tag("optimizee", "?"), []).append((probe["lr"], probe["curve"][-1]))
+        if not lines:
+            return []
+        fig = Figure(figsize=(5, 3.5))
+        ax = fig.add_subplot(1, 1, 1)
+        for label, pts in sorted(lines.items()):
+            xs, ys = zip(*sorted(pts), strict=True)
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final train loss")
+        ax.legend(fontsize=8)
+        return [
+            Panel(
+                save_figure(fig, out / f"lr_probe_{slug(view.name)}.png"),
+                f"Learning-rate probe ({view.name})",
+                "Final minibatch train loss of plain SGD after the probe's steps, per learning rate.",
+            )
+        ]

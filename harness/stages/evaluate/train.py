@@ -1,39 +1,21 @@
-"""The evaluate stage: train one optimizee with one optimizer config for one seed.
+"""Train one optimizee with one optimizer for one seed: the loss curve, final metrics and wall time.
 
-A pure function (no Ray, no MLflow): it returns the train-loss curve, final metrics and wall time.
-A non-finite loss ends the run early as ``diverged``; it is a result, never an exception. The stage kind
-below (spec, trials, run) makes it one Ray Tune trial per optimizee x horizon x optimizer x seed: an
-optimizee entry may list several horizons (``steps: [300, 1500]``), each a trial of its own, as a schedule
-(cosine) and the final metrics depend on the horizon a run is given.
+A non-finite loss ends the run early as ``diverged``, a result and never an exception.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
 
-from harness.config.suite import (
-    GridRef,
-    OptimizeeHorizons,
-    OptimizeeSpec,
-    OptimizerEntry,
-    StageBase,
-    StageRef,
-    Suite,
-)
-from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.cost import state_bytes_per_param, step_seconds_vs_adam
-from harness.stages.outputs import StageOutcome, optimizers_from_stage
 from harness.stages.problems import budget_steps, build_problem
-from harness.training.optimizers import FAMILIES, build_optimizer, optimizer_label
+from harness.training.optimizers import build_optimizer
 
 #: every metric an evaluate trial records (:meth:`EvalResult.metrics`), with the ``mode`` that ranks it
 #: best-first: the names a suite's ``metric:`` may use
@@ -210,127 +192,3 @@ def train(
         # after the run and its evaluation: extra steps cannot change any reported number but the cost
         result.step_s, result.adam_step_s = step_seconds_vs_adam(opt, trainable)
     return result
-
-
-# ---------------------------------------------------------------------------------------------------
-# the stage kind
-# ---------------------------------------------------------------------------------------------------
-class EvaluateStage(StageBase):
-    """Train every optimizee, at each of its horizons, with every optimizer for every seed; record curves
-    and final metrics."""
-
-    kind: Literal["evaluate"]
-    optimizees: list[OptimizeeHorizons] = Field(min_length=1)
-    optimizers: list[OptimizerEntry] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    log_every: int = Field(default=10, gt=0)
-    device: str = "auto"
-
-    def inputs(self) -> list[StageRef]:
-        refs: list[StageRef] = []
-        for opt in self.optimizers:
-            if isinstance(opt, GridRef):
-                continue
-            ref = getattr(opt, "from_stage", None)
-            if ref:
-                kinds = ("meta_train",) if opt.family == "teacher" else ("distill", "meta_tune")
-                refs.append((ref, kinds))
-        return refs
-
-
-class EvaluateTrial(TrialModel):
-    """One training run: an optimizee spec at one horizon, a concrete optimizer config (no grid, no
-    from_stage), a seed."""
-
-    optimizee: OptimizeeSpec
-    optimizer: dict[str, Any]
-    seed: int
-    log_every: int = Field(default=10, gt=0)
-    device: str = "auto"
-
-    @field_validator("optimizer")
-    @classmethod
-    def _concrete(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if v.get("family") not in FAMILIES:
-            raise ValueError(f"optimizer family {v.get('family')!r} is not one of {', '.join(FAMILIES)}")
-        if "from_stage" in v or "grid" in v:
-            raise ValueError("a trial's optimizer must be concrete (grids and from_stage resolved)")
-        return v
-
-
-def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome]) -> list[dict[str, Any]]:
-    """Expand grid references and earlier stages' outputs into concrete optimizer configs (deduplicated)."""
-    from search_spaces import load_grid
-
-    out: list[dict[str, Any]] = []
-    for entry in stage.optimizers:
-        if isinstance(entry, GridRef):
-            out.extend(load_grid(entry.grid, entry.file))
-            continue
-        for one in entry.expand():  # list-valued fields are crossed like a grid block
-            spec = one.model_dump(exclude_none=True, exclude_defaults=True)
-            spec["family"] = entry.family
-            src = spec.pop("from_stage", None)
-            for key in ("equation", "checkpoint"):  # trials run elsewhere: hand them absolute paths
-                if key in spec:
-                    spec[key] = str(Path(spec[key]).resolve())
-            out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
-    seen, uniq = set(), []
-    for o in out:
-        k = json.dumps(o, sort_keys=True)
-        if k not in seen:
-            seen.add(k)
-            uniq.append(o)
-    return uniq
-
-
-class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
-    """``evaluate``: the leaderboard's trials."""
-
-    name = "evaluate"
-    spec_model = EvaluateStage
-    trial_model = EvaluateTrial
-    outputs = ()
-    metric = "final_train_loss"
-    #: what its trials record: the metrics a suite's ``metric:`` may rank by (see harness.config.suite.Metric)
-    metric_modes = METRIC_MODES
-    identity = ("optimizee", "optimizer", "seed")
-
-    def plan(
-        self, suite: Suite, spec: EvaluateStage, inputs: Mapping[str, StageOutcome]
-    ) -> list[EvaluateTrial]:
-        optimizers = resolve_optimizers(spec, inputs)
-        # a single-horizon entry plans the trials (and so the keys) it always did
-        return [
-            EvaluateTrial(optimizee=o, optimizer=opt, seed=seed, log_every=spec.log_every, device=spec.device)
-            for entry in spec.optimizees
-            for o in entry.horizons()
-            for opt in optimizers
-            for seed in spec.seeds
-        ]
-
-    def run(self, trial: EvaluateTrial, ctx: TrialContext) -> TrialResult:
-        if trial.optimizee.steps:
-            ctx.set_total(trial.optimizee.steps)
-        result = evaluate(
-            trial.optimizee.model_dump(exclude_none=True),
-            trial.optimizer,
-            trial.seed,
-            device=trial.device,
-            log_every=trial.log_every,
-            on_log=lambda step, loss: ctx.progress(step, train_loss=loss),
-        )
-        info = {} if result.diverged_at is None else {"diverged_at": str(result.diverged_at)}
-        return TrialResult(result.metrics(), status=result.status, info=info)
-
-    def trial_tags(self, trial: EvaluateTrial) -> dict[str, str]:
-        tags = {
-            "optimizer": optimizer_label(trial.optimizer),
-            "optimizee": trial.optimizee.display(),
-        }
-        horizon = trial.optimizee.horizon()
-        if horizon:  # the leaderboard ranks each (optimizee, horizon) apart; run names show it
-            tags["horizon"] = horizon
-        tags["optimizer_family"] = str(trial.optimizer.get("family"))
-        tags["seed"] = str(trial.seed)
-        return tags

@@ -1,154 +1,31 @@
-"""The meta_train stage: meta-train one teacher on one optimizee distribution from one seed.
-
-A thin, pure wrapper over ``teachers.meta_train`` that turns stage config dicts into a
-``MetaTrainConfig``, supports resuming from a saved trainer state, and writes the stage's artifacts
-(the best teacher's checkpoint and the training history). The stage kind below makes it one Ray Tune
-trial per teacher x optimizee x seed, checkpointed every ``checkpoint_every`` episodes.
-"""
+"""The ``meta_train`` stage kind: one trial per teacher x optimizee x seed, checkpointed as it trains."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from harness.config.suite import OptimizeeSpec, StageBase, Suite, check_kwargs
-from harness.jsonio import write_json
-from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
+from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given
+from harness.stages.meta_train.report import meta_train_panels
+from harness.stages.meta_train.run import (
+    INITIAL_VAL_KEY,
+    LEARN_MARGIN,
+    MetaTrainSettings,
+    check_settings,
+    make_config,
+    run_meta_train,
+    write_outputs,
+)
 from harness.stages.outputs import HISTORY_FILE, STATUS_DIVERGED, STATUS_OK, TEACHER_FILE, StageOutcome
-from teachers.meta_train import MetaTrainConfig, MetaTrainer, MetaTrainResult
-
-_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(MetaTrainConfig))
-#: MetaTrainConfig fields a stage's ``settings`` may set (teacher/optimizee/seed come from the grid)
-SETTINGS_FIELDS = tuple(
-    f
-    for f in _CONFIG_FIELDS
-    if f not in ("teacher", "teacher_kwargs", "optimizee", "optimizee_kwargs", "seed")
-)
+from harness.stages.views import Panel, StageView
+from teachers.meta_train import MetaTrainer
 
 
-#: the typed model of a stage's (or a teacher's) ``settings:``, derived from ``MetaTrainConfig``
-MetaTrainSettings = settings_model(
-    "MetaTrainSettings",
-    MetaTrainConfig,
-    what="meta-training",
-    exclude=tuple(f for f in _CONFIG_FIELDS if f not in SETTINGS_FIELDS),
-)
-
-
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse unknown or invalid meta-training settings with a message naming them."""
-    bad = sorted(set(settings) - set(SETTINGS_FIELDS))
-    if bad:
-        raise ValueError(
-            f"unknown meta-training setting(s) {', '.join(bad)}; known: {', '.join(SETTINGS_FIELDS)}"
-        )
-    make_config({"name": "rp"}, {"name": "quadratic_cos"}, 0, settings)
-
-
-def make_config(
-    teacher: Mapping[str, Any], optimizee: Mapping[str, Any], seed: int, settings: Mapping[str, Any]
-) -> MetaTrainConfig:
-    """A ``MetaTrainConfig`` from a stage's teacher spec, optimizee spec, seed and settings."""
-    return MetaTrainConfig(
-        teacher=teacher["name"],
-        teacher_kwargs=dict(teacher.get("kwargs", {})),
-        optimizee=optimizee["name"],
-        optimizee_kwargs=dict(optimizee.get("kwargs", {})),
-        seed=int(seed),
-        **dict(settings),
-    )
-
-
-#: a teacher "learned" when its best validation loss is at least this fraction below its initial one
-LEARN_MARGIN = 0.05
-#: the key under which a checkpoint keeps the initial validation loss beside the trainer state
-INITIAL_VAL_KEY = "initial_val_loss"
-
-
-@dataclass
-class MetaTrainOutcome:
-    """A finished meta-training and the validation loss of the teacher before it (its initialisation)."""
-
-    result: MetaTrainResult
-    initial_val_loss: float
-
-    @property
-    def learned(self) -> bool:
-        """Whether the kept teacher's validation loss is clearly (by :data:`LEARN_MARGIN`) below the start.
-
-        A teacher that did not learn still yields a checkpoint, but its rule is whatever its initial
-        weights do; distilling it gives a fit to noise or a near-constant (the run summary says so).
-        """
-        best, start = self.result.best_val_loss, self.initial_val_loss
-        if not (math.isfinite(best) and math.isfinite(start)):
-            return math.isfinite(best) and not math.isfinite(start)
-        return best < start - LEARN_MARGIN * abs(start)
-
-
-def run_meta_train(
-    cfg: MetaTrainConfig,
-    *,
-    resume: Mapping[str, Any] | None = None,
-    on_episode: Callable[[MetaTrainer, dict[str, Any]], Any] | None = None,
-) -> MetaTrainOutcome:
-    """Run (or continue from ``resume``: ``trainer.state_dict()`` plus ``initial_val_loss``) one meta-training.
-
-    The teacher is validated once before training; ``on_episode(trainer, metrics)`` is called after each
-    episode (progress, checkpoints) with that initial loss in ``metrics["initial_val_loss"]`` (a checkpoint
-    keeps it beside the trainer state); a truthy return value stops the run early.
-    """
-    trainer = MetaTrainer(cfg)
-    initial = math.nan
-    if resume is not None:
-        state = dict(resume)
-        initial = float(state.pop(INITIAL_VAL_KEY, math.nan))
-        trainer.load_state_dict(state)
-    if not math.isfinite(initial) and resume is None:
-        initial = trainer.validate()
-    callback: Callable[[int, dict[str, Any]], Any] | None = None
-    if on_episode is not None:
-        hook = on_episode
-
-        def per_episode(episode: int, metrics: dict[str, Any]) -> Any:
-            return hook(trainer, {**metrics, INITIAL_VAL_KEY: initial})
-
-        callback = per_episode
-
-    return MetaTrainOutcome(trainer.run(callback), initial)
-
-
-def write_outputs(result: MetaTrainResult, cfg: MetaTrainConfig, outdir: str | Path) -> dict[str, Path]:
-    """Write ``teacher.pt`` (best weights, a teachers.checkpoint file) and ``history.json``."""
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    teacher_path = out / TEACHER_FILE
-    result.save(teacher_path, meta={"config": cfg.to_dict()})
-    hist = write_json(
-        out / HISTORY_FILE,
-        {
-            "config": cfg.to_dict(),
-            "best_val_loss": result.best_val_loss,
-            "best_episode": result.best_episode,
-            "episodes": result.episodes,
-            "meta_iterations": result.meta_iterations,
-            "elapsed_s": result.elapsed_s,
-            "stop_reason": result.stop_reason,
-            "history": result.history,
-        },
-        indent=1,
-    )
-    return {TEACHER_FILE: teacher_path, HISTORY_FILE: hist}
-
-
-# ---------------------------------------------------------------------------------------------------
-# the stage kind
-# ---------------------------------------------------------------------------------------------------
 class TeacherSpec(BaseModel):
     """A registered teacher, its constructor kwargs, and meta-training settings that override the
     stage's for this teacher only (e.g. ``{curriculum: true, imitation: true}`` for DM+CL+IL)."""
@@ -229,6 +106,9 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
     outputs = (TEACHER_FILE, HISTORY_FILE)
     metric = "best_val_loss"
     identity = ("teacher", "optimizee", "seed", "settings")
+
+    def report(self, view: StageView, out: Path) -> list[Panel]:
+        return meta_train_panels(view, out)
 
     def plan(
         self, suite: Suite, spec: MetaTrainStage, inputs: Mapping[str, StageOutcome]

@@ -1,30 +1,7 @@
-"""The distill stage: symbolic regression of an :class:`~harness.stages.collect.SRDataset` into a front.
+"""Symbolic regression of an SR dataset into a Pareto front of raw-unit equations, and the choice among them.
 
-A pure function (no Ray, no MLflow). :func:`distill` fits the backend on the SCALED training data (the
-paper re-scales inputs to unit variance), then for every front equation:
-
-* scores it on the scaled held-out rows (``r2_val_scaled``, ``mse_val_scaled``; plus the backend's
-  ``r2_train_scaled``/``mse_train_scaled`` and ``complexity_scaled``, the complexity of the fitted form:
-  what ``max_complexity`` bounds, and what the front, MC and a choice by complexity count, see
-  :func:`harness.symbolic.metrics.fitted_complexity`);
-* maps it back to RAW features and target (:func:`~harness.stages.collect.unscale_equation`) and
-  scores that on raw data in float64: ``r2_train``, ``mse_train``, ``r2_val``, ``mse_val``. R² is
-  invariant to the rescaling, so the two R² agree up to rounding; the MSEs are in raw units;
-* measures TPF (sensitivity form, :func:`harness.symbolic.metrics.tpf`) on the raw held-out rows:
-  ``tpf`` (overall) and ``tpf_<feature>`` per feature;
-* records provenance: backend, seed, settings, source, the scaled expression, and ``feature_spec``
-  (``FeatureSpec.to_dict()``), so a SymbolicOptimizer recomputes exactly the features it was fit on.
-
-No gradient-free term unless the settings' ``allow_offset``: the backends return equations that are zero at
-all-zero inputs (:mod:`harness.symbolic.sr.offset`); unscaling keeps that exactly for every term that
-vanishes at zero by its form, and a compensating constant that the unscaling's rounding left a few ulps
-off is re-adjusted (:func:`~harness.symbolic.sr.offset.zero_at_zero`), so each raw equation is zero at
-zero too.
-
-The returned front holds the raw equations, sorted by complexity (the backend's front, not re-pruned on
-held-out error), with ``mc`` (the MC of the front on held-out error) in its provenance.
-:func:`write_outputs` saves ``equations.json``, ``best.json`` (the :func:`choose` pick) and two PNGs;
-:func:`merge_and_choose` merges the fronts of several trials (backend x seed x complexity) and chooses.
+:func:`distill` fits a backend on the scaled rows, maps each equation back to raw units, and scores it
+(R², MSE, TPF on held-out rows); :func:`merge_and_choose` merges several trials' fronts and picks one.
 """
 
 from __future__ import annotations
@@ -34,25 +11,20 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
-from harness.config.suite import StageBase, StageRef, Suite
 from harness.registry import SR_BACKENDS
-from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
+from harness.stages.base import TrialContext
 from harness.stages.collect.dataset import SRDataset, unscale_equation
 from harness.stages.outputs import (
     BEST_FILE,
     CHOSEN_FILE,
-    DATASET_FILE,
     FRONT_FILE,
     MERGED_FRONT_FILE,
-    StageOutcome,
-    trial_files,
 )
 from harness.symbolic.lang import Equation, ParetoFront
 from harness.symbolic.metrics import fitted_complexity, mc, tpf
@@ -395,159 +367,6 @@ def merge_and_choose(
     return paths
 
 
-# ---------------------------------------------------------------------------------------------------
-# the stage kind
-# ---------------------------------------------------------------------------------------------------
-#: the typed model of a distill stage's ``settings:`` (``SRSettings`` minus the grid's seed/complexity)
-DistillSettings = settings_model("DistillSettings", SRSettings, what="SR", exclude=("seed", "max_complexity"))
-
-
-class DistillStage(StageBase):
-    """Symbolic regression over backend x seed x maximum complexity; fronts merged, one equation chosen."""
-
-    kind: Literal["distill"]
-    from_stage: str
-    backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
-    settings: DistillSettings = Field(default_factory=DistillSettings)  # type: ignore[valid-type]
-    choose: Literal["mc", "best"] | int = "mc"
-
-    @field_validator("backends")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            SR_BACKENDS.get(name)
-        return v
-
-    @model_validator(mode="after")
-    def _settings(self) -> DistillStage:
-        SRSettings.from_dict(given(self.settings))  # the dataclass's own checks (operators, ranges)
-        return self
-
-    def inputs(self) -> list[StageRef]:
-        return [(self.from_stage, ("collect",))]
-
-
-class DistillTrial(TrialModel):
-    """One SR fit: a backend, a seed and a maximum complexity on one source's dataset file."""
-
-    backend: str
-    source: str
-    dataset: str
-    seed: int
-    max_complexity: int = Field(gt=0)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    choose: Literal["mc", "best"] | int = "mc"
-
-
-class DistillKind(StageKind[DistillStage, DistillTrial]):
-    """``distill``: Pareto fronts per trial, merged and chosen per source when the stage ends."""
-
-    name = "distill"
-    spec_model = DistillStage
-    trial_model = DistillTrial
-    outputs = (FRONT_FILE, BEST_FILE)
-    metric = "best_r2_val"
-    mode = "max"
-    identity = ("backend", "source", "seed", "max_complexity")
-
-    def plan(
-        self, suite: Suite, spec: DistillStage, inputs: Mapping[str, StageOutcome]
-    ) -> list[DistillTrial]:
-        datasets = [(t.tag("source"), str(p)) for t, p in trial_files(inputs[spec.from_stage], DATASET_FILE)]
-        if not datasets:
-            raise ValueError(f"stage {spec.from_stage!r} produced no datasets; nothing to distill")
-        settings = given(spec.settings)
-        return [
-            DistillTrial(
-                backend=b,
-                source=src,
-                dataset=path,
-                seed=seed,
-                max_complexity=c,
-                settings=settings,
-                choose=spec.choose,
-            )
-            for b in spec.backends
-            for seed in spec.seeds
-            for c in spec.max_complexities
-            for src, path in datasets
-        ]
-
-    def run(self, trial: DistillTrial, ctx: TrialContext) -> TrialResult:
-        start = time.time()
-        ds = SRDataset.load(trial.dataset)
-        settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
-        front = distill(ds, trial.backend, settings, trial.seed, progress=ctx)
-        if not len(front):
-            raise ValueError(
-                f"the {trial.backend} front holds no equation (left out: {front.provenance.get('left_out')}, "
-                f"skipped: {front.provenance.get('skipped')}); raise max_complexity ({trial.max_complexity}) "
-                "or the search budget"
-            )
-        files = write_outputs(front, ctx.outdir, ds, how=trial.choose)
-        info = {}
-        if ds.source.get("learned") is False:
-            info["warning"] = (
-                f"the dataset's source {ds.source.get('label', '?')!r} is a teacher that did not learn; "
-                "its distilled rule describes its initial weights"
-            )
-        best = max((eq.metrics.get("r2_val", float("-inf")) for eq in front.equations), default=float("nan"))
-        metrics = {
-            "best_r2_val": float(best),
-            "front_size": float(len(front.equations)),
-            "seconds": time.time() - start,
-        }
-        return TrialResult(metrics, files=files, info=info)
-
-    def finalize(
-        self, spec: DistillStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
-    ) -> None:
-        """Merge the trials' fronts per source (teacher) and choose the equation each goes on with."""
-        by_source: dict[str, list[Path]] = {}
-        for t, p in trial_files(outcome, FRONT_FILE):
-            by_source.setdefault(t.tag("source", "source"), []).append(p)
-        if not by_source:
-            log(f"[{spec.name}] no fronts to merge (all trials failed?)")
-            return
-        chosen = {}
-        for source, fronts in sorted(by_source.items()):
-            sub = outdir / source if len(by_source) > 1 else outdir
-            files = merge_and_choose(fronts, spec.choose, sub)
-            chosen[source] = str(files[CHOSEN_FILE])
-        outcome.extra["chosen"] = chosen
-
-    def summary_lines(self, spec: DistillStage, outcome: StageOutcome) -> list[str]:
-        lines = []
-        for row in distill_rows([Path(p) for p in outcome.extra.get("chosen", {}).values()], spec.name):
-            lines.append(f"{row['source']}: update = {row['equation']}")
-            per = ", ".join(
-                f"{k[4:]} {v:.3g}" for k, v in row.items() if k.startswith("tpf_") and v is not None
-            )
-            lines.append(
-                f"    held-out R² {_fmt(row['r2_val'])}, complexity {row['complexity_scaled']} (as fitted; "
-                f"{row['complexity']} as printed in raw units), MC {row['mc']}, TPF {_fmt(row['tpf'])}"
-                + (f" ({per})" if per else "")
-                + f", front of {row['front_size']}, input-dependent {_fmt(row['input_dependent_fraction'])}"
-            )
-            if not row["learned"]:
-                lines.append("    WARNING: its teacher did not learn (see the meta_train summary)")
-        return lines
-
-    def trial_tags(self, trial: DistillTrial) -> dict[str, str]:
-        return {
-            "backend": trial.backend,
-            "source": trial.source,
-            "seed": str(trial.seed),
-            "max_complexity": str(trial.max_complexity),
-        }
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
-
-
 def _to_raw(
     scaled: Equation, dataset: SRDataset, X_raw: np.ndarray, y_raw: np.ndarray, *, anchor_zero: bool
 ) -> Equation:
@@ -561,40 +380,3 @@ def _to_raw(
     raw = fit_constants(scaled, X_raw, y_raw, dataset.names, tie_groups=tie, anchor_zero=anchor_zero)
     raw.provenance = {**dict(scaled.provenance), "tie_groups": raw.provenance.get("tie_groups", tie)}
     return raw
-
-
-def distill_rows(chosen_files: Sequence[Path], stage: str = "") -> list[dict[str, Any]]:
-    """One row per source (teacher) of a finished distill stage: the paper's Table 3 columns.
-
-    ``chosen_files`` are the stage's ``chosen.json`` files (one per source, each beside its merged
-    ``front.json``). Columns: ``stage``, ``source``, ``equation`` (constants to 4 digits), ``complexity``
-    (of the raw equation) and ``complexity_scaled`` (of the fitted form, what ``max_complexity`` bounds),
-    ``r2_val``, ``tpf`` and ``tpf_<feature>``, ``mc``, ``front_size``, ``input_dependent_fraction`` (see
-    :func:`target_varying_fraction`), ``target_varying_fraction`` and ``learned`` (False when the source is
-    a teacher that did not learn).
-    """
-    rows = []
-    for path in sorted(chosen_files):
-        eq = Equation.load(path)
-        merged = path.parent / MERGED_FRONT_FILE
-        front = ParetoFront.load(merged) if merged.exists() else None
-        source = eq.provenance.get("source") or {}
-        label = source.get("label") or source.get("rule") or source.get("checkpoint") or path.parent.name
-        m = eq.metrics
-        row: dict[str, Any] = {
-            "stage": stage,
-            "source": str(label),
-            "equation": str(eq.with_constants([float(f"{c:.4g}") for c in eq.constants])),
-            "complexity": eq.complexity,
-            "complexity_scaled": int(m["complexity_scaled"]) if "complexity_scaled" in m else None,
-            "r2_val": m.get("r2_val", m.get("r2_train")),
-            "tpf": m.get("tpf"),
-            "mc": front.provenance.get("mc") if front is not None else None,
-            "front_size": len(front) if front is not None else None,
-            "input_dependent_fraction": m.get("input_dependent_fraction"),
-            "target_varying_fraction": front.provenance.get("target_varying_fraction") if front else None,
-            "learned": source.get("learned", True) is not False,
-        }
-        row.update({k: v for k, v in sorted(m.items()) if k.startswith("tpf_")})
-        rows.append(row)
-    return rows

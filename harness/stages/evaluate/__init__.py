@@ -1,0 +1,20 @@
+"""The evaluate stage: train optimizees with optimizers over seeds; its trials are the leaderboard's rows.
+
+``train`` holds the pure work (:func:`train`, :func:`evaluate`, the metrics a suite may rank by), ``kind``
+the stage kind, ``report`` its panels in ``sl2o report`` (loss curves, performance profile).
+"""
+
+from harness.stages.evaluate.kind import EvaluateKind, EvaluateStage, EvaluateTrial, resolve_optimizers
+from harness.stages.evaluate.train import FINAL_WINDOW, METRIC_MODES, EvalResult, evaluate, train
+
+__all__ = [
+    "FINAL_WINDOW",
+    "METRIC_MODES",
+    "EvalResult",
+    "EvaluateKind",
+    "EvaluateStage",
+    "EvaluateTrial",
+    "evaluate",
+    "resolve_optimizers",
+    "train",
+]

@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -350,63 +349,11 @@ def _print_across(
         console.print(t)
 
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+def _read_only_store(tracking_uri: str | None, workdir: Path) -> Any:
+    """The store's URI and a client, for commands that only read it (see :func:`read_only_store`)."""
+    from harness.tracking.store import read_only_store
 
-
-def _check_sqlite_store(path: Path) -> None:
-    """Refuse a path that is not an existing MLflow SQLite store, without writing to it (read-only)."""
-    import sqlite3
-
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not an MLflow SQLite database")
-    if not path.exists():
-        raise InputError(f"no MLflow database at {path}; run a suite first or pass --tracking-uri")
-    if not path.is_file():
-        raise InputError(f"{path} is not a regular file, so not an MLflow SQLite database")
-    with path.open("rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    if head != _SQLITE_MAGIC:
-        raise InputError(f"{path} is not an SQLite database, so not an MLflow store")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            row = con.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
-            ).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error as err:
-        raise InputError(f"{path} is not a readable SQLite database: {err}") from None
-    if row is None:
-        raise InputError(
-            f"{path} is an SQLite database but not an MLflow store (it has no experiments table)"
-        )
-
-
-@contextmanager
-def _read_only_store(tracking_uri: str | None, workdir: Path) -> Iterator[tuple[str, MlflowClient]]:
-    """The URI and a client of an existing store, for commands that only read it: a SQLite file must
-    already be an MLflow store (nothing is created), a server gets one try of at most 5 s."""
-    from harness import tracking
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    try:
-        uri = tracking.resolve_tracking_uri(tracking_uri, workdir)
-        if uri.startswith("sqlite:///"):
-            _check_sqlite_store(Path(uri[len("sqlite:///") :]))
-        try:
-            client = tracking.init_tracking(uri)
-        except Exception as err:  # noqa: BLE001 - an unreachable or broken store, whatever MLflow raises
-            raise InputError(f"cannot read the MLflow store at {uri}: {_one_line(err)}") from err
-        yield uri, client
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return read_only_store(tracking_uri, workdir)
 
 
 def _print_leaderboard(

@@ -1,13 +1,13 @@
-"""Search-space YAML files (baseline grids, SR settings, meta-tune spaces) and their loader.
+"""The baseline grids (``baselines.yaml``), their loader, and :func:`cross`: the one grid crossing.
 
-A grid block's list-valued fields are crossed; the expansion into trials is Ray Tune's
-``tune.grid_search`` over the resulting configs (see ``harness.engine.runner``).
+A grid block's, or a suite optimizer entry's, list-valued fields are crossed into one config per combination.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,15 @@ def check_grid_size(values: list[list[Any]], where: str, already: int = 0) -> No
         raise GridError(f"{where} crosses to {total} optimizer configs, more than {MAX_GRID_CONFIGS}")
 
 
+def cross(block: Mapping[str, Any], where: str = "this entry", already: int = 0) -> list[dict[str, Any]]:
+    """One dict per combination of ``block``'s list-valued fields (the rest held), keys sorted, in a stable
+    order; refused past :data:`MAX_GRID_CONFIGS` (counting ``already`` configs before it)."""
+    keys = sorted(block)
+    values = [block[k] if isinstance(block[k], list) else [block[k]] for k in keys]
+    check_grid_size(values, where, already)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
 def grid_names(file: str | None = None) -> list[str]:
     """Names of the grids in ``file`` (default: search_spaces/baselines.yaml)."""
     return sorted(_read(str(file or BASELINES)))
@@ -61,9 +70,5 @@ def load_grid(name: str, file: str | None = None) -> list[dict[str, Any]]:
     for i, block in enumerate(grids[name]):
         if not isinstance(block, dict) or "family" not in block:
             raise GridError(f"{path}: grids.{name}[{i}] must be a mapping with a 'family' field")
-        keys = sorted(block)
-        values = [block[k] if isinstance(block[k], list) else [block[k]] for k in keys]
-        check_grid_size(values, f"{path}: grids.{name}[{i}]", len(out))
-        for combo in itertools.product(*values):
-            out.append(dict(zip(keys, combo, strict=True)))
+        out += cross(block, f"{path}: grids.{name}[{i}]", len(out))
     return out

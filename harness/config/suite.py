@@ -6,7 +6,6 @@ are the cross product its fields describe (for ``evaluate``: optimizee x horizon
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -155,22 +154,18 @@ class OptimizerBlock(_Model):
 
     def expand(self) -> list[_Model]:
         """One scalar spec per combination of the list-valued fields (in a stable order)."""
-        data = self.model_dump(exclude_unset=True)
-        keys = sorted(data)
-        values = [data[k] if isinstance(data[k], list) else [data[k]] for k in keys]
-        return [self.spec.model_validate(dict(zip(keys, c, strict=True))) for c in itertools.product(*values)]
+        from search_spaces import cross
+
+        return [self.spec.model_validate(c) for c in cross(self.model_dump(exclude_unset=True))]
 
     @model_validator(mode="after")
     def _combinations(self) -> OptimizerBlock:
-        from search_spaces import GridError, check_grid_size
+        from search_spaces import GridError
 
-        data = self.model_dump(exclude_unset=True)
-        try:
-            check_grid_size([v if isinstance(v, list) else [v] for v in data.values()], "this entry")
-        except GridError as err:
-            raise ValueError(str(err)) from None
         try:
             self.expand()
+        except GridError as err:
+            raise ValueError(str(err)) from None
         except ValidationError as err:
             first = err.errors()[0]
             raise ValueError(first["msg"].removeprefix("Value error, ")) from None

@@ -108,7 +108,7 @@ def test_an_unreachable_server_fails_fast(command: str, monkeypatch: pytest.Monk
 
 
 def test_read_only_commands_give_a_server_one_short_try(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import tracking
+    from harness.tracking import store
 
     seen: dict[str, str | None] = {}
 
@@ -120,7 +120,7 @@ def test_read_only_commands_give_a_server_one_short_try(monkeypatch: pytest.Monk
 
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")  # a user's own setting wins
-    monkeypatch.setattr(tracking, "init_tracking", fake_init)
+    monkeypatch.setattr(store, "init_tracking", fake_init)
     assert_one_error(["leaderboard", "--tracking-uri", "http://example.invalid:5000"], "nobody home")
     assert seen == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
@@ -136,12 +136,12 @@ def test_an_empty_mlflow_store_is_read(tmp_path: Path) -> None:
 
 
 def test_a_command_error_of_an_unexpected_type_names_its_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import tracking
+    from harness.tracking import store
 
     def boom(uri: str, workdir: object = None) -> str:
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(tracking, "resolve_tracking_uri", boom)
+    monkeypatch.setattr(store, "resolve_tracking_uri", boom)
     assert_one_error(["leaderboard"], "ZeroDivisionError: oops (--debug shows the traceback)")
 
 

@@ -154,8 +154,9 @@ _DRIVER = """
 import os, signal, sys
 from harness import tracking
 from harness.stages.outputs import TAG
+from harness.tracking.delivery.queue import set_spool_root
 uri, spool, exp, parent, ckpt, how = sys.argv[1:]
-tracking.set_spool_root(uri, spool)
+set_spool_root(uri, spool)
 
 class T:
     trial_id = "t1"

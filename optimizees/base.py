@@ -1,15 +1,9 @@
 """The optimizee interface: a seeded optimization problem with a functional loss and plain nn.Module.
 
-A problem instance is fully determined by its constructor arguments and ``seed``: the same seed gives
-the same initial parameters, the same problem data (P1's A, b, c) and the same batch order on CPU.
-The functional ``loss(params, batch)`` goes through ``torch.func.functional_call`` so an unrolled
-update stays differentiable (meta-training, meta-tuning); ``module()`` serves ordinary training
-with any ``torch.optim.Optimizer``.
-
-Splits: ``train`` (an infinite stream), ``test`` (the held-out set) and ``val`` (a validation set for
-model selection and tuning, so that ``test`` stays untouched until the final report). Classifiers carve
-``val`` out of their training data when constructed with ``val_fraction > 0``; data-free problems (P1)
-have no data to hold out, so their ``val`` yields exactly what ``test`` yields (the objective itself).
+The constructor arguments and ``seed`` fix the initial parameters, the problem data and (on CPU) the
+batch order. ``loss(params, batch)`` goes through ``torch.func.functional_call`` (differentiable unrolls);
+``module()`` serves ordinary training. Splits: ``train`` (infinite), ``test`` (held out until the final
+report) and ``val`` (model selection; data-free problems such as P1 serve ``test``'s objective as ``val``).
 """
 
 from __future__ import annotations

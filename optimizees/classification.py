@@ -1,14 +1,9 @@
 """Shared machinery of the classifier optimizees (MLP, CNN): data, seeded batches, cross-entropy, metrics.
 
-Batch order: ``batches("train")`` is an infinite stream; each epoch is a fresh permutation drawn from
-a ``torch.Generator`` seeded with the optimizee seed, so every call replays the same stream (the
-problem instance, its data and its batch order are a function of the constructor arguments and the
-seed). The last batch of an epoch may be smaller. ``batches("test")`` is one pass in fixed order.
-
-Validation split: with ``val_fraction > 0`` a fixed, stratified subset of the training examples (after
-``max_train``) is held out of training and served by ``batches("val")``, one pass in fixed order, and
-scored by ``evaluate(params, split="val")``. Its draw uses ``SPLIT_SEED``, not the optimizee seed, so
-every seed holds out the same examples; ``num_train`` and ``steps_per_epoch`` count only the rest.
+``batches("train")`` is an infinite stream, each epoch a permutation seeded by the optimizee seed (the last
+batch may be smaller); ``test`` and ``val`` are one pass in fixed order. With ``val_fraction > 0`` a fixed,
+stratified subset of the training examples is held out as ``val``, drawn with ``SPLIT_SEED`` (the same for
+every seed); ``num_train`` and ``steps_per_epoch`` count only the rest.
 """
 
 from __future__ import annotations
@@ -110,10 +105,8 @@ class ClassificationOptimizee(Optimizee):
         max_train: keep a fixed random subset of this many training samples (the same for every seed).
         max_test: likewise for the test set (faster evaluation).
         test_batch_size: batch size of the test and validation passes.
-        val_fraction: hold out this fraction of the training examples (after ``max_train``) as the
-            ``val`` split: fixed and stratified (the same examples for every seed), removed from
-            training. 0 (default): no ``val`` split. Must be in ``[0, 1)`` and leave at least one
-            example on each side.
+        val_fraction: hold out this fraction of the training examples (after ``max_train``) as the fixed,
+            stratified ``val`` split; 0 (default): none. In ``[0, 1)``, leaving an example on each side.
     """
 
     is_classification = True

@@ -1,18 +1,10 @@
 """Torchvision CNNs (ResNet-18/50/152, MobileNetV2) on CIFAR-10/100 or offline digits, adapted to 32x32 inputs.
 
-``dataset: digits`` (an alias of ``digits32``) trains offline on scikit-learn's digits resized to 32x32
-RGB-like images (:mod:`optimizees.data`): ResNet-18 at batch 128 takes about 1.7 s a step on two CPU
-threads, 12 steps an epoch (1437 training digits).
-
-BatchNorm and the functional loss: ``loss(params, batch)`` runs the template in training mode with
-``track_running_stats=False``, so it normalises with batch statistics and never mutates any buffer
-(an unrolled, differentiable update sees a pure function of ``params``). ``module()`` returns an
-ordinary model whose running statistics update during plain training. ``evaluate(params)`` needs
-running statistics for ``params`` but receives only parameters, so it re-estimates them: it resets
-the BatchNorm statistics of a private copy, averages them over ``bn_calibration_batches`` training
-batches (fixed order, no augmentation, cumulative average; never validation examples), then scores the
-test (or ``val``) set in eval mode. The result therefore depends only on ``params``, whichever path
-(functional or module) produced them.
+``dataset: digits`` (``digits32``) trains offline (:mod:`optimizees.data`). BatchNorm: ``loss(params,
+batch)`` normalises with batch statistics and mutates no buffer (a pure function of ``params`` for unrolled
+updates); ``module()`` is an ordinary model; ``evaluate(params)`` re-estimates the running statistics on a
+private copy over ``bn_calibration_batches`` training batches (never validation examples), so its result
+depends only on ``params``.
 """
 
 from __future__ import annotations
@@ -94,8 +86,7 @@ class CNNClassifier(ClassificationOptimizee):
     Args:
         seed, device: see :class:`~optimizees.base.Optimizee`.
         arch: ``resnet18``, ``resnet50``, ``resnet152`` or ``mobilenet_v2``.
-        dataset: ``cifar10``, ``cifar100``, ``digits32`` or ``digits16`` (offline; ``digits`` is accepted as
-            an alias of ``digits32``).
+        dataset: ``cifar10``, ``cifar100``, ``digits32`` or ``digits16`` (offline; alias ``digits``).
         width: ResNet-18's base width (default None: torchvision's 64); e.g. 16 for CPU-sized runs.
         augment: random crop (padding 4) of training batches, plus a horizontal flip where ``flip``
             says so, drawn from the seed.

@@ -1,16 +1,10 @@
 """The teacher interface: a coordinate-wise update rule over a flat vector of n coordinates.
 
-A teacher consumes the features named by its ``feature_spec`` (computed by ``harness.features``, the
-one shared definition) and returns the update **added** to the parameters::
-
-    feats = feature_state.update(grad_flat)          # [n, F]
-    update, state = teacher(feats, state)            # [n]
-    x_next = x + update                              # the sign is the teacher's: SGD's is -lr * g
-
-All coordinates of all parameter tensors go through one network in one batch (weights shared across
-coordinates). ``state`` is a plain ``dict[str, Tensor]`` (LSTM hidden/cell states, buffers) so meta-
-training can backpropagate through it within an unroll and cut it with :func:`detach_state` between
-unrolls. ``forward`` never mutates ``state`` in place.
+A teacher reads the features of its ``feature_spec`` (:mod:`harness.features`) and returns the update
+**added** to the parameters: ``update, state = teacher(feats, state)``, ``x_next = x + update`` (SGD's is
+``-lr * g``). All coordinates go through one network in one batch; ``state`` is a plain ``dict[str, Tensor]``
+that ``forward`` never mutates, so meta-training backpropagates through it and cuts it with
+:func:`detach_state`.
 """
 
 from __future__ import annotations

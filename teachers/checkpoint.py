@@ -1,18 +1,10 @@
 """Teacher checkpoints: one ``torch.save`` file loadable with ``weights_only=True``.
 
-Format (a plain dict)::
-
-    {"format": "sl2o-teacher/1",
-     "teacher": "<TEACHERS registry name>",
-     "kwargs": {...},                  # constructor arguments (plain Python values)
-     "state_dict": {...},              # tensors
-     "feature_spec": {...},            # FeatureSpec.to_dict() of the teacher's inputs, informative
-     "meta": {...}}                    # free-form plain values (optimizee, seed, val loss, ...)
-
-A checkpoint is untrusted input. :func:`read_checkpoint` loads with ``weights_only=True`` (a pickle that
-names code is refused), refuses files over :data:`MAX_CHECKPOINT_BYTES` (declared decompressed size), and
-:func:`teacher_from_dict` checks the constructor arguments before building anything: plain values only,
-and the sizes in :data:`KWARG_BOUNDS`. Every failure is one :class:`TeacherCheckpointError` naming the file.
+Format (a plain dict): ``{"format": "sl2o-teacher/1", "teacher": <TEACHERS name>, "kwargs": {...},
+"state_dict": {...}, "feature_spec": {...}, "meta": {...}}``. A checkpoint is untrusted input:
+:func:`read_checkpoint` loads with ``weights_only=True`` and refuses files over
+:data:`MAX_CHECKPOINT_BYTES`; :func:`teacher_from_dict` checks the constructor arguments (plain values,
+sizes in :data:`KWARG_BOUNDS`) before building anything. Every failure is a :class:`TeacherCheckpointError`.
 """
 
 from __future__ import annotations

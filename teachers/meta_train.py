@@ -1,29 +1,11 @@
 """Meta-training of a teacher by truncated back-propagation through unrolled optimization (pure torch).
 
-The meta-objective is the paper's eq. 1 with ``w_t = 1``: for every unroll of ``unroll`` (20) steps
-``x_{k+1} = x_k + teacher(features(g_k))``, the meta-loss is the mean of ``f(x_k)`` over the unroll's
-new iterates ``x_1..x_K``, back-propagated into the teacher's weights; afterwards the parameters, the
-teacher state and the feature state are detached (truncated BPTT) and the episode goes on from there.
-The window itself is :func:`harness.training.unroll.unroll`, the loop gradient meta-tuning runs too: first-order
-(the gradients ``g_k`` fed to the features are constants for the meta-gradient, as in L2O practice), the
-meta-gradient flowing through the update path and the teacher's recurrent state.
-
-Tricks (all switchable in :class:`MetaTrainConfig`):
-
-* random scaling (Lv et al. 2017): per episode draw ``c = exp(U(-s, s))`` per coordinate; the teacher
-  optimises ``y`` with loss ``f(c * y)`` starting at ``y_0 = x_0 / c`` (same starting point, rescaled
-  coordinates, gradients scaled by ``c``);
-* CL (Chen et al. 2020a): episode lengths follow ``cl_lengths``; after ``cl_patience`` validations in a
-  row without improvement the teacher goes back to the best weights seen and the next length starts;
-  after the last length the training stops;
-* IL (Chen et al. 2020a): with probability ``il_prob`` an episode imitates ``Adam(il_lr)``: the optimizee
-  follows Adam's updates (the expert drives) and the meta-loss is the mean squared difference between
-  the teacher's and Adam's updates on the same gradients, divided by ``il_lr**2`` so it is O(1) like
-  the loss-based objective.
-
-:class:`MetaTrainer` holds everything needed to resume (teacher, meta-optimizer, best weights, CL state,
-RNG states, counters, history) in ``state_dict()``; a runner checkpoints it from the per-episode
-``callback``. :func:`meta_train` is the one-call convenience.
+The meta-objective is the paper's eq. 1 with ``w_t = 1``: per unroll of ``unroll`` (20) steps, the mean of
+``f(x_k)`` over the new iterates, back-propagated into the teacher's weights (first-order: the gradients fed
+to the features are constants), then parameters and states are detached and the episode goes on. The window
+is :func:`harness.training.unroll.unroll`. Random scaling, curriculum (CL) and imitation (IL) are switches of
+:class:`MetaTrainConfig`. :class:`MetaTrainer` resumes from its ``state_dict()``; :func:`meta_train` is the
+one-call convenience.
 """
 
 from __future__ import annotations
@@ -80,12 +62,20 @@ class MetaTrainConfig:
     episodes: int | None = 200
     meta_iterations: int | None = None
     time_budget_s: float | None = None
+    #: random scaling (Lv et al. 2017): per episode draw ``c = exp(U(-s, s))`` per coordinate; the teacher
+    #: optimises ``y`` with loss ``f(c * y)`` from ``y_0 = x_0 / c`` (gradients scaled by ``c``)
     random_scaling: bool = False
     #: ``s`` of ``c = exp(U(-s, s))``
     random_scale: float = 1.0
+    #: CL (Chen et al. 2020a): episode lengths follow ``cl_lengths``; after ``cl_patience`` validations in a
+    #: row without improvement the teacher goes back to its best weights and the next length starts; training
+    #: stops after the last length
     curriculum: bool = False
     cl_lengths: tuple[int, ...] = (100, 200, 500, 1000)
     cl_patience: int = 3
+    #: IL (Chen et al. 2020a): with probability ``il_prob`` an episode imitates ``Adam(il_lr)``: Adam drives
+    #: the optimizee and the meta-loss is the mean squared difference of the teacher's and Adam's updates on
+    #: the same gradients, divided by ``il_lr**2`` (O(1) like the loss-based objective)
     imitation: bool = False
     il_prob: float = 0.3
     il_lr: float = 0.01

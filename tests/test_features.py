@@ -185,10 +185,11 @@ def test_variable_name_round_trip() -> None:
 
 
 def test_one_variable_parser() -> None:
-    from harness.symbolic import equation, names
+    from harness.symbolic import lang
+    from harness.symbolic.lang import names
 
-    assert equation.split_variable is parse_variable and names.split_variable is parse_variable
-    assert equation.is_variable_name is is_variable_name
+    assert lang.split_variable is parse_variable and names.split_variable is parse_variable
+    assert lang.is_variable_name is is_variable_name
 
 
 def test_memory_only_what_is_needed() -> None:

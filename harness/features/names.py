@@ -1,6 +1,6 @@
 """Names of features and of SR variables (``feature_lag``): the one parser, and the lag bound.
 
-Split from :mod:`harness.features` (which re-exports everything here); pure string handling, no torch.
+Re-exported by the facade :mod:`harness.features`; pure string handling, no torch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
-"""Symbolic core: equations (safe parser, sympy <-> numpy/torch), Pareto fronts, metrics, SR backends.
+"""Symbolic core: distilled update rules as equations, run as optimizers, found by symbolic regression.
 
-SR backends live in :mod:`harness.symbolic.sr` (imported on demand; importing it registers the built-ins
-in :data:`harness.registry.SR_BACKENDS`). Plots live in :mod:`harness.symbolic.plots`.
+* :mod:`~harness.symbolic.lang`: the expression language: grammar names, safe parser, printer, lowering to
+  numpy/torch, :class:`Equation`, Pareto fronts, PySR hall-of-fame import;
+* :mod:`~harness.symbolic.optim`: running an equation as a torch optimizer;
+* :mod:`~harness.symbolic.sr`: symbolic-regression backends (imported on demand; registers them).
+
+This facade re-exports the language's main names and the metrics; notes: ``docs/symbolic.md``.
 """
 
 from harness.symbolic.lang import (

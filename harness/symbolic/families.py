@@ -1,20 +1,10 @@
 """Named equation families: hand-written update rules as :class:`~harness.symbolic.lang.Equation` s.
 
-Sign convention (shared with the teachers, the SR targets and :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer`):
-an equation gives the DELTA added to the parameters, ``x_{t+1} = x_t + lr * eq(features)``; a descent rule is
-therefore negative along the gradient (Adam is ``-lr * m_hat_0``).
-
-Every builder records the feature constants it assumes (``FeatureSpec.to_dict()``) in
-``provenance["feature_spec"]``, so an optimizer running the equation computes ``m_hat``/``g_hat`` with the
-same betas and eps, and ``provenance["family"]`` names the family.
-
-* :func:`adam_equation`: Adam, ``-lr*m_hat_0`` with ``beta1, beta2, eps`` in the feature spec (exactly
-  ``torch.optim.Adam`` without weight decay).
-* :func:`eq6`: the paper's scalable rule (eq. 6),
-  ``psi = - sum_{f in G} sum_{tau=0}^{L-1} W[f, tau] * gamma * tanh(f_{t-tau} / gamma)``, with one shared
-  ``gamma`` (its occurrences form one tie group, ``provenance["tie_groups"]``, so meta-tuning moves them
-  together). ``L`` counts lags: ``W`` has shape ``[|G|, L]`` as in the paper (``W in R^{3 x L}``), so
-  ``eq6(L=20)`` reads lags 0..19, the same T = 20 history SR sees.
+An equation gives the DELTA added to the parameters, ``x_{t+1} = x_t + lr * eq(features)`` (Adam is
+``-lr * m_hat_0``). Every builder records its feature constants (``FeatureSpec.to_dict()``) in
+``provenance["feature_spec"]`` and names the family in ``provenance["family"]``. :func:`adam_equation`:
+exactly ``torch.optim.Adam`` without weight decay; :func:`eq6`: the paper's scalable rule (eq. 6,
+``-sum W[f, tau] * gamma * tanh(f_{t-tau} / gamma)``, one shared ``gamma`` tied across occurrences).
 """
 
 from __future__ import annotations

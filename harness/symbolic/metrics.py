@@ -1,17 +1,9 @@
 """Fit and readability metrics for distilled equations: R², MSE, TPF (temporal) and MC (complexity).
 
-TPF (paper eq. 3) for a linear rule ``sum_i c_i g_{t-i}`` is ``sum_i i*|c_i| / sum_i |c_i|``. For any
-equation we use sensitivities ``s_{f,i} = mean_n |d update / d f_{t-i}|`` over a data set, and
-``TPF_f = sum_i i*s_{f,i} / sum_i s_{f,i}`` per feature ``f``, plus an overall TPF over every (feature,
-lag). On linear forms ``s_i = |c_i|``, so this is exactly eq. 3.
-
-MC: the smallest complexity on a Pareto front whose error (held-out ``1 - R²`` when available) is within
-a threshold of the front's best error. Complexity is :func:`fitted_complexity`: that of the form the SR
-backend fitted, the quantity ``max_complexity`` bounds (a distilled equation mapped back to raw units
-keeps it in its ``complexity_scaled`` metric, since the unscaled text can count differently).
-
-Also the fit error that orders Pareto fronts (:func:`fit_error`). The equation modules use :func:`r2` and
-:func:`mse`, so this module imports none of them: equations and fronts are typed by small protocols.
+TPF is the paper's eq. 3 generalised by sensitivities; MC the smallest complexity on a front whose error is
+within a threshold of the best (definitions: ``docs/symbolic.md``). Also :func:`fit_error`, which orders
+Pareto fronts. The equation modules use :func:`r2` and :func:`mse`, so this module imports none of them:
+equations and fronts are typed by small protocols.
 """
 
 from __future__ import annotations
@@ -155,7 +147,7 @@ def _weighted_lag(pairs: Sequence[tuple[int, float]]) -> float:
 def tpf(
     equation: DifferentiableEquation, X: Mapping[str, Any] | np.ndarray, names: Sequence[str] | None = None
 ) -> TPFResult:
-    """TPF by sensitivity (see module docstring); equals eq. 3 for linear forms ``sum_i c_i g_{t-i}``."""
+    """TPF by sensitivity (``docs/symbolic.md``); equals eq. 3 for linear forms ``sum_i c_i g_{t-i}``."""
     sens = sensitivities(equation, X, names)
     by_feature: dict[str, list[tuple[int, float]]] = {}
     for v, s in sens.items():

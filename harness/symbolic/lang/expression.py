@@ -121,7 +121,7 @@ class Equation:
         metrics: Mapping[str, float] | None = None,
         provenance: Mapping[str, Any] | None = None,
     ) -> Equation:
-        """Parse equation text safely (see the module docstring for the grammar).
+        """Parse equation text safely (grammar: :mod:`harness.symbolic.lang`).
 
         Args:
             allowed_variables: if given, the only variable names accepted.

@@ -225,14 +225,9 @@ def inplace_closure(
     """Compile a sympy tree into a no-grad evaluator ``env -> (value, owned)`` over tensors of one dtype.
 
     ``const_index`` maps each constant symbol to its index in ``consts`` (0-dim tensors of the evaluation
-    dtype); every other symbol is read from ``env`` by name. Subtrees without variables are evaluated once,
-    here, as :func:`closure` evaluates them (torch ops on ``consts``: ``exp(c)``, ``1/0 = inf``) and kept as a
-    Python float. At run time:
-
-    * a sum ``k + c1*t1 + c2*t2 + ...`` (constant ``k``, ``ci``) is one buffer: ``t1*c1``, then
-      ``add_(ti, alpha=ci)``, then ``add_(k)``;
-    * a product multiplies (``mul_``) and divides (``div_``, for factors ``y**-1``) into its first temporary;
-    * ``tanh``, ``exp``, ... run in place on a temporary the closure made (``tanh_``), out of place on inputs.
+    dtype); every other symbol is read from ``env`` by name. Subtrees without variables are folded once, here,
+    to Python floats. At run time a sum is accumulated into one buffer, products ``mul_``/``div_`` into their
+    first temporary, and functions run in place on the closure's own temporaries.
 
     ``env``'s tensors are never written. Values agree with :func:`closure`'s up to float rounding. ``ops``
     replaces :data:`TORCH_OPS` at run time (e.g. :data:`FUSED_TORCH_OPS` inside a compiled kernel; a function

@@ -1,23 +1,11 @@
 """Flat buckets: many small parameters stepped as one tensor (the foreach idea) by
 :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer`.
 
-On a model with many small tensors the per-tensor step is dominated by Python and per-op overhead (one
-feature update and one equation evaluation per tensor). A :class:`FlatBucket` owns one flat buffer per
-state tensor (accumulators ``[N]``, lag rings ``[slots, N]``) for a fixed list of parameters of one param
-group, device and dtype that have seen the same number of steps; each parameter's entries in
-``optimizer.state`` are *views* into those buffers, shaped as before (``[*p.shape]`` and ``[slots,
-*p.shape]``), so ``state_dict``/``load_state_dict`` and code reading the state see exactly the per-tensor
-layout. A step is: ``torch._foreach_copy_`` of the gradients into a flat workspace, one feature update and
-one equation evaluation over the concatenated coordinates (in cache-sized chunks, like the per-tensor
-path), the update written back into the workspace and ``torch._foreach_add_(params, updates, alpha=lr)``.
-
-The arithmetic per coordinate is the per-tensor path's (the same ``update`` function runs on a slice of the
-flat coordinates instead of a slice of one tensor), so results agree to float rounding.
-
-A bucket checks, every step, that it still describes the optimizer's state (same parameters in the same
-order, each one's state entries still its own views, the same step count); anything else (a parameter
-without a gradient this step, ``load_state_dict``, a state entry replaced by hand) makes the optimizer
-build a new bucket, copying the current per-parameter state into fresh buffers.
+A :class:`FlatBucket` owns one flat buffer per state tensor for parameters of one param group, device and
+dtype; each parameter's state entries are views into them, in the per-parameter layout. A step runs
+:func:`~harness.symbolic.optim.step.program_update` on the concatenated coordinates, so results agree with
+the per-tensor path to float rounding. A bucket that no longer matches the optimizer's state is rebuilt
+(``docs/symbolic.md``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The stateful symbolic step's eager fast paths (used by :mod:`harness.symbolic.optim.step`).
 
-* :func:`cpu_tanh` / :func:`tanh_into`: ``tanh`` through numpy's SIMD kernel on CPU (:data:`EAGER_OPS` is
-  :data:`~harness.symbolic.lang.lowering.TORCH_OPS` with it);
-* :class:`LinearForm`: an equation that, once its rings hold ``h(feature)``, is a weighted sum of ring rows and
-  lag-0 columns (eq. 6 for any ``G`` and ``L``: ``-sum W[f,tau]*gamma*h(f_tau)`` with ``h = tanh(./gamma)``).
-  Its step needs no evaluator temporaries and no ring copies: the lagged terms are summed first, then each
-  ring's oldest row is overwritten with ``h`` of the new value, written there directly (:func:`into_form`:
-  ``h = F(c*x)`` as ``mul(x, c, out=row)`` and ``F`` in place), and the lag-0 terms read it from the row.
+* :func:`cpu_tanh` / :func:`tanh_into`: ``tanh`` through numpy's SIMD kernel on CPU (:data:`EAGER_OPS`);
+* :class:`LinearForm`: an equation that, once its rings hold ``h(feature)``, is a weighted sum of ring rows
+  and lag-0 columns (eq. 6), stepped with no evaluator temporaries and no ring copies (:func:`into_form`).
 
 Both compute what the generic in-place evaluator computes, in a different order (float rounding apart).
 """

@@ -1,49 +1,11 @@
 """Run an :class:`~harness.symbolic.lang.Equation` as a ``torch.optim`` optimizer, statefully or functionally.
 
-Sign convention: the equation gives the DELTA added to the parameters (the same convention as the teachers'
-updates that SR is fitted to), and the param group's ``lr`` multiplies it::
-
-    p <- p + lr * eq(features of p's gradient history)
-
-so ``lr`` (default 1.0) is a plain multiplier that learning-rate schedulers (e.g. a cosine ``LambdaLR``) act on;
-the equation's own constants carry the step size (Adam is ``-0.001*m_hat_0``).
-
-Features come from :mod:`harness.features` (the one definition shared with teachers and the SR dataset):
-accumulators and feature arithmetic are :class:`~harness.features.FeatureSpec`'s, with ``beta1, beta2, eps,
-norm_p`` read from ``equation.provenance["feature_spec"]`` when present (else FeatureSpec's defaults, RNNprop's
-0.95/0.95). Lag 0 is the newest value; lags not seen yet are zeros (as in :class:`~harness.features.History`).
-
-State per parameter is only what the equation needs:
-
-* ``step`` (a Python int);
-* the accumulators of the features it reads (``FeatureSpec.accumulators()``: ``m``/``v`` for ``m_hat``, ``v`` for
-  ``g_hat``, ``ema_*``/``pow_*`` for momenta), each shaped like the parameter;
-* for each feature read at a lag ``> 0``, a ring of its past ``max_lag`` values, shaped
-  ``[max_lag, *param.shape]`` (lag 0 is computed from the current gradient, so it is never stored). An equation
-  over ``g_0, g_3`` keeps ``hist_g`` with 3 slots and nothing else; Adam's equation keeps ``m`` and ``v``. When
-  every lagged read of a feature sits inside the same function ``h`` (eq. 6 reads ``m_hat_k`` only as
-  ``tanh(m_hat_k/gamma)``), the ring keeps ``h(feature)`` instead, under ``hist_<h>`` (``hist_tanh(m_hat)``,
-  ``hist_tanh(g_hat/0.7)``): ``h`` is then evaluated once per step, on lag 0, instead of once per lag read (the
-  same values: the ring stores exactly what would be recomputed; a lag not seen yet is ``h(0)``). A state saved
-  with ``hist_<feature>`` is converted on load (:class:`RingPlan`, :class:`StepProgram`).
-
-One arithmetic, two drivers (as ``torch.optim.Adam.step`` calls ``adam()``): the features are
-:class:`~harness.features.FeatureSpec`'s, the update the equation's. :func:`functional_step` runs
-:func:`symbolic_update` without mutation, differentiable w.r.t. the compiled equation's constants, for unrolled
-meta-tuning. The stateful :meth:`SymbolicOptimizer.step` runs :func:`program_update` (the same FeatureSpec
-arithmetic, in place; the equation through :func:`~harness.symbolic.lang.lowering.inplace_closure`: constants folded,
-a weighted sum accumulated into one buffer, functions applied in place to its own temporaries) on cache-sized
-chunks of each parameter (no parameter-sized temporaries), eagerly and fast (:mod:`harness.symbolic.optim.eager`): on CPU
-``tanh`` is numpy's SIMD kernel (SLEEF's, torch's, cost ~6x as much), and an equation that is a weighted sum of
-ring values and lag-0 features (eq. 6 for any G and L) is a linear form whose rings take ``h(feature)`` straight
-into their oldest row (no evaluator temporaries, no ring copies). Small parameters (``batch_numel``) are stepped
-together, per param group, device and dtype, as one flat tensor (:mod:`harness.symbolic.optim.batched`: foreach copies
-in and out, one feature update and one equation evaluation for all of them; their state entries are views of
-flat buffers, in the per-parameter layout above). With ``compile=True`` each parameter above ``batch_numel`` is
-stepped by one ``torch.compile``-d kernel instead (:func:`_fused_step`: the same FeatureSpec arithmetic through
-single-feature specs, one pass over memory). The drivers agree up to float rounding. Gradients are inputs
-(detached: first-order, as in the L2O literature). Speed against ``torch.optim.Adam(foreach=True)``:
-``benchmarks/perf/optimizer_step.py``.
+``p <- p + lr * eq(features of p's gradient history)``: the equation gives the DELTA added to the parameters
+(Adam is ``-0.001*m_hat_0``), ``lr`` (default 1.0) is a multiplier schedulers act on. Features are
+:class:`~harness.features.FeatureSpec`'s, constants from ``equation.provenance["feature_spec"]``; state per
+parameter is only what the equation reads. :meth:`SymbolicOptimizer.step` runs :func:`program_update` (in
+place, chunked); :func:`functional_step` runs :func:`symbolic_update` (no mutation, differentiable). State
+layout and drivers: ``docs/symbolic.md``.
 """
 
 from __future__ import annotations
@@ -123,18 +85,13 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         equation: an :class:`Equation`, or a path / JSON of one.
         lr: multiplier of the equation's update (default 1.0); schedulers act on it.
         feature_spec: override the feature constants (default: ``equation.provenance["feature_spec"]``).
-        chunk_size: elements processed per in-place chunk (a speed knob; results agree to float rounding).
-        batch_numel: parameters with at most this many elements are stepped together, per param group, device
-            and dtype, as one flat tensor (:mod:`harness.symbolic.optim.batched`; their state entries are views of
-            flat buffers); 0 steps every parameter on its own. A speed knob: results agree to float rounding.
-        compile: step each parameter above ``batch_numel`` with one ``torch.compile``-d kernel (features,
-            equation, rings and the parameter update in one pass over memory) instead of the chunked eager
-            ops. Opt-in: the first step pays the compilation (seconds; :attr:`compile_seconds` adds it up),
-            CPU needs a C++ compiler. If compiling fails the optimizer warns once and steps eagerly. Results
-            agree to float rounding.
+        chunk_size: elements processed per in-place chunk.
+        batch_numel: parameters with at most this many elements are stepped together as one flat tensor
+            (:mod:`harness.symbolic.optim.batched`); 0 steps every parameter on its own.
+        compile: step each parameter above ``batch_numel`` with one ``torch.compile``-d kernel (CPU needs a
+            C++ compiler; :attr:`compile_seconds`); if compiling fails it warns once and steps eagerly.
 
-    Parameters whose ``.grad`` is None are skipped (their state does not tick), as in ``torch.optim``.
-    Weight decay, if wanted, belongs in the equation.
+    Speed knobs change results only by float rounding. No ``.grad``: skipped. Weight decay: in the equation.
     """
 
     def __init__(

@@ -1,8 +1,8 @@
-"""The arithmetic of one symbolic step, shared by :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer` and
-its functional twin: what an equation reads (:class:`EquationPlan`), the step on flat coordinates
-(:func:`symbolic_update`), the ring programs that store ``h(feature)`` once per step (:class:`StepProgram`,
-:func:`program_update`) and the opt-in compiled kernel (``compile=True``). Split from
-:mod:`harness.symbolic.optim.optimizer` (which re-exports the public names); see its module docstring.
+"""The arithmetic of one symbolic step, for :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer` and
+its functional twin: what an equation reads (:class:`EquationPlan`, shared by both), the functional step
+(:func:`symbolic_update`), the stateful step's ring programs that store ``h(feature)`` once per step
+(:class:`StepProgram`, :func:`program_update`) and its opt-in compiled kernel (``compile=True``).
+:mod:`harness.symbolic.optim.optimizer` re-exports the public names.
 """
 
 from __future__ import annotations
@@ -104,24 +104,16 @@ def symbolic_update(
     inplace: bool = False,
     feature_params: Tensor | None = None,
 ) -> tuple[Tensor, Mapping[str, Tensor], Mapping[str, Tensor]]:
-    """The arithmetic of one symbolic step on flat coordinates, shared by both APIs.
+    """One symbolic step on flat coordinates with a compiled equation: the functional API's arithmetic.
 
-    Args:
-        plan: what the equation reads (:class:`EquationPlan`).
-        evaluate: the compiled equation (constants bound), ``{variable: tensor} -> update``.
-        g: flat gradient (detached), the ``t``-th one.
-        acc: the plan's accumulators, flat like ``g``.
-        hist: per ring feature ``f`` of the plan, its past values ``[slots, n]``.
-        t: gradients seen including ``g`` (a Python int when ``inplace``; may be a 0-dim tensor otherwise).
-        inplace: the stateful path: fold ``g`` into ``acc`` in place (:meth:`FeatureSpec.update_`) and keep
-            ``hist`` as rings, lag ``k`` at row ``(t - 1 - k) % slots``, overwriting the oldest row with the
-            newest value. Otherwise nothing is mutated (:meth:`FeatureSpec.advance`) and ``hist`` is ordered
-            oldest first (lag ``k`` at row ``slots - k``) and shifted by one row.
-        feature_params: the functional path's override of ``eta``'s parameters (a tensor that gradients may
-            flow into; :meth:`FeatureSpec.advance`).
-    Returns:
-        ``(update, accumulators, hist)`` after this step (in place: the same tensors, updated). The update is
-        not yet multiplied by the learning rate.
+    :func:`~harness.symbolic.optim.optimizer.functional_step` runs it without mutation (differentiable);
+    ``inplace=True`` is a stateful variant (:meth:`FeatureSpec.update_`, ``hist`` as rings with lag ``k`` at
+    row ``(t - 1 - k) % slots``) that :class:`~harness.symbolic.optim.optimizer.SymbolicOptimizer` does not
+    use: it runs :func:`program_update`. Without ``inplace`` nothing is mutated (:meth:`FeatureSpec.advance`)
+    and ``hist[f]`` (``[slots, n]``) is ordered oldest first (lag ``k`` at row ``slots - k``) and shifted.
+    ``evaluate`` is ``{variable: tensor} -> update``; ``t`` counts gradients including ``g``;
+    ``feature_params`` overrides ``eta``'s parameters (a tensor gradients may flow into). Returns
+    ``(update, accumulators, hist)`` after this step, the update not yet multiplied by the learning rate.
     """
     spec = plan.spec
     env: dict[str, Tensor] = {}
@@ -169,18 +161,14 @@ class RingPlan:
         feature: the feature whose past values the ring keeps.
         column: its column in the plan's FeatureSpec.
         slots: ring rows (the largest lag read).
-        key: its state key: ``hist_<feature>`` when it keeps the feature's values, ``hist_<h>`` (e.g.
-            ``hist_tanh(m_hat)``) when it keeps ``h(feature)``: every lagged read of the feature in the equation
-            sits inside the same function ``h`` (a subtree with a function call, e.g. eq. 6's
-            ``tanh(m_hat_k/gamma)``), so ``h`` is evaluated once per step, on lag 0, instead of once per lag.
+        key: its state key: ``hist_<feature>``, or ``hist_<h>`` (``hist_tanh(m_hat)``) when every lagged read
+            sits inside the same function ``h`` and the ring keeps ``h(feature)``, computed once per step.
         h: ``h`` as an in-place evaluator reading :attr:`var` (None: the feature itself).
         var: the variable ``h`` reads.
-        sym0: the name under which the equation reads ``h(feature_0)`` (None: it does not; the value is
-            computed for the ring only).
+        sym0: the name under which the equation reads ``h(feature_0)`` (None: it does not).
         reads: ``(lag, name)`` of every lagged read, the name under which the equation reads it.
         fill: the value of a lag not seen yet: ``h(0)`` (0 for the feature itself, as in ``History``).
-        into: ``h`` as ``(c, F)``: ``F(c * var)``, written straight into a ring row (:func:`into_form`; None:
-            evaluated by :attr:`h` and copied).
+        into: ``h`` as ``(c, F)``: ``F(c * var)``, written straight into a ring row (:func:`into_form`).
     """
 
     feature: str

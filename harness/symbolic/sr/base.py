@@ -1,19 +1,10 @@
 """The SR backend protocol, its settings, and helpers every backend shares.
 
-A backend is a class registered in :data:`harness.registry.SR_BACKENDS` and instantiated with no
-arguments; ``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.lang.ParetoFront`
-whose equations carry ``r2_train``/``mse_train`` measured by US in float64 (whatever precision the
-backend used) on the equation actually returned, so fronts from different backends compare fairly.
-
-Two rules hold for every built-in backend, checked once more by :func:`finish_front`:
-
-* no gradient-free term unless ``SRSettings.allow_offset``: every returned equation is zero when all its
-  inputs are zero (``f(0) == 0`` in float64, to rounding where a hidden constant had to be cancelled; see
-  :mod:`harness.symbolic.sr.offset` for what that covers and how each backend gets there);
-* complexity is :attr:`Equation.complexity` of the returned (fitted, scaled-data) equation, scaling
-  constants and any compensating constant included, and it is at most ``settings.max_complexity``:
-  whatever a backend's own size measure (Operon's ``max_length``, PySR's ``maxsize``) let through above
-  that is left out.
+A backend is registered in :data:`harness.registry.SR_BACKENDS` and instantiated with no arguments;
+``fit(X, y, names, settings)`` returns a :class:`~harness.symbolic.lang.ParetoFront` scored by US in float64
+on the equations returned. :func:`finish_front` checks the two rules of every built-in backend: no
+gradient-free term unless ``SRSettings.allow_offset`` (:mod:`harness.symbolic.sr.offset`), and complexity
+at most ``settings.max_complexity``. Details: ``docs/symbolic.md``.
 """
 
 from __future__ import annotations
@@ -67,18 +58,14 @@ class SRSettings:
 
     Attributes:
         operators: operator names from :data:`~harness.symbolic.lang.OPERATOR_NAMES`.
-        max_complexity: largest complexity (:attr:`Equation.complexity`) of a returned equation; also
-            the size the search may build (Operon ``max_length``, PySR ``maxsize``), which count
-            differently, so what they let through above it is left out.
-        population_size: individuals per population.
-        iterations: generations (Operon) / iterations (PySR).
+        max_complexity: largest complexity (:attr:`Equation.complexity`) of a returned equation; also the
+            backend's own size bound (Operon ``max_length``, PySR ``maxsize``).
+        population_size, iterations: individuals per population; generations (Operon) / iterations (PySR).
         seed: random seed (same seed, same result on CPU with one thread).
-        max_time_s: wall-clock budget, None for none.
-        threads: worker threads.
+        max_time_s, threads: wall-clock budget (None for none); worker threads.
         optimizer_iterations: iterations of constant optimisation per individual (0 turns it off).
-        allow_offset: allow a gradient-free term (False, the default: every equation returned is zero when
-            all its inputs are zero, see :mod:`harness.symbolic.sr.offset`; True: equations may carry a
-            constant update, e.g. an additive constant, which moves every weight at every step).
+        allow_offset: allow a gradient-free term (default False: every equation returned is zero when all
+            its inputs are zero, :mod:`harness.symbolic.sr.offset`).
         extra: backend-specific options (passed through where documented by the backend).
     """
 

@@ -1,45 +1,10 @@
 """No gradient-free term: the rule every SR backend returns is zero when all its inputs are zero.
 
-An equation gives the update added to the parameters from features of the gradient history
-(``m_hat_0``, ``g_hat_3``, ...). A *gradient-free term* is any part of it that does not depend on an
-input: an additive constant (``... + -0.000383``), a subexpression of constants only, or a constant
-hidden inside a term (``c*(m_hat_0 + d)``, ``c*tanh(w*g_0 + b)``, ``c*exp(w*g_0)``). Whatever the
-gradient, it moves every weight by the same amount at every step: a drift that grows with the training
-horizon. The precise criterion used here is therefore numeric and covers all of these: ``f(0) == 0``,
-the equation evaluated in float64 with every input at zero.
-
-Unless ``SRSettings.allow_offset`` is set (default False), per backend (details in each module):
-
-* ``operon``: pyoperon imposes nothing (its ``add_model_intercept_term=False`` is overridden for the
-  ``r2`` objective, whose linear scaling fits ``a*f + b`` during the search; constants cannot be kept
-  out of the root only): every front model goes through :func:`remove_offset`;
-* ``pysr``: the search objective is the error of the zero-anchored rule ``f(x) - f(0)`` (a custom
-  ``loss_function``), then :func:`remove_offset` as for Operon;
-* ``linear``: no intercept (least squares through the origin);
-* ``skeleton``: eq. 6 is zero at zero by its form; a given form loses its constant terms, is fit
-  anchored (:func:`~harness.symbolic.sr.refit.fit_constants`) and cancelled (:func:`zero_at_zero`).
-
-:func:`~harness.symbolic.sr.base.finish_front` then checks ``f(0) == 0`` (:func:`is_zero_at_zero`) on every
-equation a backend returns. :func:`remove_offset`:
-
-1. folds constant subtrees and drops every top-level additive term without an input variable;
-2. also builds the form with constant factors distributed over the sums they multiply (``s*(w*x + d)``,
-   e.g. Operon's linear scale over a tree, becomes ``s*w*x + s*d`` -> ``c*x``) and refits whichever of
-   the two fits ``max_complexity``, is zero at zero without a compensating constant, and is smaller,
-   in that order of preference;
-3. refits the constants of that form by least squares on the ZERO-ANCHORED model ``f(x) - f(0)``
-   (:func:`~harness.symbolic.sr.refit.fit_constants` with ``anchor_zero=True``: the linear scale(s)
-   exactly, the other constants by a bounded Levenberg-Marquardt from their current values);
-4. cancels whatever ``f(0)`` remains (a hidden offset such as ``c*tanh(w*x + b)``) with an added
-   constant, ``c*(tanh(w*x + b) + k)`` with ``k = -tanh(b)`` (:func:`zero_at_zero`), so the returned
-   equation IS the anchored model just fitted. Such equations carry ``offset_compensated`` (the
-   ``f(0)`` cancelled) in their provenance and their complexity counts the added constant. They are
-   zero at zero in float64 (exactly when each such term has a constant factor, else to a few ulps,
-   :func:`is_zero_at_zero`), but ``k`` is a constant of its own: changing the constants it cancels
-   without it (e.g. meta-tuning them) brings a drift back.
-
-An equation that is undefined at zero (``g_0/g_1``), or has no input left once its constants are gone,
-is left out. Fit metrics are measured afterwards, on the equation actually returned.
+A gradient-free term (an additive constant, or one hidden in a term: ``c*tanh(w*g_0 + b)``) moves every
+weight by the same amount each step, a drift growing with the horizon; the criterion is numeric,
+``f(0) == 0`` in float64 (:func:`is_zero_at_zero`). :func:`remove_offset` drops constant terms, refits the
+constants on the zero-anchored model ``f(x) - f(0)`` and cancels any remaining ``f(0)`` with an added
+constant (:func:`zero_at_zero`). The steps, and how each backend gets there: ``docs/symbolic.md``.
 """
 
 from __future__ import annotations
@@ -245,7 +210,7 @@ def remove_offset(
 ) -> Equation | None:
     """``eq`` without any gradient-free term, its constants refit on (X, y); None if that is impossible.
 
-    See the module docstring for the steps. An equation that is already zero at zero and has no
+    The steps: ``docs/symbolic.md``. An equation that is already zero at zero and has no
     constant term is returned unchanged (not refit). Otherwise the result's provenance holds
     ``offset_removed``: ``f(0)`` of the equation given (the drift it had, in the units of ``y``). The
     result carries no metrics: measure them on it.

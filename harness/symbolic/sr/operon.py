@@ -1,67 +1,11 @@
 """pyoperon (C++ Operon) symbolic regression backend: the embedded default, no Julia needed.
 
-Traps handled here (pyoperon 0.6.2):
-
-* ``optimizer_iterations`` defaults to 0 in pyoperon (no constant fitting): we pass
-  ``settings.optimizer_iterations`` (default 10).
-* One objective returns one model: we use ``objectives=['r2', 'length']`` (NSGA-II) to get a front.
-* Printed model strings round small constants to zero (``get_model_string`` / ``InfixFormatter``): we
-  convert each front model's TREE node by node (postfix; the first operand of node i is the subtree
-  ending at i-1; ``Node.Length`` counts descendants), never its string.
-* Variable leaves carry a weight (``Node.Value * x``); constants and weights are float32: they are read
-  as the shortest decimal that round-trips in float32, and R² is re-measured in float64 by our
-  :meth:`Equation.evaluate`.
-* ``NodeType.Fmin`` evaluates ``max`` and ``NodeType.Fmax`` evaluates ``min`` (names swapped); neither is
-  in our grammar, so we never ask for them and refuse them in trees.
-* The ``r2`` objective appends the linear-scaling nodes (``* scale + offset``) to each tree; we fold
-  constant products (``w*scale`` -> one constant) and drop multiplicative constants that are exactly 1.0.
-  The scaling nodes are part of the equation, so they count in its complexity.
-* Nodes of arity other than 2 make pyoperon's interpreter abort the process; the search only builds
-  binary ones, but the converter follows Operon's n-ary semantics anyway (``Sub(a, b, c) = a - (b+c)``,
-  ``Div(a, b, c) = a / (b*c)``, unary ``Sub``/``Div`` = negation/inverse).
-
-Operator mapping (our name -> Operon symbol -> what the converted equation means, exactly):
-
-* ``add sub mul div square exp log tanh sinh cos sin abs`` -> same names, same meaning
-  (``log`` is the plain log in both).
-* ``sqrt`` -> ``sqrtabs`` = ``sqrt(|x|)``, converted as ``sqrt(abs(x))`` (our sign-extended sqrt of
-  ``|x|``, i.e. exactly ``sqrt(|x|)``). Operon has no sign-extended sqrt; its ``sqrt`` is NaN below 0.
-* ``pow`` -> ``powabs`` = ``|x|**y``, converted as ``pow(abs(x), y)`` (exactly ``|x|**y``). Operon has no
-  sign-extended pow; its ``pow`` is NaN for a negative base (a tree ``Pow`` converts to plain ``**``).
-* ``cube asinh relu erfc sign``: Operon lacks them; asking for them raises ValueError naming them.
-
-No gradient-free term (the default, ``settings.allow_offset=False``): what pyoperon can and cannot impose.
-pyoperon 0.6.2 has ``add_model_intercept_term``, but ``SymbolicRegressor`` overrides it to True (with a
-warning) for every objective that needs linear scaling (``r2 nmse rmse mse mae``), and the ``r2``
-evaluator's linear scaling fits ``a*f(x) + b`` during the search itself; the objectives without scaling
-(``c2`` is offset-invariant too; ``gauss``/``mdl`` need a noise estimate and lose the fitted scale) do not
-help, since trees may still hold constants of their own; and ``allowed_symbols`` is global: there is no
-way to keep constants out of the root sum only (leaving ``constant`` out removes every constant yet
-still allows ``exp(w*x)``, which is 1 at zero). So nothing is imposed natively: the search runs as
-usual (its fitness ignores any offset) and every front model goes through
-:func:`harness.symbolic.sr.offset.remove_offset`: the intercept ``b`` and any other constant term
-removed, a constant factor distributed where that removes a constant hidden in a sum, the constants
-refit by least squares on the zero-anchored model (the scale ``a`` exactly), a hidden offset such as
-``a*tanh(w*x + c)`` cancelled by one added constant. R², MSE and complexity are measured afterwards on
-the equation returned. With ``allow_offset=True`` the intercept stays (one below ``1e-6 * std(y)`` is
-dropped: it moves R² by at most 1e-12).
-
-Complexity: ``settings.max_complexity`` is also Operon's ``max_length``, which counts a weighted variable as
-one node and leaves out the scaling nodes; our complexity counts ``w*x`` as three and counts ``scale``.
-Equations whose complexity (ours, on the returned equation) exceeds ``max_complexity`` are left out of
-the front, so a front may hold fewer, smaller equations than Operon's own.
-
-``settings.extra`` is passed to ``pyoperon.sklearn.SymbolicRegressor`` (keys checked against its
-signature), e.g. ``{"max_depth": 12, "optimizer": "lbfgs"}``.
-
-Progress per generation (``fit(..., on_generation=...)``): Operon's algorithm takes a callback that it
-calls after each generation (``NSGA2Algorithm.Run(rng, callback, threads, warm_start)``), but
-``SymbolicRegressor.fit`` passes none and keeps the algorithm to itself. While such a fit runs,
-``pyoperon.sklearn``'s ``op`` is a stand-in for the ``pyoperon`` module whose algorithm classes are
-subclasses that pass a callback to ``Run`` (:func:`_generation_hook`); the callback reads the generation
-and the population's best fitness (the ``r2`` objective is ``-R²``) and changes nothing in the search.
-Operon calls it on a thread of its own, so the fit runs on a helper thread and ``on_generation`` is called
-on the thread that called ``fit``, once per generation, in order.
+A multi-objective search (``r2``, ``length``) whose front models are converted TREE by tree, never through
+pyoperon's printed strings (they round small constants to zero), then go through
+:func:`harness.symbolic.sr.offset.remove_offset` unless ``allow_offset``. ``cube asinh relu erfc sign`` are
+not available (ValueError); ``sqrt``/``pow`` map to ``sqrtabs``/``powabs``. ``settings.extra`` goes to
+``pyoperon.sklearn.SymbolicRegressor``. pyoperon's traps, the operator mapping and the per-generation
+progress hook: ``docs/symbolic.md``.
 """
 
 from __future__ import annotations
@@ -144,7 +88,7 @@ def _f32(v: float) -> float:
 
 
 def tree_to_equation(tree: Any, names_by_hash: Mapping[int, str]) -> Equation:
-    """Convert a pyoperon ``Tree`` to an Equation (see the module docstring for the node semantics).
+    """Convert a pyoperon ``Tree`` to an Equation (node semantics: ``docs/symbolic.md``, Operon).
 
     Args:
         tree: ``pyoperon.Tree`` (e.g. ``SymbolicRegressor.pareto_front_[i]['tree']``).
@@ -260,7 +204,7 @@ def _drop_unit_factors(eq: Equation) -> Equation:
 
 
 # ---------------------------------------------------------------------------------------------------
-# per-generation progress out of SymbolicRegressor.fit (see the module docstring)
+# per-generation progress out of SymbolicRegressor.fit (see ``docs/symbolic.md``, Operon)
 # ---------------------------------------------------------------------------------------------------
 #: the per-generation report of the fit running on this thread (the thread that builds the algorithm)
 _REPORT = threading.local()
@@ -366,7 +310,7 @@ def fit_reporting(
 
 
 class OperonBackend:
-    """Multi-objective (R², length) genetic programming with pyoperon; see the module docstring."""
+    """Multi-objective (R², length) genetic programming with pyoperon; see ``docs/symbolic.md``."""
 
     name = "operon"
 
@@ -415,7 +359,7 @@ class OperonBackend:
         *,
         on_generation: Callable[[int, float], None] | None = None,
     ) -> ParetoFront:
-        """The front of a pyoperon search (see the module docstring); ``on_generation(generation,
+        """The front of a pyoperon search (see ``docs/symbolic.md``); ``on_generation(generation,
         best_r2)`` is called on this thread after each generation (:func:`fit_reporting`)."""
         ok, why = self.available()
         if not ok:

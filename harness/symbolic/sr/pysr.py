@@ -1,44 +1,10 @@
 """PySR (SymbolicRegression.jl) backend, optional: used only where pysr and Julia are installed.
 
-``import pysr`` starts Julia through juliacall and, on first use, downloads Julia and the Julia packages;
-without them it raises all kinds of exceptions (not only ImportError). :meth:`PySRBackend.available`
-therefore checks for Julia BEFORE importing pysr and turns any failure into ``(False, reason)``; nothing
-here imports pysr at module import time.
-
-The sign-extended operators of the paper are custom Julia operators (``ssqrt``, ``spow``), mapped back to
-our sympy functions through ``extra_sympy_mappings``. Results are read from PySR's hall of fame (the
-``equation`` strings) by our safe parser (:func:`harness.symbolic.lang.import_hall_of_fame`), never
-by PySR's sympy export, and R² is re-measured in float64.
-
-Offline recipe (a machine without internet):
-
-1. On a machine with internet and the same OS/arch: ``pip install pysr`` and run
-   ``python -c "import pysr"`` once; it installs Julia (juliaup/juliapkg) and the packages into
-   ``~/.julia`` (or ``$JULIA_DEPOT_PATH``).
-2. Copy the Julia installation and the whole depot (``~/.julia``: ``packages``, ``compiled``,
-   ``artifacts``, ``environments/pyjuliapkg``) to the offline machine.
-3. There, set ``PYTHON_JULIAPKG_OFFLINE=yes`` (never resolve or download), ``PYTHON_JULIAPKG_EXE=/path/to/
-   julia`` (the copied binary; or put ``julia`` on ``PATH``) and ``JULIA_DEPOT_PATH=/path/to/copied/.julia``.
-4. ``python -c "from harness.symbolic.sr.pysr import PySRBackend; print(PySRBackend().available())"``.
-
-No gradient-free term (the default, ``settings.allow_offset=False``). PySR has no option that keeps
-constant terms out of an expression (``constraints``/``nested_constraints`` bound operand sizes,
-``complexity_of_constants`` only prices constants). What it does take is a custom objective: we pass
-``loss_function`` = :data:`ZERO_ANCHORED_LOSS`, the mean squared error of the ZERO-ANCHORED rule
-``f(x) - f(0)`` (``f`` also evaluated on one all-zero input; an equation undefined there scores ``Inf``).
-The search and its constant optimiser thus judge each equation by the rule we will return, and a
-constant term earns nothing but complexity. The hall of fame then goes through the same post-processing
-as Operon's front (:func:`harness.symbolic.sr.offset.remove_offset`: constant terms dropped, constants
-refit on the anchored model, a hidden offset cancelled) and :func:`hall_of_fame_front` re-measures R²,
-MSE and complexity on the returned equations; PySR's own ``loss`` and ``complexity`` of each row stay in
-its provenance (``pysr_loss``, ``pysr_complexity``). When ``extra`` brings its own objective
-(``loss_function``, ``loss_function_expression``, ``elementwise_loss``), a template ``expression_spec`` or
-``batching`` (a full objective must then take a batch index), we leave the objective alone and only
-post-process. ``allow_offset=True`` changes nothing in PySR's options.
-
-For multithreaded searches (``settings.threads > 1``) also set ``PYTHON_JULIACALL_THREADS`` to the thread
-count before Python starts; such searches are not deterministic. With one thread we ask PySR for a
-deterministic serial search (``deterministic=True, parallelism="serial"``).
+:meth:`PySRBackend.available` checks for Julia before importing pysr (whose import may download Julia);
+nothing here imports pysr at module import time. Results are read from the hall of fame by our safe
+parser and re-measured in float64; the search minimises the error of the zero-anchored rule
+(:data:`ZERO_ANCHORED_LOSS`) unless ``allow_offset``. For ``settings.threads > 1`` set
+``PYTHON_JULIACALL_THREADS`` before Python starts. The offline recipe and details: ``docs/symbolic.md``.
 """
 
 from __future__ import annotations
@@ -198,7 +164,7 @@ def hall_of_fame_front(
 
 
 class PySRBackend:
-    """PySR searches, read back through the safe hall-of-fame importer; see the module docstring."""
+    """PySR searches, read back through the safe hall-of-fame importer; see ``docs/symbolic.md``."""
 
     name = "pysr"
     _status: tuple[bool, str] | None = None

@@ -1,17 +1,9 @@
 """Least-squares constants of a given equation form (variable projection), optionally anchored at zero.
 
-:func:`fit_constants` separates the constants into *linear* ones (a constant that multiplies a whole
-top-level term and appears nowhere else) and *nonlinear* ones (everything else, including every constant
-of a tie group). For fixed nonlinear values the linear ones are solved exactly by ``lstsq``; the nonlinear
-ones are found by ``scipy.optimize.least_squares`` on that reduced problem (variable projection). A form
-linear in all its constants is therefore solved exactly in one ``lstsq``.
-
-``anchor_zero=True`` fits the ZERO-ANCHORED model ``f(x) - f(0)`` instead of ``f(x)``: each term's column
-is its value minus its value at all-zero inputs. That is the least-squares fit under the constraint that
-the rule is zero when every input is zero (no gradient-free drift): the caller then cancels whatever
-``f(0)`` remains (:func:`harness.symbolic.sr.offset.zero_at_zero`), and the result is exactly the model
-that was fitted. A form that is zero at zero whatever its constants (``c*tanh(w*x)``) is unchanged by the
-anchoring.
+:func:`fit_constants` solves the *linear* constants (one that multiplies a whole top-level term and appears
+nowhere else) exactly by ``lstsq`` and the others by ``scipy.optimize.least_squares`` on the reduced
+problem. ``anchor_zero=True`` fits ``f(x) - f(0)``: the least-squares fit of a rule that is zero at zero
+(``docs/symbolic.md``).
 """
 
 from __future__ import annotations

@@ -1,33 +1,10 @@
 """Fit the constants of a given equation FORM by least squares; plus a fast linear baseline backend.
 
-:func:`fit_constants` (in :mod:`harness.symbolic.sr.refit`, re-exported here) solves the constants that
-scale whole top-level terms exactly by ``lstsq`` and the others by ``scipy.optimize.least_squares``
-(variable projection).
-
-The paper's scalable rule (eq. 6), ``psi = -sum_{g,tau} W[g,tau]*gamma*tanh(g_{t-tau}/gamma)`` with one
-shared ``gamma``, is :func:`tanh_sum_form` (the minus sign is absorbed into ``W``) and is fit with its
-gamma occurrences tied.
-
-Backends: ``skeleton`` (``settings.extra["form"]``: ``"eq6"`` or an expression text or an Equation, with
-optional ``"tie_groups"``, ``"gamma"`` and ``"max_nfev"``) and ``linear`` (ordinary least squares over all
-columns, as a front of nested models with the most important columns first; ``extra``: ``prune_tol``
-(0.0)).
-
-No gradient-free term (the default, ``settings.allow_offset=False``), enforced by construction:
-
-* ``linear`` fits no intercept (least squares through the origin), so every model is zero at zero;
-  ``allow_offset=True`` adds the intercept column (and the intercept-only model).
-* ``skeleton``: eq. 6 is zero at zero whatever its constants. A given form loses its top-level constant
-  terms (noted in the provenance, ``offset_terms_dropped``), its constants are fit on the zero-anchored
-  model ``f(x) - f(0)`` and a remaining ``f(0)`` (a constant inside a term, ``c*tanh(g_0 + d)``) is
-  cancelled by an added constant, ``c*(tanh(g_0 + d) + k)``
-  (:func:`harness.symbolic.sr.offset.zero_at_zero`). A form that is undefined at zero, that has only
-  constant terms, or that has ``tie_groups`` and a constant term to drop or cancel (the indices would no
-  longer match) is refused with a ValueError saying to set ``allow_offset``.
-
-Complexity: both count it on the returned equation and keep to ``settings.max_complexity``: ``linear``
-leaves out the larger nested models; ``skeleton`` has no search, so a form above it is refused with a
-ValueError that names the complexity to allow (eq. 6 over many lags is large: about 9 nodes a column).
+Backends: ``skeleton`` (``settings.extra["form"]``: ``"eq6"``, the paper's eq. 6 as :func:`tanh_sum_form`
+with its ``gamma`` tied, or an expression text or an Equation; optional ``"tie_groups"``, ``"gamma"``,
+``"max_nfev"``) and ``linear`` (least squares through the origin, as a front of nested models; ``extra``:
+``prune_tol``). :func:`fit_constants` is re-exported from :mod:`harness.symbolic.sr.refit`. Both are zero at
+zero by construction and keep to ``max_complexity`` (``docs/symbolic.md``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A :class:`StageKind` owns its spec and trial models, its plan, the pure run of one trial, a finalize step,
 its outputs, and the hooks through which the CLI summary, ``sl2o report`` and the tracking queries treat it:
-nothing outside ``harness/stages`` names a kind. ``docs/stages.md`` walks through the contract.
+nothing outside ``harness/stages`` names a kind. ``docs/architecture.md`` and ``docs/stages/`` walk through it.
 """
 
 from __future__ import annotations

@@ -434,12 +434,12 @@ def equation_show(
     latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
 ) -> None:
     """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
+    from harness.jsonio import loads_json, read_json_text
     from harness.symbolic.lang import Equation, EquationParseError
-    from harness.symbolic.lang.names import loads_json, read_json_text
     from harness.symbolic.sr.base import ParetoFront
 
     try:
-        data = loads_json(read_json_text(file, "equation"), "equation")
+        data = loads_json(read_json_text(file, "equation", EquationParseError), "equation", EquationParseError)
         if isinstance(data, dict) and data.get("format") == "symbolic-l2o/pareto-front":
             eqs = list(ParetoFront.from_json(data).equations)
         else:

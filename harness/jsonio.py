@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dumps", "flatten_params", "parse_json", "to_jsonable", "write_json"]
+__all__ = ["MAX_JSON_BYTES", "dumps", "flatten_params", "loads_json", "read_json_text", "to_jsonable", "write_json"]
+
+#: the largest JSON text read from a file (equations, fronts): a larger one is refused before parsing
+MAX_JSON_BYTES = 16 * 2**20
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -76,11 +79,29 @@ def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def parse_json(data: Any, what: str, error: type[Exception] = ValueError) -> Any:
-    """``data`` itself, or parsed when it is a JSON string; bad JSON raises ``error`` naming ``what``."""
-    if not isinstance(data, str):
-        return data
+def read_json_text(path: str | Path, what: str = "JSON", error: type[Exception] = ValueError) -> str:
+    """The text of an untrusted JSON file: a regular file of at most :data:`MAX_JSON_BYTES`, UTF-8 (else
+    ``error`` naming ``what``; FileNotFoundError when it does not exist)."""
+    p = Path(path)
+    if not p.is_file():
+        if p.exists():
+            raise error(f"{what} file {str(p)!r} is not a regular file")
+        raise FileNotFoundError(f"{what} file {str(p)!r} does not exist")
+    if p.stat().st_size > MAX_JSON_BYTES:
+        raise error(f"{what} file {str(p)!r} is larger than {MAX_JSON_BYTES} bytes")
     try:
-        return json.loads(data)
+        return p.read_bytes()[: MAX_JSON_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
+
+
+def loads_json(text: str, what: str = "JSON", error: type[Exception] = ValueError) -> Any:
+    """``json.loads`` of untrusted text: bad, too long or too deeply nested JSON is one ``error``."""
+    if len(text) > MAX_JSON_BYTES:
+        raise error(f"{what} JSON too long ({len(text)} > {MAX_JSON_BYTES} characters)")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"invalid {what} JSON: {exc}") from None
+    except RecursionError:
+        raise error(f"invalid {what} JSON: nested too deeply") from None

@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from harness.jsonio import to_jsonable, write_json
+from harness.jsonio import loads_json, read_json_text, to_jsonable, write_json
 from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.functions import expr_args
 from harness.symbolic.lang.lowering import NP_OPS, Closure, closure, numpy_env
@@ -29,8 +29,6 @@ from harness.symbolic.lang.names import (
     const_symbol,
     is_const_symbol,
     is_variable_name,
-    loads_json,
-    read_json_text,
     split_variable,
     var_symbol,
 )
@@ -380,7 +378,7 @@ class Equation:
     def from_json(cls, data: Mapping[str, Any] | str) -> Equation:
         """Inverse of :meth:`to_json` (a dict or a JSON string); the expression goes through the safe parser."""
         if isinstance(data, str):
-            data = loads_json(data, "equation")
+            data = loads_json(data, "equation", EquationParseError)
         if not isinstance(data, Mapping) or not isinstance(data.get("expression"), str):
             raise EquationParseError("equation JSON needs a string field 'expression'")
         allowed = None
@@ -425,7 +423,7 @@ class Equation:
     @classmethod
     def load(cls, path: str | Path) -> Equation:
         """Read an equation JSON file written by :meth:`save` (at most ``MAX_JSON_BYTES``)."""
-        return cls.from_json(read_json_text(path, "equation"))
+        return cls.from_json(read_json_text(path, "equation", EquationParseError))
 
 
 def _json_metrics(raw: Any) -> dict[str, float]:

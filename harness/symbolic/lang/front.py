@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.jsonio import to_jsonable, write_json
+from harness.jsonio import loads_json, read_json_text, to_jsonable, write_json
 from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.names import EquationParseError, loads_json, read_json_text
+from harness.symbolic.lang.names import EquationParseError
 from harness.symbolic.metrics import fit_error, fitted_complexity
 
 __all__ = ["ParetoFront"]
@@ -131,7 +131,7 @@ class ParetoFront:
     def from_json(cls, data: Mapping[str, Any] | str) -> ParetoFront:
         """Inverse of :meth:`to_json` (a dict or a JSON string); equations go through the safe parser."""
         if isinstance(data, str):
-            data = loads_json(data, "Pareto front")
+            data = loads_json(data, "Pareto front", EquationParseError)
         if not isinstance(data, Mapping) or not isinstance(data.get("equations"), list):
             raise EquationParseError("Pareto front JSON needs a list field 'equations'")
         provenance = data.get("provenance") or {}
@@ -146,4 +146,4 @@ class ParetoFront:
     @classmethod
     def load(cls, path: str | Path) -> ParetoFront:
         """Read a front JSON file written by :meth:`save`."""
-        return cls.from_json(read_json_text(path, "Pareto front"))
+        return cls.from_json(read_json_text(path, "Pareto front", EquationParseError))

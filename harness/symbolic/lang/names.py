@@ -7,11 +7,8 @@ variable (``feature_lag``) and a constant (``c0 .. cN``) look like.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
 import sympy
 
@@ -22,7 +19,6 @@ __all__ = [
     "MAX_AST_NODES",
     "MAX_EXPONENT",
     "MAX_INT_LITERAL",
-    "MAX_JSON_BYTES",
     "MAX_STRUCTURAL_BITS",
     "MAX_TEXT_LENGTH",
     "OPERATOR_NAMES",
@@ -30,9 +26,7 @@ __all__ = [
     "const_symbol",
     "is_const_symbol",
     "is_variable_name",
-    "loads_json",
     "normalize_operators",
-    "read_json_text",
     "split_variable",
     "var_symbol",
 ]
@@ -49,7 +43,6 @@ MAX_INT_LITERAL = 10**18
 """Largest magnitude of an integer literal."""
 MAX_STRUCTURAL_BITS = 4000
 """Largest bit size of a structural (exact rational) number built from integer literals."""
-MAX_JSON_BYTES = 16 * 2**20
 """Largest equation or Pareto-front JSON file read (bytes)."""
 
 _CONST_RE = re.compile(r"c(0|[1-9][0-9]*)")
@@ -84,34 +77,6 @@ _OPERATOR_ALIASES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "ssqrt": "s
 
 class EquationParseError(ValueError):
     """An equation text (or JSON) that is malformed, unsafe, or uses unknown names."""
-
-
-def read_json_text(path: str | Path, what: str = "equation") -> str:
-    """The text of a JSON file of at most :data:`MAX_JSON_BYTES`, UTF-8; EquationParseError otherwise
-    (FileNotFoundError when it does not exist)."""
-    p = Path(path)
-    if not p.is_file():
-        if p.exists():
-            raise EquationParseError(f"{what} file {str(p)!r} is not a regular file")
-        raise FileNotFoundError(f"{what} file {str(p)!r} does not exist")
-    if p.stat().st_size > MAX_JSON_BYTES:
-        raise EquationParseError(f"{what} file {str(p)!r} is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        return p.read_bytes()[: MAX_JSON_BYTES + 1].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EquationParseError(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
-
-
-def loads_json(text: str, what: str = "equation") -> Any:
-    """``json.loads`` of untrusted text: bad, too long or too deeply nested JSON is one EquationParseError."""
-    if len(text) > MAX_JSON_BYTES:
-        raise EquationParseError(f"{what} JSON too long ({len(text)} > {MAX_JSON_BYTES} characters)")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise EquationParseError(f"invalid {what} JSON: {exc}") from None
-    except RecursionError:
-        raise EquationParseError(f"invalid {what} JSON: nested too deeply") from None
 
 
 def normalize_operators(operators: Iterable[str]) -> list[str]:

@@ -22,10 +22,11 @@ from torch import Tensor
 from torch.func import functional_call
 
 from harness.features import FeatureSpec
+from harness.jsonio import loads_json, read_json_text
 from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.expression import Equation
 from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS
-from harness.symbolic.lang.names import loads_json, read_json_text
+from harness.symbolic.lang.names import EquationParseError
 from harness.symbolic.optim.batched import DEFAULT_BATCH_NUMEL, BucketSet
 from harness.symbolic.optim.step import (
     EquationPlan,
@@ -67,8 +68,8 @@ def load_equation(source: Equation | str | Path | Mapping[str, Any]) -> Equation
     else:
         text = str(source)
         if isinstance(source, Path) or not text.lstrip().startswith("{"):
-            text = read_json_text(text, "equation")
-        data = loads_json(text, f"{str(source)[:200]}: equation")
+            text = read_json_text(text, "equation", EquationParseError)
+        data = loads_json(text, f"{str(source)[:200]}: equation", EquationParseError)
     if isinstance(data, Mapping) and data.get("format") == "symbolic-l2o/pareto-front":
         raise ValueError(
             f"{source} is a Pareto front, not one equation: pick one (ParetoFront.best() or at_complexity()) "

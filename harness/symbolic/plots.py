@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.plotting import save_figure
 from harness.symbolic.lang.front import ParetoFront
 from harness.symbolic.metrics import fit_error, tpf
 
@@ -26,15 +26,6 @@ def _fronts(fronts: ParetoFront | Mapping[str, ParetoFront]) -> dict[str, Pareto
     if isinstance(fronts, ParetoFront):
         return {"front": fronts}
     return dict(fronts)
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (parents created); the one PNG writer of the harness's plots."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
 
 
 def plot_pareto(
@@ -66,7 +57,7 @@ def plot_pareto(
     ax.set_title(title or "Pareto front")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_tpf(
@@ -94,7 +85,7 @@ def plot_tpf(
     ax.set_title(title or "Temporal Perception Field vs complexity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_tpf_from_metrics(front: ParetoFront, path: str | Path) -> Path:
@@ -111,7 +102,7 @@ def plot_tpf_from_metrics(front: ParetoFront, path: str | Path) -> Path:
     ax.set_title("Temporal Perception Field vs complexity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def _binned(x: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,4 +197,4 @@ def plot_update_rule(
         ax.text(0.5, 0.5, "the equation uses no input variable", ha="center", va="center")
     fig.suptitle(title or "teacher vs equation update along each input", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=120)

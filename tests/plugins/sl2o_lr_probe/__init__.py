@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 
 from harness.config.suite import OptimizeeSpec, StageBase, Suite
-from harness.plotting import save_figure
+from harness.plotting import auto_yscale, save_figure
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.evaluate import train
 from harness.stages.outputs import StageOutcome
@@ -99,6 +99,7 @@ class LrProbeKind(StageKind[LrProbeStage, LrProbeTrial]):
             xs, ys = zip(*sorted(pts), strict=True)
             ax.plot(xs, ys, marker="o", label=label)
         ax.set_xscale("log")
+        auto_yscale(ax, [y for pts in lines.values() for _, y in pts])
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final train loss")
         ax.legend(fontsize=8)

@@ -350,7 +350,8 @@ def _print_across(
 
 
 def _read_only_store(tracking_uri: str | None, workdir: Path) -> Any:
-    """The store's URI and a client, for commands that only read it (see :func:`read_only_store`)."""
+    """The store's URI and a client, for commands that only read it
+    (:func:`harness.tracking.store.read_only_store`)."""
     from harness.tracking.store import read_only_store
 
     return read_only_store(tracking_uri, workdir)

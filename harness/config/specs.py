@@ -2,13 +2,9 @@
 
 An optimizee spec names a registered optimizee, its constructor kwargs and a training budget, its
 *horizon*: ``steps`` or ``epochs`` (neither: the optimizee's own ``default_steps``). An evaluate stage may
-give several horizons (``steps: [300, 1500]``, :class:`OptimizeeHorizons`): each is a trial of its own,
-as a run to 300 steps (its cosine schedule, its final loss) is not the first 300 steps of a 1500-step
-run; the leaderboard ranks each (optimizee, horizon) apart. Every other stage trains at one horizon
-(:class:`OptimizeeSpec`) and refuses a list with a message that says so.
-
-:func:`horizon_label` and :func:`task_label` are the one spelling of a horizon (``300 steps``,
-``5 epochs``) and of a task (``mlp · 300 steps``) in tags, run names, tables and plots.
+list several (:class:`OptimizeeHorizons`), each a trial and a leaderboard task of its own; every other stage
+trains at one horizon (:class:`OptimizeeSpec`). :func:`horizon_label` and :func:`task_label` are the one
+spelling of a horizon (``300 steps``) and a task (``mlp · 300 steps``) in tags, run names, tables and plots.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Searches and schedulers for a stage's Ray Tune experiment (runner layer: Ray and Optuna live here).
 
-A stage kind that proposes its trials by search declares it with :meth:`StageKind.search
-<harness.stages.base.StageKind.search>`, a pure :class:`~harness.stages.base.SearchSpec` (Optuna distributions,
-sampler, start points). :func:`tune_search` turns it into Ray Tune's ``OptunaSearch``: the runner then runs
-``num_samples`` trials the searcher proposes, ``max_concurrent`` at a time (``TuneConfig.max_concurrent_trials``
-wraps the searcher in a ``ConcurrencyLimiter``), instead of the stage's fixed grid. Ray Tune saves the
-searcher (the Optuna study, the sampler's state) in the experiment folder, so ``Tuner.restore`` resumes an
-interrupted search without redoing finished trials.
-
-Each proposal's config is ``{"kind": name, "trial": <trial model with the proposed values>}``, the same shape
-as a grid trial's: the trainable, the tracker and the trial keys need nothing new. The Optuna search space is
-a define-by-run function (:class:`_Proposal`) so that the trial model itself (not only the bare values)
-carries each proposal: its trial key, MLflow tags and params then tell the search's trials apart.
+A stage kind that proposes its trials by search returns a pure :class:`~harness.stages.base.SearchSpec` from
+:meth:`StageKind.search <harness.stages.base.StageKind.search>`; :func:`tune_search` turns it into Ray Tune's
+``OptunaSearch``, which proposes ``num_samples`` trials (``max_concurrent`` at a time) instead of a grid. Each
+proposal's config has a grid trial's shape, ``{"kind": name, "trial": <trial model>}``, and the searcher is
+saved with the experiment, so ``Tuner.restore`` resumes a search without redoing finished trials.
 """
 
 from __future__ import annotations

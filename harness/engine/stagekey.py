@@ -1,37 +1,10 @@
 """Content-addressed stage keys, the code version, and integrity digests of Tune state (no Ray, no MLflow).
 
-A suite stage is reused when a finished stage run with the same key exists (DESIGN.md sections 3 and 9),
-so the key must cover everything that changes the stage's results. :func:`stage_key` hashes
-
-(a) the stage spec (``model_dump(mode="json")``) without the fields that only schedule the trials:
-    ``max_concurrent``, ``resources`` and ``max_failures`` (:data:`SCHEDULING_FIELDS`);
-(b) the input stages' keys (sorted by stage name);
-(c) the resolved trial configs, in plan order: what ``StageKind.plan`` returned, dumped as JSON; a grid
-    of ``search_spaces/*.yaml`` is expanded there, so editing it changes the key;
-(d) the contents (sha256) of every file the stage reads: every string value, at any depth of the spec
-    dump and the trial dumps, that is the path of an existing regular file (relative paths against the
-    current directory, as the stages read them). Today these are the ``checkpoint``, ``equation``,
-    ``dataset`` and ``file`` fields (teacher checkpoints, equation JSON, collected datasets, grid files);
-    files in the artifact cache that earlier stages wrote are hashed too (their input keys cover them
-    already; hashing them also catches a tampered cache). Only contents count, never mtimes. A path that
-    does not exist is not hashed (its string is still in the dump; the stage reports it when it runs).
-    Directories (e.g. an optimizee's data ``root``) are not hashed. A file over :data:`MAX_FILE_BYTES`
-    is refused with :class:`StageKeyError`;
-(e) the code version, :func:`code_version`: ``harness.__version__``, the git commit of the source tree
-    when the package runs from a git checkout, and whether the source paths (:data:`CODE_PATHS`) have
-    uncommitted changes, with a digest of those changes (``git diff HEAD`` plus untracked files).
-    Only the source paths count: a workdir, notes or test edits inside the checkout do not change keys.
-    Third-party plug-ins and installed dependencies are not covered.
-
-A path string is kept in the key next to its file's digest, so the key of a stage whose inputs come from
-the artifact cache depends on the workdir too (a different workdir recomputes; it never reuses wrongly).
-
-:func:`digest_tree` and :func:`verify_tree` guard Ray Tune's experiment directory, which Tune unpickles on
-restore (``tuner.pkl``, ``experiment_state-*.json``, ``basic-variant-state-*.json``,
-``search_gen_state-*.json``, ``callback-states-*.pkl``, ``searcher-state-*.pkl``, trial checkpoints).
-The digest covers every file under the directory: Ray 2.x's ``Tuner.restore`` and ``Tuner.can_restore``
-only read it, so nothing is excluded. Tune writes the directory while a stage runs, so a digest is only
-valid when it is taken after Tune stopped writing (after ``Tuner.fit`` returned).
+A suite stage is reused when a finished stage run with the same key exists (``docs/architecture.md``), so
+:func:`stage_key` covers everything that changes its results: the spec minus its scheduling fields, the input
+stages' keys, the planned trials, the contents of the files they name, and :func:`code_version`.
+:func:`digest_tree` and :func:`verify_tree` guard Ray Tune's experiment folder, which Tune unpickles on
+restore; a digest is only valid once Tune stopped writing it (after ``Tuner.fit`` returned).
 """
 
 from __future__ import annotations
@@ -136,7 +109,14 @@ def read_files(*dumps: Any) -> dict[str, str]:
 # the key
 # ---------------------------------------------------------------------------------------------
 def stage_key(spec: BaseModel, inputs_keys: Mapping[str, str], trials: Sequence[BaseModel]) -> str:
-    """The stage's content address (16 hex chars): see the module docstring for what it covers.
+    """The stage's content address (16 hex chars): a sha256 over
+
+    * the spec's JSON dump without :data:`SCHEDULING_FIELDS`, and the input stages' keys (sorted by name);
+    * the planned trials' JSON dumps, in plan order (grids of ``search_spaces/*.yaml`` are expanded there);
+    * the sha256 of every string, at any depth of those dumps, that names an existing regular file (contents
+      only, never mtimes; the path string stays in the dump, so another workdir gives another key); missing
+      paths and directories are not hashed, a file over :data:`MAX_FILE_BYTES` raises :class:`StageKeyError`;
+    * :func:`code_version` (third-party plug-ins and installed dependencies are not covered).
 
     Args:
         spec: the stage's spec model (a ``harness.config.suite.StageBase`` subclass).

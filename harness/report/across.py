@@ -1,20 +1,10 @@
 """Scores across tasks: speedup over tuned Adam, time to a target, performance profiles.
 
-A task is an optimizee at one horizon (``suite/mlp · 300 steps``): the same optimizee at two horizons is
-two tasks, each with its own best Adam, target and curves.
-
-Each optimizer's curve on a task is the mean over seeds of its logged minibatch loss, smoothed by a
-running mean (:data:`SMOOTH` points) so that one lucky batch does not count as reaching a loss.
-
-* **speedup over tuned Adam** (learned_optimization's normalisation): the steps the task's best Adam
-  needs to reach this optimizer's final loss (its budget when that loss is no lower than Adam's own final
-  loss and the smoothed curve lags behind), divided by the steps this optimizer used. Above 1: it gets
-  there faster. When Adam never reaches it within its budget the speedup is at least budget / steps and is
-  reported as that bound (``speedup_bound: true``).
-* **time to target** (AlgoPerf): the first step where the curve reaches the task's target, by default
-  the best baseline's (SGD/Adam) final loss; ``inf`` when never reached.
-* **performance profile** (AlgoPerf): ``rho(tau)``, the fraction of tasks on which an optimizer's time to
-  target is within ``tau`` times the best optimizer's on that task.
+A task is an optimizee at one horizon (``suite/mlp · 300 steps``), with its own best Adam, target and curves.
+An optimizer's curve on a task is the mean over seeds of its logged minibatch loss, smoothed by a running
+mean of :data:`SMOOTH` points so that one lucky batch does not count as reaching a loss. Definitions:
+:func:`task_scores` (speedup, after learned_optimization; time to target, after AlgoPerf) and
+:func:`profiles` (AlgoPerf's performance profile ``rho(tau)``).
 """
 
 from __future__ import annotations
@@ -55,7 +45,14 @@ def task_scores(
     rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]]
 ) -> list[dict[str, Any]]:
     """Per optimizer row of ONE task (its leaderboard rows and their per-seed curves by optimizer):
-    ``speedup_vs_adam``, ``speedup_bound``, ``target``, ``time_to_target``."""
+    ``speedup_vs_adam``, ``speedup_bound``, ``target``, ``time_to_target``.
+
+    * ``speedup_vs_adam``: the steps the task's best Adam needs to reach this optimizer's final loss, over
+      the steps this optimizer used (above 1: faster). When Adam never gets there the speedup is at least
+      Adam's budget over those steps, reported as that bound (``speedup_bound: true``).
+    * ``time_to_target``: the first step where the curve reaches ``target``, the best baseline's (SGD/Adam)
+      final loss; ``inf`` when never reached.
+    """
     mc = {opt: mean_curve(c) for opt, c in curves.items() if c}
     complete = [r for r in rows if r["diverged"] == 0 and r.get("errored", 0) == 0 and r["optimizer"] in mc]
     adams = [r for r in complete if r["family"] == "adam"]
@@ -88,7 +85,8 @@ def task_scores(
 def profiles(
     times: Mapping[str, Mapping[str, float]], taus: Sequence[float] = TAUS
 ) -> dict[str, list[float]]:
-    """``times[task][optimizer]`` -> ``rho(tau)`` per optimizer over all tasks (missing counts as never)."""
+    """``times[task][optimizer]`` -> ``rho(tau)`` per optimizer over all tasks (missing counts as never):
+    the fraction of tasks on which the optimizer's time to target is within ``tau`` times the best one's."""
     optimizers = sorted({o for t in times.values() for o in t})
     tasks = list(times)
     out: dict[str, list[float]] = {}

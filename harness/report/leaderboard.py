@@ -2,12 +2,8 @@
 each row compared per seed with a reference (the task's best Adam) with a bootstrap CI and a verdict.
 
 A task is an optimizee at one horizon (a record's ``horizon``: ``300 steps``, ``5 epochs``, or empty for
-the optimizee's default budget): ranks, references and verdicts are per (suite, optimizee, horizon).
-
-The table is built with pandas: a frame of the records (one per trial), a group-by per (suite,
-optimizee, horizon, optimizer) for the counts, means and spreads (exactly rounded, ``statistics.fmean`` and
-``stdev``, as aggregators), a sort and a per-task count for the ranks, and a per-task pick of the
-reference. The paired statistics are :func:`harness.report.stats.paired`.
+the optimizee's default budget): ranks, references and verdicts are per (suite, optimizee, horizon). The
+paired statistics are :func:`harness.report.stats.paired`.
 """
 
 from __future__ import annotations

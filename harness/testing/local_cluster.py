@@ -1,16 +1,11 @@
 """A real multi-node Ray cluster on this machine's loopback addresses, for end-to-end tests and benchmarks.
 
-Each node is one ``ray start --block`` process in its own session, with its own ``--temp-dir`` and its own
-loopback address (127.0.0.2, 127.0.0.3, ...: Ray replaces 127.0.0.1 itself by the host's public address),
-every port it binds chosen free. Token authentication is on (``RAY_AUTH_MODE=token``) with a token made
-for this cluster, as on a real Ray 2.60 cluster. Stopping it signals only the processes it started (by
-their process group, which is theirs alone): never ``ray stop``, which would end every Ray on the host.
-
-Usage::
+Each node is one ``ray start --block`` process in its own session, ``--temp-dir`` and loopback address
+(127.0.0.2, 127.0.0.3, ...), on free ports, with token authentication (``RAY_AUTH_MODE=token``) as on a real
+cluster. Stopping it signals only its own process groups, never ``ray stop``. Usage::
 
     with LocalCluster(nodes=2, cpus_per_node=1) as c:
         subprocess.run([..., "--address", c.address], env=c.env())
-        c.kill_raylet(1)            # the second node's raylet, by its PID
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """The driver's MLflow client: every call waits through a tracking outage instead of failing.
 
-The runner's own MLflow calls (start a suite or stage run, tag it, close it, search for runs to reuse or
-resume, log a stage's artifacts) are the points the suite cannot pass without an answer, so
-:class:`ResilientClient` makes each one *wait*: it first waits until the trial writes queued before it
-are delivered (:meth:`harness.tracking.delivery.queue.TrackingWriter.flush`: so a search sees every trial's
-record), then calls MLflow, retrying a transient failure (:func:`harness.tracking.delivery.ops.is_transient`)
-with a growing pause for as long as it takes. While it waits it prints, after 30 s
-(``SL2O_TRACKING_NOTICE_S``) and then at doubling intervals, one line such as ``MLflow at URI
-unreachable for 30 s, retrying; results are buffered``. A refusal (a bad request, a missing run) is
-raised at once, as MLflow's own client does.
-
-A run is created at most once even when the server dies between creating it and answering: each
-``create_run`` carries a random ``sl2o.create_token`` tag, and a retry looks for that token first.
-
-Only a client that has written waits: until its first write (a report that only reads, a driver still
-setting up) a call gets MLflow's own retries and no more, so an unreachable server is an error there.
-
-After Ctrl-C (any ``BaseException`` out of a call), the driver is on its way out: its remaining writes
-(closing runs as KILLED) are queued for the background writer, which delivers or journals them at exit,
-and reads get one try. The first write through each client delivers what earlier drivers of this
-workdir left undelivered (:meth:`harness.tracking.delivery.queue.TrackingWriter.replay_orphans`), before this
-driver records anything; read-only commands therefore never write.
+The runner's own MLflow calls (suite and stage runs, searches for runs to reuse or resume, a stage's
+artifacts) are points the suite cannot pass without an answer, so :class:`ResilientClient` makes each one
+wait, retrying transient failures for as long as it takes; while it waits it prints one line after
+``SL2O_TRACKING_NOTICE_S`` (default 30 s) and then at doubling intervals.
 """
 
 from __future__ import annotations
@@ -72,7 +55,21 @@ _OWN = ("_uri", "_client", "_interrupted", "_wrote")
 
 
 class ResilientClient:
-    """An ``MlflowClient`` for ``uri`` whose calls wait through outages (see the module doc)."""
+    """An ``MlflowClient`` for ``uri`` whose calls wait through outages.
+
+    * A call first waits until the trial writes queued before it are delivered
+      (:meth:`~harness.tracking.delivery.queue.TrackingWriter.flush`), so a search sees every trial's record;
+      a transient failure (:func:`~harness.tracking.delivery.ops.is_transient`) is retried with a growing
+      pause, a refusal (a bad request, a missing run) is raised at once.
+    * Only a client that has written waits: before its first write a call gets MLflow's own retries, so
+      read-only commands fail on an unreachable server and never write. The first write delivers what
+      earlier drivers of this workdir left undelivered
+      (:meth:`~harness.tracking.delivery.queue.TrackingWriter.replay_orphans`).
+    * ``create_run`` tags the run with a random ``sl2o.create_token``: a retry finds it instead of
+      creating it twice.
+    * After Ctrl-C (any ``BaseException`` out of a call) writes are queued for the background writer and
+      reads get one try.
+    """
 
     def __init__(self, uri: str, client: MlflowClient | None = None) -> None:
         self._uri = uri

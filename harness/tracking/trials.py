@@ -40,25 +40,17 @@ def _tune_callback_base() -> type:
 class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
     """Ray Tune callback: one MLflow child run per trial under the stage run, exactly once.
 
-    The callback never calls MLflow: each event becomes a write queued for the background writer of
-    :mod:`harness.tracking.delivery.queue` (which delivers them in order, waits through outages and journals
-    what it cannot deliver), so Tune's loop never waits on tracking. A trial attempt is named in those
-    writes by a fresh handle; the writer creates its run (see :mod:`harness.tracking.delivery.ops`).
+    The callback never calls MLflow: each event becomes a write queued for the background writer
+    (:mod:`harness.tracking.delivery.queue`), naming the trial attempt by a fresh handle, so Tune's loop
+    never waits on tracking.
 
-    A trial is identified by its ``sl2o.trial_key`` tag (the stage key and the trial's resolved config),
-    not by Tune's trial id, so whatever killed the driver before, the rerun leaves one record per trial:
-    a trial whose key already has a FINISHED run is not recorded again (Tune may rerun a trial its saved
-    state had not yet marked done); an unfinished run of the same key (a killed or errored attempt) is
-    deleted and replaced by the new attempt's run, so a retried curve replaces the old one instead of
-    being appended to it. The same happens when Tune retries a trial within one run.
+    A trial is identified by its ``sl2o.trial_key`` tag, not Tune's trial id: a key that already has a
+    FINISHED run is not recorded again, and an unfinished run of the key (a killed, errored or retried
+    attempt) is replaced by the new attempt's run, so a rerun leaves one record per trial.
 
-    Results carry the keys of :class:`harness.stages.outputs.ResultKey`: ``curve_steps``/``curve_<name>``
-    lists (logged as metric histories in one batch), and on the last one ``final: True`` with the final
-    metrics, ``status`` and ``info`` (logged as tags); the final checkpoint's ``artifacts/`` folder is
-    logged as the run's artifacts when the trial ends. An SR dataset among them (a collect trial's) is
-    logged as a dataset input of the run (context ``collected``), and a trial whose model names a
-    ``dataset`` file (a distill trial) logs that file as its ``training`` input
-    (:func:`harness.tracking.datasets.sr_dataset_input`).
+    Results carry the keys of :class:`harness.stages.outputs.ResultKey`: curves (logged as metric histories),
+    and on the last one the final metrics, ``status`` and ``info`` (tags); the final checkpoint's
+    ``artifacts/`` become the run's artifacts, and SR datasets its dataset inputs.
     """
 
     def __init__(

@@ -1,12 +1,9 @@
 """Turn an optimizer config (a plain dict from a suite or search space) into a torch optimizer.
 
-Families:
-    ``sgd``       lr, momentum, nesterov, weight_decay
-    ``adam``      lr, betas, eps, weight_decay
-    ``teacher``   checkpoint (a meta-trained teacher's .pt file)
-    ``symbolic``  equation (an equation JSON file), lr_mult
-Every family takes ``cosine: bool`` (cosine decay of the learning rate to 0 over the run,
-:mod:`harness.training.schedules`); a symbolic rule that carries ``provenance["schedule"] = "cosine"`` gets it too.
+Families (:data:`FAMILIES`): ``sgd`` (lr, momentum, nesterov, weight_decay), ``adam`` (lr, betas, eps,
+weight_decay), ``teacher`` (checkpoint: a meta-trained teacher's .pt file) and ``symbolic`` (equation: an
+equation JSON file; lr_mult). Every family takes ``cosine: bool`` (cosine decay of the step size to 0,
+:mod:`harness.training.schedules`); a symbolic rule with ``provenance["schedule"] = "cosine"`` gets it too.
 """
 
 from __future__ import annotations

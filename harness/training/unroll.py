@@ -1,29 +1,10 @@
 """The unrolled training loop, written once: teacher meta-training and gradient meta-tuning both run it.
 
-One call of :func:`unroll` is one truncation window of back-propagation through time: from parameters
-``x_0`` (detached here, so nothing flows into an earlier window) and the gradient ``g_0`` at ``x_0``,
-every batch ``b_k`` (``k = 1..K``) makes one optimizer step and one loss evaluation::
-
-    x_k, state = step(x_{k-1}, g_{k-1}, state)      # differentiable in whatever the caller tunes
-    f_k        = loss(x_k, b_k)                      # the training loss at the new iterate
-    g_k        = d f_k / d x_k                       # detached: first-order, as in L2O practice
-
-so the gradient that drives step ``k+1`` is the one measured on the batch after step ``k``; the last
-gradient ``g_K`` is returned for the next window. The meta-loss (``meta_loss=``) is
-
-* ``"mean"``: ``mean_k f_k`` over the window's new iterates (the paper's eq. 1 with ``w_t = 1``,
-  teacher meta-training);
-* ``"final"``: ``f_K``, the loss at the window's last iterate;
-* with a ``holdout`` batch, the same two read the loss on that batch instead of ``b_k``
-  (``loss(x_k, holdout)``): gradient meta-tuning's validation batch;
-* ``None``: no meta-loss (the caller builds its own, e.g. the imitation loss of teacher IL).
-
-Gradients ``g_k`` are constants for the meta-gradient (Andrychowicz et al. 2016; the paper's code),
-which flows through the update path ``x_k = x_{k-1} + u_k`` and the step's own state. A loss
-evaluation keeps its graph only when the meta-loss reads it. The state is the step's business: it
-comes back as the step left it (detach it between windows).
-
-Pure torch (no Ray, no MLflow).
+One :func:`unroll` call is one truncation window of back-propagation through time: from ``x_0`` (detached,
+so nothing flows into an earlier window) and its gradient ``g_0``, each batch ``b_k`` makes one step
+``x_k, state = step(x_{k-1}, g_{k-1}, state)`` and one evaluation ``f_k = loss(x_k, b_k)``. The gradients
+``g_k = d f_k / d x_k`` are detached (first-order, as in L2O practice), so the meta-gradient flows through the
+update path and the step's own state only. Pure torch (no Ray, no MLflow).
 """
 
 from __future__ import annotations
@@ -77,8 +58,9 @@ class Unrolled(Generic[S]):
     ``meta_loss`` is a scalar tensor differentiable w.r.t. whatever the step depends on (None when
     ``meta_loss=None``; NaN when the window diverged). ``params`` are the last iterate (detached),
     ``grads`` the detached gradient there (the next window's first input), ``state`` the step's state
-    after the last step taken, ``train_losses`` the training losses ``f_1..f_k`` of the steps taken;
-    ``diverged``: a training loss or the last gradient was not finite (the window stops at that step).
+    after the last step taken (as the step left it: detach it between windows), ``train_losses`` the
+    training losses ``f_1..f_k`` of the steps taken; ``diverged``: a training loss or the last gradient was
+    not finite (the window stops at that step).
     """
 
     meta_loss: Tensor | None
@@ -107,8 +89,10 @@ def unroll(
         loss: the training objective ``loss(params, batch)`` (e.g. ``problem.loss``, or a rescaled one).
         params: ``x_0`` (detached here); grads: the gradient at ``x_0`` (e.g. from :func:`loss_and_grads`).
         batches: the window's training batches (a finite iterable; its length is the window's length).
-        meta_loss: ``"mean"`` | ``"final"`` | None.
-        holdout: a batch the meta-loss is measured on instead of the training batches (None: them).
+        meta_loss: ``"mean"`` (``mean_k f_k``, the paper's eq. 1 with ``w_t = 1``), ``"final"`` (``f_K``), or
+            None (no meta-loss: the caller builds its own, e.g. teacher IL's imitation loss).
+        holdout: a batch the meta-loss is measured on instead of the training batches (None: them);
+            gradient meta-tuning's validation batch.
     """
     if meta_loss is not None and meta_loss not in META_LOSSES:
         raise ValueError(f"meta_loss must be one of {', '.join(META_LOSSES)} or None, got {meta_loss!r}")

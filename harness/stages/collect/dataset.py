@@ -89,7 +89,8 @@ class SRDataset:
         source: what produced the targets (``{"rule": ..., "kwargs": ...}``, a checkpoint, or synthetic).
         meta: plain-JSON facts (optimizees, seeds, steps, rows dropped, time, ...).
         index_train, index_val: ``[N, 3]`` int64 origin of each row: (run, step ``t``, coordinate), with
-            ``run`` indexing ``meta["runs"]`` (0 for :func:`collect_from_gradients`); None if unknown.
+            ``run`` indexing ``meta["runs"]`` (0 for
+            :func:`~harness.stages.collect.record.collect_from_gradients`); None if unknown.
     """
 
     X_train: np.ndarray

@@ -1,26 +1,11 @@
-"""The collect stage: run a teacher as the optimizer and record (lagged features -> update) rows for SR.
+"""The collect stage's pure work (no Ray, no MLflow): run a source rule as the optimizer, record SR rows.
 
-A pure function (no Ray, no MLflow). For every optimizee spec and a few seeds the source rule (a
-registered teacher / hand-written rule, or a meta-trained checkpoint) trains the optimizee exactly as
-:class:`teachers.optimizer.TeacherOptimizer` with ``lr = 1`` would (``x <- x + update``). Rows are drawn
-uniformly over (step, coordinate) pairs whose lag history is full (``t >= T``; ``t`` counts gradients,
-starting at 1), across all parameter tensors. Each row holds:
-
-* inputs: the lagged history ``[F, T]`` of the SR features (computed by :mod:`harness.features`, the one
-  shared definition; lag 0 = newest), flattened feature-major, lag-minor, i.e. in the order of
-  :meth:`~harness.features.FeatureSpec.variable_names` (``g_0, g_1, ..., g_19, m_hat_0, ...``);
-* target: the source's update of that coordinate at that step (the value ADDED to the parameter, so
-  SGD's is ``-lr * g_0``).
-
-Only the sampled coordinates carry an SR feature state (features are coordinate-wise), so collection
-costs one extra feature update over a few thousand coordinates per step, whatever the model size.
-
-Scaling (the paper: "re-scaled to unit variance"): with ``X_raw`` and ``y_raw`` the recorded values,
-``x_scale[j] = std(X_raw_train[:, j])`` and ``y_scale = std(y_raw_train)`` (population std over the TRAIN
-rows; 1.0 where the std is zero or not finite), and the stored arrays are ``X = X_raw / x_scale``,
-``y = y_raw / y_scale`` for both splits (no centring: an offset would change the equation's form). So
-``X_raw = X * x_scale`` and ``y_raw = y * y_scale``; :func:`unscale_equation` maps an equation fitted on
-``(X, y)`` to the same function over raw features.
+The source (a registered teacher or hand-written rule, or a meta-trained checkpoint) trains each optimizee as
+:class:`teachers.optimizer.TeacherOptimizer` with ``lr = 1`` would. Rows are drawn uniformly over (step,
+coordinate) pairs with a full lag history: inputs are the lagged SR features (:mod:`harness.features`) in
+:meth:`~harness.features.FeatureSpec.variable_names` order, the target is the update ADDED to the coordinate.
+Scales are the population std over the TRAIN rows (1.0 where zero or not finite), never centred; an equation
+fitted on the scaled rows maps back by :func:`~harness.stages.collect.dataset.unscale_equation`.
 """
 
 from __future__ import annotations
@@ -339,28 +324,19 @@ def collect(
     seeds_per_optimizee: int = 2,
     on_run: Callable[[int, int], None] | None = None,
 ) -> SRDataset:
-    """Run ``source`` as the optimizer on ``optimizees`` and build its SR dataset (see module docstring).
+    """Run ``source`` as the optimizer on ``optimizees`` and build its SR dataset (see the module docstring).
 
     Args:
-        source: ``{"rule": name, "kwargs": {...}}`` (any ``TEACHERS`` entry, hand rules included) or
-            ``{"checkpoint": path}`` (a meta-trained teacher).
-        optimizees: specs ``{"name", "kwargs"?, "steps"? | "epochs"?, "seeds"? | "n_seeds"?, "label"?}``;
-            each runs on its ``seeds`` (default ``1000*seed + k`` for ``k < seeds_per_optimizee``) for its
-            ``steps`` (or ``epochs`` times its steps per epoch; default the ``steps`` argument).
-        features: SR feature names; default the teacher's own input features (the paper's choice;
-            :meth:`~teachers.base.Teacher.input_features`: RP(extra) gives ``m_hat, g_hat, eta``, with
-            eta's meta-trained parameters, which the dataset's ``feature_spec`` then carries).
-        lags: history length T (the paper: 20).
-        n_samples, holdout: ``n_samples`` training rows plus ``round(holdout * n_samples)`` held-out rows,
-            drawn uniformly over (step >= T, coordinate) of every run, split evenly across runs.
-        steps: default steps per run (a spec's ``steps`` wins); must be >= ``lags``.
-        seed: drives row sampling, the train/val split and the default optimizee seeds.
-        feature_kwargs: ``FeatureSpec`` constants (``beta1``, ``beta2``, ``eps``, ``norm_p``,
-            ``eta_params``); default the teacher's, so e.g. Adam's ``m_hat`` uses Adam's betas and
-            ``eta`` uses the teacher's meta-trained parameters.
-        device: where the optimizee and teacher run.
-        variables: keep only these ``feature_lag`` columns.
-        on_run: called with (runs done, runs in all) after each optimizee run (progress).
+        source: ``{"rule": name, "kwargs": {...}}`` (any ``TEACHERS`` entry) or ``{"checkpoint": path}``.
+        optimizees: specs ``{"name", "kwargs"?, "steps"? | "epochs"?, "seeds"? | "n_seeds"?, "label"?}``, each
+            run on its ``seeds`` (default ``1000*seed + k`` for ``k < seeds_per_optimizee``).
+        features: SR feature names; default the teacher's own input features (``Teacher.input_features``).
+        lags, steps: history length T (the paper: 20); default steps per run (a spec's wins), >= ``lags``.
+        n_samples, holdout: training rows plus ``round(holdout * n_samples)`` held-out rows, split evenly
+            across runs; ``seed`` drives the sampling, the split and the default optimizee seeds.
+        feature_kwargs: ``FeatureSpec`` constants; default the teacher's (e.g. Adam's betas for ``m_hat``).
+        device, variables, on_run: where it runs; the ``feature_lag`` columns to keep; a progress callback
+            given (runs done, runs in all) after each run.
     """
     t0 = time.perf_counter()
     if not optimizees:

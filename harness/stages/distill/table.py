@@ -24,8 +24,8 @@ def distill_rows(chosen_files: Sequence[Path], stage: str = "") -> list[dict[str
     ``front.json``). Columns: ``stage``, ``source``, ``equation`` (constants to 4 digits), ``complexity``
     (of the raw equation) and ``complexity_scaled`` (of the fitted form, what ``max_complexity`` bounds),
     ``r2_val``, ``tpf`` and ``tpf_<feature>``, ``mc``, ``front_size``, ``input_dependent_fraction`` (see
-    :func:`target_varying_fraction`), ``target_varying_fraction`` and ``learned`` (False when the source is
-    a teacher that did not learn).
+    :func:`~harness.stages.distill.fit.target_varying_fraction`), ``target_varying_fraction`` and ``learned``
+    (False when the source is a teacher that did not learn).
     """
     rows = []
     for path in sorted(chosen_files):

@@ -1,20 +1,10 @@
 """Shared parts of meta-tuning: plain training with an equation, the validation split, constant slots and
-search spaces.
+Optuna search spaces.
 
 Optimizee specs are the evaluate stage's dicts: ``{"name", "kwargs", "steps" | "epochs"}``. Tuning and the
-tuned-versus-initial choice only ever read the training data: the ``val`` split (``val_fraction`` of the
-training examples, held out of training; :func:`with_val_split`) is where held-out losses come from; the
-``test`` split is left to the evaluate stage's report.
-
-Optuna search spaces over the constant slots (``r = radius``; zero constants stay zero in the first two):
-
-* ``signed`` (default): gradient tuning's free parameterisation ``c = c0 * sinh(asinh(1) + v)`` in the box
-  ``|v| <= asinh(r) - asinh(1)``: multipliers from ``sinh(2*asinh(1) - asinh(r))`` (-1.57 for r = 10) to
-  ``r``, so a constant may change sign; ``v`` is log-like for large multipliers and linear through zero,
-  and the box's centre ``v = 0`` is the equation as given (where CMA-ES starts);
-* ``log_multipliers``: ``c = c0 * exp(u)``, ``u in [-log(r), log(r)]`` (sign kept);
-* ``constants``: the values themselves in ``[c/r, c*r]`` (log scale for positive, linear for negative,
-  ``[-1, 1]`` for zero; sign kept).
+tuned-versus-initial choice only ever read the training data: held-out losses come from the ``val`` split
+(``val_fraction`` of the training examples, held out of training; :func:`with_val_split`); the ``test``
+split is left to the evaluate stage's report. Search spaces: :data:`SPACES` (:func:`optuna_search_space`).
 """
 
 from __future__ import annotations
@@ -167,10 +157,14 @@ def _multiplier_name(space: str) -> str | None:
 
 
 def optuna_search_space(equation: Equation, space: str = "signed", radius: float = 10.0) -> dict[str, Any]:
-    """Optuna distributions over the equation's constant slots (see the module docstring).
+    """Optuna distributions over the equation's constant slots, ``r = radius``:
 
-    Names: ``v{slot}`` (signed multipliers), ``u{slot}`` (log multipliers; zero constants are left out of
-    both) or ``c{slot}`` (constants).
+    * ``signed``: ``v{slot}``, the free multiplier ``c = c0 * sinh(asinh(1) + v)`` (gradient tuning's) in
+      ``|v| <= asinh(r) - asinh(1)``: from ``sinh(2*asinh(1) - asinh(r))`` (-1.57 for r = 10) to ``r``, so a
+      constant may change sign; ``v = 0`` is the equation as given (where CMA-ES starts);
+    * ``log_multipliers``: ``u{slot}``, ``c = c0 * exp(u)`` with ``|u| <= log(r)`` (sign kept);
+    * ``constants``: ``c{slot}``, the values in ``[c/r, c*r]`` (log scale for positive, linear for negative,
+      ``[-1, 1]`` for zero). The multiplier spaces leave zero constants out (they stay zero).
     """
     import optuna
 

@@ -1,25 +1,10 @@
 """Meta-tuning by gradient: the paper's one-pass meta-fine-tuning (Sec. 4.3) through truncated unrolls.
 
-The target is trained ONCE with the equation, for its whole budget. Every ``unroll`` steps the tunable
-tensors take one Adam step on the meta-loss of that window: the loss on a held-out batch of the training
-data, i.e. the next batch of the ``val`` split (cycling through it), at the window's last iterate
-(``meta_loss="final"``) or averaged over its iterates (``"mean"``). The window is
-:func:`harness.training.unroll.unroll`, the loop teacher meta-training runs: parameters at the window start are
-detached (truncated BPTT), optimizee gradients are constants (first-order), and the updates depend
-differentiably on the tunables through :func:`~harness.symbolic.optim.optimizer.functional_step`.
-
-What is tuned is a list of :class:`Tunable` (:func:`tunables`): the equation's constant slots
-(:class:`ConstantSlots`) and, for an equation reading ``eta``, eta's six parameters (:class:`EtaParams`;
-``tune_features=False`` leaves them as distilled).
-
-Constant slots (tie groups share one variable ``u``, starting at 0) are parameterised, per occurrence ``c0``:
-
-* free (default, ``max_multiplier=None``): ``c = c0 * sinh(asinh(1) + u)``; zero constants
-  ``c = z * sinh(u)`` with ``z`` the smallest nonzero ``|c0|`` of the equation (1 if none). The multiplier
-  is log-like for large values (10x up or down is a similar distance in ``u`` for any ``|c0|``, so Adam's
-  per-coordinate step of ``meta_lr`` moves a 1e-4 weight and a gamma of 1 alike) and linear through zero,
-  so a constant can change sign; ratios inside a tie group are kept.
-* bounded (``max_multiplier=r``): ``c = c0 * exp(u)``, ``|u| <= log(r)``: sign kept, zero constants stay 0.
+The target is trained ONCE with the equation, for its whole budget; every ``unroll`` steps the tunables take
+one Adam step on the window's meta-loss, read on the next batch of the ``val`` split at the window's last
+iterate (``meta_loss="final"``) or over all its iterates (``"mean"``). The window is
+:func:`harness.training.unroll.unroll`, the loop teacher meta-training runs. The tunables (:func:`tunables`)
+are the constant slots (:class:`ConstantSlots`) and, for an equation reading ``eta``, :class:`EtaParams`.
 """
 
 from __future__ import annotations
@@ -75,7 +60,14 @@ class Tunable(Protocol):
 
 
 class ConstantSlots:
-    """The equation's constants, one variable per :func:`constant_slot <constant_slots>` (module docstring)."""
+    """The equation's constants: one variable ``u`` per :func:`constant slot <constant_slots>`, starting at 0.
+
+    Per occurrence ``c0``: free (``max_multiplier=None``) ``c = c0 * sinh(asinh(1) + u)``, zero constants
+    ``c = z * sinh(u)`` with ``z`` the smallest nonzero ``|c0|`` (1 if none): log-like for large multipliers
+    (Adam's step of ``meta_lr`` moves a 1e-4 weight and a gamma of 1 alike), linear through zero, so a
+    constant can change sign; bounded (``max_multiplier=r``) ``c = c0 * exp(u)``, ``|u| <= log(r)``: sign
+    kept, zero constants stay 0. Ratios inside a tie group are kept.
+    """
 
     name = "constants"
 
@@ -214,16 +206,14 @@ def meta_tune_gradient(
     The optimizee (seed ``seed``; its spec must give a ``val`` split, e.g. ``val_fraction`` for classifiers:
     :func:`~harness.stages.meta_tune.common.with_val_split`) is trained for ``steps`` (default: its spec's
     budget) with the equation; after each window the tunables take one Adam step (``meta_lr``) on the
-    window's validation meta-loss (``meta_loss``: ``final`` | ``mean``; module docstring). Constants are free
-    in sign and magnitude unless ``max_multiplier`` bounds them to ``[c/r, c*r]``; ``eta``'s parameters are
-    tuned too unless ``tune_features`` is false.
+    window's validation meta-loss (``meta_loss``: ``final`` | ``mean``). Constants are free in sign and
+    magnitude unless ``max_multiplier`` bounds them (:class:`ConstantSlots`); ``eta``'s parameters are tuned
+    too unless ``tune_features`` is false.
 
     Returns:
-        ``(tuned equation, history)``; history has per-step ``step``/``train_loss`` (the training loss at the
-        parameters after that step, on the batch whose gradient drives the next one), per-window ``windows``
-        (``end_step``, ``val_loss`` of the window before its meta step, and each tunable's values after it,
-        by its name: ``constants``) and ``diverged_at``. If training diverges, the values of the last window
-        that did not are returned.
+        ``(tuned equation, history)``; history has per-step ``step``/``train_loss``, per-window ``windows``
+        (``end_step``, the window's ``val_loss`` before its meta step, each tunable's values after it by
+        name) and ``diverged_at``. If training diverges, the last window that did not gives the values.
     """
     if meta_loss not in META_LOSSES:
         raise ValueError(f"meta_loss must be one of {', '.join(META_LOSSES)}, got {meta_loss!r}")

@@ -1,13 +1,10 @@
-"""The meta_tune stage: fit a symbolic rule's constants to a target optimizee, by gradient or by Optuna.
+"""The meta_tune stage's pure work (torch, optuna; no Ray, no MLflow): fit a symbolic rule's constants.
 
-A pure module (torch, optuna; no Ray, no MLflow). :func:`meta_tune` runs one method
-(:mod:`~harness.stages.meta_tune.gradient`: the paper's one-pass meta-fine-tuning by truncated unrolls;
-:mod:`~harness.stages.meta_tune.optuna_search`: ask/tell over the constants) on the target with a
-validation split carved out of its training data (``val_fraction``), measures the validation loss before
-and after, and keeps the tuned constants only when they are no worse there; :func:`write_outputs` writes
-the tuned equation and the history. The test split is never read unless ``test_metrics`` asks for it, and
-then only to report: it never drives a choice. Search spaces and parameterisations:
-:mod:`~harness.stages.meta_tune.common` (Optuna), :mod:`~harness.stages.meta_tune.gradient` (gradient).
+:func:`meta_tune` runs one method (:mod:`~harness.stages.meta_tune.gradient` or
+:mod:`~harness.stages.meta_tune.optuna_search`) on the target with a validation split carved out of its
+training data, measures the validation loss before and after, and keeps the tuned constants only when they
+are no worse there; :func:`write_outputs` writes the tuned equation and the history. The test split never
+drives a choice.
 """
 
 from __future__ import annotations
@@ -137,20 +134,15 @@ def meta_tune(
 ) -> MetaTuneResult:
     """Meta-tune ``equation`` on ``optimizee`` with ``method`` (``gradient`` | ``optuna``) and measure it.
 
-    Tuning and selection use the optimizee with ``val_fraction`` of its training examples held out as the
-    ``val`` split (:func:`~harness.stages.meta_tune.common.with_val_split`: only where the optimizee takes
-    ``val_fraction`` and its spec does not set one; None leaves the spec alone). Later stages build their
-    own optimizees from their own specs, so this changes nothing they train or report.
-
-    ``method_kwargs`` go to :func:`meta_tune_gradient` or :func:`meta_tune_optuna`. Before/after metrics train
-    the optimizee with the initial and the tuned equation on ``eval_seeds`` (default ``[seed]``; give seeds
-    the tuning never saw for an honest check) for ``eval_steps`` (default: the spec's budget) and report the
-    validation loss. With ``keep="better"`` (default) the result's equation is the tuned one only when it
-    is no worse there (mean validation loss, no more diverged runs), else the initial one
-    (``details["kept"]`` says which); ``keep="tuned"`` always returns the tuned equation. ``test_metrics``
-    also records the test split's loss/accuracy, for information only. ``schedule`` (``constant`` |
-    ``cosine``; None keeps the equation's) is the step-size schedule the rule is tuned, selected and then
-    evaluated with (:func:`~harness.stages.meta_tune.common.with_schedule`).
+    Tuning and selection hold out ``val_fraction`` of the training examples as the ``val`` split
+    (:func:`~harness.stages.meta_tune.common.with_val_split`; None leaves the spec alone); later stages build
+    their own optimizees, so this changes nothing they train. ``method_kwargs`` go to
+    :func:`meta_tune_gradient` or :func:`meta_tune_optuna`. Before/after metrics train with the initial and
+    the tuned equation on ``eval_seeds`` (default ``[seed]``; unseen seeds give an honest check) for
+    ``eval_steps`` (default: the spec's budget). ``keep="better"`` returns the tuned equation only when its
+    mean validation loss is no worse with no more diverged runs (``details["kept"]`` says which), ``"tuned"``
+    always. ``test_metrics`` records the test split for information only. ``schedule`` (``constant`` |
+    ``cosine``; None keeps the equation's) is the step-size schedule used to tune, select and evaluate.
     """
     if keep not in ("better", "tuned"):
         raise ValueError(f"keep must be 'better' or 'tuned', got {keep!r}")

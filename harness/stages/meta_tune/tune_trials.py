@@ -1,17 +1,11 @@
 """Optuna meta-tuning with each Optuna trial as its own stage trial (``search: tune``; pure: no Ray, no MLflow).
 
-The in-trial mode (:func:`~harness.stages.meta_tune.optuna_search.meta_tune_optuna`) runs the whole study inside
-one trial. Here the stage kind declares a :class:`~harness.stages.base.SearchSpec` instead (:func:`search_spec`:
-the same search space, sampler and start point), the runner layer (:mod:`harness.engine.search`) lets Ray Tune's
-``OptunaSearch`` propose the trials, and every trial evaluates ONE point (:func:`evaluate_point`: the same
-objective, the mean final training loss of the optimizee's training split over the objective's seeds). Ray
-Tune spreads the trials over the cluster and keeps the study in its experiment state, so an interrupted stage
-resumes without redoing finished trials.
-
-After the trials, the stage's finalize step (:func:`select`) takes the best trial (lowest objective, the
-earlier one on ties), applies the same keep-or-reject on the validation split as the in-trial mode
-(:func:`~harness.stages.meta_tune.tune.select_tuned`), and writes ``equation.json``/``history.json`` as the
-stage's output; later stages read it through ``outcome.extra["chosen"]``.
+The stage kind declares a :class:`~harness.stages.base.SearchSpec` (:func:`search_spec`: the in-trial mode's
+search space, sampler and start point); the runner (:mod:`harness.engine.search`) lets Ray Tune's
+``OptunaSearch`` propose the trials, and each evaluates ONE point (:func:`evaluate_point`, same objective).
+The finalize step (:func:`select`) takes the best trial (the earlier on ties), applies the in-trial mode's
+keep-or-reject on the validation split (:func:`~harness.stages.meta_tune.tune.select_tuned`) and writes the
+stage's ``equation.json``/``history.json``, which later stages read through ``outcome.extra["chosen"]``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """What the background writer does with each queued tracking write (an "op": a plain JSON-able dict).
 
 The Tune callback (:mod:`harness.tracking.trials`) never calls MLflow; it queues ops that name a trial
-attempt by a *handle* (a fresh id per attempt) instead of a run id, which only exists once the run is
-created. :func:`execute` runs one op against a client; a handle's run id is recorded with ``bind`` as
-soon as it is known, so a write journalled before a driver died can be replayed later (by
-:mod:`harness.tracking.delivery.queue`) without creating its run twice. Every op may be executed more than once
-(a retry after a lost answer, a replay after a crash) and leaves the same result:
-
-* ``start``: find the runs of the trial's key; adopt the one tagged with this handle (an earlier try of
-  this same op created it), else skip the attempt if another run of the key is FINISHED (recorded once
-  already), else delete the unfinished ones and create the run; then log its params and training input;
-* ``log``: metrics (identical points are stored once by MLflow) and tags;
-* ``complete``: artifacts (overwritten), the collected dataset input, status FINISHED; a replayed
-  completion whose trial was meanwhile recorded by another run deletes its own run instead;
-* ``error``: error tags, status FAILED; ``discard``: delete the run (Tune retries the trial);
-* ``call``: a client method by name (the runner's writes after Ctrl-C, kept for delivery).
+attempt by a *handle* (a fresh id per attempt), since its run id only exists once the run is created.
+:func:`execute` runs one op; every op may run more than once (a retry after a lost answer, a replay after a
+crash) and leaves the same result, so a journalled write is replayed without creating its run twice.
 """
 
 from __future__ import annotations
@@ -81,7 +70,17 @@ def describe(op: dict[str, Any]) -> str:
 
 
 def execute(client: Any, op: dict[str, Any], bindings: dict[str, str | None], bind: Bind) -> None:
-    """Run ``op`` against ``client``; ``bindings`` maps handles to run ids (None: attempt not recorded)."""
+    """Run ``op`` against ``client``; ``bindings`` maps handles to run ids (None: attempt not recorded).
+
+    ``bind(handle, run_id)`` records a handle's run as soon as it is known. Op kinds:
+
+    * ``start``: adopt the run of the trial's key tagged with this handle, else skip the attempt if another
+      run of the key is FINISHED, else delete the unfinished ones and create the run (params, training input);
+    * ``log``: metrics and tags; ``error``: error tags, status FAILED; ``discard``: delete the run;
+    * ``complete``: artifacts, the collected dataset input, status FINISHED (a replayed completion whose
+      trial was meanwhile recorded by another run deletes its own run instead);
+    * ``call``: a client method by name (the runner's writes after Ctrl-C).
+    """
     kind = op["kind"]
     if kind == "call":
         getattr(client, op["method"])(*op.get("args", ()), **op.get("kwargs", {}))

@@ -1,17 +1,10 @@
 """Tracking writes that never block Ray Tune: one queue and one delivery thread per tracking URI.
 
-The Tune callback only :meth:`TrackingWriter.submit`\\ s a write (a JSON-able op, journalled to disk
-first); a daemon thread delivers the ops in the order they were queued (so, in order per run), retrying
-an op that fails for a transient reason (:func:`harness.tracking.delivery.ops.is_transient`: the server is
-down, unreachable, overloaded) with a growing pause (0.5 s doubling to ``SL2O_TRACKING_RETRY_MAX_S``,
-default 15 s), for as long as it takes. A write MLflow refuses outright (a bad request) is reported
-and dropped, so one bad write never holds up the rest.
-
-The driver's other MLflow calls wait for this queue to be empty first
-(:class:`harness.tracking.client.ResilientClient`), so they read what the trials wrote. At exit the
-writer waits up to ``SL2O_TRACKING_EXIT_WAIT`` seconds (default 15) for the queue to empty; what is
-still undelivered stays in the journal (:mod:`harness.tracking.delivery.spool`) and is delivered by the next
-driver of the same workdir and tracking URI.
+The Tune callback only calls :meth:`TrackingWriter.submit` (the op is journalled first); a daemon thread
+delivers the ops in the order queued, retrying transient failures with a pause growing from 0.5 s to
+``SL2O_TRACKING_RETRY_MAX_S`` (default 15 s), and reports and drops a write MLflow refuses outright. At exit
+it waits up to ``SL2O_TRACKING_EXIT_WAIT`` seconds (default 15); what is still undelivered stays in the
+journal (:mod:`harness.tracking.delivery.spool`) and is delivered by the next driver of the same workdir.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """The tracker's write-ahead journal: tracking writes survive an outage that outlasts the driver.
 
-Where: ``<workdir>/tracking-spool/<hash of the tracking URI>/`` (:func:`spool_dir`). Each driver
-process that has undelivered writes keeps one journal file there, ``<pid>-<random>.jsonl``, locked
-(``flock``) while the process lives. Its lines, appended as things happen and flushed at once:
-
-* ``{"seq": n, "op": {...}}``: a write queued for delivery (see :mod:`harness.tracking.delivery.ops`);
-* ``{"bind": handle, "run_id": id}``: the run a trial attempt's writes go to, once it is known;
-* ``{"ack": n}``: write ``n`` was delivered.
-
-The file is deleted as soon as every write in it is delivered, so a journal on disk always means
-"undelivered writes". One left behind by a driver that exited during an outage (or was killed) is
-claimed by the next driver of the same workdir and tracking URI (:func:`claim_orphans`: its lock is
-free), whose writer delivers its writes first. A trial's artifacts are kept beside the journal
-(``snapshots/<handle>``, hard links where the file system allows) until they are delivered, so Tune
-may delete its checkpoints meanwhile.
+Each driver with undelivered writes keeps one ``flock``-ed journal, ``<pid>-<random>.jsonl``, under
+``<workdir>/tracking-spool/<hash of the tracking URI>/`` (:func:`spool_dir`); its lines are ``{"seq", "op"}``
+(a queued write), ``{"bind", "run_id"}`` (an attempt's run) and ``{"ack"}`` (delivered). It is deleted once
+all is delivered; one left by a dead driver is claimed by the next (:func:`claim_orphans`). A trial's
+artifacts are kept beside it (:func:`snapshot`) until delivered, so Tune may delete its checkpoints.
 """
 
 from __future__ import annotations

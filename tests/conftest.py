@@ -9,6 +9,11 @@ import torch
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# the state key that signs Tune state (harness.engine.trust): one per test run, never the user's own
+if "SL2O_KEY_FILE" not in os.environ:
+    import tempfile
+
+    os.environ["SL2O_KEY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="sl2o-key-"), "state.key")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import cluster, tracking
 from harness.config.suite import Suite
-from harness.engine import stagekey
+from harness.engine import stagekey, trust
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
 from harness.engine.progress import ClientProgress, Progress
@@ -150,16 +150,15 @@ def _verified_state(
     without a digest (a driver killed before it could record one) is moved aside, never unpickled."""
     if not tune.Tuner.can_restore(storage.url(*parts)):
         return False
-    if digest and storage.exists(*parts, TRIALS_FILE):
+    if trust.is_signed(digest) and storage.exists(*parts, TRIALS_FILE):
         with storage.local_view(*parts) as local:
-            stagekey.verify_tree(local, digest)  # refuse to unpickle state this harness did not write
+            # refuse to unpickle state this user's harness did not write and sign
+            stagekey.verify_tree(local, str(digest))
         return True
     aside = (*parts[:-1], f"{parts[-1]}.unverified-{int(time.time())}")
     storage.move(parts, aside)
-    opts.log(
-        f"[{plan.stage.name}] the Tune state of a killed driver cannot be verified; moved to "
-        f"{storage.url(*aside)}"
-    )
+    why = "is not signed (an older harness wrote it)" if digest else "has no digest (its driver was killed)"
+    opts.log(f"[{plan.stage.name}] the Tune state {why}, so it is not read; moved to {storage.url(*aside)}")
     return False
 
 
@@ -243,7 +242,7 @@ def run_trials(
         if progress is not None:
             progress.stop()
     with storage.local_view(*exp.parts) as local:
-        ctx.client.set_tag(exp.stage_run_id, f"{TAG}.tune_state_digest", stagekey.digest_tree(local))
+        ctx.client.set_tag(exp.stage_run_id, f"{TAG}.tune_state_digest", stagekey.sign_tree(local))
     return [grid[i] for i in range(len(grid))], n_trials
 
 

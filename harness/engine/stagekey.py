@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from harness import __version__
+from harness.engine import trust
 
 #: spec fields that decide how trials are scheduled, never what they compute
 SCHEDULING_FIELDS = frozenset({"max_concurrent", "resources", "max_failures"})
@@ -236,14 +237,21 @@ def digest_tree(path: Path) -> str:
     return h.hexdigest()
 
 
+def sign_tree(path: Path) -> str:
+    """:func:`digest_tree` of ``path`` signed with the user's state key (:mod:`harness.engine.trust`)."""
+    return trust.sign(digest_tree(path))
+
+
 def verify_tree(path: Path, expected: str) -> None:
-    """Raise :class:`StateIntegrityError` unless :func:`digest_tree` of ``path`` is ``expected``."""
+    """Raise :class:`StateIntegrityError` unless ``path`` is what ``expected`` describes: its signed digest
+    (:func:`sign_tree`, checked with this user's key), or a plain :func:`digest_tree`."""
     actual = digest_tree(path)
-    if actual != expected:
+    ok = trust.matches(actual, expected) if trust.is_signed(expected) else actual == expected
+    if not ok:
         m = re.fullmatch(r"(.+)-[0-9a-f]{16}", Path(path).name)  # the runner's "<stage>-<key>" folders
         stage = m.group(1) if m else "STAGE"
         raise StateIntegrityError(
-            f"the Tune state in {path} does not match what this harness wrote (digest {actual[:16]}, "
-            f"expected {expected[:16]}); it may have been modified; delete the folder or rerun with "
+            f"the Tune state in {path} does not match what this harness wrote (digest {actual[:16]}); it "
+            f"may have been modified, or signed with another user's key; delete the folder or rerun with "
             f"--fresh {stage}"
         )

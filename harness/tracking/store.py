@@ -70,6 +70,8 @@ def init_tracking(uri: str, spool_dir: str | Path | None = None) -> MlflowClient
         client.search_experiments(max_results=1)
         return cast(MlflowClient, ResilientClient(uri, client))
     db = Path(uri[len("sqlite:///") :])
+    if db.exists() and (not db.is_file() or db.stat().st_size > 0):
+        check_sqlite_store(db, complete=False)  # never turn someone else's database into an MLflow store
     db.parent.mkdir(parents=True, exist_ok=True)
     # creating and migrating a new store is serialized: two suites started at once on a fresh store
     # would otherwise race in MLflow's schema migration ("duplicate column name")
@@ -119,8 +121,20 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def check_sqlite_store(path: Path) -> None:
-    """Refuse a path that is not an existing MLflow SQLite store, without writing to it (read-only)."""
+def mlflow_tables(complete: bool = True) -> set[str]:
+    """The tables of an MLflow store (MLflow's own ORM lists): every table of this version (``complete``;
+    with any missing, opening the file with MLflow creates them), or those of its first schema, which any
+    MLflow store has (an older store MLflow may migrate)."""
+    import mlflow.store.db.utils  # noqa: F401 - registers every ORM model on Base
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    return set((Base if complete else InitialBase).metadata.tables)
+
+
+def check_sqlite_store(path: Path, complete: bool = True) -> None:
+    """Refuse a path that is not an existing MLflow SQLite store (``complete``: with every table of this MLflow
+    version, so opening it writes nothing), reading it only."""
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not an MLflow SQLite database")
     if not path.exists():
@@ -134,16 +148,25 @@ def check_sqlite_store(path: Path) -> None:
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            row = con.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
-            ).fetchone()
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = (
+                con.execute("SELECT version_num FROM alembic_version").fetchall()
+                if ("alembic_version" in names)
+                else []
+            )
         finally:
             con.close()
     except sqlite3.Error as err:
         raise StoreError(f"{path} is not a readable SQLite database: {err}") from None
-    if row is None:
+    missing = sorted(mlflow_tables(complete) - names)
+    if missing or len(version) != 1:
+        what = (
+            f"no {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} table"
+            if missing
+            else ("no schema version")
+        )
         raise StoreError(
-            f"{path} is an SQLite database but not an MLflow store (it has no experiments table)"
+            f"{path} is an SQLite database but not a complete MLflow store ({what}); it is left untouched"
         )
 
 
@@ -161,7 +184,9 @@ def read_only_store(tracking_uri: str | None, workdir: Path) -> Iterator[tuple[s
         try:
             client = init_tracking(uri)
         except Exception as err:  # noqa: BLE001 - an unreachable or broken store, whatever MLflow raises
-            raise StoreError(f"cannot read the MLflow store at {uri}: {' '.join(str(err).split())[:500]}") from err
+            raise StoreError(
+                f"cannot read the MLflow store at {uri}: {' '.join(str(err).split())[:500]}"
+            ) from err
         yield uri, client
     finally:
         for k, v in saved.items():

@@ -61,9 +61,10 @@ def test_run_refuses_a_bad_suite_before_anything_starts(bad_suite: Path, tmp_pat
     assert_one_error(["run", str(utf16)], "not UTF-8 text")
 
 
-def _sqlite(path: Path) -> Path:
+def _sqlite(path: Path, *tables: str) -> Path:
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t (x)")
+    for name in tables or ("t",):
+        con.execute(f"CREATE TABLE {name} (x)")
     con.commit()
     con.close()
     return path
@@ -75,7 +76,9 @@ def _sqlite(path: Path) -> Path:
     [
         ("dir", "is a directory, not an MLflow SQLite database"),
         ("text", "is not an SQLite database, so not an MLflow store"),
-        ("sqlite", "is an SQLite database but not an MLflow store (it has no experiments table)"),
+        ("sqlite", "is an SQLite database but not a complete MLflow store (no "),
+        # a foreign database that happens to have an experiments table: MLflow would add its 60-odd tables
+        ("experiments", "is an SQLite database but not a complete MLflow store (no "),
         ("missing", "no MLflow database at"),
     ],
 )
@@ -89,6 +92,8 @@ def test_read_only_commands_refuse_what_is_not_an_mlflow_store(
         path.write_text("SQLite format 2 but not really\n")
     elif store == "sqlite":
         _sqlite(path)
+    elif store == "experiments":
+        _sqlite(path, "experiments", "runs", "metrics", "params", "tags")
     before = path.read_bytes() if path.is_file() else None
     assert_one_error([command, "--tracking-uri", f"sqlite:///{path}"], fragment)
     assert_one_error([command, "--workdir", str(tmp_path)], fragment)  # the default store of a workdir
@@ -190,3 +195,19 @@ def test_equation_show_refuses_bad_datasets(eq_file: Path, make: object, fragmen
     assert_one_error(["equation", "show", str(eq_file), "--dataset", str(ds)], fragment)
     code, out, _ = sl2o("equation", "show", str(eq_file))
     assert code == 0 and "update = -0.1*g_0" in out
+
+
+def test_run_never_turns_a_foreign_database_into_an_mlflow_store(tmp_path: Path) -> None:
+    """`run` creates a store in a new or empty file, and refuses any other SQLite file that is not one."""
+    from harness.tracking.store import StoreError, init_tracking
+
+    foreign = _sqlite(tmp_path / "app.db", "experiments", "users")
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not a complete MLflow store"):
+        init_tracking(f"sqlite:///{foreign}")
+    assert foreign.read_bytes() == before
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    init_tracking(f"sqlite:///{empty}")  # an empty file is a new store
+    init_tracking(f"sqlite:///{empty}")  # and then a store it opens again
+    assert empty.stat().st_size > 0

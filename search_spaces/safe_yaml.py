@@ -25,7 +25,8 @@ __all__ = [
 
 
 class YAMLInputError(ValueError):
-    """A YAML file that is not read: too large, too deep, an alias bomb, not UTF-8, or not valid YAML."""
+    """A YAML file that is not read: too large, too deep, an alias bomb, not UTF-8, not valid YAML, or a
+    mapping that gives one key twice."""
 
 
 MAX_YAML_BYTES = 1_000_000
@@ -72,6 +73,22 @@ class _CappedLoader(yaml.SafeLoader):
             self._measured[key] = (1 + sum(n for n, _ in parts), 1 + max((d for _, d in parts), default=0))
         return self._measured[key]
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are unique: a key given twice is refused (YAML would keep the last silently)."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader refuses it below with its own error
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
@@ -108,8 +125,9 @@ def parse_yaml(text: str, source: str) -> Any:
     """Parse one YAML document with the safe, capped loader; raise YAMLInputError naming ``source``."""
     if len(text) > MAX_YAML_BYTES:
         raise YAMLInputError(f"{source}: larger than {MAX_YAML_BYTES} characters; refusing to read it")
-    loader = _CappedLoader(text)
+    loader: _CappedLoader | None = None
     try:
+        loader = _CappedLoader(text)  # its reader refuses unprintable characters already here
         return loader.get_single_data()
     except _YamlCapError as err:
         raise YAMLInputError(f"{source}: refused: {err}") from None
@@ -123,7 +141,8 @@ def parse_yaml(text: str, source: str) -> Any:
     except (ValueError, TypeError, OverflowError, RecursionError) as err:  # e.g. a 5000-digit integer
         raise YAMLInputError(f"{source}: not valid YAML: {type(err).__name__}: {err}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from collections import Counter
 from typing import Annotated, Any
 
 from pydantic import (
@@ -27,9 +28,26 @@ from pydantic_core import PydanticCustomError
 
 
 class StrictModel(BaseModel):
-    """Base of the suite-file models: unknown fields are refused."""
+    """Base of the suite-file models: unknown fields and non-finite numbers (``.inf``, ``.nan``) are refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
+#: the largest seed (numpy's and torch's generators take seeds in 0 .. 2**32 - 1)
+MAX_SEED = 2**32 - 1
+
+
+def _distinct(v: list[int]) -> list[int]:
+    dup = sorted(s for s, n in Counter(v).items() if n > 1)
+    if dup:
+        raise ValueError(f"seeds must be distinct; {', '.join(map(str, dup[:5]))} given more than once")
+    return v
+
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
+"""A seed: an integer in 0 .. :data:`MAX_SEED`."""
+Seeds = Annotated[list[Seed], Field(min_length=1, max_length=10_000), AfterValidator(_distinct)]
+"""A stage's seeds: 1 to 10,000 distinct :data:`Seed` values."""
 
 
 # ---------------------------------------------------------------------------------------------

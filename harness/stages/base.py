@@ -28,7 +28,7 @@ TrialT = TypeVar("TrialT", bound=BaseModel)
 class TrialModel(BaseModel):
     """Base of every trial model: strict fields, frozen, picklable (it crosses into Ray Tune as is)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass
@@ -266,7 +266,7 @@ def settings_model(
 class SettingsModel(BaseModel):
     """Base of the typed settings models: unknown keys are refused with the list of known ones."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
     #: what the settings are for, in error messages ("meta-training")
     what: ClassVar[str] = "stage"
 

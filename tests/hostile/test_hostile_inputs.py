@@ -294,8 +294,54 @@ YAML: list[tuple[str, str | bytes, str]] = [
     ),
     (
         "metric-unknown",
-        SUITE.read_text() + "\nmetric: {name: __class__}\n",
+        SUITE.read_text().replace("metric: {name: final_train_loss", "metric: {name: __class__", 1),
         "do not record a metric '__class__'",
+    ),
+    # round two: numbers a run cannot use, seeds the generators refuse, keys given twice, control characters
+    (
+        "lr-inf",
+        SUITE.read_text().replace("- grid: smoke", "- {family: sgd, lr: .inf}", 1),
+        "Input should be a finite number",
+    ),
+    (
+        "betas-nan",
+        SUITE.read_text().replace("- grid: smoke", "- {family: adam, lr: 0.01, betas: [.nan, 0.9]}", 1),
+        "Input should be a finite number",
+    ),
+    (
+        "cpus-inf",
+        SUITE.read_text().replace("cpus_per_trial: 1", "cpus_per_trial: .inf", 1),
+        "resources.cpus_per_trial",
+    ),
+    (
+        "seed-too-large",
+        SUITE.read_text().replace("seeds: [0, 1]", "seeds: [0, 1180591620717411303424]", 1),
+        "less than or equal to 4294967295",
+    ),
+    (
+        "seed-negative",
+        SUITE.read_text().replace("seeds: [0, 1]", "seeds: [-1]", 1),
+        "greater than or equal to 0",
+    ),
+    (
+        "seed-string",
+        SUITE.read_text().replace("seeds: [0, 1]", "seeds: ['" + "9" * 4000 + "']", 1),
+        "Input should be a valid integer",
+    ),
+    (
+        "seeds-repeated",
+        SUITE.read_text().replace("seeds: [0, 1]", "seeds: [0, 0]", 1),
+        "seeds must be distinct; 0 given more than once",
+    ),
+    (
+        "duplicate-key",
+        SUITE.read_text().replace("name: baselines-smoke", "name: baselines-smoke\nname: other", 1),
+        "found the key 'name' twice",
+    ),
+    (
+        "bell-character",
+        SUITE.read_text().replace("description: SGD", "description: \aSGD", 1),
+        "not valid YAML",
     ),
     (
         "missing-checkpoint",

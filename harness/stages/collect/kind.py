@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.config.specs import Seed
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.collect.record import collect
@@ -52,7 +53,7 @@ class CollectSettings(BaseModel):
     holdout: float = Field(default=0.2, gt=0, lt=1)
     steps: int = Field(default=200, gt=0)
     seeds_per_optimizee: int = Field(default=2, gt=0)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("features")
     @classmethod

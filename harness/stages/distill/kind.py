@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from harness.config.specs import Seeds
 from harness.config.suite import StageBase, StageRef, Suite
 from harness.registry import SR_BACKENDS
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
@@ -42,7 +43,7 @@ class DistillStage(StageBase):
     kind: Literal["distill"]
     from_stage: str
     backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
     settings: DistillSettings = Field(default_factory=DistillSettings)  # type: ignore[valid-type]
     choose: Literal["mc", "best"] | int = "mc"

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from harness.config.specs import Seeds
 from harness.config.suite import (
     GridRef,
     OptimizeeHorizons,
@@ -31,7 +32,7 @@ class EvaluateStage(StageBase):
     kind: Literal["evaluate"]
     optimizees: list[OptimizeeHorizons] = Field(min_length=1)
     optimizers: list[OptimizerEntry] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     log_every: int = Field(default=10, gt=0)
     device: str = "auto"
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from harness.config.specs import Seeds
 from harness.config.suite import OptimizeeSpec, StageBase, Suite, check_kwargs
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given
 from harness.stages.meta_train.report import meta_train_panels
@@ -63,7 +64,7 @@ class MetaTrainStage(StageBase):
     kind: Literal["meta_train"]
     teachers: list[TeacherSpec] = Field(min_length=1)
     optimizees: list[OptimizeeSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     settings: MetaTrainSettings = Field(default_factory=MetaTrainSettings)  # type: ignore[valid-type]
     checkpoint_every: int = Field(default=5, gt=0)
 

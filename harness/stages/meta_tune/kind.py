@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from harness.config.specs import Seeds
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.stages.base import (
     SearchSpec,
@@ -70,7 +71,7 @@ class MetaTuneStage(StageBase):
     #: trial is its own Ray Tune trial (``OptunaSearch``; spreads over a cluster, ``max_concurrent`` at once)
     search: Literal["in_trial", "tune"] = "in_trial"
     settings: MetaTuneSettings = Field(default_factory=MetaTuneSettings)  # type: ignore[valid-type]
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     #: ``cpu``, ``cuda`` or ``auto`` (CUDA when the trial has a GPU), as in evaluate stages
     device: str = "auto"
 

@@ -163,7 +163,6 @@ def run(
     ),
 ) -> None:
     """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
-    import signal
 
     from harness.config.suite import load_suite
 
@@ -182,9 +181,8 @@ def run(
         fresh=frozenset(fresh),
         live=console.is_terminal,
         allow_cpu_fallback=allow_cpu_fallback,
+        sigterm_as_interrupt=True,
     )
-    # SIGTERM (a scheduler's or `kill`'s stop) behaves like Ctrl-C: Tune stops its trials and saves state
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         outcome = run_suite(suite, opts)
     except SuiteInterrupted as err:

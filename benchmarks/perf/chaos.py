@@ -1,5 +1,7 @@
 """Exactly-once under crashes: run ``baselines-smoke``, SIGKILL the driver at several points, rerun after
-each kill, and count what the store holds.
+each kill, and count what the store holds; then a SIGTERM round: a driver that started its own Ray is
+stopped with SIGTERM mid-stage, must exit 130 (the Ctrl-C path) with its Tune state signed, and the rerun
+finishes with every trial recorded once.
 
 Each kill lands when the store has recorded a growing number of finished trials (spread over the run),
 so it hits the driver mid-stage with Tune's saved state behind its trial completions. The last rerun
@@ -8,7 +10,8 @@ identities (``sl2o.trial_key``), the duplicates (finished runs beyond one per id
 trials, and checks the leaderboard rows count every seed once.
 
 With ``--json`` the last line is ``{"kills", "trials_expected", "trials_unique", "duplicates", "missing",
-"leaderboard_rows_ok", "seconds"}``. Drivers connect to one local Ray instance that this script starts
+"leaderboard_rows_ok", "seconds", "sigterm_exit", "sigterm_state_signed", "sigterm_duplicates",
+"sigterm_missing"}``. Drivers connect to one local Ray instance that this script starts
 (``--address`` uses yours); the MLflow store and workdir are in a temporary folder.
 """
 
@@ -99,6 +102,55 @@ def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict
     }
 
 
+def run_sigterm(workdir: Path, log: Any = print) -> dict[str, Any]:
+    """SIGTERM ``sl2o run`` (its own local Ray: Ray's handler is installed there) once a third of the trials
+    are recorded; then rerun to the end and count the records."""
+    from harness import tracking
+    from harness.config.suite import load_suite
+    from harness.engine import trust
+    from harness.stages.outputs import TAG
+    from search_spaces import load_grid
+
+    suite = load_suite(SUITE)
+    stage = suite.stages[0]
+    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
+    cmd += ["--workdir", str(workdir), "--no-leaderboard"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            if len(_finished(uri, suite.name)) >= expected // 3:
+                proc.send_signal(signal.SIGTERM)
+                log(f"SIGTERM at >= {expected // 3} recorded trials")
+                break
+        except Exception:  # noqa: BLE001 - the store may be busy or not created yet
+            continue
+    out, _ = proc.communicate(timeout=600)
+    code = proc.returncode
+    client = tracking.init_tracking(uri)
+    exp = client.get_experiment_by_name(suite.name)
+    stage_runs = (
+        tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'stage'") if exp else []
+    )
+    signed = any(trust.is_signed(r.data.tags.get(f"{TAG}.tune_state_digest")) for r in stage_runs)
+    rerun = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    if rerun.returncode != 0:
+        raise RuntimeError(f"the rerun after SIGTERM failed ({rerun.returncode}):\n{rerun.stdout[-3000:]}")
+    keys = Counter(r.data.tags.get(f"{TAG}.trial_key") for r in _finished(uri, suite.name, latest_only=True))
+    return {
+        "sigterm_exit": code,
+        "sigterm_state_signed": signed,
+        "sigterm_duplicates": sum(n - 1 for n in keys.values()),
+        "sigterm_missing": expected - len(keys),
+        "sigterm_output_tail": out[-400:] if code != 130 else "",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kills", type=int, default=3)
@@ -118,6 +170,8 @@ def main() -> None:
         res = run_chaos(args.kills, address, Path(tmp))
     if args.address is None:
         ray.shutdown()
+    with tempfile.TemporaryDirectory(prefix="sl2o-sigterm-") as tmp:
+        res.update(run_sigterm(Path(tmp)))
     for k, v in res.items():
         print(f"{k:22s} {v}")
     if args.json:

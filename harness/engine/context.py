@@ -24,6 +24,9 @@ class RunOptions:
     live: bool = False
     #: run trials that ask for GPUs on CPUs when the cluster has no GPU (else that is an error)
     allow_cpu_fallback: bool = False
+    #: SIGTERM (a scheduler's or `kill`'s stop) takes the Ctrl-C path once Ray is up (Ray's own handler,
+    #: installed by ``ray.init``, would kill its processes and exit mid-fit): Tune stops and saves its state
+    sigterm_as_interrupt: bool = False
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 
 import ray
@@ -54,6 +56,12 @@ def init_ray(address: str | None = None) -> None:
         )
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM raises SIGINT from now on (main thread only), replacing any handler ``ray.init`` installed."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
 def quiet_tune_output() -> None:
     """Our own progress lines replace Tune's tables; results go to JSON/CSV files and MLflow only."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -86,6 +94,8 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     # Ray first: nothing is created in MLflow for a suite that cannot start (no cluster, a refused
     # token, a workdir some node cannot use, GPUs the cluster cannot give)
     init_ray(opts.address)
+    if opts.sigterm_as_interrupt:
+        interrupt_on_sigterm()
     on_cluster = bool(opts.address or os.environ.get("RAY_ADDRESS"))
     if not on_cluster:
         try:  # on this machine a trial asking for more CPUs than it has would wait forever

@@ -44,6 +44,15 @@ def test_sigkilled_driver_then_rerun_records_every_trial_once(ray_session, tmp_p
     assert res["trials_unique"] == res["trials_expected"] and res["leaderboard_rows_ok"], res
 
 
+def test_sigterm_takes_the_ctrl_c_path_and_the_rerun_records_every_trial_once(tmp_path: Path) -> None:
+    """A driver that started its own Ray (whose SIGTERM handler would kill everything and exit mid-fit)
+    exits 130 on SIGTERM with its Tune state signed; the rerun resumes it."""
+    res = _chaos_module().run_sigterm(tmp_path, log=lambda m: None)
+    assert res["sigterm_exit"] == 130, res
+    assert res["sigterm_state_signed"], res
+    assert res["sigterm_duplicates"] == 0 and res["sigterm_missing"] == 0, res
+
+
 def test_errored_trial_fails_the_stage_and_a_rerun_runs_only_it(tmp_path: Path) -> None:
     suite = {
         "name": "errored-then-fixed",

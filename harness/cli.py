@@ -54,10 +54,16 @@ class Format(str, Enum):
     json = "json"
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters (escape sequences, bells, ...) shown as ``\\x1b``-style escapes:
+    text from files (equation provenance, error messages quoting input) never drives the terminal."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fail(msg: str, code: int = 2) -> None:
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(terminal_safe(msg))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -227,7 +233,7 @@ def _print_failure(suite: Suite, failed: StageFailed) -> None:
 
 
 def _log(msg: str) -> None:
-    console.print(msg, highlight=False, soft_wrap=True, markup=False)
+    console.print(terminal_safe(msg), highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_summary(suite: Suite, stages: Mapping[str, StageOutcome]) -> None:
@@ -451,7 +457,7 @@ def equation_show(
 
         ds = SRDataset.load(dataset)
     for eq in eqs:
-        console.print(_describe_equation(eq, ds, latex), highlight=False, markup=False)
+        console.print(terminal_safe(_describe_equation(eq, ds, latex)), highlight=False, markup=False)
 
 
 def _describe_equation(eq: Equation, ds: SRDataset | None, latex: bool) -> str:

@@ -211,3 +211,16 @@ def test_run_never_turns_a_foreign_database_into_an_mlflow_store(tmp_path: Path)
     init_tracking(f"sqlite:///{empty}")  # an empty file is a new store
     init_tracking(f"sqlite:///{empty}")  # and then a store it opens again
     assert empty.stat().st_size > 0
+
+
+def test_control_characters_from_a_file_never_reach_the_terminal(tmp_path: Path) -> None:
+    p = tmp_path / "eq.json"
+    p.write_text(json.dumps({"expression": "-0.1*g_0", "provenance": {"backend": "op\x1b[2J\x1b]0;owned\x07"}}))
+    res = CliRunner().invoke(app, ["equation", "show", str(p)])
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output and "\x07" not in res.output
+    assert "backend=op\\x1b[2J\\x1b]0;owned\\x07" in res.output
+    bad = tmp_path / "bad\x1b[31m.yaml"
+    bad.write_text("name: [")
+    res = CliRunner().invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2 and "\x1b" not in res.output and "bad\\x1b[31m.yaml" in res.output

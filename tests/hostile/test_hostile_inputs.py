@@ -144,6 +144,7 @@ EQUATION_JSON: list[tuple[str, str | bytes, str]] = [
     ("metrics-list", '{"expression": "g_0", "metrics": [1, 2]}', "'metrics' must be a mapping"),
     ("metrics-string", '{"expression": "g_0", "metrics": {"r2": "high"}}', "must be a number"),
     ("metrics-nested", '{"expression": "g_0", "metrics": {"r2": {"a": 1}}}', "must be a number"),
+    ("metrics-400-digits", '{"expression": "g_0", "metrics": {"r2": ' + "9" * 400 + "}}", "too large a number"),
     ("variables-number", '{"expression": "g_0", "variables": 7}', "'variables' must be a list"),
     ("variables-huge-lag", '{"expression": "g_0", "variables": ["g_99999"]}', "bad variable entry"),
     (
@@ -717,7 +718,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 23, "yaml": 31, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 24, "yaml": 40, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

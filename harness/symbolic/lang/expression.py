@@ -438,5 +438,8 @@ def _json_metrics(raw: Any) -> dict[str, float]:
             raise EquationParseError(
                 f"equation JSON metric {str(k)[:40]!r} must be a number, got {str(v)[:40]}"
             )
-        out[str(k)] = float("nan") if v is None else float(v)
+        try:
+            out[str(k)] = float("nan") if v is None else float(v)
+        except OverflowError:  # a 400-digit integer
+            raise EquationParseError(f"equation JSON metric {str(k)[:40]!r} is too large a number") from None
     return out

@@ -1,7 +1,8 @@
 """Exactly-once under crashes: run ``baselines-smoke``, SIGKILL the driver at several points, rerun after
 each kill, and count what the store holds; then a SIGTERM round: a driver that started its own Ray is
 stopped with SIGTERM mid-stage, must exit 130 (the Ctrl-C path) with its Tune state signed, and the rerun
-finishes with every trial recorded once.
+finishes with every trial recorded once; then a concurrent round: two drivers launched at once on one
+workdir, where the second must wait for the first and reuse its stage (no trial trained twice).
 
 Each kill lands when the store has recorded a growing number of finished trials (spread over the run),
 so it hits the driver mid-stage with Tune's saved state behind its trial completions. The last rerun
@@ -11,7 +12,7 @@ trials, and checks the leaderboard rows count every seed once.
 
 With ``--json`` the last line is ``{"kills", "trials_expected", "trials_unique", "duplicates", "missing",
 "leaderboard_rows_ok", "seconds", "sigterm_exit", "sigterm_state_signed", "sigterm_duplicates",
-"sigterm_missing"}``. Drivers connect to one local Ray instance that this script starts
+"sigterm_missing", "concurrent_exits", "work_done", "work_duplicated"}``. Drivers connect to one local Ray instance that this script starts
 (``--address`` uses yours); the MLflow store and workdir are in a temporary folder.
 """
 
@@ -151,6 +152,34 @@ def run_sigterm(workdir: Path, log: Any = print) -> dict[str, Any]:
     }
 
 
+def run_concurrent(address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
+    """Launch two ``sl2o run``s of the suite at once on one workdir and store; count the trials each trained
+    (its progress lines) against the suite's trials."""
+    import re
+
+    from harness.config.suite import load_suite
+    from search_spaces import load_grid
+
+    suite = load_suite(SUITE)
+    stage = suite.stages[0]
+    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
+    cmd += ["--workdir", str(workdir), "--address", address, "--no-leaderboard"]
+    procs = [
+        subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    trained = [max((int(m) for m in re.findall(r"\] (\d+)/\d+ trials done", out)), default=0) for out in outs]
+    log(f"concurrent drivers trained {trained} trials (suite: {expected})")
+    return {
+        "concurrent_exits": [p.returncode for p in procs],
+        "work_done": sum(trained),
+        "work_duplicated": sum(trained) - expected,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kills", type=int, default=3)
@@ -168,6 +197,8 @@ def main() -> None:
         address = ray.get_runtime_context().gcs_address
     with tempfile.TemporaryDirectory(prefix="sl2o-chaos-") as tmp:
         res = run_chaos(args.kills, address, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="sl2o-concurrent-") as tmp:
+        res.update(run_concurrent(address, Path(tmp)))
     if args.address is None:
         ray.shutdown()
     with tempfile.TemporaryDirectory(prefix="sl2o-sigterm-") as tmp:

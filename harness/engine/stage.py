@@ -3,8 +3,12 @@ resume) the trials, collect the outcome. :func:`run_stage` chains them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +209,9 @@ def run_trials(
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
         if cluster.client_mode():  # Ray Client: Tune runs fit (and its callbacks) on the head node
-            progress = ClientProgress(stage.name, n_trials, opts.log, TrialLabel(kind), sink=cluster.ClientLog())
+            progress = ClientProgress(
+                stage.name, n_trials, opts.log, TrialLabel(kind), sink=cluster.ClientLog()
+            )
         else:
             progress = Progress(stage.name, n_trials, opts.log, TrialLabel(kind), live=opts.live)
         tuner = tune.Tuner(
@@ -293,15 +299,44 @@ def collect_stage(
 def run_stage(
     suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: SuiteContext, opts: RunOptions
 ) -> StageOutcome:
-    """Run (or reuse, or resume) one stage as a Ray Tune experiment."""
+    """Run (or reuse, or resume) one stage as a Ray Tune experiment; one driver at a time per stage key."""
     plan = plan_stage(suite, stage, inputs, ctx)
-    reused = reuse_stage(plan, ctx, opts)
-    if reused is not None:
-        return reused
-    start = time.time()
-    exp = open_experiment(suite, plan, ctx, opts)
-    results, n_trials = run_trials(suite, plan, exp, ctx, opts)
-    return collect_stage(plan, exp, results, n_trials, ctx, opts, time.time() - start)
+    with stage_lock(
+        ctx.storage.cache / "locks" / f"{suite.name}-{stage.name}-{plan.key}.lock", stage.name, opts
+    ):
+        reused = reuse_stage(plan, ctx, opts)
+        if reused is not None:
+            return reused
+        start = time.time()
+        exp = open_experiment(suite, plan, ctx, opts)
+        results, n_trials = run_trials(suite, plan, exp, ctx, opts)
+        return collect_stage(plan, exp, results, n_trials, ctx, opts, time.time() - start)
+
+
+@contextlib.contextmanager
+def stage_lock(path: Path, stage: str, opts: RunOptions) -> Iterator[None]:
+    """An exclusive lock on one stage key for the ``with`` block: a second ``sl2o run`` of the same stage on
+    this machine waits for the first (then reuses its result) instead of training every trial again. The
+    lock is the driver's (``storage.cache``): drivers on other machines sharing a URI workdir are not seen."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            opts.log(f"[{stage}] another sl2o run ({holder}) is running this stage; waiting for it to end")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def stage_outputs(client: Any, experiment_id: str, stage_run_id: str, dest: Path) -> list[TrialOutput]:
@@ -337,7 +372,9 @@ def finalize_stage(
     if fresh and any(outdir.iterdir()):
         ctx.client.log_artifacts(outcome.run_id, str(outdir))
     if fresh and outcome.extra.get("metrics"):  # e.g. a searched meta_tune stage's selection
-        tracking.log_batch(ctx.client, outcome.run_id, metrics=tracking.finite_metrics(outcome.extra["metrics"]))
+        tracking.log_batch(
+            ctx.client, outcome.run_id, metrics=tracking.finite_metrics(outcome.extra["metrics"])
+        )
 
 
 def forget_stage(client: Any, exp_id: str, key: str, storage: cluster.Storage, parts: tuple[str, ...]) -> int:

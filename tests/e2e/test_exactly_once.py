@@ -53,6 +53,40 @@ def test_sigterm_takes_the_ctrl_c_path_and_the_rerun_records_every_trial_once(tm
     assert res["sigterm_duplicates"] == 0 and res["sigterm_missing"] == 0, res
 
 
+def test_a_second_driver_of_the_same_stage_waits_and_reuses_instead_of_training_again(
+    ray_session, tmp_path: Path
+) -> None:
+    suite = {
+        "name": "twice",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 200}],
+                "optimizers": [{"family": "adam", "lr": 0.01}, {"family": "sgd", "lr": 0.01}],
+                "seeds": [0, 1, 2],
+            }
+        ],
+    }
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    cmd = [*CLI, "run", str(path), "--tracking-uri", uri, "--workdir", str(tmp_path), "--no-leaderboard"]
+    cmd += ["--address", ray_session.get_runtime_context().gcs_address]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    assert sum("[e] finished: 6 trials ok" in o for o in outs) == 1, "\n".join(outs)  # one driver trained
+    assert sum("[e] reusing finished stage" in o for o in outs) == 1, "\n".join(outs)
+    client = tracking.init_tracking(uri)
+    exp = client.get_experiment_by_name("twice")
+    trials = tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'trial'")
+    assert len(trials) == 6  # every trial trained (and recorded) once
+
+
 def test_errored_trial_fails_the_stage_and_a_rerun_runs_only_it(tmp_path: Path) -> None:
     suite = {
         "name": "errored-then-fixed",

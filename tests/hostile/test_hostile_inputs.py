@@ -729,3 +729,16 @@ def test_sound_files_still_load(tmp_path: Path) -> None:
     assert ds.names == ["g_0", "g_1"] and ds.n_train == 8
     assert isinstance(load_teacher(save_teacher(SGDRule(lr=0.1), tmp_path / "sgd.pt")), SGDRule)
     assert load_teacher(_good_ckpt(tmp_path)).kwargs["hidden"] == 4
+
+
+@pytest.mark.parametrize("pattern", ["g_{i} - tanh({s})", "g_{i}/(1 - {s})", "(g_{i} - {s})**2"])
+def test_nested_equations_parse_and_print_in_bounded_time(pattern: str) -> None:
+    """Each level used to be printed twice (a negated term again as its negation): 25 levels, 250 characters,
+    hung the canonical printer. Now the work grows with the size of the text."""
+    s = "g_19"
+    for i in range(39, -1, -1):
+        s = pattern.format(i=i % 20, s=s)
+    t0 = time.monotonic()
+    eq = Equation.parse(s)
+    assert Equation.parse(str(eq)) == eq
+    assert time.monotonic() - t0 < MAX_SECONDS

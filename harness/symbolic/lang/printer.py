@@ -36,6 +36,9 @@ class _Printer:
 
     def __init__(self, rank: Mapping[sympy.Symbol, tuple[int, int]]) -> None:
         self.values = rank  # the constant symbols (membership) and their ranks
+        # each subexpression is printed once (a negated term is printed again as its negation: without the
+        # memo, nesting doubles the work per level)
+        self._memo: dict[sympy.Basic, _Printed] = {}
 
     def key(self, p: _Printed) -> tuple[str, tuple[tuple[int, int], ...]]:
         return p.text, tuple(self.values[c] for c in p.consts)
@@ -62,6 +65,12 @@ class _Printer:
         raise ValueError(f"cannot print the number {e!r} in the equation grammar")
 
     def pr(self, e: sympy.Basic) -> _Printed:
+        got = self._memo.get(e)
+        if got is None:
+            got = self._memo[e] = self._print(e)
+        return got
+
+    def _print(self, e: sympy.Basic) -> _Printed:
         if isinstance(e, sympy.Symbol):
             if e in self.values:
                 return _Printed("#", [e], _UNARY)

@@ -742,3 +742,21 @@ def test_nested_equations_parse_and_print_in_bounded_time(pattern: str) -> None:
     eq = Equation.parse(s)
     assert Equation.parse(str(eq)) == eq
     assert time.monotonic() - t0 < MAX_SECONDS
+
+
+@pytest.mark.parametrize("shape", ["flat", "balanced", "difference"])
+def test_every_accepted_equation_prints_reparses_and_pickles_to_itself(shape: str) -> None:
+    """A balanced sum of 300 terms was accepted but printed as a flat sum that no longer parsed (nested too
+    deeply): a run of + - or * now counts as one level."""
+    terms = [f"{0.5 + i * 1e-3}*g_{i % 20}" for i in range(300)]
+
+    def balanced(ts: list[str]) -> str:
+        return ts[0] if len(ts) == 1 else f"({balanced(ts[: len(ts) // 2])} + {balanced(ts[len(ts) // 2 :])})"
+
+    text = {"flat": " + ".join(terms), "balanced": balanced(terms), "difference": " - ".join(terms)}[shape]
+    t0 = time.monotonic()
+    eq = Equation.parse(text)
+    assert Equation.parse(str(eq)) == eq
+    assert pickle.loads(pickle.dumps(eq)) == eq
+    assert eq.n_constants == 300
+    assert time.monotonic() - t0 < MAX_SECONDS

@@ -166,6 +166,8 @@ class _Builder:
                     self._check_exponent(base, lit)
                 exponent = self.build(node.right)
             return self._check_number(sympy.Pow(base, exponent))
+        if isinstance(op, ast.Add | ast.Sub | ast.Mult):
+            return self._chain(node)
         left, right = self.build(node.left), self.build(node.right)
         if isinstance(op, ast.Add):
             out = left + right
@@ -180,6 +182,22 @@ class _Builder:
         else:
             raise EquationParseError(f"binary operator {type(op).__name__} is not allowed")
         return self._check_number(out)
+
+    def _chain(self, node: ast.BinOp) -> sympy.Expr:
+        """A run of ``+``/``-`` (or of ``*``) built at once, walking its left spine without recursion: a sum
+        of a thousand terms nests no deeper than one term (see :func:`_check_ast_size`)."""
+        additive = isinstance(node.op, ast.Add | ast.Sub)
+        family = (ast.Add, ast.Sub) if additive else (ast.Mult,)
+        rights: list[tuple[ast.AST, bool]] = []  # (operand, negated), right to left
+        cur: ast.AST = node
+        while isinstance(cur, ast.BinOp) and isinstance(cur.op, family):
+            rights.append((cur.right, isinstance(cur.op, ast.Sub)))
+            cur = cur.left
+        first = self.build(cur)
+        rest = [(-self.build(r) if neg else self.build(r)) for r, neg in reversed(rights)]
+        if additive:
+            return self._check_number(sympy.Add(first, *rest))
+        return self._check_number(sympy.Mul(first, *rest))
 
     def _call(self, node: ast.Call) -> sympy.Expr:
         if not isinstance(node.func, ast.Name):
@@ -218,7 +236,23 @@ def _check_ast_size(tree: ast.AST) -> None:
         if depth > MAX_AST_DEPTH:
             raise EquationParseError(f"equation nested too deeply (depth > {MAX_AST_DEPTH})")
         for child in ast.iter_child_nodes(node):
-            stack.append((child, depth + 1))
+            # the left operand of a run of + - (or of *) is the same level: a long sum is not deep
+            same_run = (
+                isinstance(node, ast.BinOp)
+                and child is node.left
+                and isinstance(child, ast.BinOp)
+                and _run_family(child.op) is not None
+                and _run_family(child.op) == _run_family(node.op)
+            )
+            stack.append((child, depth if same_run else depth + 1))
+
+
+def _run_family(op: ast.operator) -> str | None:
+    if isinstance(op, ast.Add | ast.Sub):
+        return "add"
+    if isinstance(op, ast.Mult):
+        return "mul"
+    return None
 
 
 def parse_to_sympy(

@@ -132,8 +132,16 @@ def _short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: the longest training run a suite may ask for, in steps and in epochs (a typo like ``1e18`` never runs)
+MAX_STEPS = 10**8
+MAX_EPOCHS = 10**5
+_MAX_BUDGET = {"steps": MAX_STEPS, "epochs": MAX_EPOCHS}
+
+
 def _is_budget(x: Any, unit: str) -> bool:
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x <= 0:
+        return False
+    if x > _MAX_BUDGET[unit]:
         return False
     return unit != "steps" or float(x).is_integer()
 
@@ -148,7 +156,9 @@ def _check_horizon_list(v: Any, unit: str) -> Any:
         )
     if isinstance(v, int | float) and not _is_budget(v, unit):
         whole = "whole " if unit == "steps" else ""
-        raise ValueError(f"{_short(v)} is not a positive {whole}number of {unit}")
+        raise ValueError(
+            f"{_short(v)} is not a positive {whole}number of {unit} (at most {_MAX_BUDGET[unit]:g})"
+        )
     if not isinstance(v, list):
         return v
     if not v:
@@ -159,8 +169,8 @@ def _check_horizon_list(v: Any, unit: str) -> Any:
     for x in v:
         if not _is_budget(x, unit):
             raise ValueError(
-                f"{_short(x)} is not a positive {whole}number of {unit}; give {unit}: N or a list of "
-                f"distinct ones, e.g. {unit}: {_EXAMPLE[unit]}"
+                f"{_short(x)} is not a positive {whole}number of {unit} (at most {_MAX_BUDGET[unit]:g}); give "
+                f"{unit}: N or a list of distinct ones, e.g. {unit}: {_EXAMPLE[unit]}"
             )
     seen: set[float] = set()
     for x in v:
@@ -214,8 +224,8 @@ class OptimizeeSpec(_OptimizeeBase):
     runs several horizons (:class:`OptimizeeHorizons`).
     """
 
-    steps: int | None = Field(default=None, gt=0)
-    epochs: float | None = Field(default=None, gt=0)
+    steps: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    epochs: float | None = Field(default=None, gt=0, le=MAX_EPOCHS)
 
     @field_validator("steps", "epochs", mode="before")
     @classmethod
@@ -243,8 +253,8 @@ class OptimizeeHorizons(_OptimizeeBase):
     """An evaluate stage's optimizee entry: ``steps`` or ``epochs`` is one horizon or a list of distinct
     ones (at most :data:`MAX_HORIZONS`); :meth:`horizons` gives one :class:`OptimizeeSpec` per horizon."""
 
-    steps: Annotated[int, Field(gt=0)] | list[int] | None = None
-    epochs: Annotated[float, Field(gt=0)] | list[float] | None = None
+    steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] | list[int] | None = None
+    epochs: Annotated[float, Field(gt=0, le=MAX_EPOCHS)] | list[float] | None = None
 
     @field_validator("steps", "epochs", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from teachers.dm import DM
 from teachers.rules import SGDRule
 
 SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "suites" / "baselines-smoke.yaml"
+QUICKSTART = SUITE.with_name("quickstart.yaml")
 MAX_PEAK = 64 * 2**20
 MAX_SECONDS = 5.0
 PWNED = "PWNED"
@@ -343,6 +344,32 @@ YAML: list[tuple[str, str | bytes, str]] = [
         "bell-character",
         SUITE.read_text().replace("description: SGD", "description: \aSGD", 1),
         "not valid YAML",
+    ),
+    # sizes a run could never finish
+    (
+        "steps-1e18",
+        SUITE.read_text().replace("steps: 300}", "steps: 1000000000000000000}", 1),
+        "at most 1e+08",
+    ),
+    (
+        "epochs-1e300",
+        SUITE.read_text().replace("epochs: 5}", "epochs: 1e300}", 1),
+        "epochs: Input should be less than or equal to 100000",
+    ),
+    (
+        "collect-n-samples",
+        QUICKSTART.read_text().replace("n_samples: 4000", "n_samples: 1000000000000000", 1),
+        "n_samples: Input should be less than or equal to 10000000",
+    ),
+    (
+        "collect-lags",
+        QUICKSTART.read_text().replace("lags: 3", "lags: 1000000", 1),
+        "lags: Input should be less than or equal to 1001",
+    ),
+    (
+        "distill-complexities",
+        QUICKSTART.read_text().replace("max_complexities: [10, 20]", "max_complexities: [0, -3]", 1),
+        "max_complexities[0]: Input should be greater than or equal to 1",
     ),
     (
         "missing-checkpoint",
@@ -718,7 +745,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 24, "yaml": 40, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 24, "yaml": 45, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

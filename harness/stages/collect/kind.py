@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.config.specs import Seed
+from harness.config.specs import MAX_STEPS, Seed
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
+from harness.features.names import MAX_LAG
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.collect.record import collect
 from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, teacher_trials
@@ -19,7 +20,7 @@ from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, te
 class SourceSpec(BaseModel):
     """What a collect stage records: an earlier meta_train stage, a teacher checkpoint, or a rule."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     from_stage: str | None = None
     checkpoint: str | None = None
@@ -38,21 +39,25 @@ class SourceSpec(BaseModel):
         return self
 
 
+#: the most rows a collect trial records (a dataset of 10^7 rows x F*T float32 columns is already GBs)
+MAX_SAMPLES = 10**7
+
+
 class CollectSettings(BaseModel):
     """What to record and how much: shared by the stage entry and each of its trials."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     optimizees: list[OptimizeeSpec] = Field(min_length=1)
     #: SR feature names (default: the source's own input features)
     features: list[str] | None = None
-    lags: int = Field(default=20, gt=0)
+    lags: int = Field(default=20, gt=0, le=MAX_LAG + 1)
     #: only these ``feature_lag`` columns (default: every feature at every lag)
     variables: list[str] | None = None
-    n_samples: int = Field(default=5000, gt=0)
+    n_samples: int = Field(default=5000, gt=0, le=MAX_SAMPLES)
     holdout: float = Field(default=0.2, gt=0, lt=1)
-    steps: int = Field(default=200, gt=0)
-    seeds_per_optimizee: int = Field(default=2, gt=0)
+    steps: int = Field(default=200, gt=0, le=MAX_STEPS)
+    seeds_per_optimizee: int = Field(default=2, gt=0, le=1000)
     seed: Seed = 0
 
     @field_validator("features")

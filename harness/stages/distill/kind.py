@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,6 +33,9 @@ from harness.stages.outputs import (
 from harness.stages.views import Panel, StageView
 from harness.symbolic.sr.base import SRSettings
 
+#: the largest complexity a distill trial may search (the paper's largest is 200)
+MAX_COMPLEXITY = 1000
+
 #: the typed model of a distill stage's ``settings:`` (``SRSettings`` minus the grid's seed/complexity)
 DistillSettings = settings_model("DistillSettings", SRSettings, what="SR", exclude=("seed", "max_complexity"))
 
@@ -44,7 +47,9 @@ class DistillStage(StageBase):
     from_stage: str
     backends: list[str] = Field(default_factory=lambda: ["operon"], min_length=1)
     seeds: Seeds = Field(default_factory=lambda: [0])
-    max_complexities: list[int] = Field(default_factory=lambda: [20], min_length=1)
+    max_complexities: list[Annotated[int, Field(ge=1, le=MAX_COMPLEXITY)]] = Field(
+        default_factory=lambda: [20], min_length=1
+    )
     settings: DistillSettings = Field(default_factory=DistillSettings)  # type: ignore[valid-type]
     choose: Literal["mc", "best"] | int = "mc"
 

@@ -152,11 +152,20 @@ def teacher_from_dict(ckpt: Mapping[str, Any], source: str = "teacher checkpoint
     name, kwargs, state = ckpt["teacher"], check_kwargs(ckpt["kwargs"], source), ckpt["state_dict"]
     if not isinstance(name, str):
         raise TeacherCheckpointError(f"{source}: 'teacher' must be a registered teacher name")
-    if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state.items()
+    ):
         raise TeacherCheckpointError(f"{source}: 'state_dict' must map parameter names to tensors")
     try:
+        # first without memory (the meta device): the shapes the kwargs declare must be the weights' shapes,
+        # so the teacher built next is no larger than the checkpoint (bounded by MAX_CHECKPOINT_BYTES)
+        with torch.device("meta"):
+            shell = build_teacher(name, kwargs)
+        _check_shapes(shell.state_dict(), state, name, source)
         teacher = build_teacher(name, kwargs)
     except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, TeacherCheckpointError):
+            raise
         raise TeacherCheckpointError(f"{source}: cannot build teacher {name[:80]!r}: {exc}") from None
     try:
         teacher.load_state_dict(state)
@@ -164,6 +173,25 @@ def teacher_from_dict(ckpt: Mapping[str, Any], source: str = "teacher checkpoint
         first = " ".join(str(exc).split())[:400]
         raise TeacherCheckpointError(f"{source}: its weights do not fit teacher {name!r}: {first}") from None
     return teacher
+
+
+def _check_shapes(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name: str, source: str
+) -> None:
+    """The checkpoint's tensors are exactly the teacher's: same names, same shapes."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        what = (f"missing {', '.join(missing[:5])}" if missing else "") + (
+            f"{'; ' if missing else ''}unexpected {', '.join(k[:40] for k in extra[:5])}" if extra else ""
+        )
+        raise TeacherCheckpointError(f"{source}: its weights do not fit teacher {name!r}: {what}")
+    for k, v in expected.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise TeacherCheckpointError(
+                f"{source}: its weights do not fit teacher {name!r}: {k} is {tuple(state[k].shape)} in the "
+                f"file, {tuple(v.shape)} for its kwargs"
+            )
 
 
 def load_teacher(path: str | os.PathLike[str], map_location: MAP_LOCATION = "cpu") -> Teacher:

@@ -58,7 +58,9 @@ def test_wrong_shapes_and_truncation_name_the_file(tmp_path: Path) -> None:
     ckpt["kwargs"]["hidden"] = 5
     torch.save(ckpt, tmp_path / "shapes.pt")
     with pytest.raises(
-        TeacherCheckpointError, match=r"shapes\.pt.*weights do not fit teacher 'dm'.*size mismatch"
+        TeacherCheckpointError,
+        match=r"shapes\.pt.*weights do not fit teacher 'dm': lstm.cells.0.weight_ih is \(24, 2\) in the file, "
+        r"\(20, 2\) for its kwargs",
     ):
         load_teacher(tmp_path / "shapes.pt")
     (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:-200])
@@ -84,3 +86,33 @@ def test_bounds_are_checked_before_the_teacher_is_built(
 def test_round_trip_within_bounds(tmp_path: Path) -> None:
     teacher = RPExtra(hidden=5, extra=["m09", "eta"])
     assert load_teacher(save_teacher(teacher, tmp_path / "t.pt")).kwargs == teacher.kwargs
+
+
+def test_kwargs_within_bounds_build_nothing_larger_than_the_file(tmp_path: Path) -> None:
+    """hidden 4096 x 16 layers is inside KWARG_BOUNDS but would allocate gigabytes: the teacher is first built
+    on the meta device, its shapes compared with the file's tiny weights, and refused with nothing allocated."""
+    import time
+    import tracemalloc
+
+    path = save_teacher(DM(hidden=6), tmp_path / "dm.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["kwargs"].update(hidden=4096, layers=16)
+    torch.save(ckpt, tmp_path / "huge.pt")
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TeacherCheckpointError, match=r"huge\.pt.*weights do not fit teacher 'dm'"):
+            load_teacher(tmp_path / "huge.pt")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - t0 < 5 and peak < 64 * 2**20, (time.monotonic() - t0, peak)
+
+
+def test_integer_keys_in_the_weights_are_a_checkpoint_error(tmp_path: Path) -> None:
+    path = save_teacher(DM(hidden=6), tmp_path / "dm.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"] = {0: next(iter(ckpt["state_dict"].values()))}
+    torch.save(ckpt, tmp_path / "intkeys.pt")
+    with pytest.raises(TeacherCheckpointError, match="'state_dict' must map parameter names to tensors"):
+        load_teacher(tmp_path / "intkeys.pt")

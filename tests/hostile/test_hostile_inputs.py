@@ -741,6 +741,38 @@ def test_the_dataset_cap_is_a_module_constant(tmp_path: Path, monkeypatch: pytes
         SRDataset.load(p)
 
 
+def test_narrow_arrays_are_counted_as_the_float64_they_become(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uint8 arrays within the cap on disk would be widened 8x when loaded: the cap counts them as float64."""
+    from harness.stages.collect import dataset
+
+    p = tmp_path / "ds.npz"
+    np.savez(p, **{**_arrays(), "X_train": np.zeros((100_000, 2), np.uint8)})
+    monkeypatch.setattr(dataset, "MAX_DATASET_BYTES", 1_000_000)
+    with pytest.raises(SRDatasetError, match=r"holds arrays of 16\d{5} bytes as float64, over the cap of 1000000"):
+        SRDataset.load(p)
+
+
+def test_an_npy_member_without_the_suffix_is_checked_too(tmp_path: Path) -> None:
+    """numpy reads a member named ``X_train`` (no ``.npy``) as an array: its header is checked like the rest."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 2)})
+    buf.write(b"\0" * 64)
+    p = tmp_path / "ds.npz"
+    np.savez(p, **{k: v for k, v in _arrays().items() if k != "X_train"})
+    with zipfile.ZipFile(p, "a") as zf:
+        zf.writestr("X_train", buf.getvalue())
+    tracemalloc.start()
+    try:
+        with pytest.raises(SRDatasetError, match="member 'X_train' claims an array of 16000000000 bytes"):
+            SRDataset.load(p)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_PEAK
+
+
 def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:

@@ -50,9 +50,12 @@ def _check_npz(path: Path) -> None:
                 f"{str(path)!r} declares {total} bytes decompressed, over the cap of {MAX_DATASET_BYTES} "
                 "(harness.stages.collect.dataset.MAX_DATASET_BYTES)"
             )
+        widened = 0
         for info in infos:  # an .npy header's shape sizes the array numpy allocates: it must fit the member
-            if not info.filename.endswith(".npy"):
-                continue
+            with zf.open(info) as fh:
+                # numpy reads any member that starts with the .npy magic as an array, whatever its name
+                if fh.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                    continue
             with zf.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 if version == (1, 0):
@@ -63,12 +66,19 @@ def _check_npz(path: Path) -> None:
                     raise SRDatasetError(
                         f"{str(path)!r}: member {info.filename!r} has .npy version {version}"
                     )
-            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            elements = int(np.prod(shape, dtype=object))
+            nbytes = elements * dtype.itemsize
             if nbytes > info.file_size:
                 raise SRDatasetError(
                     f"{str(path)!r}: member {info.filename!r} claims an array of {nbytes} bytes in "
                     f"{info.file_size} bytes (corrupt or hostile)"
                 )
+            widened += elements * max(dtype.itemsize, 8)  # the loader holds every array as float64
+        if widened > MAX_DATASET_BYTES:
+            raise SRDatasetError(
+                f"{str(path)!r} holds arrays of {widened} bytes as float64, over the cap of {MAX_DATASET_BYTES} "
+                "(harness.stages.collect.dataset.MAX_DATASET_BYTES)"
+            )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -397,6 +397,10 @@ def _stage_kind_at(data: Any, loc: tuple[Any, ...]) -> str | None:
     return None
 
 
+#: the most problems one error message lists (the rest are counted)
+MAX_ERROR_LINES = 10
+
+
 def format_validation_error(err: ValidationError, source: str, data: Any = None) -> str:
     """One line per problem: ``file: yaml.path: message``.
 
@@ -404,7 +408,7 @@ def format_validation_error(err: ValidationError, source: str, data: Any = None)
     (``lr[1]``) and the "not a single value" complaint about the whole list is left out. Given the
     suite's ``data``, a list of horizons where a stage trains at one names that stage's kind.
     """
-    found: list[tuple[str, str]] = []
+    found: dict[tuple[str, str], None] = {}  # ordered, and a set: linear in the number of problems
     for e in err.errors():
         path = _format_loc(tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
@@ -413,14 +417,13 @@ def format_validation_error(err: ValidationError, source: str, data: Any = None)
         kind = _stage_kind_at(data, tuple(e["loc"])) if e["type"] == SINGLE_HORIZON_ERROR else None
         if kind:
             msg = msg.replace("this stage", f"a {kind} stage", 1)
-        if (path, msg) not in found:
-            found.append((path, msg))
-    paths = {p for p, _ in found}
-    lines = [
-        f"{source}: {path}: {msg}"
-        for path, msg in found
-        if not any(other.startswith(path + "[") for other in paths)
-    ]
+        found.setdefault((path, msg), None)
+    # a path with an item below it (``lr`` and ``lr[1]``) is the same problem: keep the item's line
+    parents = {path[:i] for path, _ in found for i, c in enumerate(path) if c == "["}
+    lines = [f"{source}: {path}: {msg}" for path, msg in found if path not in parents]
+    if len(lines) > MAX_ERROR_LINES:
+        more = len(lines) - MAX_ERROR_LINES
+        lines = [*lines[:MAX_ERROR_LINES], f"{source}: ... and {more} more problem(s) like these"]
     return "\n".join(lines)
 
 

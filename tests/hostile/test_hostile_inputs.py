@@ -345,6 +345,11 @@ YAML: list[tuple[str, str | bytes, str]] = [
         SUITE.read_text().replace("description: SGD", "description: \aSGD", 1),
         "not valid YAML",
     ),
+    (
+        "8000-bad-seeds",
+        SUITE.read_text().replace("seeds: [0, 1]", "seeds: [" + ", ".join(["x"] * 8000) + "]", 1),
+        "and 7990 more problem(s) like these",
+    ),
     # sizes a run could never finish
     (
         "steps-1e18",
@@ -777,7 +782,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 24, "yaml": 45, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 24, "yaml": 46, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

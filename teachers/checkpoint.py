@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,12 +106,28 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: MAP_LOCATION = "
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TeacherCheckpointError(
-            f"{str(path)!r} is not a teacher checkpoint: expected format {FORMAT!r}, found {str(found)[:80]!r}"
+            f"{str(path)!r} is not a teacher checkpoint: expected format {FORMAT!r}, found {short(found)}"
         )
     for key in ("teacher", "kwargs", "state_dict"):
         if key not in ckpt:
             raise TeacherCheckpointError(f"teacher checkpoint {str(path)!r} lacks the {key!r} field")
     return ckpt
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
+def short(value: Any, n: int = 80) -> str:
+    """A bounded rendering of an untrusted value for an error message: depth and length capped, so a
+    pickled DAG of shared lists or a 5,000-digit integer costs nothing to show."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        return _REPR.repr(value)[:n]
+    except Exception:  # noqa: BLE001 - whatever the value does, the message stays one line
+        return f"<a {type(value).__name__}>"
 
 
 def _plain(value: Any) -> bool:
@@ -135,12 +152,12 @@ def check_kwargs(kwargs: Any, source: str = "teacher checkpoint") -> dict[str, A
         raise TeacherCheckpointError(f"{source}: 'kwargs' must be a mapping of argument names to values")
     for k, v in kwargs.items():
         if not _plain(v):
-            raise TeacherCheckpointError(f"{source}: kwargs[{k!r}] is not a plain value ({str(v)[:80]})")
+            raise TeacherCheckpointError(f"{source}: kwargs[{k!r}] is not a plain value ({short(v)})")
         if k in KWARG_BOUNDS and v is not None:
             lo, hi = KWARG_BOUNDS[k]
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise TeacherCheckpointError(
-                    f"{source}: kwargs[{k!r}] = {str(v)[:40]} is outside {lo}..{hi} "
+                    f"{source}: kwargs[{k!r}] = {short(v, 40)} is outside {lo}..{hi} "
                     "(teachers.checkpoint.KWARG_BOUNDS)"
                 )
     return kwargs

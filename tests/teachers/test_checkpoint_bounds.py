@@ -116,3 +116,27 @@ def test_integer_keys_in_the_weights_are_a_checkpoint_error(tmp_path: Path) -> N
     torch.save(ckpt, tmp_path / "intkeys.pt")
     with pytest.raises(TeacherCheckpointError, match="'state_dict' must map parameter names to tensors"):
         load_teacher(tmp_path / "intkeys.pt")
+
+
+@pytest.mark.parametrize("where", ["format", "kwargs", "huge-int"])
+def test_a_shared_list_dag_or_a_huge_integer_costs_nothing_to_report(tmp_path: Path, where: str) -> None:
+    """A 1 KB pickle of lists sharing their items expands to 2**40 leaves when printed: the error message
+    renders untrusted values with depth and length caps."""
+    import time
+
+    dag: list = []
+    for _ in range(40):
+        dag = [dag, dag]
+    good = torch.load(save_teacher(DM(hidden=6), tmp_path / "dm.pt"), weights_only=True)
+    if where == "format":
+        ckpt = {**good, "format": dag}
+    elif where == "kwargs":
+        ckpt = {**good, "kwargs": {**good["kwargs"], "extra": dag}}
+    else:
+        ckpt = {**good, "kwargs": {**good["kwargs"], "hidden": 10**5000}}
+    torch.save(ckpt, tmp_path / "bad.pt")
+    assert (tmp_path / "bad.pt").stat().st_size < 100_000
+    t0 = time.monotonic()
+    with pytest.raises(TeacherCheckpointError) as err:
+        load_teacher(tmp_path / "bad.pt")
+    assert time.monotonic() - t0 < 5 and len(str(err.value)) < 1000, str(err.value)[:300]

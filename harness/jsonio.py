@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_JSON_BYTES", "dumps", "flatten_params", "loads_json", "read_json_text", "to_jsonable", "write_json"]
+__all__ = ["MAX_JSON_BYTES", "dumps", "flatten_params", "loads_json", "read_json_text", "read_text", "to_jsonable", "write_json"]
 
 #: the largest JSON text read from a file (equations, fronts): a larger one is refused before parsing
 MAX_JSON_BYTES = 16 * 2**20
@@ -80,17 +80,26 @@ def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def read_json_text(path: str | Path, what: str = "JSON", error: type[Exception] = ValueError) -> str:
-    """The text of an untrusted JSON file: a regular file of at most :data:`MAX_JSON_BYTES`, UTF-8 (else
-    ``error`` naming ``what``; FileNotFoundError when it does not exist)."""
+    """The text of an untrusted JSON file (see :func:`read_text`)."""
+    return read_text(path, what, error)
+
+
+def read_text(
+    path: str | Path, what: str = "text", error: type[Exception] = ValueError, max_bytes: int | None = None
+) -> str:
+    """The text of an untrusted file: a regular file of at most ``max_bytes`` (default
+    :data:`MAX_JSON_BYTES`), UTF-8 (else ``error`` naming ``what``; FileNotFoundError when it does not exist)."""
+    cap = MAX_JSON_BYTES if max_bytes is None else max_bytes
     p = Path(path)
     if not p.is_file():
         if p.exists():
             raise error(f"{what} file {str(p)!r} is not a regular file")
         raise FileNotFoundError(f"{what} file {str(p)!r} does not exist")
-    if p.stat().st_size > MAX_JSON_BYTES:
-        raise error(f"{what} file {str(p)!r} is larger than {MAX_JSON_BYTES} bytes")
+    if p.stat().st_size > cap:
+        raise error(f"{what} file {str(p)!r} is larger than {cap} bytes")
     try:
-        return p.read_bytes()[: MAX_JSON_BYTES + 1].decode("utf-8")
+        with p.open("rb") as fh:
+            return fh.read(cap + 1).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} file {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
 

@@ -824,3 +824,24 @@ def test_every_accepted_equation_prints_reparses_and_pickles_to_itself(shape: st
     assert pickle.loads(pickle.dumps(eq)) == eq
     assert eq.n_constants == 300
     assert time.monotonic() - t0 < MAX_SECONDS
+
+
+def test_a_hall_of_fame_is_read_as_capped_utf8(tmp_path: Path) -> None:
+    """PySR's hall_of_fame.csv is untrusted too: Latin-1 bytes are one EquationParseError, and the file and its
+    rows are capped (it used to raise UnicodeDecodeError and read files of any size)."""
+    from harness.symbolic.lang import hall_of_fame
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("Complexity,Loss,Equation\n1,0.5,x0*caf\xe9\n".encode("latin-1"))
+    with pytest.raises(EquationParseError, match="not UTF-8 text"):
+        hall_of_fame.import_hall_of_fame(latin)
+    big = tmp_path / "big.csv"
+    big.write_text("Complexity,Loss,Equation\n" + "1,0.5,x0\n" * (hall_of_fame.MAX_HALL_OF_FAME_BYTES // 9 + 1))
+    with pytest.raises(EquationParseError, match="larger than"):
+        hall_of_fame.import_hall_of_fame(big)
+    many = tmp_path / "many.csv"
+    many.write_text("Complexity,Loss,Equation\n" + "3,0.5,0.1*x0\n" * 5000)
+    t0 = time.monotonic()
+    with pytest.warns(UserWarning, match="rows after the first 1000"):
+        front = hall_of_fame.import_hall_of_fame(many, names=["g_0"])
+    assert time.monotonic() - t0 < MAX_SECONDS and front.provenance["skipped"] == 1

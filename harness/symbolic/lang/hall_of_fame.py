@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.features import parse_variable
+from harness.jsonio import read_text
 from harness.symbolic.lang.expression import Equation
 from harness.symbolic.lang.front import ParetoFront
 from harness.symbolic.lang.names import EquationParseError
@@ -27,6 +28,11 @@ _PYSR_NOTE = (
     "PySR's builtin `sqrt` and `^` are NaN for negative arguments: a hall-of-fame `sqrt` is read as our "
     "sign-extended sqrt (equal wherever PySR's was defined) and `^` as the plain power."
 )
+
+
+#: the largest hall-of-fame file read, and the most rows parsed (PySR writes one per complexity: tens)
+MAX_HALL_OF_FAME_BYTES = 4 * 2**20
+MAX_HALL_OF_FAME_ROWS = 1000
 
 
 def import_hall_of_fame(
@@ -47,7 +53,7 @@ def import_hall_of_fame(
         not parse (e.g. ``Inf`` constants) are skipped with a warning and counted in provenance.
     """
     if isinstance(source, (str, Path)) and (isinstance(source, Path) or "\n" not in str(source)):
-        text = Path(source).read_text()
+        text = read_text(source, "PySR hall of fame", EquationParseError, MAX_HALL_OF_FAME_BYTES)
         rows: Iterable[Mapping[str, Any]] = csv.DictReader(io.StringIO(text))
     elif isinstance(source, str):
         rows = csv.DictReader(io.StringIO(source))
@@ -60,7 +66,10 @@ def import_hall_of_fame(
     allowed = set(allowed_variables) if allowed_variables is not None else (set(names) if names else None)
     eqs: list[Equation] = []
     skipped: list[str] = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if i >= MAX_HALL_OF_FAME_ROWS:
+            skipped.append(f"rows after the first {MAX_HALL_OF_FAME_ROWS} (not read)")
+            break
         low = {str(k).strip().lower(): v for k, v in row.items()}
         text = str(low.get("equation", "")).strip()
         try:

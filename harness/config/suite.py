@@ -439,6 +439,34 @@ FILE_FIELDS: dict[str, str] = {
 included); :func:`load_suite_dict` checks each exists (relative to the current directory)."""
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a teacher checkpoint (``torch.save``'s zip format), from its zip directory only."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if any(n.endswith("data.pkl") for n in zf.namelist()[:1000]):
+                return None
+    except (zipfile.BadZipFile, OSError):
+        pass
+    return "is not one: not a file written by torch.save (teachers.checkpoint.save_teacher)"
+
+
+def _not_an_equation(path: Path) -> str | None:
+    """Why ``path`` cannot be an equation file (its JSON, read with the equation language's caps)."""
+    from harness.symbolic.lang import Equation, EquationParseError
+
+    try:
+        Equation.load(path)
+    except (EquationParseError, OSError) as err:
+        return f"does not hold an equation: {' '.join(str(err).split())[:200]}"
+    return None
+
+
+#: what a referenced file must be, checked before a run starts (a checkpoint is a checkpoint ...)
+FILE_KINDS: dict[str, Any] = {"checkpoint": _not_a_checkpoint, "equation": _not_an_equation}
+
+
 def _walk(value: Any, path: str) -> Iterator[tuple[BaseModel, str]]:
     """Every pydantic model inside ``value`` with its YAML path."""
     if isinstance(value, BaseModel):
@@ -467,6 +495,10 @@ def reference_problems(suite: Suite) -> list[tuple[str, str]]:
             elif not p.is_file():
                 where = "" if p.is_absolute() else f" (relative paths are read from {os.getcwd()})"
                 out.append((f"{path}.{field}", f"{what} {value!r} does not exist{where}"))
+            elif field in FILE_KINDS:
+                problem = FILE_KINDS[field](p)
+                if problem:
+                    out.append((f"{path}.{field}", f"{what} {value!r} {problem}"))
         label = getattr(model, "label", None) if "label" in type(model).model_fields else None
         if isinstance(label, str) and (
             len(label) > MAX_NAME_LENGTH or label in (".", "..") or not re.fullmatch(LABEL_PATTERN, label)

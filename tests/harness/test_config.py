@@ -271,6 +271,16 @@ def test_referenced_files_must_exist_relative_to_the_current_directory(
         load_suite_dict(data, "s.yaml")
     (tmp_path / "eq.json").rmdir()
     (tmp_path / "eq.json").write_text("{}")
+    # files that exist but are of another kind are refused before a run starts
+    with pytest.raises(SuiteError) as err:
+        load_suite_dict(data, "s.yaml")
+    assert "teacher checkpoint 'teacher.pt' is not one: not a file written by torch.save" in str(err.value)
+    assert "equation file 'eq.json' does not hold an equation" in str(err.value)
+    from teachers.checkpoint import save_teacher
+    from teachers.rules import SGDRule
+
+    save_teacher(SGDRule(lr=0.1), tmp_path / "teacher.pt")
+    (tmp_path / "eq.json").write_text('{"expression": "-0.1*g_0"}')
     assert len(load_suite_dict(data).stages) == 3
 
 

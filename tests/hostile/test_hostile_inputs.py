@@ -350,6 +350,16 @@ YAML: list[tuple[str, str | bytes, str]] = [
         SUITE.read_text().replace("seeds: [0, 1]", "seeds: [" + ", ".join(["x"] * 8000) + "]", 1),
         "and 7990 more problem(s) like these",
     ),
+    (
+        "checkpoint-of-another-kind",
+        SUITE.read_text().replace("- grid: smoke", f"- {{family: teacher, checkpoint: {SUITE}}}", 1),
+        "is not one: not a file written by torch.save",
+    ),
+    (
+        "equation-of-another-kind",
+        SUITE.read_text().replace("- grid: smoke", f"- {{family: symbolic, equation: {SUITE}}}", 1),
+        "does not hold an equation: invalid equation JSON",
+    ),
     # sizes a run could never finish
     (
         "steps-1e18",
@@ -782,7 +792,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 24, "yaml": 46, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 24, "yaml": 48, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

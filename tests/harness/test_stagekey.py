@@ -16,6 +16,8 @@ import search_spaces
 from harness import __version__
 from harness.config.suite import load_suite_dict
 from harness.registry import STAGES
+from teachers.checkpoint import save_teacher
+from teachers.rules import SGDRule
 
 GRID = """grids:
   g:
@@ -29,8 +31,8 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A working directory with a grid file, an equation file and a teacher checkpoint (relative paths)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "grid.yaml").write_text(GRID)
-    (tmp_path / "eq.json").write_text('{"expr": "-g"}')
-    (tmp_path / "teacher.pt").write_bytes(b"\x00weights-1")
+    (tmp_path / "eq.json").write_text('{"expression": "-0.1*g_0"}')
+    save_teacher(SGDRule(lr=0.1), tmp_path / "teacher.pt")  # validate checks the files' kinds
     search_spaces._read.cache_clear()
     yield tmp_path
     search_spaces._read.cache_clear()

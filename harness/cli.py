@@ -35,8 +35,16 @@ app = typer.Typer(
     help="symbolic-l2o: learn, distill and benchmark optimizers.",
     pretty_exceptions_show_locals=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+def _width(tty: bool) -> int | None:
+    """The terminal's own width; piped, ``$COLUMNS`` when set, else 200."""
+    if tty:
+        return None
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) >= 40 else 200
+
+
+console = Console(width=_width(sys.stdout.isatty()))
+err_console = Console(stderr=True, width=_width(sys.stderr.isatty()))
 
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db)."
 WORKDIR_HELP = "Directory for Ray Tune state, the default MLflow DB and downloaded artifacts."

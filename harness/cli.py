@@ -394,7 +394,7 @@ def _print_leaderboard(
     elif fmt is Format.csv:
         sys.stdout.write(report.to_csv(rows))
     else:
-        for t in report.to_rich_tables(rows):
+        for t in report.to_rich_tables(rows, width=console.width):
             console.print(t)
 
 

@@ -263,10 +263,14 @@ def _mean_cell(r: dict[str, Any]) -> str:
     )
 
 
-def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
-    """Per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``: the ranking (the optimizer's
-    name is never cut or wrapped; the other cells wrap), then its costs and other metrics in a second table,
-    so both fit a 100-column terminal."""
+#: the width the ranking's other columns need beside the optimizer's name, before it moves to a legend
+_OTHER_COLUMNS = 56
+
+
+def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None) -> list[Any]:
+    """Per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``: the ranking, then its costs
+    and other metrics. The optimizer's name is never cut: where it does not fit beside the other columns of
+    a ``width``-column terminal, the tables show the rank alone and a legend table names each rank."""
     from rich.table import Table
 
     tables = []
@@ -275,35 +279,38 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
         extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
         better = "lower" if mode == "min" else "higher"
         ref = rs[0].get("reference", "")
-        t = Table(
-            title=f"{suite} / {task_label(optimizee, horizon)}  ({metric}, {better} is better; Δ: paired "
-            f"difference to {ref} over seeds)"
-        )
+        task = f"{suite} / {task_label(optimizee, horizon)}"
+        legend = width is not None and max(len(r["optimizer"]) for r in rs) + _OTHER_COLUMNS > width
+        if legend:
+            key = Table(title=f"{task}: optimizers by rank")
+            key.add_column("#", justify="right")
+            key.add_column("optimizer", no_wrap=True)
+            for r in rs:
+                key.add_row(str(r["rank"]), r["optimizer"])
+            tables.append(key)
+        t = Table(title=f"{task}  ({metric}, {better} is better; Δ: paired difference to {ref} over seeds)")
         t.add_column("#", justify="right")
-        t.add_column("optimizer", no_wrap=True)
+        if not legend:
+            t.add_column("optimizer", no_wrap=True)
         t.add_column("mean ± std", justify="right")
         t.add_column("seeds", justify="right")
         t.add_column("Δ [95% CI]", justify="right")
         t.add_column("verdict")
         for r in rs:
+            name = [] if legend else [r["optimizer"]]
             t.add_row(
-                str(r["rank"]),
-                r["optimizer"],
-                _mean_cell(r),
-                _n_cell(r),
-                _fmt_diff(r),
-                str(r.get("verdict", "")),
+                str(r["rank"]), *name, _mean_cell(r), _n_cell(r), _fmt_diff(r), str(r.get("verdict", ""))
             )
         tables.append(t)
         if extras:
-            c = Table(
-                title=f"{suite} / {task_label(optimizee, horizon)}: costs and other metrics (seed means)"
-            )
+            c = Table(title=f"{task}: costs and other metrics (seed means)")
             c.add_column("#", justify="right")
-            c.add_column("optimizer", no_wrap=True)
+            if not legend:
+                c.add_column("optimizer", no_wrap=True)
             for m in extras:
                 c.add_column(_SHORT.get(m, m), justify="right")
             for r in rs:
-                c.add_row(str(r["rank"]), r["optimizer"], *[_fmt(r.get(m, "")) for m in extras])
+                name = [] if legend else [r["optimizer"]]
+                c.add_row(str(r["rank"]), *name, *[_fmt(r.get(m, "")) for m in extras])
             tables.append(c)
     return tables

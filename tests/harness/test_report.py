@@ -168,9 +168,9 @@ def test_the_terminal_leaderboard_fits_100_columns_and_never_cuts_a_name() -> No
     for r in recs:
         r["metrics"].update(test_acc=0.9, wall_time_s=1.5, step_ratio_vs_adam=1.2, state_bytes_per_param=8.0)
     rows = aggregate(recs)
-    for width in (100, 200):
+    for width in (80, 100, 200):
         con = Console(width=width, record=True)
-        for t in to_rich_tables(rows):
+        for t in to_rich_tables(rows, width=width):
             con.print(t)
         text = con.export_text()
         assert "…" not in text, text

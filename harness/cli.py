@@ -35,8 +35,16 @@ app = typer.Typer(
     help="symbolic-l2o: learn, distill and benchmark optimizers.",
     pretty_exceptions_show_locals=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+def _width(tty: bool) -> int | None:
+    """The terminal's own width; piped, ``$COLUMNS`` when set, else 200."""
+    if tty:
+        return None
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) >= 40 else 200
+
+
+console = Console(width=_width(sys.stdout.isatty()))
+err_console = Console(stderr=True, width=_width(sys.stderr.isatty()))
 
 TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlflow.db)."
 WORKDIR_HELP = "Directory for Ray Tune state, the default MLflow DB and downloaded artifacts."
@@ -46,6 +54,7 @@ class Kind(str, Enum):
     optimizees = "optimizees"
     teachers = "teachers"
     sr_backends = "sr-backends"
+    stages = "stages"
 
 
 class Format(str, Enum):
@@ -385,7 +394,7 @@ def _print_leaderboard(
     elif fmt is Format.csv:
         sys.stdout.write(report.to_csv(rows))
     else:
-        for t in report.to_rich_tables(rows):
+        for t in report.to_rich_tables(rows, width=console.width):
             console.print(t)
 
 
@@ -444,7 +453,9 @@ def equation_show(
     from harness.symbolic.sr.base import ParetoFront
 
     try:
-        data = loads_json(read_json_text(file, "equation", EquationParseError), "equation", EquationParseError)
+        data = loads_json(
+            read_json_text(file, "equation", EquationParseError), "equation", EquationParseError
+        )
         if isinstance(data, dict) and data.get("format") == "symbolic-l2o/pareto-front":
             eqs = list(ParetoFront.from_json(data).equations)
         else:
@@ -495,24 +506,41 @@ def _describe_equation(eq: Equation, ds: SRDataset | None, latex: bool) -> str:
 
 @app.command("list")
 @_guarded
-def list_cmd(kind: Kind = typer.Argument(..., help="optimizees, teachers or sr-backends.")) -> None:
+def list_cmd(
+    kind: Kind = typer.Argument(
+        None, help="optimizees, teachers, sr-backends or stages (default: all of them)."
+    ),
+) -> None:
     """List registered plug-ins (built-ins and entry points)."""
-    from harness.registry import OPTIMIZEES, SR_BACKENDS, TEACHERS
+    from harness.registry import OPTIMIZEES, SR_BACKENDS, STAGES, TEACHERS
 
-    reg = {Kind.optimizees: OPTIMIZEES, Kind.teachers: TEACHERS, Kind.sr_backends: SR_BACKENDS}[kind]
-    for name, obj in reg.items():
-        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-        extra = ""
-        if kind is Kind.sr_backends:
-            try:
-                ok, why = obj().available()
-                extra = " [available]" if ok else f" [unavailable: {why}]"
-            except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
-                extra = f" [unavailable: {err}]"
-        console.print(f"{name:16s} {doc[0] if doc else ''}{extra}", highlight=False, markup=False)
+    regs = {
+        Kind.optimizees: OPTIMIZEES,
+        Kind.teachers: TEACHERS,
+        Kind.sr_backends: SR_BACKENDS,
+        Kind.stages: STAGES,
+    }
+    for k in [kind] if kind is not None else list(Kind):
+        if kind is None:
+            console.print(f"{k.value}:", highlight=False, markup=False)
+        for name, obj in regs[k].items():
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            extra = ""
+            if k is Kind.sr_backends:
+                try:
+                    ok, why = obj().available()
+                    extra = " [available]" if ok else f" [unavailable: {why}]"
+                except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
+                    extra = f" [unavailable: {err}]"
+            indent = "  " if kind is None else ""
+            console.print(f"{indent}{name:16s} {doc[0] if doc else ''}{extra}", highlight=False, markup=False)
 
 
 def main() -> None:
+    """The ``sl2o`` command. ``--debug`` works anywhere on the line (typer takes it only before the command)."""
+    if "--debug" in sys.argv[2:]:
+        sys.argv.remove("--debug")
+        sys.argv.insert(1, "--debug")
     app()
 
 

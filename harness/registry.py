@@ -7,12 +7,21 @@ An entry point's value is ``module:attribute``; the attribute is registered unde
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """`` (did you mean 'evaluate'?)`` for the closest known name to a misspelt one, else empty."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -80,7 +89,7 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known}. "
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; known {self.kind}s: {known}. "
                 f"Plug-ins register through the {self.group!r} entry-point group."
             ) from None
 

@@ -318,6 +318,8 @@ class MetaTrainer:
         self.episode = 0
         self.meta_iterations = 0
         self.elapsed_s = 0.0
+        #: when the running :meth:`run` started (``time.monotonic``), None between runs
+        self._run_started: float | None = None
         self.best_val = math.inf
         self.best_episode = -1
         self.best_state: dict[str, Tensor] = self._snapshot()
@@ -462,7 +464,7 @@ class MetaTrainer:
     def run(self, callback: Callback | None = None) -> MetaTrainResult:
         """Train until the budget is spent; ``callback(episode, metrics)`` after every episode (a truthy
         return value stops the run). Checkpoint from the callback with :meth:`state_dict`."""
-        started = time.monotonic()
+        started = self._run_started = time.monotonic()
         try:
             while not (reason := self._budget_left(started)):
                 metrics = self.train_episode(started)
@@ -488,6 +490,7 @@ class MetaTrainer:
                     self.history[-1]["best_val_loss"] = self.best_val
         finally:
             self.elapsed_s += time.monotonic() - started
+            self._run_started = None
         return self.result()
 
     def result(self) -> MetaTrainResult:
@@ -518,7 +521,9 @@ class MetaTrainer:
             "best_episode": self.best_episode,
             "episode": self.episode,
             "meta_iterations": self.meta_iterations,
-            "elapsed_s": self.elapsed_s,
+            # the time spent so far, this run included: a resumed run continues the budget, not restarts it
+            "elapsed_s": self.elapsed_s
+            + (time.monotonic() - self._run_started if self._run_started is not None else 0.0),
             "validated_at": self._validated_at,
             "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
             "py_rng": _rng_to_plain(self.rng.getstate()),

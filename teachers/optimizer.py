@@ -102,6 +102,14 @@ class TeacherOptimizer(torch.optim.Optimizer):
         return loss
 
     # -- state ------------------------------------------------------------------------------------------
+    def state_bytes(self) -> int:
+        """Bytes of the per-coordinate state this optimizer keeps: the feature accumulators and lags and the
+        teacher's recurrent state (kept outside ``self.state``; the teacher's weights are not per-parameter)."""
+        if self._features is None or self._tstate is None:
+            return 0
+        tensors = [*_tensors(self._features.state_dict()), *self._tstate.values()]
+        return sum(v.numel() * v.element_size() for v in tensors)
+
     def state_dict(self) -> dict[str, Any]:
         """Param groups (as torch does) plus ``teacher_runtime``: feature state and teacher state."""
         sd = super().state_dict()
@@ -123,3 +131,13 @@ class TeacherOptimizer(torch.optim.Optimizer):
             params = self._params()
             if params:
                 self._ensure_state(sum(p.numel() for p in params), params[0].device)
+
+
+def _tensors(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in _tensors(v)]
+    return []

@@ -397,6 +397,39 @@ def _stage_kind_at(data: Any, loc: tuple[Any, ...]) -> str | None:
     return None
 
 
+def _unknown_field(data: Any, loc: tuple[Any, ...]) -> str:
+    """The message for a field no model has: the closest known name and, for a stage's own fields or the
+    suite's, the known ones."""
+    from harness.registry import STAGES, did_you_mean
+
+    name = str(loc[-1])
+    branches = _branch_names() | _TYPE_BRANCHES
+    loc = tuple(x for x in loc if not (isinstance(x, str) and x in branches))  # union tags are not keys
+    known: list[str] = []
+    if len(loc) == 1:
+        known = sorted(suite_model().model_fields)
+    elif len(loc) == 3 and loc[0] == "stages":
+        kind = _stage_kind_at(data, loc)
+        if kind in STAGES:
+            known = sorted(STAGES.get(kind).spec_model.model_fields)
+    if not known:
+        return f"unknown field {name!r} (not allowed here; check the spelling)"
+    return f"unknown field {name!r}{did_you_mean(name, known)}; known fields here: {', '.join(known)}"
+
+
+def _unknown_kind(data: Any, loc: tuple[Any, ...]) -> str | None:
+    """The message for a stage whose ``kind:`` names no registered kind (None when it has no ``kind:``)."""
+    from harness.registry import STAGES, did_you_mean
+
+    kind = _stage_kind_at(data, (*loc, "kind"))
+    if kind is None:
+        return None
+    return (
+        f"unknown stage kind {kind!r}{did_you_mean(kind, STAGES.names())}; known kinds: "
+        f"{', '.join(STAGES.names())} (plug-ins add kinds through the 'symbolic_l2o.stages' entry-point group)"
+    )
+
+
 #: the most problems one error message lists (the rest are counted)
 MAX_ERROR_LINES = 10
 
@@ -413,7 +446,9 @@ def format_validation_error(err: ValidationError, source: str, data: Any = None)
         path = _format_loc(tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown field {str(e['loc'][-1])!r} (not allowed here; check the spelling)"
+            msg = _unknown_field(data, tuple(e["loc"]))
+        elif e["type"] == "stage_kind":
+            msg = _unknown_kind(data, tuple(e["loc"])) or msg
         kind = _stage_kind_at(data, tuple(e["loc"])) if e["type"] == SINGLE_HORIZON_ERROR else None
         if kind:
             msg = msg.replace("this stage", f"a {kind} stage", 1)

@@ -63,9 +63,22 @@ def interrupt_on_sigterm() -> None:
 
 
 def quiet_tune_output() -> None:
-    """Our own progress lines replace Tune's tables; results go to JSON/CSV files and MLflow only."""
+    """Our own progress lines replace Tune's tables; results go to JSON/CSV files and MLflow only. After an
+    interruption, our one line ("rerun the same command to resume it") replaces Tune's notes: a warning per
+    unfinished trial that it has no result.json yet, and its ``Tuner.restore(...)`` hint."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRestoreHint) for f in tune_logger.filters):
+        tune_logger.addFilter(_NoRestoreHint())
+
+
+class _NoRestoreHint(logging.Filter):
+    """Drops Tune's "Resume experiment with: Tuner.restore(...)" note (the harness resumes by itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
 
 
 def _version_tags() -> dict[str, str]:

@@ -25,6 +25,8 @@ from harness.report.plots import optimizer_styles, plot_loss_curves, plot_profil
 from harness.stages.outputs import STATUS_OK, TAG
 from harness.stages.views import Panel, RunView
 
+#: the fewest tasks (optimizee x horizon) a performance profile is drawn for
+MIN_PROFILE_TASKS = 3
 #: the folder of the suite run's artifacts the report is logged under
 ARTIFACT_DIR = "report"
 LEARNED_FAMILIES = ("teacher", "symbolic")
@@ -121,7 +123,7 @@ def task_curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]
     return {task_label(optimizee, order[2]): curves for (optimizee, order), curves in sorted(by.items())}
 
 
-def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Panel]:
+def _loss_and_profile(records: list[dict[str, Any]], out: Path, notes: list[str]) -> list[Panel]:
     curves = task_curves(records)
     families = {
         r["optimizer"]: r.get("family") or "" for r in records if r.get("curve") and r["status"] == STATUS_OK
@@ -141,7 +143,13 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path) -> list[Panel]:
         )
     _, per_task = across.from_records(records)
     times = {task: {s["optimizer"]: s["time_to_target"] for s in scores} for task, scores in per_task.items()}
-    if any(times.values()):
+    n_tasks = len([t for t in times.values() if t])
+    if 0 < n_tasks < MIN_PROFILE_TASKS:
+        notes.append(
+            f"performance profile: drawn over {MIN_PROFILE_TASKS} or more tasks (optimizee and horizon); "
+            f"this suite has {n_tasks}, where the leaderboard says more"
+        )
+    if n_tasks >= MIN_PROFILE_TASKS:
         plots.append(
             Panel(
                 plot_profile(times, out / "performance_profile.png", highlight=highlight, styles=styles),
@@ -291,7 +299,7 @@ def build_report(
     records = tracking.leaderboard_records(client, suite, curves=True)
     rows = report.aggregate([dict(r) for r in records])
     summary = across.from_records(records)[0] if records else []
-    plots = _loss_and_profile(records, out) if records else []
+    plots = _loss_and_profile(records, out, result.notes) if records else []
     with tempfile.TemporaryDirectory(prefix="sl2o-report-") as tmpdir:
         for st in stage_views(client, exp.experiment_id, suite_run, Path(tmpdir)):
             try:

@@ -239,8 +239,38 @@ def _by_task(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict
     return by
 
 
-def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
-    """One rich Table per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``."""
+#: short headers of the extra metrics in the terminal table (the JSON and CSV keep the metric names)
+_SHORT = {
+    "test_loss": "test loss",
+    "test_acc": "test acc",
+    "wall_time_s": "wall s",
+    "step_ratio_vs_adam": "step / Adam",
+    "state_bytes_per_param": "state B / param",
+}
+
+
+def _n_cell(r: dict[str, Any]) -> str:
+    extra = [f"{r['diverged']} div"] if r.get("diverged") else []
+    extra += [f"{r['errored']} err"] if r.get("errored") else []
+    return f"{r['n']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _mean_cell(r: dict[str, Any]) -> str:
+    if not math.isfinite(r["mean"]):
+        return _fmt(r["mean"])
+    return (
+        f"{r['mean']:.4g} ± {r['std']:.2g}" if math.isfinite(r.get("std", math.nan)) else f"{r['mean']:.4g}"
+    )
+
+
+#: the width the ranking's other columns need beside the optimizer's name, before it moves to a legend
+_OTHER_COLUMNS = 56
+
+
+def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None) -> list[Any]:
+    """Per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``: the ranking, then its costs
+    and other metrics. The optimizer's name is never cut: where it does not fit beside the other columns of
+    a ``width``-column terminal, the tables show the rank alone and a legend table names each rank."""
     from rich.table import Table
 
     tables = []
@@ -248,25 +278,39 @@ def to_rich_tables(rows: list[dict[str, Any]]) -> list[Any]:
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
         better = "lower" if mode == "min" else "higher"
-        t = Table(title=f"{suite} / {task_label(optimizee, horizon)}  ({metric}, {better} is better)")
         ref = rs[0].get("reference", "")
-        cols = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
-        cols += [f"Δ vs {ref} [95% CI]", "verdict", *extras]
-        for col in cols:
-            t.add_column(col, justify="left" if col in ("optimizer", "family") else "right")
+        task = f"{suite} / {task_label(optimizee, horizon)}"
+        legend = width is not None and max(len(r["optimizer"]) for r in rs) + _OTHER_COLUMNS > width
+        if legend:
+            key = Table(title=f"{task}: optimizers by rank")
+            key.add_column("#", justify="right")
+            key.add_column("optimizer", no_wrap=True)
+            for r in rs:
+                key.add_row(str(r["rank"]), r["optimizer"])
+            tables.append(key)
+        t = Table(title=f"{task}  ({metric}, {better} is better; Δ: paired difference to {ref} over seeds)")
+        t.add_column("#", justify="right")
+        if not legend:
+            t.add_column("optimizer", no_wrap=True)
+        t.add_column("mean ± std", justify="right")
+        t.add_column("seeds", justify="right")
+        t.add_column("Δ [95% CI]", justify="right")
+        t.add_column("verdict")
         for r in rs:
+            name = [] if legend else [r["optimizer"]]
             t.add_row(
-                str(r["rank"]),
-                r["optimizer"],
-                r["family"],
-                _fmt(r["mean"]),
-                _fmt(r["std"]),
-                str(r["n"]),
-                str(r["diverged"]),
-                str(r.get("errored", 0)),
-                _fmt_diff(r),
-                str(r.get("verdict", "")),
-                *[_fmt(r.get(m, "")) for m in extras],
+                str(r["rank"]), *name, _mean_cell(r), _n_cell(r), _fmt_diff(r), str(r.get("verdict", ""))
             )
         tables.append(t)
+        if extras:
+            c = Table(title=f"{task}: costs and other metrics (seed means)")
+            c.add_column("#", justify="right")
+            if not legend:
+                c.add_column("optimizer", no_wrap=True)
+            for m in extras:
+                c.add_column(_SHORT.get(m, m), justify="right")
+            for r in rs:
+                name = [] if legend else [r["optimizer"]]
+                c.add_row(str(r["rank"]), *name, *[_fmt(r.get(m, "")) for m in extras])
+            tables.append(c)
     return tables

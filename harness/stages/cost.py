@@ -29,9 +29,13 @@ def _tensor_bytes(obj: Any) -> int:
 
 
 def state_bytes_per_param(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> float:
-    """Bytes of tensors the optimizer keeps in its state, per trainable parameter (scalar)."""
+    """Bytes of tensors the optimizer keeps in its state, per trainable parameter (scalar): its own
+    ``state_bytes()`` where it has one (a teacher keeps its feature and LSTM state outside ``opt.state``),
+    else the tensors in ``opt.state``."""
     n = sum(p.numel() for p in params)
-    return _tensor_bytes(dict(opt.state)) / n if n else 0.0
+    own = getattr(opt, "state_bytes", None)
+    total = int(own()) if callable(own) else _tensor_bytes(dict(opt.state))
+    return total / n if n else 0.0
 
 
 def step_seconds_vs_adam(

@@ -121,8 +121,9 @@ def _binned(x: np.ndarray, v: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.n
 
 
 def update_rule_variables(eq: Any, X: np.ndarray, names: Sequence[str], max_vars: int = 6) -> list[str]:
-    """The equation's input variables present in ``names``, most influential first (by the absolute
-    correlation of the equation's output with the variable on ``X``), at most ``max_vars``."""
+    """The equation's input variables present in ``names``: the ``max_vars`` most influential (by the absolute
+    correlation of the equation's output with the variable on ``X``), shown in the dataset's column order
+    (feature, then lag: ``g_hat_0, g_hat_1, g_hat_2``), so panels read in a stable order."""
     used = [v for v in eq.variables if v in names]
     pred = np.asarray(eq.evaluate(X, names), dtype=np.float64)
 
@@ -133,7 +134,9 @@ def update_rule_variables(eq: Any, X: np.ndarray, names: Sequence[str], max_vars
             return 0.0
         return abs(float(np.corrcoef(x[ok], pred[ok])[0, 1]))
 
-    return sorted(used, key=lambda v: (-strength(v), v))[:max_vars]
+    chosen = sorted(used, key=lambda v: (-strength(v), v))[:max_vars]
+    order = list(names)
+    return sorted(chosen, key=order.index)
 
 
 def plot_update_rule(

@@ -215,7 +215,9 @@ def test_run_never_turns_a_foreign_database_into_an_mlflow_store(tmp_path: Path)
 
 def test_control_characters_from_a_file_never_reach_the_terminal(tmp_path: Path) -> None:
     p = tmp_path / "eq.json"
-    p.write_text(json.dumps({"expression": "-0.1*g_0", "provenance": {"backend": "op\x1b[2J\x1b]0;owned\x07"}}))
+    p.write_text(
+        json.dumps({"expression": "-0.1*g_0", "provenance": {"backend": "op\x1b[2J\x1b]0;owned\x07"}})
+    )
     res = CliRunner().invoke(app, ["equation", "show", str(p)])
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.output and "\x07" not in res.output
@@ -224,3 +226,49 @@ def test_control_characters_from_a_file_never_reach_the_terminal(tmp_path: Path)
     bad.write_text("name: [")
     res = CliRunner().invoke(app, ["validate", str(bad)])
     assert res.exit_code == 2 and "\x1b" not in res.output and "bad\\x1b[31m.yaml" in res.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        (
+            "kind: evaluate",
+            "kind: evalute",
+            "unknown stage kind 'evalute' (did you mean 'evaluate'?); known kinds:",
+        ),
+        (
+            "    seeds: [0, 1]",
+            "    seedz: [0, 1]",
+            "unknown field 'seedz' (did you mean 'seeds'?); known fields here:",
+        ),
+        (
+            "name: quadratic_cos,",
+            "name: quadratic_co,",
+            "unknown optimizee 'quadratic_co' (did you mean 'quadratic_cos'?)",
+        ),
+    ],
+)
+def test_typos_get_a_suggestion(tmp_path: Path, old: str, new: str, fragment: str) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(SUITE.read_text().replace(old, new, 1))
+    assert_one_error(["validate", str(path)], fragment)
+
+
+def test_bare_list_lists_every_kind_of_plug_in() -> None:
+    code, out, _ = sl2o("list")
+    assert code == 0
+    for head in ("optimizees:", "teachers:", "sr-backends:", "stages:"):
+        assert head in out
+    assert "  evaluate " in out and "  quadratic_cos " in out
+
+
+def test_debug_works_after_the_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [")
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(bad), "--debug"], capture_output=True, text=True
+    )
+    assert res.returncode != 0 and "Traceback" in res.stderr  # --debug shows the traceback

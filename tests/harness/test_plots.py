@@ -74,6 +74,11 @@ def test_update_rule_plot_ranks_the_inputs_the_equation_uses(tmp_path: Path) -> 
     y = eq.evaluate(X, names) + rng.normal(0, 0.01, 500)
     assert update_rule_variables(eq, X, names) == ["g_0", "m_hat_0"]
     _png(plot_update_rule(eq, X, y, names, tmp_path / "rule.png"))
+    # the most influential are chosen, then shown in column order (lag 0, 1, 2), not by influence
+    names = ["g_hat_0", "g_hat_1", "g_hat_2", "m_hat_0"]
+    X = rng.normal(size=(500, 4))
+    eq = Equation.parse("-0.5*g_hat_0 - 0.2*g_hat_1 - 0.4*g_hat_2 + 0.001*m_hat_0")  # influence: 0, 2, 1
+    assert update_rule_variables(eq, X, names, max_vars=3) == ["g_hat_0", "g_hat_1", "g_hat_2"]
 
 
 def test_curriculum_steps_and_tuned_constants_from_history_files() -> None:

@@ -81,7 +81,7 @@ def test_each_horizon_is_its_own_ranking_with_its_own_reference() -> None:
         ("1500 steps", 2, "sgd", 2, "worse"),
     ]
     assert rows[0]["mean"] == pytest.approx(1.05) and rows[2]["mean"] == pytest.approx(0.15)
-    titles = [str(t.title) for t in to_rich_tables(rows)]
+    titles = [str(t.title) for t in to_rich_tables(rows) if "costs and other metrics" not in str(t.title)]
     assert [t.split("  (")[0] for t in titles] == ["s / p1 · 300 steps", "s / p1 · 1500 steps"]
     assert [line.split(",")[2] for line in to_csv(rows).splitlines()[1:]] == ["300 steps"] * 2 + [
         "1500 steps"
@@ -153,3 +153,27 @@ def test_means_are_exactly_rounded_and_the_csv_text_is_pinned() -> None:
         "verdict",
     ]  # fmt: skip
     assert aggregate([]) == [] and to_csv([]).startswith("suite,optimizee,horizon,rank,")
+
+
+def test_the_terminal_leaderboard_fits_100_columns_and_never_cuts_a_name() -> None:
+    from rich.console import Console
+
+    names = [
+        "sgd(cosine,lr=0.001,momentum=0.99,nesterov)",
+        "sgd(cosine,lr=0.001,momentum=0.9,nesterov)",
+        "adam(cosine,lr=0.01)",
+        "symbolic:tune-operon-cos-s0",
+    ]
+    recs = [rec(n, s, 0.1 * (i + 1) + 0.01 * s) for i, n in enumerate(names) for s in range(3)]
+    for r in recs:
+        r["metrics"].update(test_acc=0.9, wall_time_s=1.5, step_ratio_vs_adam=1.2, state_bytes_per_param=8.0)
+    rows = aggregate(recs)
+    for width in (80, 100, 200):
+        con = Console(width=width, record=True)
+        for t in to_rich_tables(rows, width=width):
+            con.print(t)
+        text = con.export_text()
+        assert "…" not in text, text
+        assert all(len(line) <= width for line in text.splitlines())
+        for n in names:
+            assert n in text  # whole, on one line

@@ -424,3 +424,27 @@ def test_evaluate_teacher_and_run_teacher() -> None:
     adam = evaluate_teacher(TEACHERS.get("adam")(lr=0.05), fac, VAL, 50)
     assert adam < evaluate_teacher(TEACHERS.get("sgd")(lr=0.0), fac, VAL, 50)
     assert evaluate_teacher(TEACHERS.get("sgd")(lr=1e3), fac, VAL[:1], 30) == math.inf
+
+
+def test_a_checkpoint_taken_mid_run_carries_the_time_spent(tmp_path: Path) -> None:
+    """The stage checkpoints from the episode callback, mid-run: the saved state must count the time this run
+    has spent, so a resumed run continues the time budget instead of starting it again (it read 0)."""
+    base = dict(teacher="rp_small", optimizee=P1, episode_length=20, eval_every=2, val_seeds=VAL[:2], seed=3)
+    cfg = MetaTrainConfig(episodes=None, time_budget_s=3.0, **base)
+    first = MetaTrainer(cfg)
+    saved: dict = {}
+
+    def interrupt(episode: int, metrics: dict) -> bool:
+        if episode == 3:
+            saved.update(first.state_dict())
+            return True  # what Ctrl-C does to the trial after its checkpoint
+        return False
+
+    first.run(interrupt)
+    assert saved["elapsed_s"] > 0 and saved["elapsed_s"] == pytest.approx(first.history[2]["elapsed_s"], abs=0.5)
+    resumed = MetaTrainer(cfg)
+    resumed.load_state_dict(saved)
+    result = resumed.run()
+    assert result.stop_reason == "time_budget"
+    assert 3.0 <= result.elapsed_s < 3.0 + 2.0  # the budget once, not once per resume
+    assert [h["episode"] for h in result.history] == list(range(1, result.episodes + 1))  # from episode 1

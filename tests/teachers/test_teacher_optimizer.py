@@ -155,3 +155,21 @@ def test_build_optimizer_teacher_family(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     opt2 = TeacherOptimizer.from_checkpoint(_model().parameters(), path)
     assert isinstance(opt2, TeacherOptimizer)
+
+
+def test_a_teachers_cost_counts_its_feature_and_lstm_state() -> None:
+    """The leaderboard's state_bytes_per_param: a teacher keeps its state outside opt.state (it read 0)."""
+    from harness.stages.cost import state_bytes_per_param
+    from teachers.rp import RP
+
+    m = torch.nn.Linear(100, 10)
+    params = list(m.parameters())
+    teacher = RP()
+    opt = TeacherOptimizer(params, teacher)
+    assert state_bytes_per_param(opt, params) == 0  # nothing kept before the first step
+    m(torch.randn(4, 100)).sum().backward()
+    opt.step()
+    n = sum(p.numel() for p in params)
+    lstm = sum(v.numel() * v.element_size() for v in opt._tstate.values())  # h and c of every layer
+    assert lstm >= 2 * 20 * 4 * n  # at least one layer's h and c, float32, per coordinate
+    assert state_bytes_per_param(opt, params) == opt.state_bytes() / n > lstm / n

@@ -410,7 +410,7 @@ def _unknown_field(data: Any, loc: tuple[Any, ...]) -> str:
         known = sorted(suite_model().model_fields)
     elif len(loc) == 3 and loc[0] == "stages":
         kind = _stage_kind_at(data, loc)
-        if kind in STAGES:
+        if kind is not None and kind in STAGES:
             known = sorted(STAGES.get(kind).spec_model.model_fields)
     if not known:
         return f"unknown field {name!r} (not allowed here; check the spelling)"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -34,7 +34,7 @@ def state_bytes_per_param(opt: torch.optim.Optimizer, params: Sequence[torch.Ten
     else the tensors in ``opt.state``."""
     n = sum(p.numel() for p in params)
     own = getattr(opt, "state_bytes", None)
-    total = int(own()) if callable(own) else _tensor_bytes(dict(opt.state))
+    total = int(cast(Callable[[], int], own)()) if callable(own) else _tensor_bytes(dict(opt.state))
     return total / n if n else 0.0
 
 

@@ -103,20 +103,23 @@ def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict
     }
 
 
-def run_sigterm(workdir: Path, log: Any = print) -> dict[str, Any]:
-    """SIGTERM ``sl2o run`` (its own local Ray: Ray's handler is installed there) once a third of the trials
-    are recorded; then rerun to the end and count the records."""
+def run_sigterm(
+    workdir: Path, log: Any = print, suite_file: Path = SUITE, rerun_address: str | None = None
+) -> dict[str, Any]:
+    """SIGTERM ``sl2o run`` of ``suite_file`` (one evaluate stage; its own local Ray: Ray's handler is
+    installed there) once a third of the trials are recorded; then rerun to the end (on ``rerun_address``
+    when given, else its own Ray again) and count the records."""
     from harness import tracking
     from harness.config.suite import load_suite
     from harness.engine import trust
+    from harness.registry import STAGES
     from harness.stages.outputs import TAG
-    from search_spaces import load_grid
 
-    suite = load_suite(SUITE)
+    suite = load_suite(suite_file)
     stage = suite.stages[0]
-    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
+    expected = len(STAGES.get(stage.kind).plan(suite, stage, {}))
     uri = f"sqlite:///{workdir}/mlflow.db"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
     cmd += ["--workdir", str(workdir), "--no-leaderboard"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
@@ -139,7 +142,8 @@ def run_sigterm(workdir: Path, log: Any = print) -> dict[str, Any]:
         tracking.find_runs(client, [exp.experiment_id], f"tags.`{TAG}.kind` = 'stage'") if exp else []
     )
     signed = any(trust.is_signed(r.data.tags.get(f"{TAG}.tune_state_digest")) for r in stage_runs)
-    rerun = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    again = [*cmd, "--address", rerun_address] if rerun_address else cmd
+    rerun = subprocess.run(again, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     if rerun.returncode != 0:
         raise RuntimeError(f"the rerun after SIGTERM failed ({rerun.returncode}):\n{rerun.stdout[-3000:]}")
     keys = Counter(r.data.tags.get(f"{TAG}.trial_key") for r in _finished(uri, suite.name, latest_only=True))

@@ -4,7 +4,8 @@
   each seed once (``benchmarks/perf/chaos.py`` does this at three kill points);
 * a stage with an errored trial is not finished: ``sl2o run`` exits 1 naming the trial, its error and
   its log; after the cause is fixed the same command runs only that trial;
-* two suites started at once on a fresh store both run (its creation is serialized).
+* two drivers of one suite started at once on a fresh store: the store is created once, and the second
+  driver waits for the first and reuses its stage instead of training every trial again.
 """
 
 from __future__ import annotations
@@ -44,10 +45,33 @@ def test_sigkilled_driver_then_rerun_records_every_trial_once(ray_session, tmp_p
     assert res["trials_unique"] == res["trials_expected"] and res["leaderboard_rows_ok"], res
 
 
-def test_sigterm_takes_the_ctrl_c_path_and_the_rerun_records_every_trial_once(tmp_path: Path) -> None:
+def test_sigterm_takes_the_ctrl_c_path_and_the_rerun_records_every_trial_once(
+    ray_session, tmp_path: Path
+) -> None:
     """A driver that started its own Ray (whose SIGTERM handler would kill everything and exit mid-fit)
     exits 130 on SIGTERM with its Tune state signed; the rerun resumes it."""
-    res = _chaos_module().run_sigterm(tmp_path, log=lambda m: None)
+    suite = {
+        "name": "sigterm",
+        "stages": [
+            {
+                "kind": "evaluate",
+                "name": "e",
+                "optimizees": [{"name": "quadratic_cos", "steps": 400}],
+                "optimizers": [
+                    {"family": "adam", "lr": [0.01, 0.003, 0.001]},
+                    {"family": "sgd", "lr": [0.01, 0.001]},
+                ],
+                "seeds": [0, 1],
+            }
+        ],
+    }
+    (tmp_path / "sigterm.yaml").write_text(yaml.safe_dump(suite))
+    res = _chaos_module().run_sigterm(
+        tmp_path,
+        log=lambda m: None,
+        suite_file=tmp_path / "sigterm.yaml",
+        rerun_address=ray_session.get_runtime_context().gcs_address,  # the resume need not start a Ray
+    )
     assert res["sigterm_exit"] == 130, res
     assert res["sigterm_state_signed"], res
     assert res["sigterm_duplicates"] == 0 and res["sigterm_missing"] == 0, res
@@ -79,6 +103,7 @@ def test_a_second_driver_of_the_same_stage_waits_and_reuses_instead_of_training_
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    assert "duplicate column" not in "".join(outs)  # both started at once on a fresh store: created once
     assert sum("[e] finished: 6 trials ok" in o for o in outs) == 1, "\n".join(outs)  # one driver trained
     assert sum("[e] reusing finished stage" in o for o in outs) == 1, "\n".join(outs)
     client = tracking.init_tracking(uri)
@@ -153,39 +178,6 @@ def test_errored_trial_fails_the_stage_and_a_rerun_runs_only_it(tmp_path: Path) 
     assert after["0.01"].info.run_id == first["0.01"].info.run_id
     assert after["0.003"].info.run_id == first["0.003"].info.run_id
     assert after["0.001"].info.run_id != first["0.001"].info.run_id
-
-
-def test_two_suites_started_at_once_on_a_fresh_store(ray_session, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/fresh.db"
-    address = ray_session.get_runtime_context().gcs_address
-    procs = []
-    for name in ("first", "second"):
-        suite = {
-            "name": name,
-            "stages": [
-                {
-                    "kind": "evaluate",
-                    "name": "e",
-                    "optimizees": [{"name": "quadratic_cos", "steps": 20}],
-                    "optimizers": [{"family": "adam", "lr": 0.01}],
-                }
-            ],
-        }
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(suite))
-        cmd = [*CLI, "run", str(path), "--tracking-uri", uri, "--workdir", str(tmp_path / name)]
-        procs.append(
-            subprocess.Popen(
-                [*cmd, "--address", address],
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
-    assert "duplicate column" not in "".join(outs)
 
 
 def test_a_trial_that_could_never_be_scheduled_is_refused_before_anything_is_created(

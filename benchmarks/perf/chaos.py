@@ -56,20 +56,31 @@ def _finished(uri: str, suite: str, latest_only: bool = False) -> list[Any]:
     return runs
 
 
+def _run_command(
+    workdir: Path, address: str | None, suite_file: Path = SUITE
+) -> tuple[Any, int, str, list[str]]:
+    """The suite (one evaluate stage), its number of trials, its store's URI and the ``sl2o run`` command
+    (on ``address`` when given, else the driver's own Ray)."""
+    from harness.config.suite import load_suite
+    from harness.registry import STAGES
+
+    suite = load_suite(suite_file)
+    stage = suite.stages[0]
+    expected = len(STAGES.get(stage.kind).plan(suite, stage, {}))
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
+    cmd += ["--workdir", str(workdir), "--no-leaderboard"] + (["--address", address] if address else [])
+    return suite, expected, uri, cmd
+
+
 def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
     """SIGKILL ``sl2o run`` ``kills`` times mid-stage, rerun to the end, and count the trial records."""
     from harness import tracking
-    from harness.config.suite import load_suite
     from harness.report import leaderboard as report
     from harness.stages.outputs import TAG
-    from search_spaces import load_grid
 
-    suite = load_suite(SUITE)
+    suite, expected, uri, cmd = _run_command(workdir, address)
     stage = suite.stages[0]
-    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
-    uri = f"sqlite:///{workdir}/mlflow.db"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
-    cmd += ["--workdir", str(workdir), "--address", address, "--no-leaderboard"]
     start = time.time()
     done_kills = 0
     for k in range(kills + 1):
@@ -110,17 +121,10 @@ def run_sigterm(
     installed there) once a third of the trials are recorded; then rerun to the end (on ``rerun_address``
     when given, else its own Ray again) and count the records."""
     from harness import tracking
-    from harness.config.suite import load_suite
     from harness.engine import trust
-    from harness.registry import STAGES
     from harness.stages.outputs import TAG
 
-    suite = load_suite(suite_file)
-    stage = suite.stages[0]
-    expected = len(STAGES.get(stage.kind).plan(suite, stage, {}))
-    uri = f"sqlite:///{workdir}/mlflow.db"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
-    cmd += ["--workdir", str(workdir), "--no-leaderboard"]
+    suite, expected, uri, cmd = _run_command(workdir, None, suite_file)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -161,15 +165,7 @@ def run_concurrent(address: str, workdir: Path, log: Any = print) -> dict[str, A
     (its progress lines) against the suite's trials."""
     import re
 
-    from harness.config.suite import load_suite
-    from search_spaces import load_grid
-
-    suite = load_suite(SUITE)
-    stage = suite.stages[0]
-    expected = len(stage.optimizees) * len(load_grid("smoke")) * len(stage.seeds)  # type: ignore[attr-defined]
-    uri = f"sqlite:///{workdir}/mlflow.db"
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(SUITE), "--tracking-uri", uri]
-    cmd += ["--workdir", str(workdir), "--address", address, "--no-leaderboard"]
+    _, expected, _, cmd = _run_command(workdir, address)
     procs = [
         subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)

@@ -35,6 +35,8 @@ app = typer.Typer(
     help="symbolic-l2o: learn, distill and benchmark optimizers.",
     pretty_exceptions_show_locals=False,
 )
+
+
 def _width(tty: bool) -> int | None:
     """The terminal's own width; piped, ``$COLUMNS`` when set, else 200."""
     if tty:
@@ -448,14 +450,12 @@ def equation_show(
     latex: bool = typer.Option(False, "--latex", help="Also print LaTeX."),
 ) -> None:
     """Print an equation with its complexity, features, lags, TPF and fit (parsed safely, never eval'd)."""
-    from harness.jsonio import loads_json, read_json_text
+    from harness.jsonio import loads_json, read_text
     from harness.symbolic.lang import Equation, EquationParseError
     from harness.symbolic.sr.base import ParetoFront
 
     try:
-        data = loads_json(
-            read_json_text(file, "equation", EquationParseError), "equation", EquationParseError
-        )
+        data = loads_json(read_text(file, "equation", EquationParseError), "equation", EquationParseError)
         if isinstance(data, dict) and data.get("format") == "symbolic-l2o/pareto-front":
             eqs = list(ParetoFront.from_json(data).equations)
         else:

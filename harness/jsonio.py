@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_JSON_BYTES", "dumps", "flatten_params", "loads_json", "read_json_text", "read_text", "to_jsonable", "write_json"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "dumps",
+    "flatten_params",
+    "loads_json",
+    "read_text",
+    "to_jsonable",
+    "write_json",
+]
 
 #: the largest JSON text read from a file (equations, fronts): a larger one is refused before parsing
 MAX_JSON_BYTES = 16 * 2**20
@@ -79,15 +87,10 @@ def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def read_json_text(path: str | Path, what: str = "JSON", error: type[Exception] = ValueError) -> str:
-    """The text of an untrusted JSON file (see :func:`read_text`)."""
-    return read_text(path, what, error)
-
-
 def read_text(
     path: str | Path, what: str = "text", error: type[Exception] = ValueError, max_bytes: int | None = None
 ) -> str:
-    """The text of an untrusted file: a regular file of at most ``max_bytes`` (default
+    """The text of an untrusted file (JSON, CSV): a regular file of at most ``max_bytes`` (default
     :data:`MAX_JSON_BYTES`), UTF-8 (else ``error`` naming ``what``; FileNotFoundError when it does not exist)."""
     cap = MAX_JSON_BYTES if max_bytes is None else max_bytes
     p = Path(path)

@@ -20,7 +20,7 @@ import numpy as np
 import sympy
 import torch
 
-from harness.jsonio import loads_json, read_json_text, to_jsonable, write_json
+from harness.jsonio import loads_json, read_text, to_jsonable, write_json
 from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.functions import expr_args
 from harness.symbolic.lang.lowering import NP_OPS, Closure, closure, numpy_env
@@ -423,7 +423,7 @@ class Equation:
     @classmethod
     def load(cls, path: str | Path) -> Equation:
         """Read an equation JSON file written by :meth:`save` (at most ``MAX_JSON_BYTES``)."""
-        return cls.from_json(read_json_text(path, "equation", EquationParseError))
+        return cls.from_json(read_text(path, "equation", EquationParseError))
 
 
 def _json_metrics(raw: Any) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.jsonio import loads_json, read_json_text, to_jsonable, write_json
+from harness.jsonio import loads_json, read_text, to_jsonable, write_json
 from harness.symbolic.lang.expression import Equation
 from harness.symbolic.lang.names import EquationParseError
 from harness.symbolic.metrics import fit_error, fitted_complexity
@@ -146,4 +146,4 @@ class ParetoFront:
     @classmethod
     def load(cls, path: str | Path) -> ParetoFront:
         """Read a front JSON file written by :meth:`save`."""
-        return cls.from_json(read_json_text(path, "Pareto front", EquationParseError))
+        return cls.from_json(read_text(path, "Pareto front", EquationParseError))

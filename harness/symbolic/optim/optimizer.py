@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from harness.features import FeatureSpec
-from harness.jsonio import loads_json, read_json_text
+from harness.jsonio import loads_json, read_text
 from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.expression import Equation
 from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS
@@ -68,7 +68,7 @@ def load_equation(source: Equation | str | Path | Mapping[str, Any]) -> Equation
     else:
         text = str(source)
         if isinstance(source, Path) or not text.lstrip().startswith("{"):
-            text = read_json_text(text, "equation", EquationParseError)
+            text = read_text(text, "equation", EquationParseError)
         data = loads_json(text, f"{str(source)[:200]}: equation", EquationParseError)
     if isinstance(data, Mapping) and data.get("format") == "symbolic-l2o/pareto-front":
         raise ValueError(

@@ -3,13 +3,16 @@
 Entry-point groups: ``symbolic_l2o.optimizees``, ``symbolic_l2o.teachers``, ``symbolic_l2o.sr_backends``,
 ``symbolic_l2o.stages``.
 An entry point's value is ``module:attribute``; the attribute is registered under the entry point's name.
+Built-ins register the same way, by a ``"module:attribute"`` string, so listing names and checking a suite's
+kwargs against an entry's ``params`` model import nothing heavy (``sl2o validate`` never imports torch); the
+module is imported on the first :meth:`Registry.get`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +25,12 @@ def did_you_mean(name: object, known: Iterable[str]) -> str:
         return ""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _target(obj: Any) -> str:
+    """``module:attribute`` of a class or function (of an instance: of its class)."""
+    o = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{o.__module__}:{o.__qualname__}"
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -54,21 +63,53 @@ class Registry(Generic[T]):
         self._builtins = builtins
         self._adapt = adapt
         self._items: dict[str, T] = {}
+        #: entries registered by ``"module:attribute"``, imported on first :meth:`get`
+        self._lazy: dict[str, str] = {}
+        #: each entry's kwargs model (anything with ``model_validate``), when it declares one
+        self._params: dict[str, Any] = {}
         self._loaded = False
 
-    def register(self, name: str, obj: T | None = None) -> Any:
-        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+    def register(self, name: str, obj: T | str | None = None, *, params: Any = None) -> Any:
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted.
+
+        ``obj`` may be a ``"module:attribute"`` string: the module is imported on the first :meth:`get` of
+        ``name``. ``params`` is the entry's kwargs model (a pydantic model with the bounds of each keyword
+        argument); :meth:`params` returns it without importing the entry.
+        """
+        if params is not None:
+            self._params[name] = params
 
         def _add(o: T) -> T:
             stored = self._adapt(o) if self._adapt is not None else o
             if name in self._items and self._items[name] is not stored:
                 raise ValueError(f"{self.kind} {name!r} is already registered ({self._items[name]!r})")
+            if self._lazy.get(name, _target(o)) != _target(o):
+                raise ValueError(f"{self.kind} {name!r} is already registered ({self._lazy[name]})")
+            self._lazy.pop(name, None)
             self._items[name] = stored
             return o
 
         if obj is None:
             return _add
+        if isinstance(obj, str):
+            have = self._items.get(name)
+            if have is not None and _target(have) == obj:
+                return obj  # its module was imported first and registered it
+            if have is not None or self._lazy.get(name, obj) != obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._lazy[name] = obj
+            return obj
         return _add(obj)
+
+    def _resolve(self, name: str) -> None:
+        target = self._lazy.get(name)
+        if target is None:
+            return
+        module, _, attr = target.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        if name in self._lazy:  # importing the module may register the entry itself (a decorator)
+            del self._lazy[name]
+            self._items[name] = self._adapt(obj) if self._adapt is not None else obj
 
     def _load(self) -> None:
         if self._loaded:
@@ -77,34 +118,89 @@ class Registry(Generic[T]):
         for mod in self._builtins:
             importlib.import_module(mod)
         for ep in entry_points(group=self.group):
-            if ep.name not in self._items:
+            if ep.name not in self._items and ep.name not in self._lazy:
                 obj = ep.load()
                 self._items[ep.name] = self._adapt(obj) if self._adapt is not None else obj
 
     def get(self, name: str) -> T:
         """Return the entry named ``name``; an unknown name raises with the list of known ones."""
         self._load()
+        self._resolve(name)
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "(none)"
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; known {self.kind}s: {known}. "
-                f"Plug-ins register through the {self.group!r} entry-point group."
-            ) from None
+            raise self._unknown(name) from None
+
+    def params(self, name: str) -> Any:
+        """The kwargs model ``name`` declares (None when it declares none), without importing the entry."""
+        if name not in self:
+            raise self._unknown(name)
+        return self._params.get(name)
+
+    def check_kwargs(self, name: str, kwargs: Mapping[str, Any], what: str) -> None:
+        """Refuse ``kwargs`` that entry ``name`` does not take: against its kwargs model (names, types and
+        bounds, without importing the entry) or, when it declares none, its signature's names.
+
+        Raises:
+            ValueError: naming each wrong argument (at most 5) and, for an unknown name, those it takes.
+        """
+        model = self.params(name)
+        if model is None:
+            _check_signature(self.get(name), kwargs, what)
+            return
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(dict(kwargs))
+        except ValidationError as err:
+            known = ", ".join(model.model_fields)
+            lines = []
+            for e in err.errors():
+                arg = ".".join(str(x) for x in e["loc"]) or "kwargs"
+                if e["type"] == "extra_forbidden":
+                    lines.append(
+                        f"takes no argument {arg}{did_you_mean(arg, model.model_fields)}; it takes: {known}"
+                    )
+                else:
+                    lines.append(f"{arg}: {e['msg'][:200]}")
+            raise ValueError(f"{what}: " + "; ".join(lines[:5])) from None
+
+    def _unknown(self, name: str) -> UnknownNameError:
+        known = ", ".join(self.names()) or "(none)"
+        return UnknownNameError(
+            f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; known {self.kind}s: {known}. "
+            f"Plug-ins register through the {self.group!r} entry-point group."
+        )
 
     def names(self) -> list[str]:
-        """Sorted names of every registered entry."""
+        """Sorted names of every registered entry (importing none of them)."""
         self._load()
-        return sorted(self._items)
+        return sorted({*self._items, *self._lazy})
 
     def items(self) -> Iterator[tuple[str, T]]:
-        self._load()
-        return iter(sorted(self._items.items()))
+        """Every entry, sorted by name (importing those registered lazily)."""
+        return iter([(name, self.get(name)) for name in self.names()])
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._items
+        return name in self._items or name in self._lazy
+
+
+def _check_signature(factory: Any, kwargs: Mapping[str, Any], what: str) -> None:
+    """Refuse kwargs the factory's signature does not take (unless it takes ``**kwargs``)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    bad = sorted(set(kwargs) - set(params))
+    if bad:
+        known = ", ".join(k for k in params if k not in ("self", "seed", "device"))
+        raise ValueError(f"{what} takes no argument(s) {', '.join(bad)}; it takes: {known}")
 
 
 OPTIMIZEES: Registry[Callable[..., Any]] = Registry(

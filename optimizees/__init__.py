@@ -1,26 +1,17 @@
 """Built-in optimizees; importing this package registers them in ``harness.registry.OPTIMIZEES``.
 
 Registered names: ``quadratic_cos`` (P1), ``mlp`` (ReLU MLP classifiers), ``cnn`` (torchvision CNNs on CIFAR
-or offline digits32).
+or offline digits32). Each is registered by ``"module:Class"`` with its kwargs model (:mod:`optimizees.params`),
+so listing and validating them imports no torch; the facade's names (``__init__.pyi``) load on first use.
 """
 
+import lazy_loader
+
 from harness.registry import OPTIMIZEES
-from optimizees.base import Batch, Optimizee
-from optimizees.cnn import CNNClassifier
-from optimizees.data import DatasetUnavailableError, load_dataset
-from optimizees.mlp import MLPClassifier
-from optimizees.quadratic import QuadraticCos
+from optimizees.params import CNNParams, MLPParams, QuadraticParams
 
-OPTIMIZEES.register("quadratic_cos", QuadraticCos)
-OPTIMIZEES.register("mlp", MLPClassifier)
-OPTIMIZEES.register("cnn", CNNClassifier)
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)
 
-__all__ = [
-    "Batch",
-    "CNNClassifier",
-    "DatasetUnavailableError",
-    "MLPClassifier",
-    "Optimizee",
-    "QuadraticCos",
-    "load_dataset",
-]
+OPTIMIZEES.register("quadratic_cos", "optimizees.quadratic:QuadraticCos", params=QuadraticParams)
+OPTIMIZEES.register("mlp", "optimizees.mlp:MLPClassifier", params=MLPParams)
+OPTIMIZEES.register("cnn", "optimizees.cnn:CNNClassifier", params=CNNParams)

@@ -86,7 +86,10 @@ def register_teacher(name: str) -> Callable[[type[T]], type[T]]:
 
 
 def build_teacher(name: str, kwargs: Mapping[str, Any]) -> Teacher:
-    """Instantiate the teacher registered as ``name`` with ``kwargs`` (through ``TEACHERS``)."""
+    """Instantiate the teacher registered as ``name`` with ``kwargs`` (through ``TEACHERS``), after checking
+    ``kwargs`` against the teacher's kwargs model (:mod:`teachers.params`): sizes are bounded before any
+    module is built, whoever gives them (a suite, a checkpoint)."""
+    TEACHERS.check_kwargs(name, kwargs, f"teacher {name!r}")
     # the registry is typed for any callable; teacher entries are Teacher classes (see register_teacher)
     teacher: Teacher = TEACHERS.get(name)(**kwargs)
     return teacher

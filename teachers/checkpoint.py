@@ -4,7 +4,8 @@ Format (a plain dict): ``{"format": "sl2o-teacher/1", "teacher": <TEACHERS name>
 "state_dict": {...}, "feature_spec": {...}, "meta": {...}}``. A checkpoint is untrusted input:
 :func:`read_checkpoint` loads with ``weights_only=True`` and refuses files over
 :data:`MAX_CHECKPOINT_BYTES`; :func:`teacher_from_dict` checks the constructor arguments (plain values,
-sizes in :data:`KWARG_BOUNDS`) before building anything. Every failure is a :class:`TeacherCheckpointError`.
+sizes within the teacher's kwargs model, :mod:`teachers.params`) before building anything. Every failure is
+a :class:`TeacherCheckpointError`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,12 @@ from typing import Any
 import torch
 from torch.serialization import MAP_LOCATION
 
+from harness.registry import TEACHERS
 from teachers.base import Teacher, build_teacher
 
 FORMAT = "sl2o-teacher/1"
 MAX_CHECKPOINT_BYTES = 2**30
 """Largest teacher checkpoint read (bytes; for the zip format, the declared decompressed size)."""
-KWARG_BOUNDS: dict[str, tuple[int, int]] = {"hidden": (1, 4096), "layers": (1, 16), "proj": (1, 4096)}
-"""Inclusive ``(min, max)`` of the constructor arguments that size a teacher (LSTM width and depth, input
-projection), checked before the teacher is built."""
 MAX_KWARG_ITEMS = 64
 """Longest list a checkpoint's constructor argument may be (e.g. RP(extra)'s ``extra`` features)."""
 
@@ -146,29 +145,31 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def check_kwargs(kwargs: Any, source: str = "teacher checkpoint") -> dict[str, Any]:
-    """``kwargs`` if they are plain values within :data:`KWARG_BOUNDS`; TeacherCheckpointError otherwise."""
+def check_kwargs(
+    kwargs: Any, source: str = "teacher checkpoint", teacher: str | None = None
+) -> dict[str, Any]:
+    """``kwargs`` if they are plain values and, for a registered ``teacher``, within its kwargs model's bounds
+    (:mod:`teachers.params`: LSTM width and depth, input projection); TeacherCheckpointError otherwise."""
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise TeacherCheckpointError(f"{source}: 'kwargs' must be a mapping of argument names to values")
     for k, v in kwargs.items():
         if not _plain(v):
             raise TeacherCheckpointError(f"{source}: kwargs[{k!r}] is not a plain value ({short(v)})")
-        if k in KWARG_BOUNDS and v is not None:
-            lo, hi = KWARG_BOUNDS[k]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise TeacherCheckpointError(
-                    f"{source}: kwargs[{k!r}] = {short(v, 40)} is outside {lo}..{hi} "
-                    "(teachers.checkpoint.KWARG_BOUNDS)"
-                )
+    if teacher is not None and teacher in TEACHERS:
+        try:
+            TEACHERS.check_kwargs(teacher, kwargs, f"kwargs of teacher {teacher[:80]!r}")
+        except ValueError as exc:
+            raise TeacherCheckpointError(f"{source}: {exc}") from None
     return kwargs
 
 
 def teacher_from_dict(ckpt: Mapping[str, Any], source: str = "teacher checkpoint") -> Teacher:
     """Rebuild a teacher from a checkpoint dict through the ``TEACHERS`` registry; its kwargs are checked
     first (:func:`check_kwargs`) and any failure is a TeacherCheckpointError naming ``source``."""
-    name, kwargs, state = ckpt["teacher"], check_kwargs(ckpt["kwargs"], source), ckpt["state_dict"]
+    name, state = ckpt["teacher"], ckpt["state_dict"]
     if not isinstance(name, str):
         raise TeacherCheckpointError(f"{source}: 'teacher' must be a registered teacher name")
+    kwargs = check_kwargs(ckpt["kwargs"], source, name)
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state.items()
     ):

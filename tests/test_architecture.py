@@ -91,6 +91,9 @@ def _imports(mod: str, path: Path, module_level: bool) -> set[str]:
         walk(tree.body)
     else:
         nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+        stub = path.with_suffix(".pyi")
+        if is_package and stub.exists():  # a lazy facade imports what its stub names, on first access
+            nodes += [n for n in ast.walk(ast.parse(stub.read_text(), str(stub))) if isinstance(n, ast.ImportFrom)]
     out: set[str] = set()
     for n in nodes:
         if isinstance(n, ast.Import):

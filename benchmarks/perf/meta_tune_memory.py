@@ -33,7 +33,8 @@ def worker(config: str, args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from harness.stages.meta_tune import build_problem, meta_tune_gradient, meta_tune_optuna, run_training
+    from harness.stages.meta_tune import meta_tune_gradient, meta_tune_optuna, run_training
+    from harness.stages.problems import build_problem
     from harness.symbolic.families import adam_equation, eq6
 
     torch.set_num_threads(1)

@@ -34,7 +34,9 @@ class ClientLog:
         self.queue.shutdown()
 
 
-def fit_streaming(fit: Callable[[], Any], sink: ClientLog, log: Callable[[str], None], every: float = 0.5) -> Any:
+def fit_streaming(
+    fit: Callable[[], Any], sink: ClientLog, log: Callable[[str], None], every: float = 0.5
+) -> Any:
     """Run ``fit`` (a Ray Client ``Tuner.fit``) on a helper thread; print ``sink``'s lines meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -53,7 +53,9 @@ class Storage:
             self.root = self.root.rstrip("/")
             self.remote = True
             digest = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
-            default = Path(os.environ.get("SL2O_CACHE_DIR") or Path.home() / ".cache" / "symbolic-l2o") / digest
+            default = (
+                Path(os.environ.get("SL2O_CACHE_DIR") or Path.home() / ".cache" / "symbolic-l2o") / digest
+            )
             self.cache = Path(cache).resolve() if cache else default
         else:
             import pyarrow.fs
@@ -157,7 +159,9 @@ def _local() -> Any:
     return pyarrow.fs.LocalFileSystem()
 
 
-def check_storage(storage: Storage, nodes: list[NodeInfo] | None = None, timeout: float = CHECK_TIMEOUT_S) -> int:
+def check_storage(
+    storage: Storage, nodes: list[NodeInfo] | None = None, timeout: float = CHECK_TIMEOUT_S
+) -> int:
     """Check every node can read and write the workdir; :class:`ClusterError` names the first that cannot.
 
     One task per node, pinned there (``NodeAffinitySchedulingStrategy``, no CPU asked, so busy nodes

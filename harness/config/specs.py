@@ -9,11 +9,10 @@ spelling of a horizon (``300 steps``) and a task (``mlp · 300 steps``) in tags,
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from collections import Counter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from harness.registry import Registry
 
 
 class StrictModel(BaseModel):
@@ -73,19 +75,10 @@ Label = Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_NAME_LENGTH),
 """A label: :data:`LABEL_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
 
 
-def check_kwargs(factory: Any, kwargs: dict[str, Any], what: str) -> None:
-    """Refuse kwargs the factory's signature does not take (unless it takes ``**kwargs``)."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    bad = sorted(set(kwargs) - set(params))
-    if bad:
-        known = ", ".join(k for k in params if k not in ("self", "seed", "device"))
-        raise ValueError(f"{what} takes no argument(s) {', '.join(bad)}; it takes: {known}")
+def check_kwargs(registry: Registry[Any], name: str, kwargs: dict[str, Any], what: str) -> None:
+    """Refuse kwargs the plug-in ``name`` of ``registry`` does not take, or takes with other types or sizes
+    (:meth:`harness.registry.Registry.check_kwargs`)."""
+    registry.check_kwargs(name, kwargs, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,8 +189,8 @@ class _OptimizeeBase(StrictModel):
     def _known(cls, v: str) -> str:
         from harness.registry import OPTIMIZEES
 
-        factory = OPTIMIZEES.get(v)  # raises with the known names
-        del factory
+        if v not in OPTIMIZEES:
+            OPTIMIZEES.get(v)  # raises with the known names
         return v
 
     @model_validator(mode="after")
@@ -206,7 +199,7 @@ class _OptimizeeBase(StrictModel):
 
         if self.name not in OPTIMIZEES:
             return self
-        check_kwargs(OPTIMIZEES.get(self.name), self.kwargs, f"optimizee {self.name!r}")
+        check_kwargs(OPTIMIZEES, self.name, self.kwargs, f"optimizee {self.name!r}")
         return self
 
     def display(self) -> str:

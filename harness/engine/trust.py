@@ -50,7 +50,9 @@ def user_key(path: Path | None = None) -> bytes:
         )
     key = path.read_bytes()
     if len(key) < KEY_BYTES:
-        raise TrustError(f"the state key {path} is shorter than {KEY_BYTES} bytes; remove it (a new one is made)")
+        raise TrustError(
+            f"the state key {path} is shorter than {KEY_BYTES} bytes; remove it (a new one is made)"
+        )
     return key
 
 

@@ -1,54 +1,11 @@
 """Coordinate-wise optimizer features and their lag history: the ONE definition used everywhere.
 
 Teachers, the SR dataset collector and the SymbolicOptimizer all compute their inputs here, so they can never
-disagree on a definition, a constant or a lag order. This facade only re-exports; the definitions of the
-features are in ``docs/symbolic.md``.
+disagree on a definition, a constant or a lag order. This facade only re-exports, lazily: the names are in
+``__init__.pyi``, and importing a light module (``names``, ``vocabulary``) does not import torch. The definitions
+of the features are in ``docs/symbolic.md``.
 """
 
-from harness.features.arithmetic import abs_pow, eta_moment_inputs, log_sign_preprocess, signed_pow
-from harness.features.columns import select, spec_union
-from harness.features.history import History
-from harness.features.names import MAX_LAG, feature_beta, is_variable_name, parse_variable, variable_name
-from harness.features.spec import FeatureSpec
-from harness.features.state import FeatureState
-from harness.features.vocabulary import (
-    ADAM_BETAS,
-    ADAM_EPS,
-    ADAM_LR,
-    BASE_FEATURES,
-    ETA,
-    ETA_A_MAX,
-    ETA_DEFAULT_PARAMS,
-    ETA_PARAM_NAMES,
-    MOMENTUM_FEATURES,
-    NORMALISED_MOMENTUM_FEATURES,
-    is_feature,
-)
+import lazy_loader
 
-__all__ = [
-    "ADAM_BETAS",
-    "ADAM_EPS",
-    "ADAM_LR",
-    "BASE_FEATURES",
-    "ETA",
-    "ETA_A_MAX",
-    "ETA_DEFAULT_PARAMS",
-    "ETA_PARAM_NAMES",
-    "MAX_LAG",
-    "MOMENTUM_FEATURES",
-    "NORMALISED_MOMENTUM_FEATURES",
-    "FeatureSpec",
-    "FeatureState",
-    "History",
-    "abs_pow",
-    "eta_moment_inputs",
-    "feature_beta",
-    "is_feature",
-    "is_variable_name",
-    "log_sign_preprocess",
-    "parse_variable",
-    "select",
-    "signed_pow",
-    "spec_union",
-    "variable_name",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -58,7 +58,12 @@ class MlflowStageView:
     ) -> None:
         self._client, self._scratch = client, scratch
         self.key, self.kind, self.name, self.run, self.trials, self.earlier = (
-            key, kind, name, run, trials, earlier
+            key,
+            kind,
+            name,
+            run,
+            trials,
+            earlier,
         )
 
     def download(self, run_id: str, path: str) -> Path | None:

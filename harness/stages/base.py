@@ -7,6 +7,7 @@ nothing outside ``harness/stages`` names a kind. ``docs/architecture.md`` and ``
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import tempfile
 import typing
@@ -228,10 +229,17 @@ def run_local(kind: StageKind[Any, Any], trial: BaseModel, ctx: TrialContext | N
 
 
 # -- typed settings derived from the one definition of each settings dataclass --------------------------------
-def settings_fields(source: type | Callable[..., Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``{name: annotation}`` of a dataclass's fields or a function's keyword parameters."""
+def settings_fields(source: type | Callable[..., Any] | str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{name: annotation}`` of a dataclass's fields or a function's keyword parameters.
+
+    ``source`` may name a function as ``"module:function"``: its signature is then read from the module's
+    source (:func:`signature_from_source`) without importing it, so a stage kind derives its settings model
+    from a torch module's function while ``sl2o validate`` stays torch-free.
+    """
     import inspect
 
+    if isinstance(source, str):
+        return {n: t for n, t in signature_from_source(source).items() if n not in exclude}
     hints = typing.get_type_hints(source)
     if dataclasses.is_dataclass(source):
         names = [f.name for f in dataclasses.fields(source)]
@@ -241,8 +249,64 @@ def settings_fields(source: type | Callable[..., Any], exclude: tuple[str, ...] 
     return {n: hints.get(n, Any) for n in names if n not in exclude}
 
 
+#: the names an annotation read by :func:`signature_from_source` may use; any other annotation is ``Any``
+_ANNOTATION_NAMES: dict[str, Any] = {
+    **{t.__name__: t for t in (int, float, str, bool, dict, list, tuple)},
+    "None": None,
+    "Any": Any,
+    "Literal": typing.Literal,
+    "Sequence": typing.Sequence,
+    "Mapping": typing.Mapping,
+}
+
+
+def signature_from_source(target: str) -> dict[str, Any]:
+    """``{name: annotation}`` of the keyword parameters of ``"module:function"``, read from the module's source
+    with :mod:`ast` (the module is found, not imported). Annotations built from :data:`_ANNOTATION_NAMES`
+    (``int | None``, ``Sequence[int]``, ``Literal["a", "b"]``) are kept, others become ``Any``."""
+    import importlib.util
+
+    module, _, name = target.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"no module {module!r} (for the settings of {target!r})")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    func = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if func is None:
+        raise ImportError(f"module {module!r} defines no function {name!r}")
+    args = [*func.args.args, *func.args.kwonlyargs]
+    return {a.arg: _annotation(a.annotation) for a in args}
+
+
+def _annotation(node: ast.expr | None) -> Any:
+    """The type an annotation's syntax tree spells, built from :data:`_ANNOTATION_NAMES` (``Any`` otherwise)."""
+    import functools
+    import operator
+
+    if isinstance(node, ast.Name):
+        return _ANNOTATION_NAMES.get(node.id, Any)
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int))):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        left, right = _annotation(node.left), _annotation(node.right)
+        if left is Any or right is Any:
+            return Any
+        return typing.Union[left, right]  # noqa: UP007 - built at run time
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        origin = _ANNOTATION_NAMES.get(node.value.id)
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if origin is typing.Literal:
+            values = [i.value for i in items if isinstance(i, ast.Constant)]
+            return typing.Literal[tuple(values)] if len(values) == len(items) else Any  # pyright: ignore[reportInvalidTypeArguments]
+        args = [_annotation(i) for i in items]
+        if origin is None or origin is Any or not args:
+            return Any
+        return functools.reduce(operator.getitem, [tuple(args) if len(args) > 1 else args[0]], origin)
+    return Any
+
+
 def settings_model(
-    name: str, *sources: type | Callable[..., Any], what: str, exclude: tuple[str, ...] = ()
+    name: str, *sources: type | Callable[..., Any] | str, what: str, exclude: tuple[str, ...] = ()
 ) -> type[SettingsModel]:
     """A strict pydantic model of the fields of dataclasses and/or the keyword parameters of functions.
 

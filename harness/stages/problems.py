@@ -35,8 +35,11 @@ def _as_dict(optimizee: OptimizeeLike) -> Mapping[str, Any]:
 def build_problem(optimizee: OptimizeeLike, seed: int, device: str | torch.device = "cpu") -> Any:
     """The optimizee instance of ``optimizee`` for ``seed`` on ``device``."""
     spec = _as_dict(optimizee)
-    factory = OPTIMIZEES.get(spec["name"])
-    return factory(seed=seed, device=resolve_device(device), **dict(spec.get("kwargs") or {}))
+    kwargs = dict(spec.get("kwargs") or {})
+    OPTIMIZEES.check_kwargs(
+        spec["name"], kwargs, f"optimizee {spec['name']!r}"
+    )  # sizes bounded before building
+    return OPTIMIZEES.get(spec["name"])(seed=seed, device=resolve_device(device), **kwargs)
 
 
 def budget_steps(problem: Any, steps: int | None, epochs: float | None) -> int:

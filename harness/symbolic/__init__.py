@@ -8,33 +8,6 @@
 This facade re-exports the language's main names and the metrics; notes: ``docs/symbolic.md``.
 """
 
-from harness.symbolic.lang import (
-    OPERATOR_NAMES,
-    CompiledEquation,
-    Equation,
-    EquationParseError,
-    ParetoFront,
-    import_hall_of_fame,
-    is_variable_name,
-    normalize_operators,
-    split_variable,
-)
-from harness.symbolic.metrics import TPFResult, mc, mse, r2, sensitivities, tpf
+import lazy_loader
 
-__all__ = [
-    "OPERATOR_NAMES",
-    "CompiledEquation",
-    "Equation",
-    "EquationParseError",
-    "ParetoFront",
-    "TPFResult",
-    "import_hall_of_fame",
-    "is_variable_name",
-    "mc",
-    "mse",
-    "normalize_operators",
-    "r2",
-    "sensitivities",
-    "split_variable",
-    "tpf",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -172,7 +172,9 @@ class LocalCluster:
             if proc.poll() is not None:
                 raise RuntimeError(f"ray node {i} exited with {proc.returncode}:\n{text[-3000:]}")
             time.sleep(0.5)
-        raise TimeoutError(f"ray node {i} did not start in {START_TIMEOUT_S:.0f}s:\n{log.read_text()[-3000:]}")
+        raise TimeoutError(
+            f"ray node {i} did not start in {START_TIMEOUT_S:.0f}s:\n{log.read_text()[-3000:]}"
+        )
 
     def kill_raylet(self, i: int) -> int:
         """SIGKILL node ``i``'s raylet (by PID), as a crashed machine would; returns the PID."""
@@ -210,4 +212,6 @@ class LocalCluster:
 
     def logs(self) -> str:
         """The tail of each node's ``ray start`` output (for a failing test's message)."""
-        return "\n".join(f"--- node {i}\n{n.log.read_text(errors='replace')[-1500:]}" for i, n in enumerate(self.started))
+        return "\n".join(
+            f"--- node {i}\n{n.log.read_text(errors='replace')[-1500:]}" for i, n in enumerate(self.started)
+        )

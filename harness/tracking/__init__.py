@@ -65,4 +65,3 @@ __all__ = [
     "trial_horizon",
     "writer_for",
 ]
-

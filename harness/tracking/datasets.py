@@ -56,4 +56,3 @@ def sr_dataset_input(path: str | Path, context: str, source_uri: str | None = No
         profile=json.dumps(profile),
     )
     return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-

@@ -5,15 +5,6 @@ gradient meta-tuning share; not re-exported, so the name stays the module's), ``
 config dict to a torch optimizer) and ``schedules`` (step-size schedules).
 """
 
-from harness.training.optimizers import build_optimizer, optimizer_label
-from harness.training.schedules import equation_schedule, lr_factor, lr_scheduler
-from harness.training.unroll import loss_and_grads
+import lazy_loader
 
-__all__ = [
-    "build_optimizer",
-    "equation_schedule",
-    "loss_and_grads",
-    "lr_factor",
-    "lr_scheduler",
-    "optimizer_label",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

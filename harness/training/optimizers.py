@@ -1,6 +1,6 @@
 """Turn an optimizer config (a plain dict from a suite or search space) into a torch optimizer.
 
-Families (:data:`FAMILIES`): ``sgd`` (lr, momentum, nesterov, weight_decay), ``adam`` (lr, betas, eps,
+Families (:data:`~harness.training.labels.FAMILIES`): ``sgd`` (lr, momentum, nesterov, weight_decay), ``adam`` (lr, betas, eps,
 weight_decay), ``teacher`` (checkpoint: a meta-trained teacher's .pt file) and ``symbolic`` (equation: an
 equation JSON file; lr_mult). Every family takes ``cosine: bool`` (cosine decay of the step size to 0,
 :mod:`harness.training.schedules`); a symbolic rule with ``provenance["schedule"] = "cosine"`` gets it too.
@@ -14,31 +14,8 @@ from typing import Any
 import torch
 
 from harness.features import ADAM_BETAS, ADAM_EPS
+from harness.training.labels import FAMILIES
 from harness.training.schedules import equation_schedule, lr_scheduler
-
-FAMILIES = ("sgd", "adam", "teacher", "symbolic")
-
-
-def optimizer_label(spec: dict[str, Any]) -> str:
-    """A short stable name for a config, e.g. ``sgd(lr=0.1,momentum=0.9,nesterov,cosine)``."""
-    family = spec.get("family", "?")
-    parts = []
-    for key in sorted(spec):
-        if key in ("family", "name"):
-            continue
-        val = spec[key]
-        if isinstance(val, bool):
-            if val:
-                parts.append(key)
-        elif key in ("checkpoint", "equation"):
-            parts.append(f"{key}={str(val).rsplit('/', 1)[-1]}")
-        else:
-            parts.append(f"{key}={val:g}" if isinstance(val, float) else f"{key}={val}")
-    name = spec.get("name")
-    if name:  # teachers and equations from earlier stages: their name says which file
-        parts = [p for p in parts if not p.startswith(("checkpoint=", "equation="))]
-        return f"{family}:{name}" + (f"({','.join(parts)})" if parts else "")
-    return f"{family}({','.join(parts)})"
 
 
 def build_optimizer(

@@ -15,7 +15,7 @@ from harness.cli import app
 from harness.config.suite import load_suite, load_suite_dict
 from harness.engine.runner import RunOptions, run_suite
 from harness.report import leaderboard as report
-from harness.training.optimizers import optimizer_label
+from harness.training.labels import optimizer_label
 from search_spaces import load_grid
 
 pytestmark = pytest.mark.e2e

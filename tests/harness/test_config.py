@@ -190,7 +190,7 @@ def _evaluate_suite(*optimizers: object) -> dict:
 
 def test_lists_in_explicit_optimizer_entries_are_crossed_like_a_grid_block() -> None:
     from harness.stages.evaluate import resolve_optimizers
-    from harness.training.optimizers import optimizer_label
+    from harness.training.labels import optimizer_label
 
     suite = load_suite_dict(
         _evaluate_suite(

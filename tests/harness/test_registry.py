@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,36 @@ def test_builtin_registries_are_populated() -> None:
     assert "quadratic_cos" in OPTIMIZEES.names() and "mlp" in OPTIMIZEES.names()
     assert {"dm", "rp", "rp_small", "rp_extra", "sgd", "adam"} <= set(TEACHERS.names())
     assert {"operon", "pysr"} <= set(SR_BACKENDS.names())
+
+
+def test_an_entry_registered_by_name_is_imported_on_first_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sl2o_lazy_probe.py").write_text("class Thing:\n    '''A probe.'''\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry[type] = Registry("thing", "sl2o.test.none")
+    reg.register("thing", "sl2o_lazy_probe:Thing")
+    assert reg.names() == ["thing"] and "thing" in reg
+    assert "sl2o_lazy_probe" not in sys.modules  # listed and found without importing it
+    assert reg.get("thing").__name__ == "Thing"
+    assert "sl2o_lazy_probe" in sys.modules
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("thing", "sl2o_lazy_probe:Other")
+
+
+def test_kwargs_are_checked_against_the_params_model_without_importing() -> None:
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        width: int = Field(default=4, ge=1, le=64)
+
+    reg: Registry[type] = Registry("thing", "sl2o.test.none")
+    reg.register("thing", "sl2o_not_a_module:Thing", params=Params)  # never imported below
+    reg.check_kwargs("thing", {"width": 64}, "thing 'thing'")
+    with pytest.raises(ValueError, match=r"thing 'thing': width: Input should be less than or equal to 64"):
+        reg.check_kwargs("thing", {"width": 65}, "thing 'thing'")
+    with pytest.raises(
+        ValueError, match=r"takes no argument widht \(did you mean 'width'\?\); it takes: width"
+    ):
+        reg.check_kwargs("thing", {"widht": 3}, "thing 'thing'")

@@ -72,3 +72,36 @@ def test_plugin_kind_registers_through_the_entry_point_and_runs_without_ray(plug
     assert (ctx.outdir / "probe.json").exists() and ctx.steps[0] == 1 and ctx.curves["train_loss"]
     with pytest.raises(ValueError, match="lr"):
         run_local(kind, trials[0].model_copy(update={"lr": -1.0}))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "harness.stages.meta_tune.tune:meta_tune",
+        "harness.stages.meta_tune.gradient:meta_tune_gradient",
+        "harness.stages.meta_tune.optuna_search:meta_tune_optuna",
+    ],
+)
+def test_settings_read_from_source_match_the_imported_signature(target: str) -> None:
+    """meta_tune's settings model reads its functions' signatures from source (validate stays torch-free):
+    the names and the types pydantic validates must be those of the imported functions."""
+    import importlib
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from harness.stages.base import settings_fields
+
+    module, _, name = target.partition(":")
+    exclude = ("equation", "optimizee", "device", "on_progress")
+    read = settings_fields(target, exclude)
+    imported = settings_fields(getattr(importlib.import_module(module), name), exclude)
+    assert list(read) == list(imported)
+    for field, annotation in imported.items():
+        for value in (None, 3, 2.5, "x", [1, 2], True):
+            outcomes = []
+            for ann in (annotation, read[field]):
+                try:
+                    outcomes.append(TypeAdapter(ann).validate_python(value))
+                except ValidationError:
+                    outcomes.append("refused")
+            assert outcomes[0] == outcomes[1], (field, value, outcomes)

@@ -11,11 +11,16 @@ import harness
 ROOT = Path(harness.__file__).parent
 
 
-def _imports(path: Path) -> set[str]:
-    """Every ``harness.*`` module a file imports, at top level, lazily or under TYPE_CHECKING."""
+def _imports(path: Path, package: str) -> set[str]:
+    """Every ``harness.*`` module a file imports, at top level, lazily or under TYPE_CHECKING; for a lazy
+    facade (``__init__.py`` beside an ``__init__.pyi``), also those its stub names (loaded on first access)."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
+    stub = path.with_suffix(".pyi")
+    trees = [ast.parse(path.read_text())] + ([ast.parse(stub.read_text())] if stub.exists() else [])
+    for node in (n for tree in trees for n in ast.walk(tree)):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            out.add(f"{package}.{node.module}")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
             out.add(node.module)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("harness")}
@@ -23,12 +28,16 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    files = [*ROOT.joinpath("symbolic").rglob("*.py"), *ROOT.joinpath("features").rglob("*.py"), ROOT / "jsonio.py"]
+    files = [
+        *ROOT.joinpath("symbolic").rglob("*.py"),
+        *ROOT.joinpath("features").rglob("*.py"),
+        ROOT / "jsonio.py",
+    ]
     graph: dict[str, set[str]] = {}
     for f in files:
         parts = f.relative_to(ROOT.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        graph[name] = _imports(f)
+        graph[name] = _imports(f, name if parts[-1] == "__init__" else ".".join(parts[:-1]))
     return graph
 
 

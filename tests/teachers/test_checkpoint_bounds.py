@@ -10,7 +10,6 @@ import torch
 
 from teachers.checkpoint import (
     FORMAT,
-    KWARG_BOUNDS,
     MAX_CHECKPOINT_BYTES,
     TeacherCheckpointError,
     check_kwargs,
@@ -22,34 +21,38 @@ from teachers.rp import RPExtra
 
 
 def test_documented_bounds() -> None:
-    assert KWARG_BOUNDS == {"hidden": (1, 4096), "layers": (1, 16), "proj": (1, 4096)}
+    from teachers.params import MAX_HIDDEN, MAX_LAYERS, MAX_PROJ
+
+    assert (MAX_HIDDEN, MAX_LAYERS, MAX_PROJ) == (1024, 8, 1024)
     assert MAX_CHECKPOINT_BYTES == 2**30
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "ok"),
+    ("teacher", "kwargs", "ok"),
     [
-        ({"hidden": 4096, "layers": 16, "proj": 4096}, True),
-        ({"hidden": 1, "layers": 1, "proj": 1, "layers_none": None}, True),
-        ({"extra": ["m09", "mn05", "eta"], "out_scale": 0.1, "eps": 1e-8}, True),
-        ({"hidden": 4097}, False),
-        ({"layers": 17}, False),
-        ({"layers": 0}, False),
-        ({"proj": True}, False),
-        ({"hidden": "20"}, False),
-        ({"out_scale": float("nan")}, False),
-        ({"extra": [["m09"]]}, False),
-        ({"extra": ["m09"] * 65}, False),
-        ({"name": "x" * 201}, False),
-        ({1: 2}, False),
+        ("rp", {"hidden": 1024, "layers": 8, "proj": 1024}, True),
+        ("rp", {"hidden": 1, "layers": None, "proj": 1}, True),
+        ("rp_extra", {"extra": ["m09", "mn05", "eta"], "out_scale": 0.1, "eps": 1e-8}, True),
+        (None, {"anything": [1, 2], "x": None}, True),  # no teacher named: plain values only
+        ("rp", {"hidden": 1025}, False),
+        ("dm", {"layers": 9}, False),
+        ("dm", {"layers": 0}, False),
+        ("rp", {"proj": True}, False),
+        ("rp", {"hidden": "20"}, False),
+        ("rp", {"out_scale": float("nan")}, False),
+        ("rp", {"extra": [["m09"]]}, False),
+        ("rp", {"extra": ["m09"] * 65}, False),
+        ("dm", {"layers_none": None}, False),
+        (None, {"name": "x" * 201}, False),
+        (None, {1: 2}, False),
     ],
 )
-def test_check_kwargs(kwargs: dict, ok: bool) -> None:
+def test_check_kwargs(teacher: str | None, kwargs: dict, ok: bool) -> None:
     if ok:
-        assert check_kwargs(kwargs) is kwargs
+        assert check_kwargs(kwargs, teacher=teacher) is kwargs
     else:
         with pytest.raises(TeacherCheckpointError, match="ckpt.pt"):
-            check_kwargs(kwargs, "ckpt.pt")
+            check_kwargs(kwargs, "ckpt.pt", teacher)
 
 
 def test_wrong_shapes_and_truncation_name_the_file(tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_bounds_are_checked_before_the_teacher_is_built(
     torch.save(
         {"format": FORMAT, "teacher": "dm", "kwargs": {"hidden": 10**6}, "state_dict": {}}, tmp_path / "t.pt"
     )
-    with pytest.raises(TeacherCheckpointError, match=r"kwargs\['hidden'\] = 1000000 is outside 1\.\.4096"):
+    with pytest.raises(TeacherCheckpointError, match=r"hidden: Input should be less than or equal to 1024"):
         load_teacher(tmp_path / "t.pt")
     assert built == []
 
@@ -89,14 +92,14 @@ def test_round_trip_within_bounds(tmp_path: Path) -> None:
 
 
 def test_kwargs_within_bounds_build_nothing_larger_than_the_file(tmp_path: Path) -> None:
-    """hidden 4096 x 16 layers is inside KWARG_BOUNDS but would allocate gigabytes: the teacher is first built
+    """hidden 1024 x 8 layers is inside the kwargs bounds but would allocate 270 MB: the teacher is first built
     on the meta device, its shapes compared with the file's tiny weights, and refused with nothing allocated."""
     import time
     import tracemalloc
 
     path = save_teacher(DM(hidden=6), tmp_path / "dm.pt")
     ckpt = torch.load(path, weights_only=True)
-    ckpt["kwargs"].update(hidden=4096, layers=16)
+    ckpt["kwargs"].update(hidden=1024, layers=8)
     torch.save(ckpt, tmp_path / "huge.pt")
     tracemalloc.start()
     t0 = time.monotonic()

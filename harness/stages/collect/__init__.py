@@ -3,19 +3,6 @@
 ``dataset`` holds the :class:`SRDataset` format, ``record`` the pure recording, ``kind`` the stage kind.
 """
 
-from harness.stages.collect.dataset import DATASET_FORMAT, SRDataset, unscale_equation
-from harness.stages.collect.kind import CollectKind, CollectStage, CollectTrial, SourceSpec
-from harness.stages.collect.record import build_teacher, collect, collect_from_gradients
+import lazy_loader
 
-__all__ = [
-    "DATASET_FORMAT",
-    "CollectKind",
-    "CollectStage",
-    "CollectTrial",
-    "SRDataset",
-    "SourceSpec",
-    "build_teacher",
-    "collect",
-    "collect_from_gradients",
-    "unscale_equation",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -13,7 +13,6 @@ from harness.config.specs import MAX_STEPS, Seed
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
 from harness.features.names import MAX_LAG
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
-from harness.stages.collect.record import collect
 from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, teacher_trials
 
 
@@ -35,7 +34,7 @@ class SourceSpec(BaseModel):
         if self.rule is not None:
             from harness.registry import TEACHERS
 
-            check_kwargs(TEACHERS.get(self.rule), self.kwargs, f"rule {self.rule!r}")
+            check_kwargs(TEACHERS, self.rule, self.kwargs, f"rule {self.rule!r}")
         return self
 
 
@@ -125,6 +124,10 @@ class CollectKind(StageKind[CollectStage, CollectTrial]):
         return [CollectTrial(source=s, **spec.collect_settings()) for s in sources]
 
     def run(self, trial: CollectTrial, ctx: TrialContext) -> TrialResult:
+        from harness.stages.collect.record import (
+            collect,  # torch: imported when a trial runs, not to validate
+        )
+
         start = time.time()
         source = dict(trial.source)
         learned = source.pop("learned", True)

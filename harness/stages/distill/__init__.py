@@ -4,30 +4,6 @@
 Table 3 rows of a finished stage, ``kind`` the stage kind, ``report`` its panels in ``sl2o report``.
 """
 
-from harness.stages.distill.fit import (
-    DEFAULT_MC_THRESHOLD,
-    BackendUnavailableError,
-    choose,
-    distill,
-    front_summary,
-    merge_and_choose,
-    target_varying_fraction,
-    write_outputs,
-)
-from harness.stages.distill.kind import DistillKind, DistillStage, DistillTrial
-from harness.stages.distill.table import distill_rows
+import lazy_loader
 
-__all__ = [
-    "DEFAULT_MC_THRESHOLD",
-    "BackendUnavailableError",
-    "DistillKind",
-    "DistillStage",
-    "DistillTrial",
-    "choose",
-    "distill",
-    "distill_rows",
-    "front_summary",
-    "merge_and_choose",
-    "target_varying_fraction",
-    "write_outputs",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

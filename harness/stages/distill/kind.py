@@ -13,14 +13,6 @@ from harness.config.specs import Seeds
 from harness.config.suite import StageBase, StageRef, Suite
 from harness.registry import SR_BACKENDS
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given, settings_model
-from harness.stages.collect.dataset import SRDataset
-from harness.stages.distill.fit import (
-    distill,
-    merge_and_choose,
-    write_outputs,
-)
-from harness.stages.distill.report import distill_panels
-from harness.stages.distill.table import _fmt, distill_rows
 from harness.stages.outputs import (
     BEST_FILE,
     CHOSEN_FILE,
@@ -31,7 +23,7 @@ from harness.stages.outputs import (
     trial_files,
 )
 from harness.stages.views import Panel, StageView
-from harness.symbolic.sr.base import SRSettings
+from harness.symbolic.sr.settings import SRSettings
 
 #: the largest complexity a distill trial may search (the paper's largest is 200)
 MAX_COMPLEXITY = 1000
@@ -57,7 +49,8 @@ class DistillStage(StageBase):
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for name in v:
-            SR_BACKENDS.get(name)
+            if name not in SR_BACKENDS:
+                SR_BACKENDS.get(name)  # raises with the known names
         return v
 
     @model_validator(mode="after")
@@ -118,6 +111,10 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         ]
 
     def run(self, trial: DistillTrial, ctx: TrialContext) -> TrialResult:
+        # the SR engines, sympy and torch: imported when a trial runs, not to validate a suite
+        from harness.stages.collect.dataset import SRDataset
+        from harness.stages.distill.fit import distill, write_outputs
+
         start = time.time()
         ds = SRDataset.load(trial.dataset)
         settings = {"threads": ctx.cpus, **trial.settings, "max_complexity": trial.max_complexity}
@@ -147,6 +144,8 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         self, spec: DistillStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
     ) -> None:
         """Merge the trials' fronts per source (teacher) and choose the equation each goes on with."""
+        from harness.stages.distill.fit import merge_and_choose
+
         by_source: dict[str, list[Path]] = {}
         for t, p in trial_files(outcome, FRONT_FILE):
             by_source.setdefault(t.tag("source", "source"), []).append(p)
@@ -161,6 +160,8 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         outcome.extra["chosen"] = chosen
 
     def summary_lines(self, spec: DistillStage, outcome: StageOutcome) -> list[str]:
+        from harness.stages.distill.table import distill_rows, fmt
+
         lines = []
         for row in distill_rows([Path(p) for p in outcome.extra.get("chosen", {}).values()], spec.name):
             lines.append(f"{row['source']}: update = {row['equation']}")
@@ -168,10 +169,10 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
                 f"{k[4:]} {v:.3g}" for k, v in row.items() if k.startswith("tpf_") and v is not None
             )
             lines.append(
-                f"    held-out R² {_fmt(row['r2_val'])}, complexity {row['complexity_scaled']} (as fitted; "
-                f"{row['complexity']} as printed in raw units), MC {row['mc']}, TPF {_fmt(row['tpf'])}"
+                f"    held-out R² {fmt(row['r2_val'])}, complexity {row['complexity_scaled']} (as fitted; "
+                f"{row['complexity']} as printed in raw units), MC {row['mc']}, TPF {fmt(row['tpf'])}"
                 + (f" ({per})" if per else "")
-                + f", front of {row['front_size']}, input-dependent {_fmt(row['input_dependent_fraction'])}"
+                + f", front of {row['front_size']}, input-dependent {fmt(row['input_dependent_fraction'])}"
             )
             if not row["learned"]:
                 lines.append("    WARNING: its teacher did not learn (see the meta_train summary)")
@@ -188,9 +189,13 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
         return require_equations(outcome, found)
 
     def summary_rows(self, artifacts: Path, stage: str) -> list[dict[str, Any]]:
+        from harness.stages.distill.table import distill_rows
+
         return distill_rows(sorted(artifacts.rglob(CHOSEN_FILE)), stage)
 
     def report(self, view: StageView, out: Path) -> list[Panel]:
+        from harness.stages.distill.report import distill_panels  # matplotlib: only to draw
+
         return distill_panels(view, out)
 
     def trial_tags(self, trial: DistillTrial) -> dict[str, str]:

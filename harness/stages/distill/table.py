@@ -13,7 +13,8 @@ from harness.stages.outputs import (
 from harness.symbolic.lang import Equation, ParetoFront
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A metric to 3 significant digits; ``n/a`` for a missing or non-finite one."""
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
 
 

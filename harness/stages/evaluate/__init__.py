@@ -5,17 +5,6 @@ the stage kind. Its rows' plots (loss curves, performance profile) are the leade
 :mod:`harness.report`.
 """
 
-from harness.stages.evaluate.kind import EvaluateKind, EvaluateStage, EvaluateTrial, resolve_optimizers
-from harness.stages.evaluate.train import FINAL_WINDOW, METRIC_MODES, EvalResult, evaluate, train
+import lazy_loader
 
-__all__ = [
-    "FINAL_WINDOW",
-    "METRIC_MODES",
-    "EvalResult",
-    "EvaluateKind",
-    "EvaluateStage",
-    "EvaluateTrial",
-    "evaluate",
-    "resolve_optimizers",
-    "train",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -20,9 +20,9 @@ from harness.config.suite import (
     Suite,
 )
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
-from harness.stages.evaluate.train import METRIC_MODES, evaluate
+from harness.stages.evaluate.metrics import METRIC_MODES
 from harness.stages.outputs import StageOutcome, optimizers_from_stage
-from harness.training.optimizers import FAMILIES, optimizer_label
+from harness.training.labels import FAMILIES, optimizer_label
 
 
 class EvaluateStage(StageBase):
@@ -121,6 +121,8 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         ]
 
     def run(self, trial: EvaluateTrial, ctx: TrialContext) -> TrialResult:
+        from harness.stages.evaluate.train import evaluate  # torch: when a trial runs, not to validate
+
         if trial.optimizee.steps:
             ctx.set_total(trial.optimizee.steps)
         result = evaluate(

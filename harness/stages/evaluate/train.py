@@ -9,24 +9,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from harness.stages.cost import state_bytes_per_param, step_seconds_vs_adam
 from harness.stages.problems import budget_steps, build_problem
 from harness.training.optimizers import build_optimizer
-
-#: every metric an evaluate trial records (:meth:`EvalResult.metrics`), with the ``mode`` that ranks it
-#: best-first: the names a suite's ``metric:`` may use
-METRIC_MODES: dict[str, Literal["min", "max"]] = {
-    "final_train_loss": "min",
-    "test_loss": "min",
-    "test_acc": "max",
-    "wall_time_s": "min",
-    "steps": "max",
-    "diverged": "min",
-}
 
 #: how many of the last minibatch losses ``final_train_loss`` averages (capped by steps per epoch)
 FINAL_WINDOW = 20

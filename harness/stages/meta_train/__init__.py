@@ -4,25 +4,6 @@
 the stage kind, ``report`` its panel in ``sl2o report`` (meta-loss, validation loss, curriculum steps).
 """
 
-from harness.stages.meta_train.kind import MetaTrainKind, MetaTrainStage, MetaTrainTrial, TeacherSpec
-from harness.stages.meta_train.run import (
-    INITIAL_VAL_KEY,
-    LEARN_MARGIN,
-    MetaTrainOutcome,
-    make_config,
-    run_meta_train,
-    write_outputs,
-)
+import lazy_loader
 
-__all__ = [
-    "INITIAL_VAL_KEY",
-    "LEARN_MARGIN",
-    "MetaTrainKind",
-    "MetaTrainOutcome",
-    "MetaTrainStage",
-    "MetaTrainTrial",
-    "TeacherSpec",
-    "make_config",
-    "run_meta_train",
-    "write_outputs",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -5,26 +5,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from harness.config.specs import Seeds
 from harness.config.suite import OptimizeeSpec, StageBase, Suite, check_kwargs
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given
-from harness.stages.meta_train.report import meta_train_panels
-from harness.stages.meta_train.run import (
+from harness.stages.meta_train.settings import (
     INITIAL_VAL_KEY,
     LEARN_MARGIN,
     MetaTrainSettings,
     check_settings,
     make_config,
-    run_meta_train,
-    write_outputs,
 )
 from harness.stages.outputs import HISTORY_FILE, STATUS_DIVERGED, STATUS_OK, TEACHER_FILE, StageOutcome
 from harness.stages.views import Panel, StageView
-from teachers.meta_train import MetaTrainer
+
+if TYPE_CHECKING:
+    from teachers.meta_train import MetaTrainer
 
 
 class TeacherSpec(BaseModel):
@@ -46,7 +45,8 @@ class TeacherSpec(BaseModel):
     def _known(cls, v: str) -> str:
         from harness.registry import TEACHERS
 
-        TEACHERS.get(v)
+        if v not in TEACHERS:
+            TEACHERS.get(v)  # raises with the known names
         return v
 
     @model_validator(mode="after")
@@ -54,7 +54,7 @@ class TeacherSpec(BaseModel):
         from harness.registry import TEACHERS
 
         if self.name in TEACHERS:
-            check_kwargs(TEACHERS.get(self.name), self.kwargs, f"teacher {self.name!r}")
+            check_kwargs(TEACHERS, self.name, self.kwargs, f"teacher {self.name!r}")
         return self
 
 
@@ -109,6 +109,8 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
     identity = ("teacher", "optimizee", "seed", "settings")
 
     def report(self, view: StageView, out: Path) -> list[Panel]:
+        from harness.stages.meta_train.report import meta_train_panels  # matplotlib: only to draw
+
         return meta_train_panels(view, out)
 
     def plan(
@@ -128,6 +130,8 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
         ]
 
     def run(self, trial: MetaTrainTrial, ctx: TrialContext) -> TrialResult:
+        from harness.stages.meta_train.run import run_meta_train, write_outputs  # torch: when a trial runs
+
         teacher = {"name": trial.teacher.name, "kwargs": trial.teacher.kwargs}
         cfg = make_config(teacher, trial.optimizee.model_dump(), trial.seed, trial.settings)
         if cfg.episodes:

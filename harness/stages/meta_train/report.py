@@ -35,7 +35,9 @@ def meta_train_panels(view: StageView, out: Path) -> list[Panel]:
             hist = doc.get("history") or []
             if hist:  # the trainer's own history spans resumes (a resumed trial's MLflow run starts there)
                 run["meta_loss"] = [(e["episode"], e["meta_loss"]) for e in hist if "meta_loss" in e]
-                run["val_loss"] = [(e["episode"], e["val_loss"]) for e in hist if e.get("val_loss") is not None]
+                run["val_loss"] = [
+                    (e["episode"], e["val_loss"]) for e in hist if e.get("val_loss") is not None
+                ]
         run["meta_loss"] = sorted(run["meta_loss"])
         run["val_loss"] = sorted(run["val_loss"])
         runs.append(run)

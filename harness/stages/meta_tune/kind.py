@@ -25,13 +25,14 @@ from harness.stages.base import (
     TrialResult,
     given,
     settings_fields,
-    settings_model,
 )
-from harness.stages.meta_tune.gradient import meta_tune_gradient
-from harness.stages.meta_tune.optuna_search import meta_tune_optuna
-from harness.stages.meta_tune.report import meta_tune_panels
-from harness.stages.meta_tune.tune import meta_tune, write_outputs
-from harness.stages.meta_tune.tune_trials import IN_TRIAL_ONLY, evaluate_point, search_spec, select
+from harness.stages.meta_tune.settings import (
+    IN_TRIAL_ONLY,
+    METHOD_SETTINGS,
+    NOT_SETTINGS,
+    TUNE,
+    MetaTuneSettings,
+)
 from harness.stages.outputs import (
     EQUATION_FILE,
     HISTORY_FILE,
@@ -41,22 +42,6 @@ from harness.stages.outputs import (
     trial_files,
 )
 from harness.stages.views import Panel, StageView
-
-_NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
-#: settings each method takes (besides the ones :func:`meta_tune` itself takes)
-METHOD_SETTINGS = {
-    "gradient": tuple(settings_fields(meta_tune_gradient, _NOT_SETTINGS)),
-    "optuna": tuple(settings_fields(meta_tune_optuna, _NOT_SETTINGS)),
-}
-#: the typed model of a meta_tune stage's ``settings:`` (the keyword parameters of the three functions)
-MetaTuneSettings = settings_model(
-    "MetaTuneSettings",
-    meta_tune,
-    meta_tune_gradient,
-    meta_tune_optuna,
-    what="meta-tuning",
-    exclude=_NOT_SETTINGS,
-)
 
 
 class MetaTuneStage(StageBase):
@@ -84,7 +69,7 @@ class MetaTuneStage(StageBase):
     @model_validator(mode="after")
     def _method_settings(self) -> MetaTuneStage:
         other = "optuna" if self.method == "gradient" else "gradient"
-        common = set(settings_fields(meta_tune, _NOT_SETTINGS))
+        common = set(settings_fields(TUNE, NOT_SETTINGS))
         wrong = sorted(
             k
             for k in given(self.settings)
@@ -158,6 +143,8 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         return require_equations(outcome, found)
 
     def report(self, view: StageView, out: Path) -> list[Panel]:
+        from harness.stages.meta_tune.report import meta_tune_panels  # matplotlib: only to draw
+
         return meta_tune_panels(view, out)
 
     def plan(
@@ -189,6 +176,11 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         ]
 
     def run(self, trial: MetaTuneTrial, ctx: TrialContext) -> TrialResult:
+        # torch, optuna: imported when a trial runs, not to validate a suite
+        from harness.stages.meta_tune.optuna_search import meta_tune_optuna
+        from harness.stages.meta_tune.tune import meta_tune, write_outputs
+        from harness.stages.meta_tune.tune_trials import evaluate_point
+
         start = time.time()
         if trial.search_params is not None:  # one point of a search run as Tune trials
             result = evaluate_point(trial, ctx.outdir)
@@ -214,6 +206,8 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
     def search(self, spec: MetaTuneStage, trials: list[MetaTuneTrial]) -> SearchSpec | None:
         if spec.search != "tune" or len(trials) != 1:
             return None
+        from harness.stages.meta_tune.tune_trials import search_spec
+
         return search_spec(trials[0])
 
     def searched_trial(self, base: MetaTuneTrial, values: Mapping[str, Any], index: int) -> MetaTuneTrial:
@@ -225,6 +219,8 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         self, spec: MetaTuneStage, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]
     ) -> None:
         if spec.search == "tune":
+            from harness.stages.meta_tune.tune_trials import select
+
             select(spec, outcome, outdir, log)
 
     def summary_lines(self, spec: MetaTuneStage, outcome: StageOutcome) -> list[str]:

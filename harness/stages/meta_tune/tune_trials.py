@@ -28,6 +28,7 @@ from harness.stages.meta_tune.common import (
     with_val_split,
 )
 from harness.stages.meta_tune.optuna_search import _make_sampler, meta_tune_optuna
+from harness.stages.meta_tune.settings import NOT_SETTINGS
 from harness.stages.meta_tune.tune import meta_tune, select_tuned, write_outputs
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, TrialOutput, tag
 from harness.stages.problems import resolve_device
@@ -42,10 +43,6 @@ PARAMS = "search_params"
 #: a search trial's artifact: the equation it tuned (the select step reads it on the driver, where the
 #: trial's own input may be a storage URI)
 INITIAL_FILE = "initial_equation.json"
-#: settings only the in-trial mode takes (Ray Tune keeps the study of ``search: tune``)
-IN_TRIAL_ONLY = ("storage", "study_name")
-
-_NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
 
 
 def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -59,8 +56,8 @@ def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
 def split_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(meta_tune's, the search's)`` settings with defaults filled in, split as :func:`meta_tune` splits them
     (a name both take, ``eval_steps``, is meta_tune's: the before/after runs)."""
-    own = set(settings_fields(meta_tune, _NOT_SETTINGS))
-    search = set(settings_fields(meta_tune_optuna, _NOT_SETTINGS)) - own
+    own = set(settings_fields(meta_tune, NOT_SETTINGS))
+    search = set(settings_fields(meta_tune_optuna, NOT_SETTINGS)) - own
     mt = {k: v for k, v in _defaults(meta_tune).items() if k in own}
     opt = {k: v for k, v in _defaults(meta_tune_optuna).items() if k in search}
     opt["eval_steps"] = None  # the search's runs use the spec's budget, as in meta_tune

@@ -8,40 +8,6 @@ This facade only re-exports. Grammar of the text form (details and caps: ``docs/
   ``square cube exp log tanh asinh sinh cos sin abs sign erfc relu``.
 """
 
-from harness.jsonio import write_json
-from harness.symbolic.lang.compiled import CompiledEquation
-from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.front import ParetoFront
-from harness.symbolic.lang.functions import relu, spow, ssqrt
-from harness.symbolic.lang.hall_of_fame import import_hall_of_fame
-from harness.symbolic.lang.names import (
-    MAX_AST_DEPTH,
-    MAX_AST_NODES,
-    MAX_EXPONENT,
-    MAX_TEXT_LENGTH,
-    OPERATOR_NAMES,
-    EquationParseError,
-    is_variable_name,
-    normalize_operators,
-    split_variable,
-)
+import lazy_loader
 
-__all__ = [
-    "MAX_AST_DEPTH",
-    "MAX_AST_NODES",
-    "MAX_EXPONENT",
-    "MAX_TEXT_LENGTH",
-    "OPERATOR_NAMES",
-    "CompiledEquation",
-    "Equation",
-    "EquationParseError",
-    "ParetoFront",
-    "import_hall_of_fame",
-    "is_variable_name",
-    "normalize_operators",
-    "relu",
-    "split_variable",
-    "spow",
-    "ssqrt",
-    "write_json",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

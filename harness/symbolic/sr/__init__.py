@@ -2,42 +2,27 @@
 
 Built in: ``operon`` (pyoperon, the embedded default), ``pysr`` (needs Julia), ``skeleton`` (fit the
 constants of a given form, e.g. the paper's eq. 6) and ``linear`` (least squares baseline). Backends are
-registered as classes and instantiated with no arguments; heavy engines are imported only when used.
+registered by name and instantiated with no arguments; a backend's module (and its engine) is imported on its
+first use, and this facade's names (``__init__.pyi``) on first access.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import lazy_loader
+
 from harness.registry import SR_BACKENDS
-from harness.symbolic.sr.base import (
-    DEFAULT_OPERATORS,
-    PAPER_OPERATORS,
-    SRBackend,
-    SRSettings,
-    check_fit_inputs,
-    finish_front,
-)
-from harness.symbolic.sr.operon import OperonBackend
-from harness.symbolic.sr.pysr import PySRBackend
-from harness.symbolic.sr.skeleton import LinearBackend, SkeletonBackend
 
-__all__ = [
-    "DEFAULT_OPERATORS",
-    "PAPER_OPERATORS",
-    "LinearBackend",
-    "OperonBackend",
-    "PySRBackend",
-    "SRBackend",
-    "SRSettings",
-    "SkeletonBackend",
-    "check_fit_inputs",
-    "finish_front",
-    "get_backend",
-]
+if TYPE_CHECKING:
+    from harness.symbolic.sr.base import SRBackend
 
-SR_BACKENDS.register("operon", OperonBackend)
-SR_BACKENDS.register("pysr", PySRBackend)
-SR_BACKENDS.register("skeleton", SkeletonBackend)
-SR_BACKENDS.register("linear", LinearBackend)
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)
+
+SR_BACKENDS.register("operon", "harness.symbolic.sr.operon:OperonBackend")
+SR_BACKENDS.register("pysr", "harness.symbolic.sr.pysr:PySRBackend")
+SR_BACKENDS.register("skeleton", "harness.symbolic.sr.skeleton:SkeletonBackend")
+SR_BACKENDS.register("linear", "harness.symbolic.sr.skeleton:LinearBackend")
 
 
 def get_backend(name: str) -> SRBackend:

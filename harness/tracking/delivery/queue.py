@@ -148,7 +148,9 @@ class TrackingWriter:
 
     def _drop_journal(self, why: str) -> None:
         self._no_journal = why
-        notify(f"tracking writes to {self.uri} are not journalled ({why}); an exit during an outage loses them")
+        notify(
+            f"tracking writes to {self.uri} are not journalled ({why}); an exit during an outage loses them"
+        )
         if self._journal is not None:
             self._journal.release()
             self._journal = None
@@ -248,7 +250,9 @@ class TrackingWriter:
 
         n, files = claim_orphans(self.folder, adopt)
         if n:
-            notify(f"delivering {n} tracking writes an earlier driver left undelivered ({len(files)} journal(s))")
+            notify(
+                f"delivering {n} tracking writes an earlier driver left undelivered ({len(files)} journal(s))"
+            )
         return n
 
     def close(self, timeout: float) -> None:

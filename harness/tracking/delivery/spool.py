@@ -123,6 +123,7 @@ def claim_orphans(
 
 def snapshot(src: str | Path, dest: Path) -> str:
     """A copy of folder ``src`` at ``dest`` (hard links where possible); ``src`` itself if it cannot be made."""
+
     def link_or_copy(a: str, b: str) -> Any:
         try:
             os.link(a, b)

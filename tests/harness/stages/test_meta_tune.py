@@ -10,7 +10,6 @@ import torch
 
 from harness.stages.meta_tune import (
     DIVERGED_PENALTY,
-    build_problem,
     constant_slots,
     constants_from_values,
     evaluate_constants,
@@ -22,6 +21,7 @@ from harness.stages.meta_tune import (
 )
 from harness.stages.meta_tune.common import ASINH1, signed_multiplier
 from harness.stages.meta_tune.gradient import ConstantSlots
+from harness.stages.problems import build_problem
 from harness.symbolic.families import adam_equation, eq6, sgd_equation
 from harness.symbolic.lang import Equation
 from harness.symbolic.optim.optimizer import functional_step, init_functional_state

@@ -137,16 +137,26 @@ def _guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+MAX_TRIALS_HELP = "Allow a stage to plan up to this many trials (default 10,000)."
+MAX_SUITE_TRIALS_HELP = "Allow the suite to plan up to this many trials in all (default 50,000)."
+
+
 @app.command()
 @_guarded
-def validate(file: Path = typer.Argument(..., help="Suite YAML file.")) -> None:
-    """Check a suite file (and the files it names); exit 2 naming each wrong YAML path."""
-    from harness.config.suite import load_suite
+def validate(
+    file: Path = typer.Argument(..., help="Suite YAML file."),
+    max_trials: int = typer.Option(None, "--max-trials", min=1, help=MAX_TRIALS_HELP),
+    max_suite_trials: int = typer.Option(None, "--max-suite-trials", min=1, help=MAX_SUITE_TRIALS_HELP),
+) -> None:
+    """Check a suite file (and the files it names, and its trial counts); exit 2 naming each wrong YAML path."""
+    from harness.config.suite import check_trial_caps, load_suite, trial_caps
 
     suite = load_suite(file)
+    counts = check_trial_caps(suite, *trial_caps(max_trials, max_suite_trials))
     n = len(suite.stages)
     console.print(
-        f"{file}: OK (suite {suite.name!r}, {n} stage(s): {', '.join(s.name for s in suite.stages)})"
+        f"{file}: OK (suite {suite.name!r}, {n} stage(s): {', '.join(s.name for s in suite.stages)}; "
+        f"at least {sum(counts.values()):,} trials)"
     )
 
 
@@ -178,6 +188,8 @@ def run(
         "--allow-cpu-fallback",
         help="Run trials that ask for GPUs on CPUs when the cluster has no GPU (else that is an error).",
     ),
+    max_trials: int = typer.Option(None, "--max-trials", min=1, help=MAX_TRIALS_HELP),
+    max_suite_trials: int = typer.Option(None, "--max-suite-trials", min=1, help=MAX_SUITE_TRIALS_HELP),
 ) -> None:
     """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
 
@@ -199,6 +211,8 @@ def run(
         live=console.is_terminal,
         allow_cpu_fallback=allow_cpu_fallback,
         sigterm_as_interrupt=True,
+        max_trials=max_trials,
+        max_suite_trials=max_suite_trials,
     )
     try:
         outcome = run_suite(suite, opts)

@@ -575,6 +575,47 @@ def load_suite(path: str | Path) -> Suite:
     return load_suite_dict(data, str(p))
 
 
+#: the most trials one stage, and a whole suite, may plan unless ``--max-trials`` / ``--max-suite-trials``
+#: say otherwise: a typo in a grid or a seed range must not queue a million trials
+MAX_STAGE_TRIALS = 10_000
+MAX_SUITE_TRIALS = 50_000
+
+
+def trial_caps(max_stage: int | None = None, max_suite: int | None = None) -> tuple[int, int]:
+    """``(per stage, per suite)`` trial caps: the given ones, else the defaults."""
+    return (
+        MAX_STAGE_TRIALS if max_stage is None else int(max_stage),
+        MAX_SUITE_TRIALS if max_suite is None else int(max_suite),
+    )
+
+
+def check_trial_caps(
+    suite: Suite, max_stage: int = MAX_STAGE_TRIALS, max_suite: int = MAX_SUITE_TRIALS
+) -> dict[str, int]:
+    """``{stage: fewest trials}`` of ``suite`` (:meth:`~harness.stages.base.StageKind.min_trials`: what its
+    own fields cross to, each earlier stage's output counted once); SuiteError naming each stage over
+    ``max_stage`` and the suite when the total is over ``max_suite``. ``run`` checks the exact count again
+    when it plans each stage."""
+    from harness.registry import STAGES
+
+    counts = {s.name: STAGES.get(s.kind).min_trials(s) for s in suite.stages}
+    problems = [
+        f"stages[{i}] ({s.name}): at least {counts[s.name]:,} trials, over the cap of {max_stage:,} per stage; "
+        "shrink its grid, seeds or horizons, or pass --max-trials to allow it"
+        for i, s in enumerate(suite.stages)
+        if counts[s.name] > max_stage
+    ]
+    total = sum(counts.values())
+    if total > max_suite:
+        problems.append(
+            f"suite {suite.name!r}: at least {total:,} trials in all, over the cap of {max_suite:,}; "
+            "pass --max-suite-trials to allow it"
+        )
+    if problems:
+        raise SuiteError("\n".join(problems[:MAX_ERROR_LINES]))
+    return counts
+
+
 def check_resources(suite: Suite, available_cpus: float) -> None:
     """Refuse a suite whose trials ask for more CPUs than ``available_cpus`` (e.g. ``os.cpu_count()``).
 

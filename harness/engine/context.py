@@ -27,6 +27,10 @@ class RunOptions:
     #: SIGTERM (a scheduler's or `kill`'s stop) takes the Ctrl-C path once Ray is up (Ray's own handler,
     #: installed by ``ray.init``, would kill its processes and exit mid-fit): Tune stops and saves its state
     sigterm_as_interrupt: bool = False
+    #: the most trials one stage, and the suite in all, may plan (None: the defaults,
+    #: :data:`harness.config.suite.MAX_STAGE_TRIALS` and :data:`~harness.config.suite.MAX_SUITE_TRIALS`)
+    max_trials: int | None = None
+    max_suite_trials: int | None = None
 
 
 @dataclass

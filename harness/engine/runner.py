@@ -13,7 +13,7 @@ import time
 import ray
 
 from harness import cluster, tracking
-from harness.config.suite import Suite, SuiteError, check_resources
+from harness.config.suite import Suite, SuiteError, check_resources, check_trial_caps, trial_caps
 from harness.engine import stagekey
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
@@ -101,6 +101,10 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     start = time.time()
     storage = cluster.Storage(opts.workdir)  # a bad workdir URI is one line, before anything starts
     uri = tracking.resolve_tracking_uri(opts.tracking_uri, storage.cache)
+    try:  # before Ray or MLflow start (each stage's exact count is checked again when it is planned)
+        check_trial_caps(suite, *trial_caps(opts.max_trials, opts.max_suite_trials))
+    except SuiteError as err:
+        raise StageInputError(str(err)) from None
     unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
     if unknown:
         raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")

@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import cluster, tracking
-from harness.config.suite import Suite
+from harness.config.suite import Suite, trial_caps
 from harness.engine import stagekey, trust
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
@@ -67,8 +67,11 @@ class Experiment:
     stale_digest: bool = False
 
 
-def plan_stage(suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: SuiteContext) -> StagePlan:
-    """The kind's trials for ``stage`` and the stage key; an input problem is one :class:`StageInputError`."""
+def plan_stage(
+    suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: SuiteContext, max_trials: int | None = None
+) -> StagePlan:
+    """The kind's trials for ``stage`` and the stage key; an input problem, or more trials than
+    ``max_trials`` (default :data:`~harness.config.suite.MAX_STAGE_TRIALS`), is one :class:`StageInputError`."""
     kind = STAGES.get(stage.kind)
     try:
         trials = kind.plan(suite, stage, inputs)
@@ -76,6 +79,12 @@ def plan_stage(suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: S
         raise StageInputError(f"stage {stage.name!r} cannot start: {err}") from None
     if not trials:
         raise StageInputError(f"stage {stage.name!r} has no trials to run (check its inputs)")
+    cap = trial_caps(max_trials)[0]
+    if len(trials) > cap:
+        raise StageInputError(
+            f"stage {stage.name!r} plans {len(trials):,} trials, over the cap of {cap:,} per stage; shrink "
+            "its grid, seeds or inputs, or pass --max-trials to allow it"
+        )
     key = stagekey.stage_key(stage, {k: v.key for k, v in inputs.items()}, trials)
     art_cache = ctx.storage.cache / "artifacts" / suite.name / f"{stage.name}-{key}"
     return StagePlan(stage, kind, trials, key, art_cache)
@@ -300,7 +309,7 @@ def run_stage(
     suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: SuiteContext, opts: RunOptions
 ) -> StageOutcome:
     """Run (or reuse, or resume) one stage as a Ray Tune experiment; one driver at a time per stage key."""
-    plan = plan_stage(suite, stage, inputs, ctx)
+    plan = plan_stage(suite, stage, inputs, ctx, opts.max_trials)
     with stage_lock(
         ctx.storage.cache / "locks" / f"{suite.name}-{stage.name}-{plan.key}.lock", stage.name, opts
     ):

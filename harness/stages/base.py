@@ -150,6 +150,11 @@ class StageKind(Generic[SpecT, TrialT]):
     #: it gives rows to ``sl2o distill-summary`` (:meth:`summary_rows`)
     summary_table: ClassVar[bool] = False
 
+    def min_trials(self, spec: SpecT) -> int:
+        """The fewest trials :meth:`plan` can give for ``spec`` whatever earlier stages produce (each input an
+        earlier stage gives counts once): how ``sl2o validate`` checks the trial caps before a run."""
+        return 1
+
     def plan(self, suite: Suite, spec: SpecT, inputs: Mapping[str, StageOutcome]) -> list[TrialT]:
         """The stage's trials, one model each; ``inputs`` holds the outcomes of ``spec.inputs()``."""
         raise NotImplementedError(f"stage kind {self.name!r} does not define plan()")
@@ -264,6 +269,27 @@ def signature_from_source(target: str) -> dict[str, Any]:
     """``{name: annotation}`` of the keyword parameters of ``"module:function"``, read from the module's source
     with :mod:`ast` (the module is found, not imported). Annotations built from :data:`_ANNOTATION_NAMES`
     (``int | None``, ``Sequence[int]``, ``Literal["a", "b"]``) are kept, others become ``Any``."""
+    args, _ = _function_args(target)
+    return {a.arg: _annotation(a.annotation) for a in args}
+
+
+def defaults_from_source(target: str) -> dict[str, Any]:
+    """``{name: default}`` of the parameters of ``"module:function"`` whose default is a literal, read from
+    the module's source as :func:`signature_from_source` reads it."""
+    args, defaults = _function_args(target)
+    out = {}
+    for a, d in zip(args[len(args) - len(defaults) :], defaults, strict=True):
+        if d is not None:
+            try:
+                out[a.arg] = ast.literal_eval(d)
+            except ValueError:
+                continue
+    return out
+
+
+def _function_args(target: str) -> tuple[list[ast.arg], list[ast.expr | None]]:
+    """The positional-or-keyword and keyword-only parameters of ``"module:function"`` and their defaults
+    (aligned to the end of the list, ``None`` where a keyword-only one has none)."""
     import importlib.util
 
     module, _, name = target.partition(":")
@@ -274,8 +300,9 @@ def signature_from_source(target: str) -> dict[str, Any]:
     func = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
     if func is None:
         raise ImportError(f"module {module!r} defines no function {name!r}")
-    args = [*func.args.args, *func.args.kwonlyargs]
-    return {a.arg: _annotation(a.annotation) for a in args}
+    a = func.args
+    positional: list[ast.expr | None] = [None] * (len(a.args) - len(a.defaults)) + list(a.defaults)
+    return [*a.args, *a.kwonlyargs], [*positional, *a.kw_defaults]
 
 
 def _annotation(node: ast.expr | None) -> Any:

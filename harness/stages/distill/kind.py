@@ -87,6 +87,9 @@ class DistillKind(StageKind[DistillStage, DistillTrial]):
     summary_shows_equations = True
     summary_table = True
 
+    def min_trials(self, spec: DistillStage) -> int:
+        return len(spec.backends) * len(spec.seeds) * len(spec.max_complexities)  # x sources (at least one)
+
     def plan(
         self, suite: Suite, spec: DistillStage, inputs: Mapping[str, StageOutcome]
     ) -> list[DistillTrial]:

@@ -107,6 +107,18 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
     leaderboard = True
     identity = ("optimizee", "optimizer", "seed")
 
+    def min_trials(self, spec: EvaluateStage) -> int:
+        from search_spaces import load_grid
+
+        optimizers = 0
+        for entry in spec.optimizers:
+            if isinstance(entry, GridRef):
+                optimizers += len(load_grid(entry.grid, entry.file))
+            else:  # an entry from an earlier stage gives at least one config per combination
+                optimizers += len(entry.expand())
+        horizons = sum(len(o.horizons()) for o in spec.optimizees)
+        return horizons * optimizers * len(spec.seeds)
+
     def plan(
         self, suite: Suite, spec: EvaluateStage, inputs: Mapping[str, StageOutcome]
     ) -> list[EvaluateTrial]:

@@ -113,6 +113,9 @@ class MetaTrainKind(StageKind[MetaTrainStage, MetaTrainTrial]):
 
         return meta_train_panels(view, out)
 
+    def min_trials(self, spec: MetaTrainStage) -> int:
+        return len(spec.teachers) * len(spec.optimizees) * len(spec.seeds)
+
     def plan(
         self, suite: Suite, spec: MetaTrainStage, inputs: Mapping[str, StageOutcome]
     ) -> list[MetaTrainTrial]:

@@ -7,7 +7,6 @@ finalize step selects the best and checks it on the validation split.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from harness.stages.meta_tune.settings import (
     IN_TRIAL_ONLY,
     METHOD_SETTINGS,
     NOT_SETTINGS,
+    OPTUNA_TRIALS_DEFAULT,
     TUNE,
     MetaTuneSettings,
 )
@@ -147,6 +147,11 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
         return meta_tune_panels(view, out)
 
+    def min_trials(self, spec: MetaTuneStage) -> int:
+        if spec.search == "tune":  # one trial per Optuna trial
+            return int(given(spec.settings).get("n_trials") or OPTUNA_TRIALS_DEFAULT)
+        return len(spec.seeds)  # x equations (at least one)
+
     def plan(
         self, suite: Suite, spec: MetaTuneStage, inputs: Mapping[str, StageOutcome]
     ) -> list[MetaTuneTrial]:
@@ -177,7 +182,6 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
     def run(self, trial: MetaTuneTrial, ctx: TrialContext) -> TrialResult:
         # torch, optuna: imported when a trial runs, not to validate a suite
-        from harness.stages.meta_tune.optuna_search import meta_tune_optuna
         from harness.stages.meta_tune.tune import meta_tune, write_outputs
         from harness.stages.meta_tune.tune_trials import evaluate_point
 
@@ -187,8 +191,7 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
             result.metrics["seconds"] = time.time() - start
             return result
         if trial.method == "optuna":
-            default = inspect.signature(meta_tune_optuna).parameters["n_trials"].default
-            ctx.set_total(int(trial.settings.get("n_trials", default)))
+            ctx.set_total(int(trial.settings.get("n_trials", OPTUNA_TRIALS_DEFAULT)))
         result = meta_tune(
             Path(trial.equation),
             trial.optimizee.model_dump(exclude_none=True),

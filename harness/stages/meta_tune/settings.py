@@ -4,7 +4,7 @@ and of its two methods, read from their source (not imported: ``sl2o validate`` 
 
 from __future__ import annotations
 
-from harness.stages.base import settings_fields, settings_model
+from harness.stages.base import defaults_from_source, settings_fields, settings_model
 
 #: keyword parameters of the three functions that are not settings (the trial and the stage give them)
 NOT_SETTINGS = ("equation", "optimizee", "method", "seed", "device", "method_kwargs", "on_progress")
@@ -26,3 +26,5 @@ MetaTuneSettings = settings_model(
 )
 #: settings only the in-trial mode takes (Ray Tune keeps the study of ``search: tune``)
 IN_TRIAL_ONLY = ("storage", "study_name")
+#: the Optuna trials a study runs unless ``settings.n_trials`` says otherwise (``meta_tune_optuna``'s default)
+OPTUNA_TRIALS_DEFAULT: int = defaults_from_source(OPTUNA)["n_trials"]

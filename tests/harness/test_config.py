@@ -486,9 +486,8 @@ def _evaluate_suite(seeds: int, grid: bool = True) -> dict:
 
 
 def test_trial_caps_refuse_a_stage_that_crosses_to_too_many_trials() -> None:
-    from search_spaces import load_grid
-
     from harness.config.suite import MAX_STAGE_TRIALS, check_trial_caps, load_suite_dict, trial_caps
+    from search_spaces import load_grid
 
     suite = load_suite_dict(_evaluate_suite(2000))
     n = 2 * len(load_grid("paper")) * 2000

@@ -221,6 +221,11 @@ class _Builder:
             if self._int_only(node.args[1]):
                 self._check_exponent(sympy.Integer(0), self.build(node.args[1]))
         args = [self.build(a) for a in node.args]
+        if isinstance(fn.build, type) and issubclass(fn.build, sympy.Function):
+            # unevaluated: sympy's automatic evaluation of a function asks assumptions of its whole argument
+            # (is it finite? real? zero?), which is superlinear in the argument's size; the text says what
+            # the user wrote, and printing and lowering do not need sympy to rewrite it
+            return self._check_number(fn.build(*args, evaluate=False))
         return self._check_number(fn.build(*args))
 
 

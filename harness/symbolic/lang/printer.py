@@ -207,6 +207,26 @@ def ast_complexity(node: ast.AST) -> int:
     raise TypeError(type(node).__name__)
 
 
+def replace_symbols(expr: sympy.Basic, mapping: Mapping[sympy.Symbol, sympy.Basic]) -> sympy.Basic:
+    """``expr.xreplace(mapping)`` with function nodes rebuilt unevaluated, as the parser builds them:
+    ``xreplace`` re-evaluates every function it rebuilds, and sympy's evaluation of ``tanh``/``exp`` of a
+    large argument asks assumptions (real? finite?) whose cost grows much faster than the argument."""
+
+    def go(e: sympy.Basic) -> sympy.Basic:
+        if e in mapping:
+            return mapping[e]  # type: ignore[index]
+        if not e.args:
+            return e
+        args = [go(a) for a in e.args]
+        if all(a is b for a, b in zip(args, e.args, strict=True)):
+            return e
+        if isinstance(e, sympy.Function):
+            return e.func(*args, evaluate=False)
+        return e.func(*args)
+
+    return go(expr)
+
+
 def canonicalize(
     expr: sympy.Basic, values: Mapping[sympy.Symbol, float]
 ) -> tuple[sympy.Expr, tuple[float, ...], dict[sympy.Symbol, list[int]], str]:
@@ -246,6 +266,8 @@ def canonicalize(
             return fresh(float(e), None)
         if not e.args:
             return e
+        if isinstance(e, sympy.Function):  # as the parser builds it: unevaluated (linear, see parser._call)
+            return e.func(*[rebuild(a) for a in e.args], evaluate=False)
         return e.func(*[rebuild(a) for a in e.args])
 
     tmp = rebuild(sympy.sympify(expr) if not isinstance(expr, sympy.Basic) else expr)
@@ -259,5 +281,5 @@ def canonicalize(
         src = origin[s]
         if src is not None:
             occurrences.setdefault(src, []).append(i)
-    canon = cast(sympy.Expr, tmp.xreplace(rename))
+    canon = cast(sympy.Expr, replace_symbols(tmp, rename))
     return canon, tuple(temp_values[s] for s in order), occurrences, printed.text

@@ -8,7 +8,8 @@ pytest checks and parametrised over Adam and over SymbolicOptimizer with four ru
   (eq. 6 over ``eta`` and ``m_hat``) and a rule with a carried schedule (bias-corrected momenta ``m09``,
   ``mn099``: their ``1 - beta**t`` corrections follow the step count carried in the state, and raw lag rings);
 * paths: batched small tensors (flat buckets), per-tensor chunks (``batch_numel=0``), and ``compile=True``
-  (one ``torch.compile``-d kernel per tensor; Adam's form and eq. 6).
+  (one ``torch.compile``-d kernel per tensor; Adam's form here, every rule in ``test_optimizer_compiled.py``);
+  every scheduler runs on each rule's batched path and on Adam's form's other paths.
 
 A check that SymbolicOptimizer refuses by design asserts the error and that nothing changed. Notes on each
 point: ``docs/symbolic.md`` ("Contract with torch.optim").
@@ -53,7 +54,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "per_tensor": {"batch_numel": 0, "chunk_size": 7},  # small chunks: every parameter in several
     "compiled": {"batch_numel": 0, "compile": True},
 }
-COMPILED_RULES = ("adam_form", "eq6_lags")
+COMPILED_RULES = ("adam_form",)  # compile=True for more rules: test_optimizer_compiled.py
 
 
 @dataclass(frozen=True)
@@ -542,7 +543,11 @@ def test_every_scheduler_of_torch_is_covered() -> None:
     assert found <= set(_schedulers()), sorted(found - set(_schedulers()))
 
 
+SCHEDULER_CASES = [c for c in CASES if c.path == "batched" or c.rule == "adam_form"]
+
+
 @pytest.mark.parametrize("sched", sorted(_schedulers()))
+@pytest.mark.parametrize("case", SCHEDULER_CASES, ids=[c.name for c in SCHEDULER_CASES])
 def test_every_scheduler_with_default_arguments(case: Case, sched: str) -> None:
     """The scheduler drives the group's ``lr`` and the optimizer follows it exactly: the same steps as with
     the scheduler's values set by hand. Cycling ``betas`` (OneCycleLR, CyclicLR) changes no rule: the rule's

@@ -776,7 +776,9 @@ def _adam_frames() -> int:
     return frames
 
 
-COMPILE_CASES = [c for c in CASES if c.path == "batched"] + [Case("adam_form-compiled", "adam_form", "compiled")]
+COMPILE_CASES = [c for c in CASES if c.path == "batched"] + [
+    Case("adam_form-compiled", "adam_form", "compiled")
+]
 
 
 @pytest.mark.parametrize("case", COMPILE_CASES, ids=[c.name for c in COMPILE_CASES])

@@ -136,7 +136,9 @@ def check_step_inputs(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None
             names = ", ".join(sorted(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES))
             raise TypeError(f"SymbolicOptimizer does not step {p.dtype} parameters (supported: {names})")
         if g.shape != p.shape:
-            raise RuntimeError(f"gradient of shape {tuple(g.shape)} for a parameter of shape {tuple(p.shape)}")
+            raise RuntimeError(
+                f"gradient of shape {tuple(g.shape)} for a parameter of shape {tuple(p.shape)}"
+            )
 
 
 def symbolic_step(

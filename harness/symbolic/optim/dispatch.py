@@ -126,10 +126,14 @@ class FusedKernels:
         return True
 
 
-def check_step_inputs(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
-    """Raise, before anything is changed, for what no implementation steps: sparse gradients, dtypes outside
-    :data:`SUPPORTED_DTYPES`, a gradient whose shape is not its parameter's."""
-    for p, g in zip(params, grads, strict=True):
+def check_step_inputs(params: Sequence[Tensor]) -> None:
+    """Raise, before anything is changed, for what no implementation steps among ``params`` with a ``.grad``:
+    sparse gradients, dtypes outside :data:`SUPPORTED_DTYPES`, a gradient whose shape is not its
+    parameter's."""
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
         if g.is_sparse or p.is_sparse:
             raise RuntimeError("SymbolicOptimizer does not support sparse gradients or parameters")
         if p.dtype not in SUPPORTED_DTYPES:

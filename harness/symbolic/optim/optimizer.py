@@ -197,26 +197,27 @@ class SymbolicOptimizer(torch.optim.Optimizer):
 
     def _init_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], compiling: bool = False
-    ) -> bool:
-        """Collect the group's parameters with a gradient and make sure each has state and its dtype's
-        programs (sympy work) exist. Inside ``torch.compile`` dynamo runs this method eagerly (as for torch's
-        own optimizers), so the traced step finds everything built; ``compiling`` is then True and flat
-        buckets are dissolved (each parameter's state its own tensors). Returns whether any is complex."""
-        has_complex = False
+    ) -> None:
+        """Collect the group's parameters with a gradient and give each new one its state (and its dtype's
+        programs: sympy work). Inside ``torch.compile`` dynamo runs this method eagerly (as for torch's own
+        optimizers), so the traced step finds everything built; ``compiling`` is then True: the traced
+        step's programs are built too and flat buckets are dissolved (each parameter's state its own
+        tensors)."""
+        states = self.state
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
             params.append(p)
-            grads.append(p.grad)
+            grads.append(grad)
+            state = states[p]
+            if state and not compiling:
+                continue
             real = torch.view_as_real(p) if p.is_complex() else p
-            has_complex = has_complex or p.is_complex()
-            self.programs.eager(real.dtype)
-            if compiling:
-                self.programs.core(real.dtype)
-            state = self.state[p]
             if not state:
                 self._init_state(real, state)
-            elif compiling:
+            if compiling:
+                self.programs.core(real.dtype)
                 for k, v in list(state.items()):
                     if isinstance(v, Tensor) and v._base is not None:  # a flat bucket's view
                         state[k] = v.clone()
@@ -231,7 +232,6 @@ class SymbolicOptimizer(torch.optim.Optimizer):
                 UserWarning,
                 stacklevel=4,
             )
-        return has_complex
 
     def state_bytes(self) -> int:
         """Bytes of all state tensors (accumulators and rings; the 0-dim step counts left out)."""
@@ -254,10 +254,7 @@ class SymbolicOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            check_step_inputs(
-                [p for p in group["params"] if p.grad is not None],
-                [p.grad for p in group["params"] if p.grad is not None],
-            )
+            check_step_inputs(group["params"])
         compiling = torch.compiler.is_compiling()
         for gi, group in enumerate(self.param_groups):
             params: list[Tensor] = []

@@ -41,9 +41,19 @@ median compile time inside one training run (each run builds a new optimizer; in
 later ones cheaper), and ``train_wall_ratio`` is the training wall time LESS that run's compile time, over
 Adam's (``train_wall_ratio_with_compile`` keeps it in).
 
+Compiled training step (``--compiled-step-models``, default ``mlp_p3``; ``--no-compiled-step`` skips it): one
+``torch.compile``-d function (inductor) runs forward, backward, ``opt.step()`` and ``zero_grad`` on a fixed batch,
+for ``torch.optim.Adam(lr=1e-3)`` and for each rule's ``SymbolicOptimizer`` (its default step, traced whole by
+dynamo). Dynamo's frame count (``torch._dynamo.testing.CompileCounterWithBackend``) after the first step is
+``compiles`` (the backward is a graph break, for Adam too, so a step is more than one frame), and the frames
+compiled during the next ``--compiled-steps`` (50) steps are ``recompiles``. Then the step is timed (interleaved
+rounds, medians) and its ratio to compiled Adam's step is printed beside the rule's eager optimizer-step ratio.
+
 With ``--json`` the last stdout line is a JSON list of ``{"rule", "model", "compile", "step_ratio_vs_adam",
 "state_bytes_per_param", "train_wall_ratio"}`` (compiled rows add ``compile_s``, ``train_compile_s`` and
-``train_wall_ratio_with_compile``).
+``train_wall_ratio_with_compile``), then the compiled-training-step rows ``{"rule", "model",
+"compiled_training_step": true, "compiles", "recompiles", "steps", "step_ms",
+"step_ratio_vs_compiled_adam", "eager_step_ratio_vs_adam"}`` (Adam's own row has rule ``adam``).
 """
 
 from __future__ import annotations
@@ -223,6 +233,85 @@ def train_times(
     )
 
 
+def compiled_step_rows(
+    problem: Any, model: str, rules: list[str], args: argparse.Namespace, eager: dict[str, float]
+) -> list[dict[str, Any]]:
+    """The compiled-training-step rows of ``model`` (see the module docstring)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    batch = next(iter(problem.batches()))
+    steps: dict[str, Callable[[], torch.Tensor]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for rule in ["adam", *rules]:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        module = problem.module()
+        params = list(module.parameters())
+        opt = (
+            torch.optim.Adam(params, lr=1e-3)
+            if rule == "adam"
+            else rule_builder(rule, args.batch_numel)(params)
+        )
+        counter = CompileCounterWithBackend("inductor")
+
+        @torch.compile(backend=counter)
+        def train_step(
+            module: nn.Module = module, opt: torch.optim.Optimizer = opt, batch: Batch = batch
+        ) -> torch.Tensor:
+            loss = problem.module_loss(module, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss.detach()
+
+        train_step()
+        first = counter.frame_count
+        for _ in range(args.compiled_steps - 1):
+            train_step()
+        counts[rule] = (first, counter.frame_count - first)
+        steps[rule] = train_step
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for rnd in range(args.warmup + args.reps):
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            fn = steps[name]
+            t0 = time.perf_counter()
+            for _ in range(args.inner):
+                fn()
+            if rnd >= args.warmup:
+                times[name].append((time.perf_counter() - t0) / args.inner)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"\n{model}: compiled training step (forward, backward, opt.step(), zero_grad; inductor), "
+        f"{args.compiled_steps} steps, then {args.reps} interleaved rounds of {args.inner}, medians"
+    )
+    print(
+        f"{'rule':<24}{'compiles':>10}{'recompiles':>12}{'step ms':>10}{'vs compiled Adam':>18}{'eager ratio':>13}"
+    )
+    rows = []
+    for r in names:
+        ratio = med[r] / med["adam"]
+        eager_ratio = eager.get(r)
+        print(
+            f"{'torch Adam' if r == 'adam' else r:<24}{counts[r][0]:>10}{counts[r][1]:>12}{med[r] * 1e3:>10.3f}"
+            f"{ratio:>18.2f}{'' if eager_ratio is None else f'{eager_ratio:.2f}':>13}"
+        )
+        rows.append(
+            {
+                "rule": r,
+                "model": model,
+                "compiled_training_step": True,
+                "compiles": counts[r][0],
+                "recompiles": counts[r][1],
+                "steps": args.compiled_steps,
+                "step_ms": round(med[r] * 1e3, 4),
+                "step_ratio_vs_compiled_adam": round(ratio, 3),
+                "eager_step_ratio_vs_adam": None if eager_ratio is None else round(eager_ratio, 3),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=9, help="timed rounds (each round steps every rule)")
@@ -243,6 +332,9 @@ def main() -> None:
         action="store_true",
         help="keep glibc's malloc settings (Adam's step time then depends on the process's allocation history)",
     )
+    ap.add_argument("--no-compiled-step", action="store_true", help="skip the compiled training step rows")
+    ap.add_argument("--compiled-step-models", default="mlp_p3", help="models for the compiled training step")
+    ap.add_argument("--compiled-steps", type=int, default=50, help="compiled steps counted for recompiles")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -318,6 +410,10 @@ def main() -> None:
                         else round((tr[r] + tr_compile[r]) / adam_train, 3)
                     )
                 rows.append(row)
+        compiled_models = [m for m in args.compiled_step_models.split(",") if m]
+        if not args.no_compiled_step and model in compiled_models:
+            eager = {r: med[r] / med["adam"] for r in rules}
+            rows.extend(compiled_step_rows(problem, model, rules, args, eager))
     if args.json:
         print(json.dumps(rows))
 

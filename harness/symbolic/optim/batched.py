@@ -41,7 +41,8 @@ class FlatBucket:
         acc_keys: accumulator names (each shaped like its parameter).
         rings: ``(key, slots, fill)`` of every lag ring (state key, e.g. ``hist_<feature>``, shaped
             ``[slots, *p.shape]``; ``fill``: the value of a lag not seen yet).
-        step: the step count all of ``params`` share.
+        step: the step count all of ``params`` share. Each parameter's ``state["step"]`` becomes a 0-dim
+            float32 view of one ``[len(params)]`` buffer (a tensor, as torch's optimizers keep it).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class FlatBucket:
             key: torch.full((slots, n), fill, **kw) for key, slots, fill in rings
         }
         self.work = torch.empty(n, **kw)
+        self.steps = torch.full((len(self.params),), float(self.step), dtype=torch.float32, device=p0.device)
         self.work_views: list[Tensor] = []
         self.views: list[dict[str, Tensor]] = []
         a = 0
@@ -75,8 +77,8 @@ class FlatBucket:
                     views[k] = self._adopt(flat[a:b], st.get(k), p.shape)
                 for key, ring in self.rings.items():
                     views[key] = self._adopt(ring[:, a:b], st.get(key), (ring.shape[0], *p.shape))
+            views["step"] = self.steps[len(self.views)]
             st.update(views)
-            st["step"] = self.step
             self.views.append(views)
             a = b
 
@@ -94,19 +96,21 @@ class FlatBucket:
 
     def valid(self) -> bool:
         """Whether the optimizer state still holds this bucket's views and step count for every parameter."""
-        step = self.step
         for st, views in zip(self.states, self.views, strict=True):
-            if st.get("step") != step:
-                return False
             for k, v in views.items():
                 if st.get(k) is not v:
                     return False
         return True
 
     @torch.no_grad()
-    def step_(self, grads: Sequence[Tensor], update: UpdateFn, lr: float, chunk_size: int) -> None:
-        """One step of every parameter: ``p += lr * update(...)`` over the flat coordinates, chunk by chunk."""
+    def step_(
+        self, grads: Sequence[Tensor], update: UpdateFn, lr: float, chunk_size: int, maximize: bool = False
+    ) -> None:
+        """One step of every parameter: ``p += lr * update(...)`` over the flat coordinates, chunk by chunk
+        (``maximize``: of the negated gradients)."""
         _foreach_copy_(self.work_views, list(grads))
+        if maximize:
+            self.work.neg_()
         t = self.step + 1
         g = self.work
         n = g.numel()
@@ -123,8 +127,7 @@ class FlatBucket:
                 gc.fill_(float(upd))
         _foreach_add_(self.params, self.work_views, alpha=lr)
         self.step = t
-        for st in self.states:
-            st["step"] = t
+        self.steps.add_(1)
 
 
 class BucketSet:
@@ -133,21 +136,21 @@ class BucketSet:
 
     Args:
         params: the parameters, in the optimizer's order.
-        state: the optimizer's state (``param -> dict``).
+        states: their ``optimizer.state`` dicts, in the same order.
         acc_keys, rings: see :class:`FlatBucket`.
     """
 
     def __init__(
         self,
         params: Sequence[Tensor],
-        state: MutableMapping[Tensor, Any],
+        states: Sequence[MutableMapping[str, Any]],
         acc_keys: Sequence[str],
         rings: Sequence[tuple[str, int, float]],
     ) -> None:
         self.params: list[Tensor] = list(params)
+        self.states: list[MutableMapping[str, Any]] = list(states)
         by_step: dict[int, list[int]] = {}
-        for i, p in enumerate(self.params):
-            st = state[p]
+        for i, st in enumerate(self.states):
             by_step.setdefault(int(st["step"]) if "step" in st else 0, []).append(i)
         self.buckets: list[tuple[FlatBucket, list[int]]] = []
         self.alone: list[int] = []
@@ -156,7 +159,7 @@ class BucketSet:
                 self.alone.extend(idx)
                 continue
             members = [self.params[i] for i in idx]
-            bucket = FlatBucket(members, [state[p] for p in members], acc_keys, rings, step)
+            bucket = FlatBucket(members, [self.states[i] for i in idx], acc_keys, rings, step)
             self.buckets.append((bucket, idx))
 
     def matches(self, params: Sequence[Tensor]) -> bool:
@@ -172,13 +175,15 @@ class BucketSet:
         update: UpdateFn,
         lr: float,
         chunk_size: int,
-        step_alone: Callable[[Tensor, Tensor], None],
+        step_alone: Callable[[Tensor, Tensor, MutableMapping[str, Any]], None],
+        maximize: bool = False,
     ) -> None:
-        """Step every parameter (``grads`` in :attr:`params` order); ``step_alone(p, grad)`` steps the rest."""
+        """Step every parameter (``grads`` in :attr:`params` order); ``step_alone(p, grad, state)`` steps the
+        rest."""
         if len(self.buckets) == 1 and not self.alone:
-            self.buckets[0][0].step_(grads, update, lr, chunk_size)
+            self.buckets[0][0].step_(grads, update, lr, chunk_size, maximize)
             return
         for bucket, idx in self.buckets:
-            bucket.step_([grads[i] for i in idx], update, lr, chunk_size)
+            bucket.step_([grads[i] for i in idx], update, lr, chunk_size, maximize)
         for i in self.alone:
-            step_alone(self.params[i], grads[i])
+            step_alone(self.params[i], grads[i], self.states[i])

@@ -11,9 +11,8 @@ layout and drivers: ``docs/symbolic.md``.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,15 @@ from harness.features import FeatureSpec
 from harness.jsonio import loads_json, read_text
 from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS
 from harness.symbolic.lang.names import EquationParseError
 from harness.symbolic.optim.batched import DEFAULT_BATCH_NUMEL, BucketSet
+from harness.symbolic.optim.dispatch import FunctionalRule, FusedKernels, check_step_inputs, symbolic_step
 from harness.symbolic.optim.step import (
     EquationPlan,
     Evaluator,
+    ProgramCache,
     RingPlan,
     StepProgram,
-    _betas,
-    _fused_step,
-    _plain,
     feature_spec_for,
     program_update,
     symbolic_update,
@@ -52,6 +49,7 @@ __all__ = [
     "init_functional_state",
     "load_equation",
     "program_update",
+    "symbolic_step",
     "symbolic_update",
 ]
 
@@ -82,9 +80,10 @@ class SymbolicOptimizer(torch.optim.Optimizer):
     """``p <- p + lr * equation(features)``: a distilled (or hand-written) rule as a ``torch.optim`` optimizer.
 
     Args:
-        params: parameters or param groups (each group may set its own ``lr``).
+        params: parameters or param groups (each group may set its own ``lr`` and ``maximize``).
         equation: an :class:`Equation`, or a path / JSON of one.
-        lr: multiplier of the equation's update (default 1.0); schedulers act on it.
+        lr: multiplier of the equation's update (default 1.0; a float or a 0-dim tensor); schedulers act on it.
+        maximize: step along the negated gradients (the rule maximises the objective).
         feature_spec: override the feature constants (default: ``equation.provenance["feature_spec"]``).
         chunk_size: elements processed per in-place chunk.
         batch_numel: parameters with at most this many elements are stepped together as one flat tensor
@@ -92,39 +91,74 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         compile: step each parameter above ``batch_numel`` with one ``torch.compile``-d kernel (CPU needs a
             C++ compiler; :attr:`compile_seconds`); if compiling fails it warns once and steps eagerly.
 
-    Speed knobs change results only by float rounding. No ``.grad``: skipped. Weight decay: in the equation.
+    ``defaults["betas"]`` is the rule's ``(beta1, beta2)`` (its features' EMA rates), there for the schedulers
+    that cycle momentum (``OneCycleLR``, ``CyclicLR``): the rates are part of the distilled rule, so a cycled
+    ``betas`` does not change the update (a warning says so once; ``cycle_momentum=False`` avoids it). The
+    step count ``state["step"]`` is a 0-dim float32 tensor, as torch's own optimizers keep it. Complex
+    parameters are stepped as their ``torch.view_as_real`` twin (state in that real layout). Speed knobs change
+    results only by float rounding. No ``.grad``: skipped. Weight decay: in the equation. Steps go through
+    :func:`~harness.symbolic.optim.dispatch.symbolic_step`; a step inside ``torch.compile`` is traced whole.
     """
 
     def __init__(
         self,
         params: Iterable[Any],
         equation: Equation | str | Path | Mapping[str, Any],
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         *,
+        maximize: bool = False,
         feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
         chunk_size: int = DEFAULT_CHUNK,
         batch_numel: int = DEFAULT_BATCH_NUMEL,
         compile: bool = False,  # noqa: A002 -- torch's own word for it
     ) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        if isinstance(lr, Tensor):
+            if lr.numel() != 1 or not lr.dtype.is_floating_point:
+                raise ValueError("a tensor lr must be a floating-point tensor of one element")
+            bad = not (math.isfinite(float(lr)) and float(lr) >= 0)
+        else:
+            bad = not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0)
+        if bad:
             raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if int(batch_numel) < 0:
             raise ValueError(f"batch_numel must be >= 0, got {batch_numel}")
-        super().__init__(params, {"lr": float(lr)})
-        self.equation = load_equation(equation)
-        self.plan = EquationPlan.from_equation(self.equation, feature_spec)
+        eq = load_equation(equation)
+        plan = EquationPlan.from_equation(eq, feature_spec)
+        spec = plan.spec if plan.spec is not None else FeatureSpec(())
+        self.betas: tuple[float, float] = (float(spec.beta1), float(spec.beta2))
+        lr_value = lr if isinstance(lr, Tensor) else float(lr)
+        super().__init__(params, {"lr": lr_value, "betas": self.betas, "maximize": bool(maximize)})
+        self.equation = eq
+        self.feature_spec = feature_spec
+        self.plan = plan
         self.chunk_size = int(chunk_size)
         self.batch_numel = int(batch_numel)
         self.compile = bool(compile)
-        #: seconds spent in steps that compiled a kernel (``compile=True``; compilation and that first run)
-        self.compile_seconds = 0.0
+        self._setup()
+
+    def _setup(self) -> None:
+        """The caches a step builds and reads (never pickled: rebuilt from the equation)."""
+        self.programs = ProgramCache(self.equation, self.plan)
+        self.kernels = FusedKernels(self.programs)
         #: (param group index, device, dtype) -> flat buckets of that group's small parameters
         self._buckets: dict[tuple[int, torch.device, torch.dtype], BucketSet] = {}
-        self._programs: dict[torch.dtype, StepProgram] = {}
-        #: (device, dtype) -> the compiled step (its program's evaluators use FUSED_TORCH_OPS for float32)
-        self._compiled: dict[tuple[torch.device, torch.dtype], Callable[..., Any]] = {}
+        self._warned_betas = False
+        self.register_load_state_dict_post_hook(SymbolicOptimizer._after_load, prepend=True)
+
+    def _program(self, dtype: torch.dtype) -> StepProgram:
+        """The eager step's program for parameters of this dtype (built once)."""
+        return self.programs.eager(dtype)
+
+    @property
+    def _programs(self) -> dict[torch.dtype, StepProgram]:
+        return self.programs.programs
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent in steps that compiled a kernel (``compile=True``; compilation and that first run)."""
+        return self.kernels.seconds
 
     @classmethod
     def from_file(
@@ -134,149 +168,116 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         lr = float(lr_mult) * float(kwargs.pop("lr", 1.0))
         return cls(params, load_equation(Path(path)), lr=lr, **kwargs)
 
-    # -- internals ---------------------------------------------------------------------------------
-    def _program(self, dtype: torch.dtype) -> StepProgram:
-        """The stateful step's program for parameters of this dtype (built once; constants in this dtype)."""
-        prog = self._programs.get(dtype)
-        if prog is None:
-            prog = self._programs[dtype] = StepProgram.build(self.equation, self.plan, dtype)
-        return prog
+    # -- pickling (deepcopy, pickle, torch.save of the whole optimizer) --------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(
+            equation=self.equation,
+            feature_spec=self.feature_spec,
+            plan=self.plan,
+            betas=self.betas,
+            chunk_size=self.chunk_size,
+            batch_numel=self.batch_numel,
+            compile=self.compile,
+        )
+        return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._setup()
+
+    # -- internals ---------------------------------------------------------------------------------
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        state["step"] = 0
+        """Fresh state of a (real) parameter: step 0, zero accumulators, rings holding ``h(0)``."""
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         for key in self.plan.accumulators:
             state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-        for r in self._program(p.dtype).rings:
+        for r in self.programs.eager(p.dtype).rings:
             state[r.key] = torch.full((r.slots, *p.shape), r.fill, dtype=p.dtype, device=p.device)
 
+    def _init_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], compiling: bool = False
+    ) -> None:
+        """Collect the group's parameters with a gradient and give each new one its state (and its dtype's
+        programs: sympy work). Inside ``torch.compile`` dynamo runs this method eagerly (as for torch's own
+        optimizers), so the traced step finds everything built; ``compiling`` is then True: the traced
+        step's programs are built too and flat buckets are dissolved (each parameter's state its own
+        tensors)."""
+        states = self.state
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            params.append(p)
+            grads.append(grad)
+            state = states[p]
+            if state and not compiling:
+                continue
+            real = torch.view_as_real(p) if p.is_complex() else p
+            if not state:
+                self._init_state(real, state)
+            if compiling:
+                self.programs.core(real.dtype)
+                for k, v in list(state.items()):
+                    if isinstance(v, Tensor) and v._base is not None:  # a flat bucket's view
+                        state[k] = v.clone()
+        if compiling:
+            self._buckets.clear()
+        if not self._warned_betas and tuple(group.get("betas", self.betas)) != self.betas:
+            self._warned_betas = True
+            warnings.warn(
+                f"SymbolicOptimizer: param group betas set to {tuple(group['betas'])}; a rule's feature rates "
+                f"{self.betas} are part of the rule and stay as they are (a scheduler cycling momentum changes "
+                "nothing; pass cycle_momentum=False to OneCycleLR / CyclicLR)",
+                UserWarning,
+                stacklevel=4,
+            )
+
     def state_bytes(self) -> int:
-        """Bytes of all state tensors (accumulators and rings)."""
+        """Bytes of all state tensors (accumulators and rings; the 0-dim step counts left out)."""
         return sum(
             v.numel() * v.element_size()
             for s in self.state.values()
-            for v in s.values()
-            if isinstance(v, Tensor)
+            if isinstance(s, Mapping)
+            for k, v in s.items()
+            if isinstance(v, Tensor) and k != "step"
         )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss if given.
+
+        Everything the step refuses (sparse gradients, unsupported dtypes) is checked for every group before
+        any parameter or state changes."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        limit = self.batch_numel
+        for group in self.param_groups:
+            check_step_inputs(group["params"])
+        compiling = torch.compiler.is_compiling()
         for gi, group in enumerate(self.param_groups):
-            lr = float(group["lr"])
-            small: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                if grad.is_sparse:
-                    raise RuntimeError("SymbolicOptimizer does not support sparse gradients")
-                if p.numel() <= limit:
-                    ps, gs = small.setdefault((p.device, p.dtype), ([], []))
-                    ps.append(p)
-                    gs.append(grad)
-                else:
-                    self._step_param(p, grad, lr, self.compile)
-            for (device, dtype), (ps, gs) in small.items():
-                self._step_small(gi, device, dtype, ps, gs, lr)
-        return loss
-
-    def _step_small(
-        self, gi: int, device: torch.device, dtype: torch.dtype, ps: list[Tensor], gs: list[Tensor], lr: float
-    ) -> None:
-        """Step small parameters of one group, device and dtype as flat buckets (:mod:`harness.symbolic.optim.batched`)."""
-        key = (gi, device, dtype)
-        program = self._program(dtype)
-        buckets = self._buckets.get(key)
-        if buckets is None or not buckets.matches(ps):
-            rings = [(r.key, r.slots, r.fill) for r in program.rings]
-            buckets = self._buckets[key] = BucketSet(ps, self.state, list(self.plan.accumulators), rings)
-
-        def update(g: Tensor, acc: Mapping[str, Tensor], hist: Mapping[str, Tensor], t: int) -> Any:
-            return program_update(program, g, acc, hist, t)
-
-        buckets.step_(gs, update, lr, self.chunk_size, lambda p, g: self._step_param(p, g, lr, False))
-
-    def _step_param(self, p: Tensor, grad: Tensor, lr: float, compiled: bool) -> None:
-        program = self._program(p.dtype)
-        state = self.state[p]
-        if not state:
-            self._init_state(p, state)
-        t = int(state["step"]) + 1
-        g = grad.detach().to(p.dtype).contiguous().view(-1)
-        n = g.numel()
-        direct = p.is_contiguous()
-        out = p.view(-1) if direct else torch.zeros(n, dtype=p.dtype, device=p.device)
-        accs = {k: state[k].view(-1) for k in self.plan.accumulators}
-        rings = {r.key: state[r.key].view(r.slots, -1) for r in program.rings}
-        if not (compiled and self._run_compiled(program, out, g, accs, rings, t, lr)):
-            cs = self.chunk_size
-            for a in range(0, n, cs):
-                b = min(a + cs, n)
-                acc = {k: v[a:b] for k, v in accs.items()}
-                hist = {k: r[:, a:b] for k, r in rings.items()}
-                upd = program_update(program, g[a:b], acc, hist, t)
-                out[a:b].add_(upd, alpha=lr)
-        state["step"] = t
-        if not direct:
-            p.add_(out.view(p.shape))
-
-    def _run_compiled(
-        self,
-        program: StepProgram,
-        out: Tensor,
-        g: Tensor,
-        accs: dict[str, Tensor],
-        rings: dict[str, Tensor],
-        t: int,
-        lr: float,
-    ) -> bool:
-        """One parameter's step through the compiled kernel; False (nothing done) when compiling failed."""
-        key = (out.device, out.dtype)
-        fn = self._compiled.get(key)
-        if fn is None:
-            ops = FUSED_TORCH_OPS if out.dtype == torch.float32 else TORCH_OPS
-            fused = _fused_step(StepProgram.build(self.equation, self.plan, out.dtype, ops))
-            # a parallel loop whatever the first size seen (the thread count is not baked in)
-            fn = torch.compile(fused, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})
-            self._compiled[key] = fn
-        powers = torch.tensor([b**t for b in _betas(self.plan)], dtype=torch.float64).to(out.device)
-        lr_ = torch.tensor(lr, dtype=torch.float64).to(out.device)
-        # plain tensors on the same memory (:func:`_plain`): no graph per parameter rank or ring row
-        reads = {
-            name: _plain(rings[r.key][(t - 1 - k) % r.slots])
-            for r in program.rings
-            for k, name in r.reads
-            if k < r.slots
-        }
-        rw = [_plain(rings[r.key][(t - 1) % r.slots]) for r in program.rings]
-        accs = {k: _plain(v) for k, v in accs.items()}
-        counters = torch._dynamo.utils.counters["stats"]  # pyright: ignore[reportAttributeAccessIssue]
-        graphs = counters["unique_graphs"]
-        t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                # eta's parameters come through a functools.lru_cache (a constant tensor): dynamo traces
-                # through it and says so; the traced values are the same constants
-                warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-                fn(_plain(out), _plain(g), accs, reads, rw, powers, lr_)
-        except Exception as exc:  # noqa: BLE001 -- any compiler failure: step eagerly from now on
-            warnings.warn(
-                f"SymbolicOptimizer(compile=True): compiling the step failed ({type(exc).__name__}: "
-                f"{str(exc)[:300]}); stepping without compilation",
-                RuntimeWarning,
-                stacklevel=4,
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            self._init_group(group, params, grads, compiling)
+            if not params:
+                continue
+            symbolic_step(
+                params,
+                grads,
+                [self.state[p] for p in params],
+                self.programs,
+                lr=group["lr"],
+                maximize=bool(group.get("maximize", False)),
+                chunk_size=self.chunk_size,
+                batch_numel=self.batch_numel,
+                buckets=self._buckets,
+                group=gi,
+                kernels=self.kernels if self.compile else None,
             )
-            self.compile = False
-            return False
-        finally:
-            if counters["unique_graphs"] != graphs:
-                self.compile_seconds += time.perf_counter() - t0
-        return True
+        if self.compile and not self.kernels.enabled:
+            self.compile = False  # compiling failed (warned): eager from now on
+        return loss
 
     # -- (de)serialisation ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -286,20 +287,30 @@ class SymbolicOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict`; refuses state saved for a different equation. A ring saved as the
-        feature's own values (``hist_<feature>``) where this version keeps ``h(feature)`` is converted."""
+        """Resume from :meth:`state_dict`; refuses state saved for a different equation. A ``step`` saved as a
+        number becomes a tensor; a ring saved as the feature's own values (``hist_<feature>``) where this
+        version keeps ``h(feature)`` is converted."""
         sd = dict(state_dict)
         text = sd.pop("equation", None)
         if text is not None and text != self.equation.text:
             raise ValueError(f"optimizer state was saved for equation {text!r}, not {self.equation.text!r}")
         super().load_state_dict(sd)
-        self._buckets.clear()
-        for p, s in self.state.items():
+
+    @staticmethod
+    def _after_load(opt: torch.optim.Optimizer) -> None:
+        """The first load-state-dict post hook: own step tensors, old ring layouts converted; values that are
+        not a parameter's state dict (another hook's) are left alone."""
+        assert isinstance(opt, SymbolicOptimizer)
+        opt._buckets.clear()
+        for p, s in opt.state.items():
+            if not isinstance(s, dict):
+                continue
             if "step" in s:
-                s["step"] = int(s["step"])
+                s["step"] = torch.tensor(float(s["step"]), dtype=torch.float32)
             if not isinstance(p, Tensor):
                 continue
-            for r in self._program(p.dtype).rings:
+            dtype = torch.view_as_real(p).dtype if p.is_complex() else p.dtype
+            for r in opt.programs.eager(dtype).rings:
                 raw = f"hist_{r.feature}"
                 if r.h is not None and r.key not in s and isinstance(s.get(raw), Tensor):
                     old = s.pop(raw)
@@ -352,6 +363,7 @@ def functional_step(
     constants: Sequence[Tensor] | None = None,
     feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
     feature_params: Tensor | None = None,
+    maximize: bool = False,
 ) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """One update without mutation: ``new_p = p + lr * eq(features)`` for every name in ``grads``.
 
@@ -370,18 +382,21 @@ def functional_step(
             return functional_call(equation_module, override, (env,))
 
         run = run_with_constants
+    names = [name for name, grad in grads.items() if grad is not None]
+    ps = [params[name] for name in names]
+    states: list[MutableMapping[str, Any]] = [dict(state[name]) for name in names]
+    symbolic_step(
+        ps,
+        [grads[name] for name in names],
+        states,
+        None,
+        lr=lr,
+        maximize=maximize,
+        functional=FunctionalRule(plan, run, feature_params),
+    )
     new_params: dict[str, Tensor] = dict(params)
     new_state: dict[str, dict[str, Tensor]] = {k: dict(v) for k, v in state.items()}
-    for name, grad in grads.items():
-        if grad is None:
-            continue
-        p = params[name]
-        st = state[name]
-        g = grad.detach().reshape(-1).to(p.dtype)
-        t = st["t"] + 1
-        acc = {k: st[k] for k in plan.accumulators}
-        hist = {f: st[f"hist_{f}"] for f, _, _ in plan.rings}
-        upd, acc, hist = symbolic_update(plan, run, g, acc, hist, t, feature_params=feature_params)
-        new_params[name] = p + lr * upd.reshape(p.shape) if upd.dim() else p + lr * upd
-        new_state[name] = {"t": t, **acc, **{f"hist_{f}": h for f, h in hist.items()}}
+    for name, p, st in zip(names, ps, states, strict=True):
+        new_params[name] = p
+        new_state[name] = dict(st)
     return new_params, new_state

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from harness.features import ETA, FeatureSpec, parse_variable
 from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.lowering import InplaceFn, Ops, inplace_closure
+from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS, InplaceFn, Ops, inplace_closure
 from harness.symbolic.optim.eager import EAGER_OPS, LinearForm, into_form, linear_form
 
 
@@ -246,6 +246,35 @@ class StepProgram:
         return list(self.plan.accumulators) + [r.key for r in self.rings]
 
 
+class ProgramCache:
+    """The stateful step's programs of one equation, per parameter dtype, built on first use: the eager
+    :class:`StepProgram` (:data:`EAGER_OPS`) and the :class:`FusedCore` that ``compile=True`` and a traced step
+    run (:data:`FUSED_TORCH_OPS` for float32, else :data:`TORCH_OPS`). Building walks sympy trees, so the
+    optimizer builds what a step needs before the step runs (never inside a region ``torch.compile`` traces).
+    """
+
+    def __init__(self, equation: Equation, plan: EquationPlan) -> None:
+        self.equation = equation
+        self.plan = plan
+        self.programs: dict[torch.dtype, StepProgram] = {}
+        self.cores: dict[torch.dtype, FusedCore] = {}
+
+    def eager(self, dtype: torch.dtype) -> StepProgram:
+        """The eager program for parameters of ``dtype`` (constants in that dtype)."""
+        prog = self.programs.get(dtype)
+        if prog is None:
+            prog = self.programs[dtype] = StepProgram.build(self.equation, self.plan, dtype)
+        return prog
+
+    def core(self, dtype: torch.dtype) -> FusedCore:
+        """The pure-tensor step for parameters of ``dtype`` (``compile=True`` and traced steps)."""
+        core = self.cores.get(dtype)
+        if core is None:
+            ops = FUSED_TORCH_OPS if dtype == torch.float32 else TORCH_OPS
+            core = self.cores[dtype] = FusedCore(StepProgram.build(self.equation, self.plan, dtype, ops))
+        return core
+
+
 def _ring_transform(
     expr: sympy.Basic,
     lagged: Mapping[sympy.Symbol, tuple[int, str]],
@@ -424,36 +453,73 @@ class _Powers:
         return self.powers[beta]
 
 
-def _betas(plan: EquationPlan) -> tuple[float, ...]:
+def bias_betas(plan: EquationPlan) -> tuple[float, ...]:
     """The EMA rates whose bias correction ``1 - beta**t`` the plan's features read."""
     return tuple(sorted({beta for _, beta in plan.accumulators.values()}))
 
 
-def _fused_step(program: StepProgram) -> Callable[..., None]:
-    """The whole stateful step of one parameter as one function for ``torch.compile``:
-    ``fused(out, g, acc, reads, rw, powers, lr)`` adds ``lr * update`` to ``out`` and updates ``acc`` and the
-    rings.
+class FusedCore:
+    """One parameter's step as pure tensor code, nothing written: ``core(g, acc, powers, reads)`` returns
+    ``(update, ring values, new accumulators)``.
 
     The same FeatureSpec arithmetic through :meth:`FeatureSpec.advance`, one single-feature spec per column
-    (so no ``[n, F]`` stack is materialised: the compiled kernel is one loop), and the program's evaluators.
-    ``reads[name]`` is the ring row of each lag read below the ring's slot count, ``rw[i]`` ring ``i``'s row of
-    lag ``slots``: read, then overwritten with this step's value. ``powers`` (float64) holds ``beta**t`` for
-    :func:`_betas` (:class:`_Powers`) and ``lr`` is a 0-dim float64 tensor (Python floats would make a graph per
-    value). A fresh code object per program: dynamo's cache (and its recompile limit) is per code object.
+    (so no ``[n, F]`` stack is materialised: a compiled kernel is one loop), and the program's evaluators.
+    ``powers`` (float64) holds ``beta**t`` for :func:`bias_betas` (:class:`_Powers`); ``reads[name]`` is the
+    ring row of every lagged read (lag ``slots`` included: the row this step overwrites). Built once per
+    program, outside any traced region (:func:`fused_step`, :func:`traced_update`).
     """
-    spec = program.plan.spec
-    accs = program.plan.accumulators
-    betas = _betas(program.plan)
-    subs: list[tuple[int, FeatureSpec, tuple[str, ...]]] = []
-    if spec is not None:
-        for j, name in enumerate(spec.names):
-            one = dataclasses.replace(
-                spec, names=(name,), eta_params=spec.eta_params if name == ETA else None
-            )
-            subs.append((j, one, tuple(k for k in one.accumulators() if k in accs)))
-    lag0 = program.lag0
+
+    def __init__(self, program: StepProgram) -> None:
+        spec = program.plan.spec
+        accs = program.plan.accumulators
+        self.program = program
+        self.betas = bias_betas(program.plan)
+        self.subs: list[tuple[int, FeatureSpec, tuple[str, ...]]] = []
+        if spec is not None:
+            for j, name in enumerate(spec.names):
+                one = dataclasses.replace(
+                    spec, names=(name,), eta_params=spec.eta_params if name == ETA else None
+                )
+                self.subs.append((j, one, tuple(k for k in one.accumulators() if k in accs)))
+
+    def __call__(
+        self, g: Tensor, acc: Mapping[str, Tensor], powers: Tensor, reads: Mapping[str, Tensor]
+    ) -> tuple[Tensor, list[Tensor], dict[str, Tensor]]:
+        program = self.program
+        t = _Powers({beta: powers[i] for i, beta in enumerate(self.betas)})
+        cols: dict[int, Tensor] = {}
+        new_acc: dict[str, Tensor] = {}
+        for j, one, keys in self.subs:
+            f, new = one.advance({k: acc[k] for k in keys}, g, t)  # type: ignore[arg-type]
+            cols[j] = f[:, 0]
+            new_acc.update(new)
+        env: dict[str, Tensor] = {var: cols[j] for j, var in program.lag0}
+        vals: list[Tensor] = []
+        for r in program.rings:
+            col = cols[r.column]
+            val = r.h({r.var: col})[0] if r.h is not None else col  # type: ignore[dict-item]
+            if r.sym0 is not None:
+                env[r.sym0] = val
+            vals.append(val)
+        env.update(reads)
+        upd = program.evaluate(env)[0]
+        if not isinstance(upd, Tensor):
+            upd = torch.full_like(g, float(upd))
+        return upd, vals, new_acc
+
+
+def fused_step(program: StepProgram) -> Callable[..., None]:
+    """The whole stateful step of one parameter as one function for ``torch.compile`` (``compile=True``):
+    ``fused(out, g, acc, reads, rw, powers, lr)`` adds ``lr * update`` to ``out`` and updates ``acc`` and the
+    rings (:class:`FusedCore`).
+
+    ``reads[name]`` is the ring row of each lag read below the ring's slot count, ``rw[i]`` ring ``i``'s row of
+    lag ``slots``: read, then overwritten with this step's value; ``lr`` is a 0-dim float64 tensor (Python
+    floats would make a graph per value). A fresh code object per program: dynamo's cache (and its recompile
+    limit) is per code object.
+    """
+    core = FusedCore(program)
     ring_plans = program.rings
-    evaluate = program.evaluate
 
     def fused(
         out: Tensor,
@@ -464,24 +530,10 @@ def _fused_step(program: StepProgram) -> Callable[..., None]:
         powers: Tensor,
         lr: Tensor,
     ) -> None:
-        t = _Powers({beta: powers[i] for i, beta in enumerate(betas)})
-        cols: dict[int, Tensor] = {}
-        new_acc: dict[str, Tensor] = {}
-        for j, one, keys in subs:
-            f, new = one.advance({k: acc[k] for k in keys}, g, t)  # type: ignore[arg-type]
-            cols[j] = f[:, 0]
-            new_acc.update(new)
-        env: dict[str, Tensor] = {var: cols[j] for j, var in lag0}
-        vals: list[Tensor] = []
+        rows = dict(reads)
         for row, r in zip(rw, ring_plans, strict=True):
-            col = cols[r.column]
-            val = r.h({r.var: col})[0] if r.h is not None else col  # type: ignore[dict-item]
-            if r.sym0 is not None:
-                env[r.sym0] = val
-            env[r.reads[-1][1]] = row  # the largest lag, ``slots``: the row about to be overwritten
-            vals.append(val)
-        env.update(reads)
-        upd = evaluate(env)[0]
+            rows[r.reads[-1][1]] = row  # the largest lag, ``slots``: the row about to be overwritten
+        upd, vals, new_acc = core(g, acc, powers, rows)
         for row, val in zip(rw, vals, strict=True):
             row.copy_(val)
         for k, v in new_acc.items():
@@ -492,7 +544,40 @@ def _fused_step(program: StepProgram) -> Callable[..., None]:
     return types.FunctionType(code, fused.__globals__, "fused_symbolic_step", None, fused.__closure__)
 
 
-def _plain(x: Tensor) -> Tensor:
+def traced_update(
+    core: FusedCore,
+    param: Tensor,
+    grad: Tensor,
+    state: Mapping[str, Tensor],
+    lr: float | Tensor,
+) -> None:
+    """One parameter's step with every step-dependent value a tensor, for a step traced by ``torch.compile``:
+    ``state["step"]`` (a 0-dim tensor, already counting ``grad``) gives the bias corrections (``beta**t`` as
+    tensors) and the ring rows (``index_select`` / ``index_copy_`` at ``(t - 1 - k) % slots``), so nothing is
+    guarded on the step count. The same arithmetic and state layout as :func:`program_update`."""
+    program = core.program
+    step = state["step"].to(torch.float64)
+    g = grad.reshape(-1).to(param.dtype)
+    acc = {k: state[k].view(-1) for k in program.plan.accumulators}
+    base = torch.tensor(core.betas, dtype=torch.float64, device=step.device) if core.betas else None
+    powers = torch.pow(base, step) if base is not None else step.reshape(1)
+    reads: dict[str, Tensor] = {}
+    writes: list[tuple[Tensor, Tensor]] = []
+    for r in program.rings:
+        ring = state[r.key].view(r.slots, -1)
+        for k, name in r.reads:
+            idx = torch.remainder(step - 1 - k, r.slots).to(torch.long).reshape(1)
+            reads[name] = ring.index_select(0, idx)[0]
+        writes.append((ring, torch.remainder(step - 1, r.slots).to(torch.long).reshape(1)))
+    upd, vals, new_acc = core(g, acc, powers.to(param.device), reads)
+    for (ring, idx), val in zip(writes, vals, strict=True):
+        ring.index_copy_(0, idx, val.reshape(1, -1).to(ring.dtype))
+    for k, v in new_acc.items():
+        acc[k].copy_(v)
+    param.add_((upd * lr).reshape(param.shape).to(param.dtype))
+
+
+def plain_view(x: Tensor) -> Tensor:
     """``x``'s memory as a tensor of its own (storage offset 0, no view base), through DLPack: what the compiled
     step is given, so dynamo guards neither on view bases nor on storage offsets (which change with the ring
     row) and one graph serves every parameter and step."""

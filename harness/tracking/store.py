@@ -76,9 +76,45 @@ def init_tracking(uri: str, spool_dir: str | Path | None = None) -> MlflowClient
     # creating and migrating a new store is serialized: two suites started at once on a fresh store
     # would otherwise race in MLflow's schema migration ("duplicate column name")
     with _file_lock(db.with_name(db.name + ".lock")):
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)  # runs the schema migrations once, here
+        fresh = not db.exists() or db.stat().st_size == 0
+        try:
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)  # runs the schema migrations once, here
+        except Exception as err:  # noqa: BLE001 - sqlite, SQLAlchemy and MLflow each wrap the cause
+            why = _sqlite_failure(err)
+            if why is None:
+                raise
+            if fresh:  # a store half-created on a full disk would be refused as foreign next time
+                db.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot {'create' if fresh else 'open'} the MLflow store {db}: {why}"
+                + ("; free space on its disk or pass --tracking-uri" if "full" in why else "")
+                + ("; nothing was left behind" if fresh else "")
+            ) from None
     return cast(MlflowClient, ResilientClient(uri, client))
+
+
+def _sqlite_failure(err: BaseException) -> str | None:
+    """The SQLite message at the root of ``err`` (``database or disk is full``, ``disk I/O error``, ...), or
+    None when SQLite is not what failed."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.Error):
+            return str(cur).splitlines()[0][:200]
+        orig = getattr(cur, "orig", None)  # SQLAlchemy's DBAPIError keeps the driver's error here
+        cur = orig if isinstance(orig, BaseException) else (cur.__cause__ or cur.__context__)
+    text = str(err)
+    for known in (
+        "database or disk is full",
+        "disk I/O error",
+        "unable to open database file",
+        "readonly database",
+    ):
+        if known in text:
+            return known
+    return None
 
 
 @contextlib.contextmanager

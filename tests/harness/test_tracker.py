@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness import tracking
 from harness.stages.outputs import TAG
 
@@ -139,3 +141,31 @@ def test_the_sr_dataset_is_an_input_of_the_collect_run_and_of_each_distill_run(
     assert profile == {"n_train": len(ds.y_train), "n_val": len(ds.y_val), "n_inputs": len(ds.names)}
     columns = [c["name"] for c in json.loads(got.schema)["mlflow_colspec"]]
     assert columns == [*ds.names, "update"]
+
+
+def test_a_full_disk_while_creating_the_store_is_one_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own error, as SQLAlchemy and MLflow wrap it when the disk fills during the schema migration
+    (reproduced by hand on a 300 KB tmpfs: the same message); the half-created file is removed."""
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.tracking import MlflowClient
+
+    from harness.tracking.store import StoreError, init_tracking
+
+    def full(self: MlflowClient, *args: object, **kwargs: object) -> None:
+        (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00 half written")
+        raise sqlalchemy.exc.OperationalError(
+            "CREATE INDEX ...", {}, sqlite3.OperationalError("database or disk is full")
+        )
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", full)
+    with pytest.raises(
+        StoreError,
+        match=r"cannot create the MLflow store .*mlflow.db: database or disk is full; "
+        r"free space on its disk or pass --tracking-uri; nothing was left behind",
+    ):
+        init_tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    assert not (tmp_path / "mlflow.db").exists()

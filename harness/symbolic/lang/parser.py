@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import sympy
 
@@ -225,7 +226,7 @@ class _Builder:
             # unevaluated: sympy's automatic evaluation of a function asks assumptions of its whole argument
             # (is it finite? real? zero?), which is superlinear in the argument's size; the text says what
             # the user wrote, and printing and lowering do not need sympy to rewrite it
-            return self._check_number(fn.build(*args, evaluate=False))
+            return self._check_number(cast(sympy.Expr, fn.build(*args, evaluate=False)))
         return self._check_number(fn.build(*args))
 
 

@@ -221,7 +221,7 @@ def replace_symbols(expr: sympy.Basic, mapping: Mapping[sympy.Symbol, sympy.Basi
         if all(a is b for a, b in zip(args, e.args, strict=True)):
             return e
         if isinstance(e, sympy.Function):
-            return e.func(*args, evaluate=False)
+            return cast(sympy.Basic, e.func(*args, evaluate=False))
         return e.func(*args)
 
     return go(expr)
@@ -267,7 +267,7 @@ def canonicalize(
         if not e.args:
             return e
         if isinstance(e, sympy.Function):  # as the parser builds it: unevaluated (linear, see parser._call)
-            return e.func(*[rebuild(a) for a in e.args], evaluate=False)
+            return cast(sympy.Basic, e.func(*[rebuild(a) for a in e.args], evaluate=False))
         return e.func(*[rebuild(a) for a in e.args])
 
     tmp = rebuild(sympy.sympify(expr) if not isinstance(expr, sympy.Basic) else expr)

@@ -65,13 +65,19 @@ def interrupt_on_sigterm() -> None:
 def quiet_tune_output() -> None:
     """Our own progress lines replace Tune's tables; results go to JSON/CSV files and MLflow only. After an
     interruption, our one line ("rerun the same command to resume it") replaces Tune's notes: a warning per
-    unfinished trial that it has no result.json yet, and its ``Tuner.restore(...)`` hint."""
+    unfinished trial that it has no result.json yet, and its ``Tuner.restore(...)`` hint. Ray's note that token
+    authentication is on (every local run) is dropped too."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tune_logger = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoRestoreHint) for f in tune_logger.filters):
         tune_logger.addFilter(_NoRestoreHint())
+    # Ray's note that a new local Ray enables token authentication (its default, which the harness keeps) is
+    # printed on every run; its warning that authentication is DISABLED is kept
+    auth_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _NoTokenNote) for f in auth_logger.filters):
+        auth_logger.addFilter(_NoTokenNote())
 
 
 class _NoRestoreHint(logging.Filter):
@@ -79,6 +85,13 @@ class _NoRestoreHint(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tuner.restore(" not in record.getMessage()
+
+
+class _NoTokenNote(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster" note (not the disabled warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
 
 
 def _version_tags() -> dict[str, str]:

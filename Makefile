@@ -4,6 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUITE ?= benchmarks/suites/quickstart.yaml
+# an index to install torch and torchvision from first, e.g. PyTorch's CPU wheels (a fraction of PyPI's CUDA
+# build): make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# the same ranges as pyproject.toml's
+TORCH_REQS := "torch>=2.4,<2.15" "torchvision>=0.19,<0.30"
+# further pip arguments for every install (a mirror, --proxy, ...)
+PIP_ARGS ?=
 
 .PHONY: install quickstart test test-fast lint typecheck perf clean
 
@@ -11,8 +18,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --upgrade pip $(PIP_ARGS)
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet $(TORCH_REQS) --index-url $(TORCH_INDEX) $(PIP_ARGS))
+	$(BIN)/python -m pip install --quiet -e ".[dev]" $(PIP_ARGS)
 	touch $@
 
 install: $(VENV)/.installed

@@ -63,6 +63,10 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+    markdown = "markdown"
+
+
+FORMAT_HELP = "table (for the terminal), csv, json or markdown (every column)."
 
 
 def terminal_safe(text: str) -> str:
@@ -287,7 +291,10 @@ def leaderboard_cmd(
     optimizee: str = typer.Option(
         None, "--optimizee", help="Only this optimizee or task ('mlp · 300 steps'), or a prefix of either."
     ),
-    fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    fmt: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
+    wide: bool = typer.Option(
+        False, "--wide", help="One table per task with every column, wider than the terminal if need be."
+    ),
     across: bool = typer.Option(
         False,
         "--across",
@@ -302,7 +309,7 @@ def leaderboard_cmd(
         if across:
             _print_across(uri, suite, optimizee, fmt, client)
         else:
-            _print_leaderboard(uri, suite, optimizee, fmt, client)
+            _print_leaderboard(uri, suite, optimizee, fmt, client, wide=wide)
 
 
 @app.command("report")
@@ -351,6 +358,9 @@ def _print_across(
     if fmt is Format.csv:
         sys.stdout.write(pd.DataFrame(summary).to_csv(index=False))
         return
+    if fmt is Format.markdown:
+        sys.stdout.write(pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g") + "\n")
+        return
     table = Table(
         title=f"across {len(per_task)} task(s) (optimizee · horizon): speedup over tuned Adam, targets, "
         "profile rho(tau)"
@@ -387,7 +397,12 @@ def _read_only_store(tracking_uri: str | None, workdir: Path) -> Any:
 
 
 def _print_leaderboard(
-    uri: str, suite: str | None, optimizee: str | None, fmt: Format, client: MlflowClient | None = None
+    uri: str,
+    suite: str | None,
+    optimizee: str | None,
+    fmt: Format,
+    client: MlflowClient | None = None,
+    wide: bool = False,
 ) -> None:
     from harness import tracking
     from harness.report import leaderboard as report
@@ -409,16 +424,19 @@ def _print_leaderboard(
         sys.stdout.write(report.to_json(rows) + "\n")
     elif fmt is Format.csv:
         sys.stdout.write(report.to_csv(rows))
+    elif fmt is Format.markdown:
+        sys.stdout.write(report.to_markdown(rows))
     else:
-        for t in report.to_rich_tables(rows, width=console.width):
-            console.print(t)
+        for t in report.to_rich_tables(rows, width=console.width, wide=wide):
+            # --wide: lines as long as the table needs (the terminal wraps them), never squeezed
+            console.print(t, width=10_000 if wide else None, soft_wrap=wide)
 
 
 @app.command("distill-summary")
 @_guarded
 def distill_summary_cmd(
     suite: str = typer.Option(None, "--suite", help="Only this suite."),
-    fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    fmt: Format = typer.Option(Format.table, "--format", help=FORMAT_HELP),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
 ) -> None:
@@ -439,6 +457,9 @@ def distill_summary_cmd(
     frame = pd.DataFrame(rows)
     if fmt is Format.csv:
         sys.stdout.write(frame.to_csv(index=False))
+        return
+    if fmt is Format.markdown:
+        sys.stdout.write(frame.to_markdown(index=False, floatfmt=".3g") + "\n")
         return
     cols = ["suite", "stage", "source", "r2_val", "tpf", "mc", "complexity", "complexity_scaled"]
     cols += ["front_size", "input_dependent_fraction", "learned", "equation"]

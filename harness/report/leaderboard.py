@@ -263,14 +263,48 @@ def _mean_cell(r: dict[str, Any]) -> str:
     )
 
 
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """Per task, a ``###`` heading and one Markdown table with every column of the terminal's two tables
+    (rank, optimizer, mean ± std, seeds, Δ [95% CI], verdict, then the costs and other metrics): for a
+    paper, an issue or a notebook."""
+    out = []
+    for (suite, optimizee, horizon), rs in _by_task(rows).items():
+        metric, mode = rs[0]["metric"], rs[0]["mode"]
+        extras = [m for m in EXTRA_METRICS if m != metric and any(m in r for r in rs)]
+        better = "lower" if mode == "min" else "higher"
+        out.append(
+            f"### {suite} / {task_label(optimizee, horizon)}\n\n{metric}, {better} is better; "
+            f"Δ: paired difference to {rs[0].get('reference', '')} over seeds\n"
+        )
+        frame = pd.DataFrame(
+            [
+                {
+                    "#": r["rank"],
+                    "optimizer": r["optimizer"],
+                    "mean ± std": _mean_cell(r),
+                    "seeds": _n_cell(r),
+                    "Δ [95% CI]": _fmt_diff(r),
+                    "verdict": str(r.get("verdict", "")),
+                    **{_SHORT.get(m, m): _fmt(r.get(m, "")) for m in extras},
+                }
+                for r in rs
+            ]
+        )
+        out.append(
+            frame.to_markdown(index=False, colalign=["right", "left"] + ["right"] * (frame.shape[1] - 2))
+        )
+    return "\n\n".join(out) + "\n"
+
+
 #: the width the ranking's other columns need beside the optimizer's name, before it moves to a legend
 _OTHER_COLUMNS = 56
 
 
-def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None) -> list[Any]:
+def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: bool = False) -> list[Any]:
     """Per task (suite, optimizee, horizon), titled ``suite / mlp · 300 steps``: the ranking, then its costs
     and other metrics. The optimizer's name is never cut: where it does not fit beside the other columns of
-    a ``width``-column terminal, the tables show the rank alone and a legend table names each rank."""
+    a ``width``-column terminal, the tables show the rank alone and a legend table names each rank.
+    ``wide``: one table per task with every column, whatever the width (``sl2o leaderboard --wide``)."""
     from rich.table import Table
 
     tables = []
@@ -280,7 +314,9 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None) -> list
         better = "lower" if mode == "min" else "higher"
         ref = rs[0].get("reference", "")
         task = f"{suite} / {task_label(optimizee, horizon)}"
-        legend = width is not None and max(len(r["optimizer"]) for r in rs) + _OTHER_COLUMNS > width
+        legend = (
+            not wide and width is not None and max(len(r["optimizer"]) for r in rs) + _OTHER_COLUMNS > width
+        )
         if legend:
             key = Table(title=f"{task}: optimizers by rank")
             key.add_column("#", justify="right")
@@ -296,13 +332,21 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None) -> list
         t.add_column("seeds", justify="right")
         t.add_column("Δ [95% CI]", justify="right")
         t.add_column("verdict")
+        for m in extras if wide else []:
+            t.add_column(_SHORT.get(m, m), justify="right")
         for r in rs:
             name = [] if legend else [r["optimizer"]]
             t.add_row(
-                str(r["rank"]), *name, _mean_cell(r), _n_cell(r), _fmt_diff(r), str(r.get("verdict", ""))
+                str(r["rank"]),
+                *name,
+                _mean_cell(r),
+                _n_cell(r),
+                _fmt_diff(r),
+                str(r.get("verdict", "")),
+                *[_fmt(r.get(m, "")) for m in extras if wide],
             )
         tables.append(t)
-        if extras:
+        if extras and not wide:
             c = Table(title=f"{task}: costs and other metrics (seed means)")
             c.add_column("#", justify="right")
             if not legend:

@@ -177,3 +177,27 @@ def test_the_terminal_leaderboard_fits_100_columns_and_never_cuts_a_name() -> No
         assert all(len(line) <= width for line in text.splitlines())
         for n in names:
             assert n in text  # whole, on one line
+
+
+def test_markdown_and_wide_keep_every_column_and_every_name() -> None:
+    from rich.console import Console
+
+    from harness.report.leaderboard import to_markdown
+
+    names = ["sgd(cosine,lr=0.001,momentum=0.99,nesterov)", "adam(cosine,lr=0.01)"]
+    recs = [rec(n, s, 0.1 * (i + 1) + 0.01 * s) for i, n in enumerate(names) for s in range(3)]
+    for r in recs:
+        r["metrics"].update(test_acc=0.9, state_bytes_per_param=8.0)
+    rows = aggregate(recs)
+    md = to_markdown(rows).splitlines()
+    header = next(line for line in md if line.startswith("|"))
+    for col in ("#", "optimizer", "mean ± std", "seeds", "Δ [95% CI]", "verdict", "test acc", "state B / param"):
+        assert f" {col} " in header, header
+    assert sum(line.startswith("|") for line in md) == 2 + len(names)  # header, rule, one row per optimizer
+    for n in names:
+        assert any(f" {n} " in line for line in md)
+    (wide,) = to_rich_tables(rows, width=60, wide=True)  # ranking and costs in one table, no legend
+    con = Console(width=10_000, record=True)
+    con.print(wide)
+    text = con.export_text()
+    assert "test acc" in text and "…" not in text and all(n in text for n in names)

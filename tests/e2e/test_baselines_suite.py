@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,14 @@ def test_smoke_suite_and_leaderboard(ray_session, tmp_path: Path) -> None:
         means = [r["mean"] for r in mine if r["mean"] is not None]
         assert means == sorted(means)
 
+    # on a real terminal (tmux) at 80 and 100 columns: every name whole, no line wider than the terminal
+    for width in (80, 100):
+        screen = _leaderboard_in_tmux(uri, width, tmp_path)
+        assert screen.count("baselines-smoke / ") >= 2, screen
+        assert all(len(line) <= width for line in screen.splitlines()), screen  # -J joins wrapped lines
+        for g in grid:
+            assert optimizer_label(g) in screen, (optimizer_label(g), screen)
+
     # the loss curve and final metrics landed in MLflow under suite > stage > trial runs
     client = tracking.init_tracking(uri)
     recs = tracking.leaderboard_records(client, "baselines-smoke")
@@ -60,6 +69,54 @@ def test_smoke_suite_and_leaderboard(ray_session, tmp_path: Path) -> None:
     logs.clear()
     again = run_suite(load_suite(SMOKE), RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=logs.append))
     assert again.stages["baselines"].reused and any("reusing finished stage" in line for line in logs)
+
+
+def _leaderboard_in_tmux(uri: str, width: int, tmp_path: Path) -> str:
+    """``sl2o leaderboard`` on a ``width``-column tmux pane (a real terminal), as the user sees it; the tmux
+    server is this test's own (its own socket), stopped when the output is read."""
+    import shlex
+    import shutil
+    import time
+
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed (test_report.py renders the same tables at 80/100/200 columns)")
+    sock = str(tmp_path / f"tmux-{width}.sock")
+    cmd = shlex.join([sys.executable, "-m", "harness.cli", "leaderboard", "--tracking-uri", uri])
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TMUX")}
+    subprocess.run(
+        [
+            tmux,
+            "-S",
+            sock,
+            "new-session",
+            "-d",
+            "-x",
+            str(width),
+            "-y",
+            "50",
+            f"{cmd}; echo __done__; sleep 60",
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                [tmux, "-S", sock, "capture-pane", "-p", "-J", "-S", "-", "-t", "0"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            if "__done__" in screen:
+                return screen.split("__done__")[0]
+            time.sleep(0.5)
+        raise AssertionError(f"sl2o leaderboard did not finish in tmux within 60 s:\n{screen}")
+    finally:
+        subprocess.run([tmux, "-S", sock, "kill-server"], check=False)
 
 
 def test_diverging_config_is_recorded_and_ranked_last(ray_session, tmp_path: Path) -> None:

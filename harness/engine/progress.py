@@ -26,7 +26,11 @@ def _eta(elapsed: float, done: float, total: float) -> str:
 
 
 class Progress(tune.Callback):
-    """``[stage] done/total trials, errors, elapsed, ETA`` per finished trial; a live table on a terminal."""
+    """``[stage] done/total trials, errors, elapsed, ETA`` per finished trial; a live table on a terminal.
+
+    ``total`` counts every trial of the stage and ``already`` those an earlier, interrupted run finished, so a
+    resumed stage counts on from where it stopped; elapsed time and the ETA are this run's (its own pace).
+    """
 
     def __init__(
         self,
@@ -35,8 +39,10 @@ class Progress(tune.Callback):
         log: Callable[[str], None],
         label: Callable[[dict[str, Any]], str] | None = None,
         live: bool = False,
+        already: int = 0,
     ) -> None:
         self.stage, self.total, self.log, self.label, self.live = stage, total, log, label, live
+        self.already = already
         self.done = self.errors = 0
         self.start = time.time()
         self.running: dict[str, dict[str, Any]] = {}
@@ -49,11 +55,25 @@ class Progress(tune.Callback):
         state["live"] = False
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored with Tune's experiment state (a resumed stage): what it counted counts as done before
+        this run, whose clock starts now."""
+        self.__dict__.update(state)
+        self.already = state.get("already", 0) + state.get("done", 0) + state.get("errors", 0)
+        self.done = self.errors = 0
+        self.start = time.time()
+        self.running = {}
+
+    def _counts(self) -> tuple[int, str]:
+        """Trials done in all (earlier runs' included) and the ETA from this run's pace."""
+        el = time.time() - self.start
+        mine = self.done + self.errors
+        return self.already + mine, _eta(el, mine, self.total - self.already)
+
     # -- lines ----------------------------------------------------------------------------------------
     def _line(self, what: str) -> None:
         el = time.time() - self.start
-        n = self.done + self.errors
-        eta = _eta(el, n, self.total)
+        n, eta = self._counts()
         msg = (
             f"[{self.stage}] {n}/{self.total} trials done"
             f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed"
@@ -75,9 +95,9 @@ class Progress(tune.Callback):
         from rich.table import Table
 
         el = time.time() - self.start
-        n = self.done + self.errors
+        n, eta = self._counts()
         table = Table(
-            title=f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {_eta(el, n, self.total)}",
+            title=f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {eta}",
             title_justify="left",
             show_edge=False,
         )

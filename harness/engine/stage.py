@@ -68,7 +68,11 @@ class Experiment:
 
 
 def plan_stage(
-    suite: Suite, stage: Any, inputs: dict[str, StageOutcome], ctx: SuiteContext, max_trials: int | None = None
+    suite: Suite,
+    stage: Any,
+    inputs: dict[str, StageOutcome],
+    ctx: SuiteContext,
+    max_trials: int | None = None,
 ) -> StagePlan:
     """The kind's trials for ``stage`` and the stage key; an input problem, or more trials than
     ``max_trials`` (default :data:`~harness.config.suite.MAX_STAGE_TRIALS`), is one :class:`StageInputError`."""
@@ -217,12 +221,21 @@ def run_trials(
             TrialParams(kind),
         )
         max_failures = stage.max_failures if stage.max_failures is not None else suite.max_failures
+        # trials an interrupted run finished (MLflow has their records) count as done: the lines count on
+        already = 0 if search is not None else len(plan.trials) - len(exp.trials)
         if cluster.client_mode():  # Ray Client: Tune runs fit (and its callbacks) on the head node
             progress = ClientProgress(
-                stage.name, n_trials, opts.log, TrialLabel(kind), sink=cluster.ClientLog()
+                stage.name,
+                n_trials + already,
+                opts.log,
+                TrialLabel(kind),
+                already=already,
+                sink=cluster.ClientLog(),
             )
         else:
-            progress = Progress(stage.name, n_trials, opts.log, TrialLabel(kind), live=opts.live)
+            progress = Progress(
+                stage.name, n_trials + already, opts.log, TrialLabel(kind), live=opts.live, already=already
+            )
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,

@@ -1,0 +1,31 @@
+"""Progress lines count a resumed stage's trials on from where it stopped, at this run's pace."""
+
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+
+from harness.engine.progress import Progress
+
+
+def _trial(i: int) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=f"t{i}", config={"trial": i})
+
+
+def test_a_resumed_stage_counts_on_and_its_eta_uses_this_runs_pace() -> None:
+    lines: list[str] = []
+    p = Progress("eval", 10, lines.append, label=lambda c: f"trial {c['trial']}", already=3)
+    p.start -= 20  # this run's first trial took 20 s
+    p.on_trial_complete(0, [], _trial(4))
+    assert lines[-1].startswith("[eval] 4/10 trials done, 20s elapsed, ETA 2.0min (trial 4)"), lines
+
+    # Tune pickles its callbacks with the experiment state and unpickles them when it restores the stage
+    lines.clear()
+    again: Progress = pickle.loads(pickle.dumps(p))
+    again.log = lines.append
+    assert (again.already, again.done, again.errors) == (4, 0, 0)
+    again.start -= 6
+    again.on_trial_error(0, [], _trial(5))
+    assert lines[-1].startswith(
+        "[eval] 5/10 trials done, 1 errored, 6s elapsed, ETA 30s (trial 5 errored)"
+    ), lines

@@ -12,9 +12,13 @@ def _trial(i: int) -> SimpleNamespace:
     return SimpleNamespace(trial_id=f"t{i}", config={"trial": i})
 
 
+def _label(config: dict) -> str:
+    return f"trial {config['trial']}"
+
+
 def test_a_resumed_stage_counts_on_and_its_eta_uses_this_runs_pace() -> None:
     lines: list[str] = []
-    p = Progress("eval", 10, lines.append, label=lambda c: f"trial {c['trial']}", already=3)
+    p = Progress("eval", 10, lines.append, label=_label, already=3)
     p.start -= 20  # this run's first trial took 20 s
     p.on_trial_complete(0, [], _trial(4))
     assert lines[-1].startswith("[eval] 4/10 trials done, 20s elapsed, ETA 2.0min (trial 4)"), lines

@@ -50,6 +50,16 @@ def mean_ci(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return steps, mean, mean - half, mean + half
 
 
+def finite_parts(curves: Sequence[Curve]) -> tuple[list[Curve], bool]:
+    """Each seed's curve up to its first non-finite value, and whether any seed diverged (had one)."""
+    out, diverged = [], False
+    for c in curves:
+        cut = next((k for k, (_, v) in enumerate(c) if not math.isfinite(v)), len(c))
+        diverged |= cut < len(c)
+        out.append(list(c[:cut]))
+    return [c for c in out if c], diverged
+
+
 def _legend_right(ax: Axes, n: int) -> None:
     ax.legend(
         fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if n <= 18 else 2, frameon=False
@@ -120,8 +130,10 @@ def plot_loss_curves(
 ) -> Path:
     """One panel per optimizee (``curves[optimizee][optimizer]`` = per-seed ``[(step, loss), ...]``): each
     optimizer's mean over seeds with its 95% t-interval band. Optimizers in ``highlight`` (learned and
-    symbolic ones) are drawn thick; one legend below the panels; log (or symlog, for losses that go below 0)
-    scale when the losses span decades."""
+    symbolic ones) are drawn thick; one legend below the panels; log (or symlog, for losses that go below 0,
+    with plain tick labels) scale when the losses span decades. An optimizer that diverged is drawn up to where
+    it did, its curve's end marked ``x``; one that diverged before its first logged step is named in the
+    panel's title."""
     tasks = list(curves)
     styles = styles or optimizer_styles([o for t in tasks for o in curves[t]], highlight)
     ncols = min(2, max(1, len(tasks)))
@@ -134,26 +146,48 @@ def plot_loss_curves(
         by_opt = curves[task]
         shown: list[float] = []
         bands: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, Any]] = []
+        ends: list[tuple[float, float, Any]] = []  # where a diverged optimizer's mean curve stops
+        never: list[str] = []  # diverged before its first logged step: nothing to draw but a note
         seeds = 0
+        last_step = max((s for runs in by_opt.values() for c in runs for s, _ in c), default=0)
         for opt in sorted(by_opt, key=lambda o: list(styles).index(o) if o in styles else len(styles)):
-            steps, mean, lo, hi = mean_ci(by_opt[opt])
-            if steps.size == 0:
-                continue
+            runs, diverged = finite_parts(by_opt[opt])
             st = styles.get(opt) or {"color": "k", "linewidth": 1.0, "linestyle": "-"}
+            steps, mean, lo, hi = mean_ci(runs)
+            if steps.size == 0:
+                if diverged:
+                    never.append(opt)
+                    handles.setdefault(
+                        opt, ax.plot([], [], marker="x", linestyle="none", color=st["color"])[0]
+                    )
+                continue
             seeds = max(seeds, len(by_opt[opt]))
             (line,) = ax.plot(steps, mean, label=opt, **st)
             handles.setdefault(opt, line)
-            if len(by_opt[opt]) > 1:
+            if diverged or steps[-1] < last_step:
+                ends.append((float(steps[-1]), float(mean[-1]), st["color"]))
+            if len(runs) > 1:
                 bands.append((opt, steps, lo, hi, st["color"]))
             shown.extend(mean[np.isfinite(mean)].tolist())
         scale = auto_yscale(ax, shown)
+        if scale == "symlog":  # plain numbers (-1, 0, 1, 10, 100), not 10^x with a sign
+            from matplotlib.ticker import FuncFormatter
+
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         if shown:  # keep a diverging optimizer's blow-up (or a wide band) from flattening everything else
             lo_q, hi_q = np.percentile(shown, [0.5, 99.0])
             if scale == "linear" and hi_q > lo_q:
                 pad = 0.08 * (hi_q - lo_q)
                 ax.set_ylim(lo_q - pad, hi_q + pad)
         _draw_bands(ax, bands, highlight, scale)
-        ax.set_title(f"{task}\nmean over {seeds} seed(s), 95% CI band", fontsize=9)
+        for x, y, color in ends:  # marked, not dropped
+            ax.plot([x], [y], marker="x", markersize=9, markeredgewidth=2, color=color, linestyle="none")
+        notes = [f"mean over {seeds} seed(s), 95% CI band"]
+        if ends:
+            notes.append(f"x: diverged ({len(ends)})")
+        if never:
+            notes.append(f"diverged at once: {', '.join(never)}")
+        ax.set_title(f"{task}\n" + "; ".join(notes), fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel + {"log": " (log scale)", "symlog": " (symlog: linear near 0)"}.get(scale, ""))
         ax.grid(True, alpha=0.3)

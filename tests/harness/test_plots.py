@@ -172,3 +172,24 @@ def test_the_report_has_a_table_and_a_curve_panel_per_optimizee_and_horizon(tmp_
     # each table ranks its own horizon: sgd leads at 300 steps, adam at 1500 steps
     assert page.index("<td>sgd</td>", short) < page.index("<td>adam</td>", short) < long
     assert page.index("<td>adam</td>", long) < page.index("<td>sgd</td>", long)
+
+
+def test_diverged_optimizers_are_marked_not_dropped(tmp_path: Path) -> None:
+    from harness.report.plots import finite_parts
+
+    ok = [[(s, 1.0 / (s + 1)) for s in range(0, 50, 5)] for _ in range(2)]
+    blew = [[(0, 1.0), (5, 3.0), (10, math.inf)], [(0, 1.0), (5, 2.0), (10, 50.0), (15, math.nan)]]
+    runs, diverged = finite_parts(blew)
+    assert diverged and runs == [[(0, 1.0), (5, 3.0)], [(0, 1.0), (5, 2.0), (10, 50.0)]]
+    assert finite_parts(ok) == (ok, False)
+    assert finite_parts([[(0, math.inf)]]) == ([], True)  # diverged before its first point: named in the title
+    curves = {"p1": {"adam": ok, "sgd(lr=10)": blew, "sgd(lr=100)": [[(0, math.inf)]]}}
+    _png(plot_loss_curves(curves, tmp_path / "div.png"))
+
+
+def test_constants_are_named_by_the_term_they_multiply() -> None:
+    from harness.stages.meta_tune.report import constant_terms
+
+    eq = Equation.parse("0.5*m_hat_0 + -1.5 + 0.1*tanh(g_0/2.0)")
+    assert eq.template == "c0*m_hat_0 + c1*tanh(g_0/c2) + c3"  # constants in print order
+    assert constant_terms(eq) == ["c0·m_hat_0", "c1·tanh(g_0/c2)", "g_0/c2", "c3 (offset)"]

@@ -60,6 +60,7 @@ def _entry(view: StageView, t: RunView) -> dict[str, Any] | None:
         initial = Equation.parse(doc["equation_before"])
         entry["initial"] = list(initial.constants)
         entry["tuned"] = tuned_constants(doc, initial)
+        entry["terms"] = constant_terms(initial)
     except Exception:  # noqa: BLE001 - an unreadable equation leaves the constants panel empty
         pass
     hist = doc.get("history") or {}
@@ -100,12 +101,38 @@ def tuned_constants(doc: dict[str, Any], initial: Equation) -> list[float]:
     return list(initial.constants)
 
 
+def constant_terms(eq: Equation, width: int = 18) -> list[str]:
+    """A short label per constant ``c{j}`` of ``eq``, naming what it multiplies or divides: ``c5·m_hat_0``,
+    ``c4·tanh(…)``, ``g_hat_0/c0``, ``c2 (offset)`` for a term of its own, plain ``c3`` otherwise (an exponent)."""
+    import sympy
+
+    from harness.symbolic.lang.names import const_symbol, is_const_symbol
+
+    def short(factors: list[sympy.Basic]) -> str:
+        text = str(sympy.Mul(*factors)).replace("**", "^").replace(" ", "")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    symbols = [const_symbol(j) for j in range(len(eq.constants))]
+    labels: dict[sympy.Symbol, str] = {}
+    for node in sympy.preorder_traversal(eq.expr):
+        for s in symbols:
+            if s in labels:
+                continue
+            if isinstance(node, sympy.Add) and s in node.args:
+                labels[s] = f"{s} (offset)"
+            elif isinstance(node, sympy.Mul) and (s in node.args or s**-1 in node.args):
+                factors = [a for a in node.args if not (a.is_Number or is_const_symbol(a) or a == s**-1)]
+                if factors:
+                    labels[s] = f"{s}·{short(factors)}" if s in node.args else f"{short(factors)}/{s}"
+    return [labels.get(s, str(s)) for s in symbols]
+
+
 def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Meta-tuning of each equation: held-out and train loss before/after, the tuned constants against the
     initial ones, and (Optuna) the objective per trial.
 
     Each trial is ``{"label", "kept", "before": {...}, "after": {...}, "initial": [c...], "tuned": [c...],
-    "objective": [values]}`` (``before``/``after`` hold ``val_loss`` (meta_tune's selection criterion), ``final_train_loss``
+    "terms": [label per constant], "objective": [values]}`` (``before``/``after`` hold ``val_loss`` (meta_tune's selection criterion), ``final_train_loss``
     and, when recorded, ``test_loss``)."""
     n = max(1, len(trials))
     fig = Figure(figsize=(14, 3.8 * n))
@@ -136,13 +163,21 @@ def plot_meta_tune(trials: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         tuned = np.asarray(tr.get("tuned") or [], dtype=np.float64)
         if init.size and tuned.size == init.size:
             idx = np.arange(init.size)
+            flips = np.sign(init) != np.sign(tuned)
             ax_c.bar(idx - 0.2, np.abs(init), 0.4, color="0.6", label="initial |c|")
-            ax_c.bar(idx + 0.2, np.abs(tuned), 0.4, color="tab:purple", label="tuned |c|")
-            ax_c.set_xticks(idx, [f"c{j}" for j in idx], fontsize=7, rotation=90 if init.size > 20 else 0)
+            bars = ax_c.bar(idx + 0.2, np.abs(tuned), 0.4, color="tab:purple", label="tuned |c|")
+            for bar, flipped_one in zip(bars, flips, strict=True):
+                if flipped_one:  # the bars show magnitudes: a sign change is drawn, not hidden
+                    bar.set_hatch("///")
+                    bar.set_edgecolor("k")
+            terms = list(tr.get("terms") or [f"c{j}" for j in idx])
+            ax_c.set_xticks(idx, terms, fontsize=7, rotation=90 if init.size > 6 else 20, ha="right")
             auto_yscale(ax_c, np.concatenate([np.abs(init), np.abs(tuned)]))
-            flipped = int(np.sum(np.sign(init) != np.sign(tuned)))
+            flipped = int(flips.sum())
             ax_c.set_title(
-                f"constants: initial vs tuned{f' ({flipped} changed sign)' if flipped else ''}", fontsize=10
+                "constants |c| by the term they multiply: initial vs tuned"
+                + (f"\n(hatched: {flipped} changed sign)" if flipped else ""),
+                fontsize=10,
             )
             ax_c.legend(fontsize=7, loc="best")
         else:

@@ -469,7 +469,7 @@ def test_one_item_list_is_the_same_spec_as_the_number() -> None:
     assert OptimizeeSpec(name="quadratic_cos", steps=[300]) == OptimizeeSpec(name="quadratic_cos", steps=300)  # type: ignore[arg-type]
 
 
-def _evaluate_suite(seeds: int, grid: bool = True) -> dict:
+def _caps_suite(seeds: int, grid: bool = True) -> dict:
     optimizers = [{"grid": "paper"}] if grid else [{"family": "adam", "lr": 0.01}]
     return {
         "name": "caps",
@@ -489,7 +489,7 @@ def test_trial_caps_refuse_a_stage_that_crosses_to_too_many_trials() -> None:
     from harness.config.suite import MAX_STAGE_TRIALS, check_trial_caps, load_suite_dict, trial_caps
     from search_spaces import load_grid
 
-    suite = load_suite_dict(_evaluate_suite(2000))
+    suite = load_suite_dict(_caps_suite(2000))
     n = 2 * len(load_grid("paper")) * 2000
     assert n > MAX_STAGE_TRIALS
     with pytest.raises(
@@ -507,7 +507,7 @@ def test_run_checks_the_exact_count_when_it_plans_a_stage() -> None:
     from harness.engine.errors import StageInputError
     from harness.engine.stage import plan_stage
 
-    suite = load_suite_dict(_evaluate_suite(3, grid=False))
+    suite = load_suite_dict(_caps_suite(3, grid=False))
     with pytest.raises(StageInputError, match=r"stage 'eval' plans 6 trials, over the cap of 5 per stage"):
         plan_stage(suite, suite.stages[0], {}, ctx=None, max_trials=5)  # type: ignore[arg-type]
 
@@ -519,7 +519,7 @@ def test_validate_prints_the_trial_count_and_takes_the_cap_flags(tmp_path: Path)
     from harness.cli import app
 
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(_evaluate_suite(3, grid=False)))
+    f.write_text(yaml.safe_dump(_caps_suite(3, grid=False)))
     ok = CliRunner().invoke(app, ["validate", str(f)])
     assert ok.exit_code == 0 and "at least 6 trials" in ok.output
     capped = CliRunner().invoke(app, ["validate", str(f), "--max-trials", "5"])

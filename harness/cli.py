@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -555,11 +556,14 @@ def list_cmd(
         Kind.sr_backends: SR_BACKENDS,
         Kind.stages: STAGES,
     }
+    from rich.padding import Padding
+    from rich.table import Table
+
     for k in [kind] if kind is not None else list(Kind):
-        if kind is None:
-            console.print(f"{k.value}:", highlight=False, markup=False)
+        table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+        table.add_column("name", no_wrap=True, min_width=14)
+        table.add_column("what", overflow="fold")
         for name, obj in regs[k].items():
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
             extra = ""
             if k is Kind.sr_backends:
                 try:
@@ -567,8 +571,19 @@ def list_cmd(
                     extra = " [available]" if ok else f" [unavailable: {why}]"
                 except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
                     extra = f" [unavailable: {err}]"
-            indent = "  " if kind is None else ""
-            console.print(f"{indent}{name:16s} {doc[0] if doc else ''}{extra}", highlight=False, markup=False)
+            table.add_row(name, summary_line(getattr(obj, "__doc__", None)) + extra)
+        if kind is None:  # every kind: a heading each, its entries indented under it
+            console.print(f"{k.value}:", highlight=False, markup=False)
+        console.print(Padding(table, (0, 0, 0, 2 if kind is None else 0)), highlight=False)
+
+
+def summary_line(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, without reST markup (``x``)."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = para.replace("``", "").replace(":class:", "").replace(":func:", "").replace("`", "")
+    # a sentence ends at ". " before a capital, not after an abbreviation ("Sec. 4", "e.g. X")
+    end = re.search(r"(?<!\bSec)(?<!\bal)(?<!\be\.g)(?<!\bi\.e)\.\s+(?=[A-Z(])", text)
+    return text if end is None else text[: end.start() + 1]
 
 
 def main() -> None:

@@ -272,3 +272,21 @@ def test_debug_works_after_the_command(tmp_path: Path) -> None:
         [sys.executable, "-m", "harness.cli", "validate", str(bad), "--debug"], capture_output=True, text=True
     )
     assert res.returncode != 0 and "Traceback" in res.stderr  # --debug shows the traceback
+
+
+def test_list_shows_each_plugins_first_sentence_whole_and_without_markup() -> None:
+    from harness.cli import summary_line
+
+    doc = """RP(extra): RP(small)'s net with inputs ``m_hat, g_hat, eta`` (Sec. 4.3; ``eta`` is learnable).
+    Further features can be added through ``extra=``.
+
+    Args: ..."""
+    assert (
+        summary_line(doc)
+        == "RP(extra): RP(small)'s net with inputs m_hat, g_hat, eta (Sec. 4.3; eta is learnable)."
+    )
+    assert summary_line("Uses :class:`Foo`, e.g. Adam. Then more.") == "Uses Foo, e.g. Adam."
+    assert summary_line(None) == ""
+    res = CliRunner().invoke(app, ["list", "teachers"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0 and "``" not in res.output
+    assert "(Sec. 4.3; eta is learnable)." in " ".join(res.output.split())  # whole, wrapped, not cut

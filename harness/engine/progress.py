@@ -58,7 +58,8 @@ class Progress(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restored with Tune's experiment state (a resumed stage): what it counted counts as done before
         this run, whose clock starts now."""
-        self.__dict__.update(state)
+        for name, value in state.items():
+            setattr(self, name, value)
         self.already = state.get("already", 0) + state.get("done", 0) + state.get("errors", 0)
         self.done = self.errors = 0
         self.start = time.time()

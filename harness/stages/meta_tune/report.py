@@ -108,7 +108,7 @@ def constant_terms(eq: Equation, width: int = 18) -> list[str]:
 
     from harness.symbolic.lang.names import const_symbol, is_const_symbol
 
-    def short(factors: list[sympy.Basic]) -> str:
+    def short(factors: Sequence[Any]) -> str:
         text = str(sympy.Mul(*factors)).replace("**", "^").replace(" ", "")
         return text if len(text) <= width else text[: width - 1] + "…"
 

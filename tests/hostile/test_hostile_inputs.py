@@ -145,7 +145,11 @@ EQUATION_JSON: list[tuple[str, str | bytes, str]] = [
     ("metrics-list", '{"expression": "g_0", "metrics": [1, 2]}', "'metrics' must be a mapping"),
     ("metrics-string", '{"expression": "g_0", "metrics": {"r2": "high"}}', "must be a number"),
     ("metrics-nested", '{"expression": "g_0", "metrics": {"r2": {"a": 1}}}', "must be a number"),
-    ("metrics-400-digits", '{"expression": "g_0", "metrics": {"r2": ' + "9" * 400 + "}}", "too large a number"),
+    (
+        "metrics-400-digits",
+        '{"expression": "g_0", "metrics": {"r2": ' + "9" * 400 + "}}",
+        "too large a number",
+    ),
     ("variables-number", '{"expression": "g_0", "variables": 7}', "'variables' must be a list"),
     ("variables-huge-lag", '{"expression": "g_0", "variables": ["g_99999"]}', "bad variable entry"),
     (
@@ -295,6 +299,24 @@ YAML: list[tuple[str, str | bytes, str]] = [
         "stages[0].optimizees[0].steps: a meta_train stage trains at one horizon; give steps: 300",
     ),
     (
+        "mlp-hidden-1e9",
+        "name: s\nstages:\n  - kind: meta_train\n    name: t\n    teachers: [{name: rp}]\n"
+        "    optimizees: [{name: mlp, kwargs: {hidden: [1000000000]}}]\n",
+        "hidden widths must be 1..65536",
+    ),
+    (
+        "teacher-hidden-1e6-x1000-layers",
+        "name: s\nstages:\n  - kind: meta_train\n    name: t\n"
+        "    teachers: [{name: rp, kwargs: {hidden: 1000000, layers: 1000}}]\n    optimizees: [{name: quadratic_cos}]\n",
+        "hidden: Input should be less than or equal to 1024",
+    ),
+    (
+        "kwargs-as-strings",
+        "name: s\nstages:\n  - kind: meta_train\n    name: t\n    teachers: [{name: rp}]\n"
+        "    optimizees: [{name: quadratic_cos, kwargs: {dim: '10'}}]\n",
+        "dim: Input should be a valid integer",
+    ),
+    (
         "metric-unknown",
         SUITE.read_text().replace("metric: {name: final_train_loss", "metric: {name: __class__", 1),
         "do not record a metric '__class__'",
@@ -394,6 +416,15 @@ YAML: list[tuple[str, str | bytes, str]] = [
 ]
 for _name, _content, _frag in YAML:
     case("yaml", _name, SuiteError, _frag)(lambda d, c=_content: load_suite(_yaml(d, c)))
+
+
+@case("yaml", "trials-over-the-cap", SuiteError, "over the cap of 10,000 per stage")
+def _(d: Path) -> object:
+    """9,000 seeds x the smoke grid x 2 optimizees: what `sl2o validate` (and `run`, before Ray) refuses."""
+    from harness.config.suite import check_trial_caps
+
+    seeds = f"seeds: [{', '.join(map(str, range(9000)))}]"
+    return check_trial_caps(load_suite(_yaml(d, SUITE.read_text().replace("seeds: [0, 1]", seeds, 1))))
 
 
 @case("yaml", "over-1MB", SuiteError, "larger than 1000000 bytes")
@@ -510,7 +541,9 @@ def _(d: Path) -> object:
     return load_teacher(_ckpt(d, state_dict={"out.weight": [1.0, 2.0]}))
 
 
-@case("checkpoint", "hidden-huge", TeacherCheckpointError, "hidden: Input should be less than or equal to 1024")
+@case(
+    "checkpoint", "hidden-huge", TeacherCheckpointError, "hidden: Input should be less than or equal to 1024"
+)
 def _(d: Path) -> object:
     return load_teacher(_ckpt(d, kwargs={"hidden": 10**9}))
 
@@ -520,7 +553,9 @@ def _(d: Path) -> object:
     return load_teacher(_ckpt(d, kwargs={"hidden": 4, "layers": 100_000}))
 
 
-@case("checkpoint", "proj-negative", TeacherCheckpointError, "proj: Input should be greater than or equal to 1")
+@case(
+    "checkpoint", "proj-negative", TeacherCheckpointError, "proj: Input should be greater than or equal to 1"
+)
 def _(d: Path) -> object:
     return load_teacher(_ckpt(d, teacher="rp", kwargs={"proj": -1}))
 
@@ -765,7 +800,9 @@ def test_narrow_arrays_are_counted_as_the_float64_they_become(
     p = tmp_path / "ds.npz"
     np.savez(p, **{**_arrays(), "X_train": np.zeros((100_000, 2), np.uint8)})
     monkeypatch.setattr(dataset, "MAX_DATASET_BYTES", 1_000_000)
-    with pytest.raises(SRDatasetError, match=r"holds arrays of 16\d{5} bytes as float64, over the cap of 1000000"):
+    with pytest.raises(
+        SRDatasetError, match=r"holds arrays of 16\d{5} bytes as float64, over the cap of 1000000"
+    ):
         SRDataset.load(p)
 
 
@@ -846,7 +883,9 @@ def test_a_hall_of_fame_is_read_as_capped_utf8(tmp_path: Path) -> None:
     with pytest.raises(EquationParseError, match="not UTF-8 text"):
         hall_of_fame.import_hall_of_fame(latin)
     big = tmp_path / "big.csv"
-    big.write_text("Complexity,Loss,Equation\n" + "1,0.5,x0\n" * (hall_of_fame.MAX_HALL_OF_FAME_BYTES // 9 + 1))
+    big.write_text(
+        "Complexity,Loss,Equation\n" + "1,0.5,x0\n" * (hall_of_fame.MAX_HALL_OF_FAME_BYTES // 9 + 1)
+    )
     with pytest.raises(EquationParseError, match="larger than"):
         hall_of_fame.import_hall_of_fame(big)
     many = tmp_path / "many.csv"

@@ -69,7 +69,31 @@ class EvaluateTrial(TrialModel):
 
 
 def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome]) -> list[dict[str, Any]]:
-    """Expand grid references and earlier stages' outputs into concrete optimizer configs (deduplicated)."""
+    """Expand grid references and earlier stages' outputs into concrete optimizer configs (deduplicated:
+    :func:`repeated_optimizers` names the ones given more than once)."""
+    seen, uniq = set(), []
+    for o in _expand_optimizers(stage, inputs):
+        k = json.dumps(o, sort_keys=True)
+        if k not in seen:
+            seen.add(k)
+            uniq.append(o)
+    return uniq
+
+
+def repeated_optimizers(stage: EvaluateStage) -> list[str]:
+    """Labels of the configs the stage's own entries give more than once (an explicit entry that repeats a
+    grid config, two grids that share one): each runs once."""
+    counts: dict[str, int] = {}
+    own = stage.model_copy(
+        update={"optimizers": [o for o in stage.optimizers if not getattr(o, "from_stage", None)]}
+    )
+    for o in _expand_optimizers(own, {}):
+        label = optimizer_label(o)
+        counts[label] = counts.get(label, 0) + 1
+    return [label for label, n in counts.items() if n > 1]
+
+
+def _expand_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome]) -> list[dict[str, Any]]:
     from search_spaces import load_grid
 
     out: list[dict[str, Any]] = []
@@ -85,13 +109,7 @@ def resolve_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome])
                 if key in spec:
                     spec[key] = str(Path(spec[key]).resolve())
             out.extend([spec] if src is None else optimizers_from_stage(spec, inputs[src]))
-    seen, uniq = set(), []
-    for o in out:
-        k = json.dumps(o, sort_keys=True)
-        if k not in seen:
-            seen.add(k)
-            uniq.append(o)
-    return uniq
+    return out
 
 
 class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
@@ -147,6 +165,15 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         )
         info = {} if result.diverged_at is None else {"diverged_at": str(result.diverged_at)}
         return TrialResult(result.metrics(), status=result.status, info=info)
+
+    def summary_lines(self, spec: EvaluateStage, outcome: StageOutcome) -> list[str]:
+        repeated = repeated_optimizers(spec)
+        if not repeated:
+            return []
+        return [
+            f"{len(repeated)} optimizer config(s) given more than once (an entry repeating a grid config) ran "
+            f"once each: {', '.join(repeated[:5])}{' ...' if len(repeated) > 5 else ''}"
+        ]
 
     def trial_tags(self, trial: EvaluateTrial) -> dict[str, str]:
         tags = {

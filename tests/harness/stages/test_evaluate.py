@@ -138,3 +138,28 @@ def test_a_single_horizon_suite_plans_the_trials_it_always_did() -> None:
 def test_one_run_refuses_a_list_of_horizons() -> None:
     with pytest.raises(ValueError, match=r"one training run has one horizon; got steps: \[5, 10\]"):
         evaluate({"name": "quadratic_cos", "steps": [5, 10]}, {"family": "adam", "lr": 0.01}, seed=0)
+
+
+def test_an_entry_repeating_a_grid_config_runs_once_and_the_summary_says_so() -> None:
+    from harness.config.suite import load_suite_dict
+    from harness.stages.evaluate.kind import EvaluateKind, repeated_optimizers, resolve_optimizers
+    from harness.stages.outputs import StageOutcome
+    from search_spaces import load_grid
+
+    data = {
+        "name": "x",
+        "stages": [
+            {
+                "name": "e",
+                "kind": "evaluate",
+                "optimizees": [{"name": "quadratic_cos", "steps": 10}],
+                "optimizers": [{"grid": "smoke"}, {"family": "sgd", "lr": 0.1, "momentum": 0.9}],
+            }
+        ],
+    }
+    stage = load_suite_dict(data).stages[0]
+    assert len(resolve_optimizers(stage, {})) == len(load_grid("smoke"))  # run once
+    assert repeated_optimizers(stage) == ["sgd(lr=0.1,momentum=0.9)"]
+    outcome = StageOutcome("e", "evaluate", "k", "r", False, [])
+    (line,) = EvaluateKind().summary_lines(stage, outcome)
+    assert line.startswith("1 optimizer config(s) given more than once") and "sgd(lr=0.1,momentum=0.9)" in line

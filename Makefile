@@ -35,7 +35,7 @@ lint: install
 typecheck: install
 	$(BIN)/pyright
 
-# everything but the end-to-end tests (Ray Tune + MLflow suites): the inner loop, under 2 minutes
+# everything but the end-to-end tests (Ray Tune + MLflow suites): the inner loop, about 7 minutes on 2 cores
 test-fast: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=300 -m "not e2e"

@@ -296,8 +296,17 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-#: the width the ranking's other columns need beside the optimizer's name, before it moves to a legend
-_OTHER_COLUMNS = 56
+def _others(rs: list[dict[str, Any]]) -> int:
+    """The width the ranking's other columns take unwrapped beside the optimizer's name (cells, headers,
+    borders and padding): past it, the name moves to a legend rather than squeeze the numbers onto two lines."""
+    columns = [
+        ["#", *[str(r["rank"]) for r in rs]],
+        ["mean ± std", *[_mean_cell(r) for r in rs]],
+        ["seeds", *[_n_cell(r) for r in rs]],
+        ["Δ [95% CI]", *[_fmt_diff(r) for r in rs]],
+        ["verdict", *[str(r.get("verdict", "")) for r in rs]],
+    ]
+    return sum(max(len(c) for c in col) for col in columns) + 3 * (len(columns) + 1) + 1
 
 
 def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: bool = False) -> list[Any]:
@@ -314,9 +323,7 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: b
         better = "lower" if mode == "min" else "higher"
         ref = rs[0].get("reference", "")
         task = f"{suite} / {task_label(optimizee, horizon)}"
-        legend = (
-            not wide and width is not None and max(len(r["optimizer"]) for r in rs) + _OTHER_COLUMNS > width
-        )
+        legend = not wide and width is not None and max(len(r["optimizer"]) for r in rs) + _others(rs) > width
         if legend:
             key = Table(title=f"{task}: optimizers by rank")
             key.add_column("#", justify="right")

@@ -22,7 +22,7 @@ from harness.registry import STAGES
 from harness.report import across
 from harness.report import leaderboard as report
 from harness.report.plots import optimizer_styles, plot_loss_curves, plot_profile
-from harness.stages.outputs import STATUS_OK, TAG
+from harness.stages.outputs import STATUS_DIVERGED, STATUS_OK, TAG
 from harness.stages.views import Panel, RunView
 
 #: the fewest tasks (optimizee x horizon) a performance profile is drawn for
@@ -119,19 +119,21 @@ def stage_views(client: MlflowClient, exp_id: str, suite_run: Any, scratch: Path
 # -- the sections ---------------------------------------------------------------------------------------------
 def task_curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
     """``curves[task][optimizer]`` = the per-seed curves of the finished trials, one task per (optimizee,
-    horizon) labelled ``mlp · 300 steps``, in order of optimizee, then horizon ascending."""
+    horizon) labelled ``mlp · 300 steps``, in order of optimizee, then horizon ascending. A diverged trial's
+    curve ends where it diverged (one that logged nothing is ``[(0, inf)]``: the plot names it)."""
     by: dict[tuple[str, tuple[Any, ...]], dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r.get("curve") and r["status"] == STATUS_OK:
+        curve = r.get("curve") or ([(0, math.inf)] if r["status"] == STATUS_DIVERGED else None)
+        if curve and r["status"] in (STATUS_OK, STATUS_DIVERGED):
             horizon = r.get("horizon") or ""
-            by[(r["optimizee"], horizon_order(horizon))][r["optimizer"]].append(r["curve"])
+            by[(r["optimizee"], horizon_order(horizon))][r["optimizer"]].append(curve)
     return {task_label(optimizee, order[2]): curves for (optimizee, order), curves in sorted(by.items())}
 
 
 def _loss_and_profile(records: list[dict[str, Any]], out: Path, notes: list[str]) -> list[Panel]:
     curves = task_curves(records)
     families = {
-        r["optimizer"]: r.get("family") or "" for r in records if r.get("curve") and r["status"] == STATUS_OK
+        r["optimizer"]: r.get("family") or "" for r in records if r["status"] in (STATUS_OK, STATUS_DIVERGED)
     }
     highlight = [o for o, f in families.items() if f in LEARNED_FAMILIES]
     styles = optimizer_styles(list(families), highlight)
@@ -143,7 +145,8 @@ def _loss_and_profile(records: list[dict[str, Any]], out: Path, notes: list[str]
                 "Loss curves",
                 "Minibatch train loss of each evaluate trial: mean over seeds with a 95% t-interval band, one "
                 "panel per optimizee and horizon (teacher and symbolic optimizers drawn thick; a band wider than most of the "
-                "panel is drawn as dotted edges).",
+                "panel is drawn as dotted edges; a diverged optimizer is drawn up to where it diverged and marked x, "
+                "one that diverged before its first logged step is named in the panel title).",
             )
         )
     _, per_task = across.from_records(records)

@@ -164,11 +164,15 @@ def plot_loss_curves(
             seeds = max(seeds, len(by_opt[opt]))
             (line,) = ax.plot(steps, mean, label=opt, **st)
             handles.setdefault(opt, line)
-            if diverged or steps[-1] < last_step:
+            stopped = diverged or steps[-1] < last_step
+            if stopped:
                 ends.append((float(steps[-1]), float(mean[-1]), st["color"]))
             if len(runs) > 1:
                 bands.append((opt, steps, lo, hi, st["color"]))
-            shown.extend(mean[np.isfinite(mean)].tolist())
+            if not stopped:  # a blow-up must not set the scale: the axes follow the runs that finished
+                shown.extend(mean[np.isfinite(mean)].tolist())
+        if not shown:  # every optimizer diverged: scale on what there is
+            shown = [float(y) for _, y, _ in ends if math.isfinite(y)]
         scale = auto_yscale(ax, shown)
         if scale == "symlog":  # plain numbers (-1, 0, 1, 10, 100), not 10^x with a sign
             from matplotlib.ticker import FuncFormatter
@@ -179,9 +183,23 @@ def plot_loss_curves(
             if scale == "linear" and hi_q > lo_q:
                 pad = 0.08 * (hi_q - lo_q)
                 ax.set_ylim(lo_q - pad, hi_q + pad)
+            elif scale == "log":
+                ax.set_ylim(min(shown) / 1.5, max(shown) * 1.5)
+            elif scale == "symlog":
+                ax.set_ylim(min(shown) * 1.3 if min(shown) < 0 else 0.0, max(shown) * 1.5)
         _draw_bands(ax, bands, highlight, scale)
-        for x, y, color in ends:  # marked, not dropped
-            ax.plot([x], [y], marker="x", markersize=9, markeredgewidth=2, color=color, linestyle="none")
+        top = ax.get_ylim()[1]
+        for x, y, color in ends:  # marked, not dropped; one that blew past the top is marked on the edge
+            ax.plot(
+                [x],
+                [min(y, top)],
+                marker="x",
+                markersize=9,
+                markeredgewidth=2,
+                color=color,
+                linestyle="none",
+                clip_on=False,
+            )
         notes = [f"mean over {seeds} seed(s), 95% CI band"]
         if ends:
             notes.append(f"x: diverged ({len(ends)})")

@@ -131,10 +131,14 @@ class Registry(Generic[T]):
         except KeyError:
             raise self._unknown(name) from None
 
-    def params(self, name: str) -> Any:
-        """The kwargs model ``name`` declares (None when it declares none), without importing the entry."""
+    def require(self, name: str) -> None:
+        """Raise (with the known names) unless ``name`` is registered; imports nothing."""
         if name not in self:
             raise self._unknown(name)
+
+    def params(self, name: str) -> Any:
+        """The kwargs model ``name`` declares (None when it declares none), without importing the entry."""
+        self.require(name)
         return self._params.get(name)
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any], what: str) -> None:

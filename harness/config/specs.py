@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -24,9 +24,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-
-if TYPE_CHECKING:
-    from harness.registry import Registry
 
 
 class StrictModel(BaseModel):
@@ -73,12 +70,6 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH), A
 """A suite or stage name: :data:`NAME_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
 Label = Annotated[str, Field(pattern=LABEL_PATTERN, max_length=MAX_NAME_LENGTH), AfterValidator(_not_dots)]
 """A label: :data:`LABEL_PATTERN`, at most :data:`MAX_NAME_LENGTH` characters, not ``.``/``..``."""
-
-
-def check_kwargs(registry: Registry[Any], name: str, kwargs: dict[str, Any], what: str) -> None:
-    """Refuse kwargs the plug-in ``name`` of ``registry`` does not take, or takes with other types or sizes
-    (:meth:`harness.registry.Registry.check_kwargs`)."""
-    registry.check_kwargs(name, kwargs, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +180,7 @@ class _OptimizeeBase(StrictModel):
     def _known(cls, v: str) -> str:
         from harness.registry import OPTIMIZEES
 
-        if v not in OPTIMIZEES:
-            OPTIMIZEES.get(v)  # raises with the known names
+        OPTIMIZEES.require(v)
         return v
 
     @model_validator(mode="after")
@@ -199,7 +189,7 @@ class _OptimizeeBase(StrictModel):
 
         if self.name not in OPTIMIZEES:
             return self
-        check_kwargs(OPTIMIZEES, self.name, self.kwargs, f"optimizee {self.name!r}")
+        OPTIMIZEES.check_kwargs(self.name, self.kwargs, f"optimizee {self.name!r}")
         return self
 
     def display(self) -> str:

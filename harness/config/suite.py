@@ -32,7 +32,6 @@ from harness.config.specs import (  # noqa: F401 - re-exported: stage kinds and 
     Name,
     OptimizeeHorizons,
     OptimizeeSpec,
-    check_kwargs,
 )
 from harness.config.specs import StrictModel as _Model
 from harness.features import ADAM_BETAS, ADAM_EPS

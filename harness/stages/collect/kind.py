@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.config.specs import MAX_STEPS, Seed
-from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite, check_kwargs
+from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.features.names import MAX_LAG
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.outputs import DATASET_FILE, StageOutcome, did_not_learn, teacher_trials
@@ -34,7 +34,7 @@ class SourceSpec(BaseModel):
         if self.rule is not None:
             from harness.registry import TEACHERS
 
-            check_kwargs(TEACHERS, self.rule, self.kwargs, f"rule {self.rule!r}")
+            TEACHERS.check_kwargs(self.rule, self.kwargs, f"rule {self.rule!r}")
         return self
 
 

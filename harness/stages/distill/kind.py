@@ -49,8 +49,7 @@ class DistillStage(StageBase):
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         for name in v:
-            if name not in SR_BACKENDS:
-                SR_BACKENDS.get(name)  # raises with the known names
+            SR_BACKENDS.require(name)
         return v
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from harness.config.specs import Seeds
-from harness.config.suite import OptimizeeSpec, StageBase, Suite, check_kwargs
+from harness.config.suite import OptimizeeSpec, StageBase, Suite
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult, given
 from harness.stages.meta_train.settings import (
     INITIAL_VAL_KEY,
@@ -45,8 +45,7 @@ class TeacherSpec(BaseModel):
     def _known(cls, v: str) -> str:
         from harness.registry import TEACHERS
 
-        if v not in TEACHERS:
-            TEACHERS.get(v)  # raises with the known names
+        TEACHERS.require(v)
         return v
 
     @model_validator(mode="after")
@@ -54,7 +53,7 @@ class TeacherSpec(BaseModel):
         from harness.registry import TEACHERS
 
         if self.name in TEACHERS:
-            check_kwargs(TEACHERS, self.name, self.kwargs, f"teacher {self.name!r}")
+            TEACHERS.check_kwargs(self.name, self.kwargs, f"teacher {self.name!r}")
         return self
 
 

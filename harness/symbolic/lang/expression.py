@@ -14,7 +14,7 @@ import ast
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sympy
@@ -22,7 +22,7 @@ import torch
 
 from harness.jsonio import loads_json, read_text, to_jsonable, write_json
 from harness.symbolic.lang.compiled import CompiledEquation
-from harness.symbolic.lang.functions import expr_args
+from harness.symbolic.lang.functions import NUMERIC_ERRORS, expr_args
 from harness.symbolic.lang.lowering import NP_OPS, Closure, closure, numpy_env
 from harness.symbolic.lang.names import (
     EquationParseError,
@@ -33,7 +33,14 @@ from harness.symbolic.lang.names import (
     var_symbol,
 )
 from harness.symbolic.lang.parser import parse_to_sympy
-from harness.symbolic.lang.printer import ast_complexity, canonicalize, fill, fmt_float
+from harness.symbolic.lang.printer import (
+    ast_complexity,
+    canonicalize,
+    fill,
+    fmt_float,
+    rebuild,
+    replace_symbols,
+)
 from harness.symbolic.metrics import mse, r2
 
 __all__ = ["Equation"]
@@ -154,7 +161,7 @@ class Equation:
                 for s in expr.free_symbols
                 if isinstance(s, sympy.Symbol) and s.name in name_map
             }
-            expr = expr.xreplace(rename)
+            expr = cast(sympy.Expr, replace_symbols(expr, rename))
         return cls(expr, {}, metrics=metrics, provenance=provenance)
 
     # -- basic properties
@@ -257,7 +264,14 @@ class Equation:
             f, lag = split_variable(v)
             fname = f.replace("_", r"\_")
             names[var_symbol(v)] = rf"\mathit{{{fname}}}_{{t{'' if lag == 0 else f'-{lag}'}}}"
-        return sympy.latex(self._expr.xreplace(subs), symbol_names=names)
+        try:
+            return sympy.latex(replace_symbols(self._expr, subs), symbol_names=names)
+        except NUMERIC_ERRORS:
+            # a part that is undefined once the constants are numbers (1/log(cos(0.0))), which sympy's printer
+            # evaluates to order terms: the constants are printed by name instead, as their values
+            for s, v in subs.items():
+                names[s] = sympy.latex(v) if v >= 0 else rf"\left({sympy.latex(v)}\right)"
+            return sympy.latex(self._expr, symbol_names=names)
 
     # -- derived equations
     def with_constants(self, values: Sequence[float]) -> Equation:
@@ -289,7 +303,12 @@ class Equation:
         new_values: dict[sympy.Symbol, float] = {}
 
         def const_value(e: sympy.Basic) -> float:
-            return float(sympy.N(e.xreplace({s: sympy.Float(v, 17) for s, v in values.items()}), 17))
+            """The value of a variable-free subtree; NaN where it is not a finite real number."""
+            try:
+                v = float(sympy.N(replace_symbols(e, {s: sympy.Float(v, 17) for s, v in values.items()}), 17))
+            except NUMERIC_ERRORS:
+                return math.nan
+            return v
 
         def new(v: float) -> sympy.Symbol:
             s = sympy.Symbol(f"_f{len(new_values)}", real=True)
@@ -305,16 +324,22 @@ class Equation:
             if not e.free_symbols:
                 return e
             if not has_var(e):
-                return new(const_value(e))
+                value = const_value(e)
+                if math.isfinite(value):
+                    return new(value)
+                # not a finite real number (log(0)): kept, its parts folded
+                return cast(sympy.Expr, rebuild(e, [go(a) for a in expr_args(e)]))
             if isinstance(e, (sympy.Add, sympy.Mul)):
                 fixed = [a for a in expr_args(e) if not has_var(a)]
                 rest = [go(a) for a in expr_args(e) if has_var(a)]
-                if any(a.free_symbols for a in fixed):
-                    rest.append(new(const_value(e.func(*fixed))))
-                else:
+                if not any(a.free_symbols for a in fixed):
                     rest.extend(fixed)
+                elif math.isfinite(value := const_value(e.func(*fixed))):
+                    rest.append(new(value))
+                else:
+                    rest.extend(go(a) for a in fixed)
                 return e.func(*rest)
-            return e.func(*[go(a) for a in expr_args(e)])
+            return cast(sympy.Expr, rebuild(e, [go(a) for a in expr_args(e)]))
 
         return Equation(go(self._expr), new_values, metrics=self.metrics, provenance=self.provenance)
 

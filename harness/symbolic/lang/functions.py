@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sympy
+from mpmath.libmp import prec_to_dps
 from sympy.printing.printer import Printer
 
-__all__ = ["FUNCTIONS", "PRINT_NAMES", "Fn", "GrammarFunction", "expr_args", "relu", "spow", "ssqrt"]
+__all__ = ["FUNCTIONS", "NUMERIC_ERRORS", "PRINT_NAMES", "Fn", "GrammarFunction", "expr_args", "relu", "spow", "ssqrt"]
 
 
 def expr_args(e: sympy.Basic) -> tuple[sympy.Expr, ...]:
@@ -22,12 +23,34 @@ def expr_args(e: sympy.Basic) -> tuple[sympy.Expr, ...]:
     return cast("tuple[sympy.Expr, ...]", e.args)
 
 
+NUMERIC_ERRORS = (TypeError, ValueError, AttributeError, ArithmeticError)
+"""What sympy's ``evalf``/``float`` of a variable-free expression raises where it is not a real number."""
+
+
 class GrammarFunction(sympy.Function):
-    """Base of our sympy functions; only fixes the type of ``f(x)`` (sympy annotates ``Function.__new__`` as
-    returning a class, but applying a function class gives an expression)."""
+    """Base of our sympy functions: fixes the type of ``f(x)`` (sympy annotates ``Function.__new__`` as
+    returning a class, but applying a function class gives an expression), and evaluates numerically (so a
+    structural ``sqrt(2)`` is a number to sympy, as ``exp(2)`` is) through :meth:`numeric`."""
 
     def __new__(cls, *args: Any, **options: Any) -> sympy.Expr:
         return cast(sympy.Expr, super().__new__(cls, *args, **options))
+
+    def numeric(self, *args: sympy.Float) -> sympy.Expr:
+        """The function's value at real numbers ``args`` (sympy Floats)."""
+        raise NotImplementedError
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr | None:
+        dps = prec_to_dps(prec)
+        try:
+            args = [sympy.N(a, dps) for a in self.args]
+        except NUMERIC_ERRORS:  # sympy's evalf of an undefined argument (log(0)) can fail in several ways
+            return None
+        if not all(isinstance(a, sympy.Float) for a in args):
+            return None  # a symbol, or a non-real or undefined argument: no number
+        out = sympy.N(self.numeric(*cast("list[sympy.Float]", args)), dps)
+        if out.is_zero:
+            return sympy.Float(0, dps)  # N gives an exact zero, which evalf does not take as its result
+        return out if isinstance(out, sympy.Float) else None
 
 
 class ssqrt(GrammarFunction):  # noqa: N801 - sympy function names are lower case
@@ -41,9 +64,13 @@ class ssqrt(GrammarFunction):  # noqa: N801 - sympy function names are lower cas
     def _eval_is_extended_real(self) -> bool | None:
         return expr_args(self)[0].is_extended_real
 
-    def _latex(self, printer: Printer) -> str:
+    def numeric(self, *args: sympy.Float) -> sympy.Expr:
+        (x,) = args
+        return sympy.sign(x) * sympy.sqrt(abs(x))
+
+    def _latex(self, printer: Printer, exp: str | None = None) -> str:
         x = printer._print(self.args[0])
-        return rf"\operatorname{{sgn}}\left({x}\right)\sqrt{{\left|{x}\right|}}"
+        return _power(rf"\operatorname{{sgn}}\left({x}\right)\sqrt{{\left|{x}\right|}}", exp)
 
 
 class spow(GrammarFunction):  # noqa: N801
@@ -61,9 +88,15 @@ class spow(GrammarFunction):  # noqa: N801
         x, y = expr_args(self)
         return True if (x.is_extended_real and y.is_extended_real) else None
 
-    def _latex(self, printer: Printer) -> str:
+    def numeric(self, *args: sympy.Float) -> sympy.Expr:
+        x, y = args
+        if x == 0:
+            return sympy.Float(0) if y > 0 else sympy.nan  # 0 ** (y <= 0) is undefined
+        return sympy.sign(x) * abs(x) ** y
+
+    def _latex(self, printer: Printer, exp: str | None = None) -> str:
         x, y = (printer._print(a) for a in self.args)
-        return rf"\operatorname{{sgn}}\left({x}\right)\left|{x}\right|^{{{y}}}"
+        return _power(rf"\operatorname{{sgn}}\left({x}\right)\left|{x}\right|^{{{y}}}", exp)
 
 
 class relu(GrammarFunction):  # noqa: N801
@@ -77,8 +110,17 @@ class relu(GrammarFunction):  # noqa: N801
     def _eval_is_extended_real(self) -> bool | None:
         return expr_args(self)[0].is_extended_real
 
-    def _latex(self, printer: Printer) -> str:
-        return rf"\operatorname{{relu}}\left({printer._print(self.args[0])}\right)"
+    def numeric(self, *args: sympy.Float) -> sympy.Expr:
+        (x,) = args
+        return x if x > 0 else sympy.Float(0)
+
+    def _latex(self, printer: Printer, exp: str | None = None) -> str:
+        return _power(rf"\operatorname{{relu}}\left({printer._print(self.args[0])}\right)", exp)
+
+
+def _power(tex: str, exp: str | None) -> str:
+    """``tex`` raised to ``exp`` (sympy's LaTeX printer passes the exponent of ``f(x)**n`` to ``f``)."""
+    return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import scipy.special
 import sympy
 import torch
 
-from harness.symbolic.lang.functions import relu, spow, ssqrt
+from harness.symbolic.lang.functions import NUMERIC_ERRORS, relu, spow, ssqrt
 
 __all__ = [
     "FUSED_TORCH_OPS",
@@ -173,7 +173,7 @@ def closure(expr: sympy.Basic, const_index: Mapping[sympy.Symbol, int], ops: Ops
     if not expr.free_symbols:
         try:
             value = float(sympy.N(expr))
-        except (TypeError, ValueError):
+        except NUMERIC_ERRORS:
             value = float("nan")
         return lambda env: value
     children = [closure(a, const_index, ops) for a in expr.args]

@@ -16,7 +16,7 @@ from typing import cast
 
 import sympy
 
-from harness.symbolic.lang.functions import FUNCTIONS, spow
+from harness.symbolic.lang.functions import FUNCTIONS, NUMERIC_ERRORS, spow
 from harness.symbolic.lang.names import (
     MAX_AST_DEPTH,
     MAX_AST_NODES,
@@ -94,8 +94,8 @@ class _Builder:
             raise EquationParseError(f"the expression has a non-real number ({e})")
         try:
             v = float(sympy.N(e))
-        except (TypeError, ValueError) as exc:
-            raise EquationParseError(f"the expression has a non-real number ({e})") from exc
+        except NUMERIC_ERRORS as exc:
+            raise EquationParseError(f"the expression has a number that is undefined or not real ({e})") from exc
         if not math.isfinite(v):
             raise EquationParseError(f"the expression has a non-finite number ({e})")
         return e

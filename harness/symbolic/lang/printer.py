@@ -220,11 +220,16 @@ def replace_symbols(expr: sympy.Basic, mapping: Mapping[sympy.Symbol, sympy.Basi
         args = [go(a) for a in e.args]
         if all(a is b for a, b in zip(args, e.args, strict=True)):
             return e
-        if isinstance(e, sympy.Function):
-            return cast(sympy.Basic, e.func(*args, evaluate=False))
-        return e.func(*args)
+        return rebuild(e, args)
 
     return go(expr)
+
+
+def rebuild(e: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
+    """``e.func(*args)``, a function node unevaluated (see :func:`replace_symbols` for why)."""
+    if isinstance(e, sympy.Function):
+        return cast(sympy.Basic, e.func(*args, evaluate=False))
+    return e.func(*args)
 
 
 def canonicalize(

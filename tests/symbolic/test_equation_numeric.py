@@ -141,3 +141,53 @@ def test_equations_and_modules_pickle() -> None:
     clone = pickle.loads(pickle.dumps(module))
     x = torch.ones(3, dtype=torch.float64)
     assert torch.equal(clone(x, x), module(x, x)) and clone.constant_values()[0] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("sqrt(2)", 2**0.5),
+        ("sqrt(-4)", -2.0),
+        ("pow(-8, 1/3)", -2.0),
+        ("pow(0, -1)", 0.0),
+        ("relu(-2)", 0.0),
+        ("relu(3)", 3.0),
+    ],
+)
+def test_grammar_functions_of_structural_numbers_are_numbers(text: str, value: float) -> None:
+    """``sqrt(2)`` was refused as "a non-real number" (sympy could not evaluate the sign-extended functions);
+    now it is a number, the same one the numpy and torch lowerings compute, and folds like ``exp(2)``."""
+    eq = Equation.parse(f"{text}*g_0")
+    X = {"g_0": np.array([1.0, -2.0])}
+    np.testing.assert_allclose(eq.evaluate(X), [value, -2 * value], rtol=1e-15, atol=0)
+    t = eq.compile(dtype=torch.float64)({"g_0": torch.tensor(X["g_0"])})
+    np.testing.assert_allclose(t.detach().numpy(), [value, -2 * value], rtol=1e-15, atol=0)
+    folded = Equation.parse(f"1.0*{text}*g_0").fold_constants()
+    assert folded.n_constants == 1 and folded.constants[0] == pytest.approx(value, abs=1e-15)
+
+
+def test_folding_keeps_an_undefined_constant_part_as_written() -> None:
+    """``log(0.5 - 0.5)`` has no real value: folding keeps it (its inside folded) instead of raising TypeError,
+    and the folded equation computes what the original does."""
+    eq = Equation.parse("g_0*log(0.5 - 0.5) + g_0*(2.0*3.0) + sqrt(0.5)*g_1")
+    folded = eq.fold_constants()
+    assert folded.text == "6.0*g_0 + 0.7071067811865476*g_1 + g_0*log(0.0)"
+    X = {"g_0": np.array([0.0, 1.0]), "g_1": np.array([2.0, 3.0])}
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(folded.evaluate(X), eq.evaluate(X))
+
+
+def test_latex_of_powers_of_grammar_functions_and_of_undefined_parts() -> None:
+    """sympy hands the exponent of ``f(x)**n`` to ``f``'s printer (ours raised TypeError); a part that is
+    undefined once constants are numbers (``1/log(cos(0.0))``) raised ZeroDivisionError in sympy's printer."""
+    assert Equation.parse("sqrt(g_0)**3").latex() == (
+        r"\left(\operatorname{sgn}\left(\mathit{g}_{t}\right)\sqrt{\left|\mathit{g}_{t}\right|}\right)^{3}"
+    )
+    found_by_fuzzing = (
+        "cos(cos(2)) / ((sinh((g_0 - 1.3)) * 1.3) * sinh(((((sinh((g_1 * g_1)) / log(cos(0.5 - 0.5)))) ** 3 / "
+        "log((0.5 + (exp(m_hat_0) * m_hat_0)))) - (((((g_1 + 2) / erfc(g_0)) * (sqrt(2) - g_1))) ** 3 + "
+        "relu(sqrt(0.5))))))"
+    )
+    tex = Equation.parse(found_by_fuzzing).latex()
+    assert r"\log{\left(\cos{\left(0.5 - 0.5 \right)} \right)}" in tex  # constants by name: see latex()
+    assert "tanh" in Equation.parse("tanh(asinh(g_0))").latex()  # as written, not rewritten by sympy

@@ -45,9 +45,9 @@ class GrammarFunction(sympy.Function):
             args = [sympy.N(a, dps) for a in self.args]
         except NUMERIC_ERRORS:  # sympy's evalf of an undefined argument (log(0)) can fail in several ways
             return None
-        if not all(isinstance(a, sympy.Float) for a in args):
+        if not all(isinstance(a, sympy.Number) and a.is_finite for a in args):
             return None  # a symbol, or a non-real or undefined argument: no number
-        out = sympy.N(self.numeric(*cast("list[sympy.Float]", args)), dps)
+        out = sympy.N(self.numeric(*(sympy.Float(a, dps) for a in args)), dps)
         if out.is_zero:
             return sympy.Float(0, dps)  # N gives an exact zero, which evalf does not take as its result
         return out if isinstance(out, sympy.Float) else None
@@ -90,8 +90,8 @@ class spow(GrammarFunction):  # noqa: N801
 
     def numeric(self, *args: sympy.Float) -> sympy.Expr:
         x, y = args
-        if x == 0:
-            return sympy.Float(0) if y > 0 else sympy.nan  # 0 ** (y <= 0) is undefined
+        if x.is_zero:  # (sympy's Float(0) == 0 is False)
+            return sympy.Float(0)  # spow(0, y) = 0 for every y, as the numpy and torch lowerings compute it
         return sympy.sign(x) * abs(x) ** y
 
     def _latex(self, printer: Printer, exp: str | None = None) -> str:

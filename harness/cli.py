@@ -544,7 +544,9 @@ def _describe_equation(eq: Equation, ds: SRDataset | None, latex: bool) -> str:
 @_guarded
 def list_cmd(
     kind: Kind = typer.Argument(
-        None, help="optimizees, teachers, sr-backends or stages (default: all of them)."
+        None,
+        help="optimizees, teachers, sr-backends or stages (default: all of them). Listing sr-backends "
+        "imports each backend to say whether it can run here (seconds); the others import no plug-in.",
     ),
 ) -> None:
     """List registered plug-ins (built-ins and entry points)."""
@@ -558,20 +560,23 @@ def list_cmd(
     }
     from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
 
     for k in [kind] if kind is not None else list(Kind):
         table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
         table.add_column("name", no_wrap=True, min_width=14)
         table.add_column("what", overflow="fold")
-        for name, obj in regs[k].items():
+        reg = regs[k]
+        for name in reg.names():
             extra = ""
-            if k is Kind.sr_backends:
-                try:
-                    ok, why = obj().available()
+            try:
+                doc = reg.describe(name)
+                if k is Kind.sr_backends:  # whether it can run here needs the backend itself
+                    ok, why = SR_BACKENDS.get(name)().available()
                     extra = " [available]" if ok else f" [unavailable: {why}]"
-                except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
-                    extra = f" [unavailable: {err}]"
-            table.add_row(name, summary_line(getattr(obj, "__doc__", None)) + extra)
+            except Exception as err:  # noqa: BLE001 - a broken plug-in must not break listing
+                doc, extra = "", f" [unavailable: {type(err).__name__}: {err}]"
+            table.add_row(Text(name), Text(summary_line(doc) + extra))  # Text: "[pysr]" is not markup
         if kind is None:  # every kind: a heading each, its entries indented under it
             console.print(f"{k.value}:", highlight=False, markup=False)
         console.print(Padding(table, (0, 0, 0, 2 if kind is None else 0)), highlight=False)

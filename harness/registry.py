@@ -119,8 +119,7 @@ class Registry(Generic[T]):
             importlib.import_module(mod)
         for ep in entry_points(group=self.group):
             if ep.name not in self._items and ep.name not in self._lazy:
-                obj = ep.load()
-                self._items[ep.name] = self._adapt(obj) if self._adapt is not None else obj
+                self._lazy[ep.name] = ep.value  # "module:attribute", imported on the first get()
 
     def get(self, name: str) -> T:
         """Return the entry named ``name``; an unknown name raises with the list of known ones."""
@@ -169,6 +168,19 @@ class Registry(Generic[T]):
                     lines.append(f"{arg}: {e['msg'][:200]}")
             raise ValueError(f"{what}: " + "; ".join(lines[:5])) from None
 
+    def describe(self, name: str) -> str:
+        """The docstring of entry ``name``, read from its module's source when the entry is not imported yet
+        (``sl2o list`` imports no plug-in); imports the entry only when the source does not define it."""
+        self.require(name)
+        target = self._lazy.get(name)
+        if target is not None:
+            module, _, attr = target.partition(":")
+            doc = _source_docstring(module, attr)
+            if doc is not None:
+                return doc
+        obj = self.get(name)
+        return getattr(obj, "__doc__", None) or getattr(type(obj), "__doc__", None) or ""
+
     def _unknown(self, name: str) -> UnknownNameError:
         known = ", ".join(self.names()) or "(none)"
         return UnknownNameError(
@@ -188,6 +200,34 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._items or name in self._lazy
+
+
+def _source_docstring(module: str, qualname: str) -> str | None:
+    """The docstring of the class or function ``qualname`` defined in ``module``'s source file, parsed with
+    ``ast`` (nothing runs); None when the module has no source or does not define it there."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)  # imports the parent packages, not the module
+        origin = spec.origin if spec is not None else None
+        if not origin or not origin.endswith(".py"):
+            return None
+        with open(origin, encoding="utf-8") as fh:
+            tree: ast.AST = ast.parse(fh.read(), origin)
+    except (ImportError, ValueError, OSError, SyntaxError):
+        return None
+    for part in qualname.split("."):
+        body = getattr(tree, "body", [])
+        found = [
+            n
+            for n in body
+            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and n.name == part
+        ]
+        if not found:
+            return None
+        tree = found[-1]
+    return ast.get_docstring(tree) if isinstance(tree, ast.ClassDef | ast.FunctionDef) else None
 
 
 def _check_signature(factory: Any, kwargs: Mapping[str, Any], what: str) -> None:

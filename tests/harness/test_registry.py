@@ -7,8 +7,10 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from harness import registry as reg_mod
+from harness.cli import app
 from harness.registry import OPTIMIZEES, SR_BACKENDS, TEACHERS, Registry, UnknownNameError
 
 
@@ -42,7 +44,27 @@ def test_entry_point_plugins_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
     r: Registry[object] = Registry("plugin", "sl2o.test.plugins")
     from collections import OrderedDict
 
+    assert r.names() == ["plugged"] and "plugged" in r  # listed without loading the plug-in
+    assert r.describe("plugged").startswith("Dictionary that remembers insertion order")
     assert r.get("plugged") is OrderedDict
+
+
+def test_listing_imports_no_plug_in_and_shows_brackets_as_text() -> None:
+    """``sl2o list`` (but sr-backends, whose availability needs the backend) imports no plug-in module and no
+    torch; "[available]" and "pip install 'symbolic-l2o[pysr]'" are text, not rich markup."""
+    import subprocess
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from harness.cli import app;"
+        "r = CliRunner().invoke(app, ['list', 'teachers']); assert r.exit_code == 0, r.output;"
+        "r2 = CliRunner().invoke(app, ['list', 'optimizees']); assert r2.exit_code == 0, r2.output;"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('harness.teachers.')"
+        " or m.startswith('harness.optimizees.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    res = CliRunner().invoke(app, ["list", "sr-backends"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "[available]" in res.output  # linear and skeleton always are
 
 
 def test_builtin_registries_are_populated() -> None:
@@ -59,7 +81,8 @@ def test_an_entry_registered_by_name_is_imported_on_first_get(
     reg: Registry[type] = Registry("thing", "sl2o.test.none")
     reg.register("thing", "sl2o_lazy_probe:Thing")
     assert reg.names() == ["thing"] and "thing" in reg
-    assert "sl2o_lazy_probe" not in sys.modules  # listed and found without importing it
+    assert reg.describe("thing") == "A probe."  # read from the source
+    assert "sl2o_lazy_probe" not in sys.modules  # listed, found and described without importing it
     assert reg.get("thing").__name__ == "Thing"
     assert "sl2o_lazy_probe" in sys.modules
     with pytest.raises(ValueError, match="already registered"):

@@ -167,38 +167,33 @@ class _Builder:
                     self._check_exponent(base, lit)
                 exponent = self.build(node.right)
             return self._check_number(sympy.Pow(base, exponent))
-        if isinstance(op, ast.Add | ast.Sub | ast.Mult):
+        if isinstance(op, ast.Add | ast.Sub | ast.Mult | ast.Div):
             return self._chain(node)
-        left, right = self.build(node.left), self.build(node.right)
-        if isinstance(op, ast.Add):
-            out = left + right
-        elif isinstance(op, ast.Sub):
-            out = left - right
-        elif isinstance(op, ast.Mult):
-            out = left * right
-        elif isinstance(op, ast.Div):
-            if right == 0:
-                raise EquationParseError("division by the structural number 0")
-            out = left / right
-        else:
-            raise EquationParseError(f"binary operator {type(op).__name__} is not allowed")
-        return self._check_number(out)
+        raise EquationParseError(f"binary operator {type(op).__name__} is not allowed")
 
     def _chain(self, node: ast.BinOp) -> sympy.Expr:
-        """A run of ``+``/``-`` (or of ``*``) built at once, walking its left spine without recursion: a sum
-        of a thousand terms nests no deeper than one term (see :func:`_check_ast_size`)."""
+        """A run of ``+``/``-`` (or of ``*``/``/``) built at once, walking its left spine without recursion: a
+        sum of a thousand terms nests no deeper than one term (see :func:`_check_ast_size`). Building
+        ``2*(a + b)/c`` as one product also keeps sympy from distributing the 2 over the sum (it does so for a
+        product of a number and a sum alone), so the printed text parses back to the same expression."""
         additive = isinstance(node.op, ast.Add | ast.Sub)
-        family = (ast.Add, ast.Sub) if additive else (ast.Mult,)
-        rights: list[tuple[ast.AST, bool]] = []  # (operand, negated), right to left
+        family = (ast.Add, ast.Sub) if additive else (ast.Mult, ast.Div)
+        rights: list[tuple[ast.AST, bool]] = []  # (operand, negated or inverted), right to left
         cur: ast.AST = node
         while isinstance(cur, ast.BinOp) and isinstance(cur.op, family):
-            rights.append((cur.right, isinstance(cur.op, ast.Sub)))
+            rights.append((cur.right, isinstance(cur.op, ast.Sub | ast.Div)))
             cur = cur.left
         first = self.build(cur)
-        rest = [(-self.build(r) if neg else self.build(r)) for r, neg in reversed(rights)]
         if additive:
+            rest = [(-self.build(r) if neg else self.build(r)) for r, neg in reversed(rights)]
             return self._check_number(sympy.Add(first, *rest))
-        return self._check_number(sympy.Mul(first, *rest))
+        factors = [first]
+        for r, inverted in reversed(rights):
+            f = self.build(r)
+            if inverted and f == 0:
+                raise EquationParseError("division by the structural number 0")
+            factors.append(sympy.Pow(f, -1) if inverted else f)
+        return self._check_number(sympy.Mul(*factors))
 
     def _call(self, node: ast.Call) -> sympy.Expr:
         if not isinstance(node.func, ast.Name):
@@ -256,7 +251,7 @@ def _check_ast_size(tree: ast.AST) -> None:
 def _run_family(op: ast.operator) -> str | None:
     if isinstance(op, ast.Add | ast.Sub):
         return "add"
-    if isinstance(op, ast.Mult):
+    if isinstance(op, ast.Mult | ast.Div):
         return "mul"
     return None
 

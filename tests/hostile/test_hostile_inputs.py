@@ -191,6 +191,18 @@ def _(d: Path) -> object:
     return ParetoFront.load(_eq_file(d, '{"format": "symbolic-l2o/pareto-front", "equations": {}}'))
 
 
+@case("equation-json", "front-too-many-equations", EquationParseError, "over the cap of 1,000")
+def _(d: Path) -> object:
+    return ParetoFront.load(_eq_file(d, json.dumps({"equations": [{"expression": "g_0"}] * 1001})))
+
+
+@case("equation-json", "front-too-much-text", EquationParseError, "characters of equation text, over the cap")
+def _(d: Path) -> object:
+    # 700 equations of near the maximum size took over 40 s to load: the total is capped before any parse
+    big = " + ".join(f"tanh({0.5 + i}*g_{i % 20})" for i in range(900))
+    return ParetoFront.load(_eq_file(d, json.dumps({"equations": [{"expression": big}] * 700})))
+
+
 @case("equation-json", "front-with-code", EquationParseError, "unknown function 'exec'")
 def _(d: Path) -> object:
     return ParetoFront.load(_eq_file(d, json.dumps({"equations": [{"expression": "exec('x')"}]})))
@@ -408,6 +420,11 @@ YAML: list[tuple[str, str | bytes, str]] = [
         "distill-complexities",
         QUICKSTART.read_text().replace("max_complexities: [10, 20]", "max_complexities: [0, -3]", 1),
         "max_complexities[0]: Input should be greater than or equal to 1",
+    ),
+    (
+        "distill-population",
+        QUICKSTART.read_text().replace("population_size: 200", "population_size: 1000000000", 1),
+        "SRSettings.population_size must be an integer in 1..100,000, got 1000000000",
     ),
     (
         "missing-checkpoint",
@@ -830,7 +847,7 @@ def test_the_corpus_covers_every_class() -> None:
     counts: dict[str, int] = {}
     for c in CASES:
         counts[c.cls] = counts.get(c.cls, 0) + 1
-    assert counts == {"equation": 43, "equation-json": 24, "yaml": 52, "checkpoint": 22, "dataset": 20}, (
+    assert counts == {"equation": 43, "equation-json": 26, "yaml": 53, "checkpoint": 22, "dataset": 20}, (
         counts
     )
     assert len({(c.cls, c.name) for c in CASES}) == len(CASES)

@@ -23,10 +23,10 @@ from harness.stages.outputs import (
     trial_files,
 )
 from harness.stages.views import Panel, StageView
-from harness.symbolic.sr.settings import SRSettings
+from harness.symbolic.sr.settings import SETTING_RANGES, SRSettings
 
 #: the largest complexity a distill trial may search (the paper's largest is 200)
-MAX_COMPLEXITY = 1000
+MAX_COMPLEXITY = SETTING_RANGES["max_complexity"][1]
 
 #: the typed model of a distill stage's ``settings:`` (``SRSettings`` minus the grid's seed/complexity)
 DistillSettings = settings_model("DistillSettings", SRSettings, what="SR", exclude=("seed", "max_complexity"))

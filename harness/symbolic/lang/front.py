@@ -19,10 +19,28 @@ import numpy as np
 
 from harness.jsonio import loads_json, read_text, to_jsonable, write_json
 from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.names import EquationParseError
+from harness.symbolic.lang.names import MAX_FRONT_EQUATIONS, MAX_FRONT_TEXT, EquationParseError
 from harness.symbolic.metrics import fit_error, fitted_complexity
 
 __all__ = ["ParetoFront"]
+
+
+def check_front_size(equations: Sequence[Any]) -> None:
+    """Refuse a front over :data:`MAX_FRONT_EQUATIONS` equations or :data:`MAX_FRONT_TEXT` characters of
+    equation text (JSON entries with an ``expression``), before any equation is parsed."""
+    if len(equations) > MAX_FRONT_EQUATIONS:
+        raise EquationParseError(
+            f"Pareto front has {len(equations):,} equations, over the cap of {MAX_FRONT_EQUATIONS:,}"
+        )
+    total = sum(
+        len(e["expression"])
+        for e in equations
+        if isinstance(e, Mapping) and isinstance(e.get("expression"), str)
+    )
+    if total > MAX_FRONT_TEXT:
+        raise EquationParseError(
+            f"Pareto front has {total:,} characters of equation text, over the cap of {MAX_FRONT_TEXT:,}"
+        )
 
 
 @dataclass
@@ -137,6 +155,7 @@ class ParetoFront:
         provenance = data.get("provenance") or {}
         if not isinstance(provenance, Mapping):
             raise EquationParseError("Pareto front JSON field 'provenance' must be a mapping")
+        check_front_size(data["equations"])
         return cls([Equation.from_json(e) for e in data["equations"]], dict(provenance))
 
     def save(self, path: str | Path) -> Path:

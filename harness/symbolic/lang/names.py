@@ -18,6 +18,8 @@ __all__ = [
     "MAX_AST_DEPTH",
     "MAX_AST_NODES",
     "MAX_EXPONENT",
+    "MAX_FRONT_EQUATIONS",
+    "MAX_FRONT_TEXT",
     "MAX_INT_LITERAL",
     "MAX_STRUCTURAL_BITS",
     "MAX_TEXT_LENGTH",
@@ -45,7 +47,11 @@ MAX_INT_LITERAL = 10**18
 """Largest magnitude of an integer literal."""
 MAX_STRUCTURAL_BITS = 4000
 """Largest bit size of a structural (exact rational) number built from integer literals."""
-"""Largest equation or Pareto-front JSON file read (bytes)."""
+MAX_FRONT_EQUATIONS = 1_000
+"""Most equations a Pareto front may hold (a merged front of a distill stage holds tens)."""
+MAX_FRONT_TEXT = 100_000
+"""Most characters of equation text a Pareto front may hold in all: parsing costs about 0.1 ms per
+character (sympy's construction), so loading a front stays within about 10 s at this cap."""
 
 _CONST_RE = re.compile(r"c(0|[1-9][0-9]*)")
 

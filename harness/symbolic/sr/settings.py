@@ -38,6 +38,16 @@ DEFAULT_OPERATORS: tuple[str, ...] = ("add", "sub", "mul", "div", "square", "sqr
 search |x|**y, which is a different function; ask for ``pow`` explicitly to get it)."""
 
 
+SETTING_RANGES: dict[str, tuple[int, int]] = {
+    "max_complexity": (1, 1000),
+    "population_size": (1, 100_000),
+    "iterations": (1, 1_000_000),
+    "threads": (1, 1024),
+    "optimizer_iterations": (0, 10_000),
+}
+"""The range of each integer setting: bounds that keep a fit (and its Pareto front) finite, far above use."""
+
+
 @dataclass
 class SRSettings:
     """Search settings shared by SR backends; backend-specific knobs go in ``extra``.
@@ -68,13 +78,13 @@ class SRSettings:
 
     def __post_init__(self) -> None:
         self.operators = normalize_operators(self.operators)
-        for name in ("max_complexity", "population_size", "iterations", "threads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"SRSettings.{name} must be >= 1, got {getattr(self, name)}")
-            setattr(self, name, int(getattr(self, name)))
-        if int(self.optimizer_iterations) < 0:
-            raise ValueError("SRSettings.optimizer_iterations must be >= 0")
-        self.optimizer_iterations = int(self.optimizer_iterations)
+        for name, (low, high) in SETTING_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, float | np.floating) and float(value).is_integer():
+                value = int(value)  # e.g. threads from a trial's CPU count (Ray gives floats)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+                raise ValueError(f"SRSettings.{name} must be an integer in {low}..{high:,}, got {value!r}")
+            setattr(self, name, int(value))
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError("SRSettings.max_time_s must be > 0 or None")
         self.seed = int(self.seed)

@@ -28,7 +28,7 @@ import sympy
 from harness.symbolic.lang.expression import Equation
 from harness.symbolic.lang.front import ParetoFront
 from harness.symbolic.lang.functions import expr_args, spow, ssqrt
-from harness.symbolic.lang.names import var_symbol
+from harness.symbolic.lang.names import MAX_FRONT_EQUATIONS, var_symbol
 from harness.symbolic.sr.base import SRSettings, check_fit_inputs, finish_front
 from harness.symbolic.sr.offset import remove_offset
 
@@ -380,7 +380,14 @@ class OperonBackend:
         tiny = 1e-6 * (float(np.std(y)) + 1e-300)  # changes R² by at most 1e-12
         equations = []
         undefined = 0
-        for model in reg.pareto_front_:
+        models = list(reg.pareto_front_)
+        if len(models) > MAX_FRONT_EQUATIONS:  # a huge population's front: converting each costs sympy work
+            warnings.warn(
+                f"Operon's front has {len(models):,} models; the first {MAX_FRONT_EQUATIONS:,} are kept",
+                stacklevel=2,
+            )
+            models = models[:MAX_FRONT_EQUATIONS]
+        for model in models:
             try:
                 eq = tree_to_equation(model["tree"], names_by_hash).fold_constants()
             except ValueError:

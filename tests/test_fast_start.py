@@ -1,6 +1,7 @@
-"""``sl2o validate`` and ``sl2o --help`` start without importing torch, Ray, MLflow or matplotlib: facades
-load lazily (``lazy_loader`` stubs), plug-ins register by name with their kwargs models, and stage kinds
-import their work modules inside the hooks that run them."""
+"""``sl2o validate``, ``list``, ``equation show`` and ``--help`` start without importing torch, Ray, MLflow or
+matplotlib: facades load lazily (``lazy_loader`` stubs), plug-ins register by name with their kwargs models
+(their docstrings read from source), stage kinds import their work modules inside the hooks that run them,
+and equations import torch only to compile."""
 
 from __future__ import annotations
 
@@ -47,10 +48,16 @@ def _run(*args: str) -> dict:
         ("validate", "benchmarks/suites/table4-cpu.yaml"),
         ("--help",),
         ("validate", "--help"),
+        ("list", "optimizees"),
+        ("list", "teachers"),
+        ("list", "stages"),
+        ("equation", "show", "{equation}"),
     ],
 )
-def test_light_commands_import_no_heavy_library(args: tuple[str, ...]) -> None:
-    out = _run(*args)
+def test_light_commands_import_no_heavy_library(args: tuple[str, ...], tmp_path: Path) -> None:
+    equation = tmp_path / "eq.json"
+    equation.write_text(json.dumps({"expression": "0.5*tanh(m_hat_0) - sqrt(2)*0.01*g_0"}))
+    out = _run(*(a.format(equation=equation) for a in args))
     assert out["code"] in (0, None), out
     assert out["heavy"] == [], f"sl2o {' '.join(args)} imported {out['heavy']}"
 

@@ -10,7 +10,7 @@ import torch
 
 from harness.symbolic.families import adam_equation, eq6
 from harness.symbolic.lang import Equation
-from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS
+from harness.symbolic.lang.torch_ops import FUSED_TORCH_OPS, TORCH_OPS
 from harness.symbolic.optim.eager import EAGER_OPS, cpu_tanh, into_form, linear_form, tanh_into
 from harness.symbolic.optim.optimizer import SymbolicOptimizer
 from harness.symbolic.optim.step import StepProgram

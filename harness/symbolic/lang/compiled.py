@@ -13,7 +13,8 @@ import sympy
 import torch
 from torch import nn
 
-from harness.symbolic.lang.lowering import TORCH_OPS, Closure, as_tensor, closure
+from harness.symbolic.lang.lowering import Closure, closure
+from harness.symbolic.lang.torch_ops import TORCH_OPS, as_tensor
 
 __all__ = ["CompilableEquation", "CompiledEquation"]
 

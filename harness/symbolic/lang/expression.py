@@ -14,14 +14,12 @@ import ast
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import sympy
-import torch
 
 from harness.jsonio import loads_json, read_text, to_jsonable, write_json
-from harness.symbolic.lang.compiled import CompiledEquation
 from harness.symbolic.lang.functions import NUMERIC_ERRORS, expr_args
 from harness.symbolic.lang.lowering import NP_OPS, Closure, closure, numpy_env
 from harness.symbolic.lang.names import (
@@ -42,6 +40,11 @@ from harness.symbolic.lang.printer import (
     replace_symbols,
 )
 from harness.symbolic.metrics import mse, r2
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.symbolic.lang.compiled import CompiledEquation
 
 __all__ = ["Equation"]
 
@@ -379,6 +382,8 @@ class Equation:
     ) -> CompiledEquation[Equation]:
         """A torch module with one ``nn.Parameter`` per constant occurrence (or per ``tie_groups`` group)."""
         equation: Equation = self
+        from harness.symbolic.lang.compiled import CompiledEquation  # torch: imported when first needed
+
         return CompiledEquation(equation, dtype=dtype, tie_groups=tie_groups)
 
     # -- JSON

@@ -18,7 +18,8 @@ import sympy
 import torch
 from torch import Tensor
 
-from harness.symbolic.lang.lowering import TORCH_OPS, closure
+from harness.symbolic.lang.lowering import closure
+from harness.symbolic.lang.torch_ops import TORCH_OPS
 
 __all__ = ["EAGER_OPS", "INTO", "LinearForm", "cpu_tanh", "into_form", "linear_form", "tanh_into"]
 

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from harness.features import ETA, FeatureSpec, parse_variable
 from harness.symbolic.lang.expression import Equation
-from harness.symbolic.lang.lowering import FUSED_TORCH_OPS, TORCH_OPS, InplaceFn, Ops, inplace_closure
+from harness.symbolic.lang.lowering import Ops
+from harness.symbolic.lang.torch_ops import FUSED_TORCH_OPS, TORCH_OPS, InplaceFn, inplace_closure
 from harness.symbolic.optim.eager import EAGER_OPS, LinearForm, into_form, linear_form
 
 

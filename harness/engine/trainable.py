@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from pydantic import BaseModel
 from ray import tune
@@ -24,7 +26,7 @@ from ray.tune import Checkpoint
 from harness.cluster import localize_inputs
 from harness.registry import STAGES
 from harness.stages.base import TrialResult
-from harness.stages.outputs import ARTIFACTS_DIR, TRAINER_FILE, ResultKey
+from harness.stages.outputs import ARTIFACTS_DIR, TRAINER_FILE, CostKey, ResultKey
 
 #: how often (seconds) a running trial streams its new curve points to the tracker
 CURVE_FLUSH_S = 5.0
@@ -90,15 +92,40 @@ class TuneContext:
             return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
-def final_report(result: TrialResult) -> dict[str, Any]:
-    """The last ``tune.report`` of a trial: its metrics, status and facts, marked final."""
+def final_report(result: TrialResult, cost: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The last ``tune.report`` of a trial: its metrics (and ``cost``'s, see :class:`CostKey`), status and
+    facts, marked final."""
+    cost = dict(cost or {})
+    node = cost.pop(CostKey.NODE, None)
+    metrics = {**result.metrics, **cost}
     return {
-        **result.metrics,
+        **metrics,
         ResultKey.FINAL: True,
-        ResultKey.FINAL_KEYS: list(result.metrics),
+        ResultKey.FINAL_KEYS: list(metrics),
         ResultKey.STATUS: result.status,
-        ResultKey.INFO: dict(result.info),
+        ResultKey.INFO: {**({CostKey.NODE: node} if node else {}), **dict(result.info)},
     }
+
+
+class TrialCost:
+    """Measures a trial's :class:`CostKey` figures from its start to :meth:`read`."""
+
+    def __init__(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+
+    def read(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.wall0
+        out: dict[str, Any] = {CostKey.WALL: wall, CostKey.CPU: time.process_time() - self.cpu0}
+        try:
+            ctx = tune.get_context()
+            gpus = sum(b.get("GPU", 0) for b in ctx.get_trial_resources().bundles)
+            out[CostKey.NODE] = ray.util.get_node_ip_address()
+        except Exception:  # noqa: BLE001 - outside a Tune trial
+            gpus, out[CostKey.NODE] = 0, socket.gethostname()
+        if gpus:
+            out[CostKey.GPU] = gpus * wall
+        return out
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -106,6 +133,7 @@ def run_trial(config: dict[str, Any]) -> None:
     kind = STAGES.get(config["kind"])
     trial = config["trial"]
     data = trial.model_dump(exclude_unset=True) if isinstance(trial, BaseModel) else trial
+    cost = TrialCost()
     cpus = set_trial_threads()
     with tempfile.TemporaryDirectory(prefix="sl2o-trial-") as tmp:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
@@ -114,7 +142,7 @@ def run_trial(config: dict[str, Any]) -> None:
         ctx = TuneContext(Path(tmp) / "out", cpus)
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
-        report = {**final_report(result), **ctx.pending_curves()}
+        report = {**final_report(result, cost.read()), **ctx.pending_curves()}
         if not result.files:
             tune.report(report)
             return

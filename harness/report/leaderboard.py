@@ -25,6 +25,7 @@ EXTRA_METRICS = (
     "test_loss",
     "test_acc",
     "wall_time_s",
+    "cost_cpu_s",
     "step_ratio_vs_adam",
     "state_bytes_per_param",
 )
@@ -244,6 +245,7 @@ _SHORT = {
     "test_loss": "test loss",
     "test_acc": "test acc",
     "wall_time_s": "wall s",
+    "cost_cpu_s": "CPU s",
     "step_ratio_vs_adam": "step / Adam",
     "state_bytes_per_param": "state B / param",
 }

@@ -46,6 +46,17 @@ class ResultKey:
     INFO = "info"
 
 
+class CostKey:
+    """The cost every trial records (any kind), measured by the trainable around the kind's run: wall
+    seconds, CPU seconds of the trial's process (all its threads), GPU seconds (GPUs held x wall; only on a
+    trial with GPUs) and the node (``sl2o.node`` tag). A retried trial records its last attempt."""
+
+    WALL = "cost_wall_s"
+    CPU = "cost_cpu_s"
+    GPU = "cost_gpu_s"
+    NODE = "node"
+
+
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 

@@ -79,6 +79,10 @@ def test_plugin_stage_kind_runs_through_the_runner(tmp_path: Path) -> None:
     assert {r.data.tags[f"{TAG}.lr"] for r in trials} == {"0.01", "0.001"}
     for r in trials:
         assert r.info.status == "FINISHED" and r.data.metrics["final_train_loss"] > 0
+        # every trial of any kind (a plug-in's too) records its cost and node, measured by the trainable
+        m = r.data.metrics
+        assert 0 < m["cost_cpu_s"] and 0 < m["cost_wall_s"] and "cost_gpu_s" not in m  # no GPU asked
+        assert r.data.tags[f"{TAG}.node"]
         assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["probe.json"]
         probe = json.loads(
             Path(client.download_artifacts(r.info.run_id, "probe.json", str(tmp_path))).read_text()

@@ -216,3 +216,24 @@ def test_a_stopped_search_resumes_without_redoing_trials(ray_session: Any, tmp_p
 def _finals(grid: Any) -> list[dict[str, Any]]:
     """The final reports of a ResultGrid's finished trials."""
     return [dict(r.metrics) for r in grid if r.metrics and r.metrics.get("final")]
+
+
+def test_trial_cost_is_measured_and_reported_with_the_final_metrics() -> None:
+    """Outside Tune, the cost is the process's CPU and wall time since the start, on this host; the final
+    report logs the figures as metrics and the node as a tag (``info``), never as a metric."""
+    import socket
+    import time
+
+    from harness.engine.trainable import TrialCost, final_report
+    from harness.stages.base import TrialResult
+
+    cost = TrialCost()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.05:  # burn 50 ms of CPU
+        pass
+    read = cost.read()
+    assert read["cost_cpu_s"] >= 0.05 and read["cost_wall_s"] >= read["cost_cpu_s"] * 0.5
+    assert read["node"] == socket.gethostname() and "cost_gpu_s" not in read
+    report = final_report(TrialResult(metrics={"loss": 1.0}), read)
+    assert set(report["final_keys"]) == {"loss", "cost_cpu_s", "cost_wall_s"}
+    assert report["info"]["node"] == socket.gethostname() and "node" not in report

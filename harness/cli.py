@@ -265,6 +265,8 @@ def _print_failure(suite: Suite, failed: StageFailed) -> None:
     not_started = failed.outcome.extra.get("not_started", [])
     for one in [failed, *failed.outcome.extra.get("other_failures", [])]:
         _print_stage_failure(one)
+    for msg in failed.outcome.extra.get("input_errors", []):
+        err_console.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
     names = [f.outcome.name for f in [failed, *failed.outcome.extra.get("other_failures", [])]]
     err_console.print(
         f"stages that did not run: {', '.join(not_started) if not_started else 'none'}",
@@ -274,7 +276,8 @@ def _print_failure(suite: Suite, failed: StageFailed) -> None:
     )
     err_console.print(
         "Fix the cause and rerun the same command: only the errored and missing trials run again "
-        f"({' '.join(f'--fresh {n}' for n in names)} reruns the stage whole, and the stages downstream of it).",
+        f"({' '.join(f'--fresh {n}' for n in names)} reruns {'it' if len(names) == 1 else 'them'} whole, "
+        "with the stages downstream).",
         highlight=False,
         markup=False,
         soft_wrap=True,

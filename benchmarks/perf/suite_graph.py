@@ -2,7 +2,8 @@
 
 Runs ``--suite`` (default ``benchmarks/suites/graph-smoke.yaml``: a chain of one-trial stages beside an
 independent grid) twice on one Ray instance, each run in a fresh temporary workdir and MLflow store: first
-with ``sequential`` (``sl2o run --sequential``), then as a graph (the default), and compares them.
+with ``sequential`` (``sl2o run --sequential``), then as a graph (the default), and compares them. A tiny
+untimed suite runs first, so that neither timed run pays for starting Ray's first workers.
 
 * ``seconds_sequential``, ``seconds_graph``: wall time of each ``run_suite``; ``speedup`` their ratio.
 * ``critical_path_s``: the longest chain of stage durations through the graph, each stage's duration its
@@ -63,6 +64,19 @@ def run_once(suite: Any, workdir: Path, sequential: bool, address: str | None, l
     return {"wall": wall, "stages": stages, "busy_cpu_s": busy, "leaderboard": board}
 
 
+def warmup_suite() -> Any:
+    """Two tiny trials: Ray starts its first workers and imports torch before the timed runs."""
+    from harness.config.suite import load_suite_dict
+
+    stage = {
+        "kind": "evaluate",
+        "name": "warmup",
+        "optimizees": [{"name": "quadratic_cos", "steps": 10}],
+        "optimizers": [{"family": "sgd", "lr": [0.1, 0.01]}],
+    }
+    return load_suite_dict({"name": "graph-warmup", "stages": [stage]})
+
+
 def summary(suite: Any, seq: dict[str, Any], graph: dict[str, Any], cores: float) -> dict[str, Any]:
     """The JSON line from the two runs (see the module doc)."""
     from harness.config.graph import StageGraph
@@ -101,6 +115,8 @@ def main() -> None:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sl2o-warmup-", dir=args.workdir) as tmp:
+        run_once(warmup_suite(), Path(tmp), False, args.address, lambda m: None)
     results = {}
     for mode in ("sequential", "graph"):
         with tempfile.TemporaryDirectory(prefix=f"sl2o-{mode}-", dir=args.workdir) as tmp:

@@ -231,12 +231,14 @@ def _first_error(
 ) -> BaseException:
     """The error to raise for a suite whose stages ``errors`` did not finish: the first in suite order. A
     :class:`StageFailed` carries what finished (``completed_stages``, suite order), the stages that did not
-    start because of the failures (``not_started``) and the other failures (``other_failures``)."""
+    start because of the failures (``not_started``), the other failed stages (``other_failures``) and the
+    messages of stages that could not be planned (``input_errors``)."""
     names = [n for n in graph.order if n in errors]
     first = errors[names[0]]
     if isinstance(first, StageFailed):
         extra = first.outcome.extra
         extra["completed_stages"] = {n: outcomes[n] for n in graph.order if n in outcomes}
         extra["not_started"] = [n for n in graph.order if n not in outcomes and n not in errors]
-        extra["other_failures"] = [errors[n] for n in names[1:]]
+        extra["other_failures"] = [errors[n] for n in names[1:] if isinstance(errors[n], StageFailed)]
+        extra["input_errors"] = [str(errors[n]) for n in names[1:] if not isinstance(errors[n], StageFailed)]
     return first

@@ -7,15 +7,16 @@ untimed suite runs first, so that neither timed run pays for starting Ray's firs
 
 * ``seconds_sequential``, ``seconds_graph``: wall time of each ``run_suite``; ``speedup`` their ratio.
 * ``critical_path_s``: the longest chain of stage durations through the graph, each stage's duration its
-  MLflow stage run's (start to end) in the sequential run, where it ran alone: no graph run can be faster.
+  MLflow stage run's (start to end) in the graph run: the part of that run's wall time that more CPUs
+  could not shorten (the rest is Ray and MLflow start-up and stages waiting for CPUs).
 * ``utilisation_graph`` (and ``utilisation_sequential``): busy CPU-seconds of trials / (cluster CPUs x wall
   time), a trial's busy CPU-seconds being its MLflow trial run's duration times the CPUs it asked for.
 * ``leaderboards_equal``: both runs' leaderboards (:func:`harness.report.leaderboard.aggregate`) have the
   same rows (suite, optimizee, horizon, optimizer) with the same number of seeds each.
 
 With ``--json`` the last line is ``{"seconds_sequential", "seconds_graph", "speedup", "critical_path_s",
-"utilisation_graph", "leaderboards_equal"}`` (plus ``utilisation_sequential`` and ``stages``, each stage's
-sequential seconds). ``--address`` runs both on a Ray cluster (the workdirs must then be paths its nodes
+"utilisation_graph", "leaderboards_equal"}`` (plus ``utilisation_sequential``, and ``stages_sequential`` and
+``stages_graph``: each stage's seconds in each run). ``--address`` runs both on a Ray cluster (the workdirs must then be paths its nodes
 share: ``--workdir``).
 """
 
@@ -81,7 +82,7 @@ def summary(suite: Any, seq: dict[str, Any], graph: dict[str, Any], cores: float
     """The JSON line from the two runs (see the module doc)."""
     from harness.config.graph import StageGraph
 
-    critical, _ = StageGraph.of(suite).critical_path(seq["stages"])
+    critical, _ = StageGraph.of(suite).critical_path(graph["stages"])
     return {
         "seconds_sequential": round(seq["wall"], 1),
         "seconds_graph": round(graph["wall"], 1),
@@ -90,7 +91,8 @@ def summary(suite: Any, seq: dict[str, Any], graph: dict[str, Any], cores: float
         "utilisation_graph": round(graph["busy_cpu_s"] / (cores * graph["wall"]), 3),
         "leaderboards_equal": bool(seq["leaderboard"]) and seq["leaderboard"] == graph["leaderboard"],
         "utilisation_sequential": round(seq["busy_cpu_s"] / (cores * seq["wall"]), 3),
-        "stages": {k: round(v, 1) for k, v in seq["stages"].items()},
+        "stages_sequential": {k: round(v, 1) for k, v in seq["stages"].items()},
+        "stages_graph": {k: round(v, 1) for k, v in graph["stages"].items()},
     }
 
 

@@ -104,6 +104,7 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the two runs' workdirs go (default: a temp folder)"
     )
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up suite")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import ray
@@ -117,8 +118,9 @@ def main() -> None:
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sl2o-warmup-", dir=args.workdir) as tmp:
-        run_once(warmup_suite(), Path(tmp), False, args.address, lambda m: None)
+    if not args.no_warmup:
+        with tempfile.TemporaryDirectory(prefix="sl2o-warmup-", dir=args.workdir) as tmp:
+            run_once(warmup_suite(), Path(tmp), False, args.address, lambda m: None)
     results = {}
     for mode in ("sequential", "graph"):
         with tempfile.TemporaryDirectory(prefix=f"sl2o-{mode}-", dir=args.workdir) as tmp:

@@ -51,7 +51,16 @@ def test_the_script_runs_a_suite_both_ways_and_prints_the_summary_line(
 ) -> None:
     suite_file = tmp_path / "tiny.yaml"
     suite_file.write_text(yaml.safe_dump(TINY))
-    argv = ["suite_graph.py", "--suite", str(suite_file), "--workdir", str(tmp_path), "--quiet", "--json"]
+    argv = [
+        "suite_graph.py",
+        "--suite",
+        str(suite_file),
+        "--workdir",
+        str(tmp_path),
+        "--quiet",
+        "--no-warmup",
+        "--json",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

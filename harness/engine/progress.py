@@ -148,11 +148,13 @@ class Progress(tune.Callback):
     def render(self) -> Any:
         """This stage's table of running trials (step, latest values, ETA)."""
         from rich.table import Table
+        from rich.text import Text
 
         el = time.time() - self.start
         n, eta = self._counts()
         table = Table(
-            title=f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {eta}",
+            # Text, not markup: "[stage]" would be read as a style tag and dropped
+            title=Text(f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {eta}"),
             title_justify="left",
             show_edge=False,
         )

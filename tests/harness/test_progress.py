@@ -46,6 +46,7 @@ def test_stages_running_at_once_share_one_live_display() -> None:
         b.on_trial_start(0, [], _trial(2))
         live = BOARD._live
         assert live is not None and list(BOARD._shown) == ["a", "b"]  # one display, a table per stage
+        assert [str(p.render().title) for p in (a, b)] == ["[a] 0/4 trials, 0s ", "[b] 0/2 trials, 0s "]
         b.on_trial_complete(0, [], _trial(2))
         assert not lines  # printed above the display, not through the plain log
         b.stop()

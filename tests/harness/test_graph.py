@@ -127,3 +127,9 @@ def test_validate_prints_the_graph() -> None:
     assert "stage graph" in res.stdout
     assert "wave 1: grid, teacher" in res.stdout and "wave 2: data" in res.stdout
     assert "tune-eq6-then-cos     waits for tune-eq6" in res.stdout
+
+
+def test_run_help_says_fresh_covers_downstream_and_offers_sequential() -> None:
+    res = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.stdout.split())
+    assert "every stage downstream of it" in text and "--sequential" in text

@@ -153,7 +153,9 @@ def validate(
     max_trials: int = typer.Option(None, "--max-trials", min=1, help=MAX_TRIALS_HELP),
     max_suite_trials: int = typer.Option(None, "--max-suite-trials", min=1, help=MAX_SUITE_TRIALS_HELP),
 ) -> None:
-    """Check a suite file (and the files it names, and its trial counts); exit 2 naming each wrong YAML path."""
+    """Check a suite file (and the files it names, and its trial counts); exit 2 naming each wrong YAML path.
+    Prints the stage graph: the stages each stage waits for, and the waves that can run together."""
+    from harness.config.graph import StageGraph
     from harness.config.suite import check_trial_caps, load_suite, trial_caps
 
     suite = load_suite(file)
@@ -161,8 +163,14 @@ def validate(
     n = len(suite.stages)
     console.print(
         f"{file}: OK (suite {suite.name!r}, {n} stage(s): {', '.join(s.name for s in suite.stages)}; "
-        f"at least {sum(counts.values()):,} trials)"
+        f"at least {sum(counts.values()):,} trials)",
+        highlight=False,
     )
+    console.print(
+        "stage graph (sl2o run starts each stage once the stages it waits for are done):", highlight=False
+    )
+    for line in StageGraph.of(suite).describe():
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -186,7 +194,16 @@ def run(
         True, "--leaderboard/--no-leaderboard", help="Print the leaderboard at the end."
     ),
     fresh: list[str] = typer.Option(
-        [], "--fresh", help="Rerun this stage whole, discarding its earlier runs (repeatable)."
+        [],
+        "--fresh",
+        help="Rerun this stage whole, discarding its earlier runs, and with it every stage downstream of it "
+        "(the stages that read its outputs, directly or not) (repeatable).",
+    ),
+    sequential: bool = typer.Option(
+        False,
+        "--sequential",
+        help="Run the stages one after another in suite order (default: as a graph, each stage as soon as "
+        "the stages it reads are done, concurrently with the others).",
     ),
     allow_cpu_fallback: bool = typer.Option(
         False,
@@ -196,7 +213,10 @@ def run(
     max_trials: int = typer.Option(None, "--max-trials", min=1, help=MAX_TRIALS_HELP),
     max_suite_trials: int = typer.Option(None, "--max-suite-trials", min=1, help=MAX_SUITE_TRIALS_HELP),
 ) -> None:
-    """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages)."""
+    """Run a suite (rerunning the same command resumes it, reruns errored trials, reuses finished stages).
+
+    Stages run as a graph: each starts once the stages it reads are done, concurrently with the others and
+    sharing the cluster (a stage's max_concurrent caps its running trials); --sequential keeps suite order."""
 
     from harness.config.suite import load_suite
 
@@ -213,6 +233,7 @@ def run(
         workdir=workdir,
         log=_log,
         fresh=frozenset(fresh),
+        sequential=sequential,
         live=console.is_terminal,
         allow_cpu_fallback=allow_cpu_fallback,
         sigterm_as_interrupt=True,
@@ -241,10 +262,34 @@ def _print_failure(suite: Suite, failed: StageFailed) -> None:
     """What ran, which trials failed (one line each, with the log), and how to go on."""
 
     _print_summary(suite, failed.outcome.extra.get("completed_stages", {}))
+    not_started = failed.outcome.extra.get("not_started", [])
+    for one in [failed, *failed.outcome.extra.get("other_failures", [])]:
+        _print_stage_failure(one)
+    for msg in failed.outcome.extra.get("input_errors", []):
+        err_console.print(f"error: {msg}", highlight=False, markup=False, soft_wrap=True)
+    names = [f.outcome.name for f in [failed, *failed.outcome.extra.get("other_failures", [])]]
+    err_console.print(
+        f"stages that did not run: {', '.join(not_started) if not_started else 'none'}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    err_console.print(
+        "Fix the cause and rerun the same command: only the errored and missing trials run again "
+        f"({' '.join(f'--fresh {n}' for n in names)} reruns {'it' if len(names) == 1 else 'them'} whole, "
+        "with the stages downstream).",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _print_stage_failure(failed: StageFailed) -> None:
+    """One failed stage: its counts, then each errored trial with its error and log."""
     out = failed.outcome
     err_console.print(
         f"error: stage {out.name!r} is not finished: {len(failed.failures)} trial(s) errored, "
-        f"{len(out.trials)} ok; later stages did not run",
+        f"{len(out.trials)} ok",
         highlight=False,
         markup=False,
         soft_wrap=True,
@@ -253,13 +298,6 @@ def _print_failure(suite: Suite, failed: StageFailed) -> None:
         err_console.print(
             f"  {f.label}: {f.error}\n    log: {f.log}", highlight=False, markup=False, soft_wrap=True
         )
-    err_console.print(
-        "Fix the cause and rerun the same command: only the errored and missing trials run again "
-        f"(--fresh {out.name} reruns the stage whole).",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
 
 
 def _log(msg: str) -> None:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "teachers", "optimizees", "search_spaces")
-PURE = ("harness/stages", "harness/symbolic", "harness/features", "harness/training", "teachers", "optimizees")
+PURE = (
+    "harness/stages",
+    "harness/symbolic",
+    "harness/features",
+    "harness/training",
+    "teachers",
+    "optimizees",
+)
 INFRA = ("ray", "mlflow")
 #: from the bottom up: a module may import its own layer and those below, never one above
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -93,7 +100,9 @@ def _imports(mod: str, path: Path, module_level: bool) -> set[str]:
         nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
         stub = path.with_suffix(".pyi")
         if is_package and stub.exists():  # a lazy facade imports what its stub names, on first access
-            nodes += [n for n in ast.walk(ast.parse(stub.read_text(), str(stub))) if isinstance(n, ast.ImportFrom)]
+            nodes += [
+                n for n in ast.walk(ast.parse(stub.read_text(), str(stub))) if isinstance(n, ast.ImportFrom)
+            ]
     out: set[str] = set()
     for n in nodes:
         if isinstance(n, ast.Import):
@@ -239,7 +248,9 @@ def test_an_inverted_import_is_caught() -> None:
     graph["harness.symbolic.lang.expression"] = graph["harness.symbolic.lang.expression"] | {
         "harness.symbolic.optim.optimizer"
     }
-    assert any("harness.symbolic.lang never imports harness.symbolic.optim" in b for b in layer_violations(graph))
+    assert any(
+        "harness.symbolic.lang never imports harness.symbolic.optim" in b for b in layer_violations(graph)
+    )
 
 
 def test_every_module_is_in_a_layer() -> None:

@@ -1,12 +1,14 @@
-"""Exactly-once under crashes: run ``baselines-smoke``, SIGKILL the driver at several points, rerun after
-each kill, and count what the store holds; then a SIGTERM round: a driver that started its own Ray is
+"""Exactly-once under crashes: run ``baselines-smoke`` split into two independent stages (one per seed, so
+both run at once as a graph), SIGKILL the driver at several points while both stages run, rerun after each
+kill, and count what the store holds; then a SIGTERM round: a driver that started its own Ray is
 stopped with SIGTERM mid-stage, must exit 130 (the Ctrl-C path) with its Tune state signed, and the rerun
 finishes with every trial recorded once; then a concurrent round: two drivers launched at once on one
 workdir, where the second must wait for the first and reuse its stage (no trial trained twice).
 
-Each kill lands when the store has recorded a growing number of finished trials (spread over the run),
-so it hits the driver mid-stage with Tune's saved state behind its trial completions. The last rerun
-goes to the end. Then it counts, among the evaluate-trial runs MLflow keeps, the distinct trial
+Each kill lands when the store has recorded a growing number of finished trials (spread over the run) and
+each of the two stages has recorded some but not all of its trials, so it hits the driver while two stages
+run, with Tune's saved state behind their trial completions (a round where that moment never comes, one
+stage starved by the other, ends without a kill: ``kills`` says so). The last rerun goes to the end. Then it counts, among the evaluate-trial runs MLflow keeps, the distinct trial
 identities (``sl2o.trial_key``), the duplicates (finished runs beyond one per identity) and the missing
 trials, and checks the leaderboard rows count every seed once.
 
@@ -29,6 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "suites" / "baselines-smoke.yaml"
@@ -58,29 +62,42 @@ def _finished(uri: str, suite: str, latest_only: bool = False) -> list[Any]:
 
 def _run_command(
     workdir: Path, address: str | None, suite_file: Path = SUITE
-) -> tuple[Any, int, str, list[str]]:
-    """The suite (one evaluate stage), its number of trials, its store's URI and the ``sl2o run`` command
-    (on ``address`` when given, else the driver's own Ray)."""
+) -> tuple[Any, dict[str, int], str, list[str]]:
+    """The suite (evaluate stages that read no other stage), its number of trials per stage, its store's URI
+    and the ``sl2o run`` command (on ``address`` when given, else the driver's own Ray)."""
     from harness.config.suite import load_suite
     from harness.registry import STAGES
 
     suite = load_suite(suite_file)
-    stage = suite.stages[0]
-    expected = len(STAGES.get(stage.kind).plan(suite, stage, {}))
+    expected = {s.name: len(STAGES.get(s.kind).plan(suite, s, {})) for s in suite.stages}
     uri = f"sqlite:///{workdir}/mlflow.db"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--tracking-uri", uri]
     cmd += ["--workdir", str(workdir), "--no-leaderboard"] + (["--address", address] if address else [])
     return suite, expected, uri, cmd
 
 
+def split_by_seed(src: Path, dest: Path) -> Path:
+    """``src`` (one evaluate stage) as one stage per seed, written to ``dest``: independent stages of equal
+    work, which a run as a graph runs at once."""
+    data = yaml.safe_load(src.read_text())
+    (stage,) = data["stages"]
+    data["name"] = f"{data['name']}-split"
+    data["stages"] = [
+        {**stage, "name": f"{stage['name']}-s{seed}", "seeds": [seed]} for seed in stage["seeds"]
+    ]
+    dest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
 def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict[str, Any]:
-    """SIGKILL ``sl2o run`` ``kills`` times mid-stage, rerun to the end, and count the trial records."""
+    """SIGKILL ``sl2o run`` ``kills`` times while two stages run, rerun to the end, and count the records."""
     from harness import tracking
     from harness.report import leaderboard as report
     from harness.stages.outputs import TAG
 
-    suite, expected, uri, cmd = _run_command(workdir, address)
-    stage = suite.stages[0]
+    suite_file = split_by_seed(SUITE, workdir / "chaos-suite.yaml")
+    suite, per_stage, uri, cmd = _run_command(workdir, address, suite_file)
+    expected = sum(per_stage.values())
     start = time.time()
     done_kills = 0
     for k in range(kills + 1):
@@ -89,20 +106,25 @@ def run_chaos(kills: int, address: str, workdir: Path, log: Any = print) -> dict
         while k < kills and proc.poll() is None:
             time.sleep(0.1)
             try:
-                if len(_finished(uri, suite.name)) >= target:
-                    proc.send_signal(signal.SIGKILL)
-                    done_kills += 1
-                    log(f"kill {done_kills}: SIGKILL at >= {target} recorded trials")
-                    break
+                runs = _finished(uri, suite.name)
             except Exception:  # noqa: BLE001 - the store may be busy or not created yet
                 continue
+            done = Counter(r.data.tags.get(f"{TAG}.stage") for r in runs)
+            if len(runs) >= target and all(0 < done[s] < n for s, n in per_stage.items()):
+                proc.send_signal(signal.SIGKILL)
+                done_kills += 1
+                log(
+                    f"kill {done_kills}: SIGKILL at {len(runs)} recorded trials ({dict(done)}), both stages running"
+                )
+                break
         out, _ = proc.communicate(timeout=600)
         if k == kills and proc.returncode != 0:
             raise RuntimeError(f"the final rerun failed ({proc.returncode}):\n{out[-3000:]}")
     runs = _finished(uri, suite.name, latest_only=True)
     keys = Counter(r.data.tags.get(f"{TAG}.trial_key") for r in runs)
     rows = report.aggregate(tracking.leaderboard_records(tracking.init_tracking(uri), suite.name))
-    seeds_ok = all(r["n"] == len(stage.seeds) and len(set(r["seeds"])) == r["n"] for r in rows)  # type: ignore[attr-defined]
+    n_seeds = len(suite.stages)  # one seed per stage
+    seeds_ok = all(r["n"] == n_seeds and len(set(r["seeds"])) == r["n"] for r in rows)  # type: ignore[attr-defined]
     return {
         "kills": done_kills,
         "trials_expected": expected,
@@ -124,7 +146,8 @@ def run_sigterm(
     from harness.engine import trust
     from harness.stages.outputs import TAG
 
-    suite, expected, uri, cmd = _run_command(workdir, None, suite_file)
+    suite, per_stage, uri, cmd = _run_command(workdir, None, suite_file)
+    expected = sum(per_stage.values())
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -165,7 +188,8 @@ def run_concurrent(address: str, workdir: Path, log: Any = print) -> dict[str, A
     (its progress lines) against the suite's trials."""
     import re
 
-    _, expected, _, cmd = _run_command(workdir, address)
+    _, per_stage, _, cmd = _run_command(workdir, address)
+    expected = sum(per_stage.values())
     procs = [
         subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)

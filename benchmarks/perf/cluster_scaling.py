@@ -95,17 +95,22 @@ def summary(trials: int, one: dict[str, Any], two: dict[str, Any]) -> dict[str, 
     }
 
 
-
-
 def run_on(nodes: int, data: dict[str, Any], log: Any = print, stage: str = STAGE) -> dict[str, Any]:
     """Start a ``nodes``-node cluster (1 CPU each), run the suite on it, stop it; ``stage``'s figures."""
-    with tempfile.TemporaryDirectory(prefix="sl2o-scaling-") as tmp, LocalCluster(
-        nodes=nodes, cpus_per_node=1
-    ) as c:
+    with (
+        tempfile.TemporaryDirectory(prefix="sl2o-scaling-") as tmp,
+        LocalCluster(nodes=nodes, cpus_per_node=1) as c,
+    ):
         folder = Path(tmp)
         (folder / "suite.yaml").write_text(yaml.safe_dump(data))
         cmd = [sys.executable, "-m", "harness.cli", "run", str(folder / "suite.yaml"), "--address", c.address]
-        cmd += ["--workdir", str(folder / "wd"), "--tracking-uri", f"sqlite:///{folder}/m.db", "--no-leaderboard"]
+        cmd += [
+            "--workdir",
+            str(folder / "wd"),
+            "--tracking-uri",
+            f"sqlite:///{folder}/m.db",
+            "--no-leaderboard",
+        ]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, cwd=folder, env=c.env(), capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - t0
@@ -115,7 +120,14 @@ def run_on(nodes: int, data: dict[str, Any], log: Any = print, stage: str = STAG
         results = (folder / "wd").rglob("result.json")
         lines = [ln for f in results if f"/{stage}-" in str(f) for ln in f.read_text().splitlines()]
         per_node = trials_per_node(lines)
-    res = {"nodes": nodes, "ok": ok, "errored": errored, "seconds": seconds, "wall": wall, "per_node": per_node}
+    res = {
+        "nodes": nodes,
+        "ok": ok,
+        "errored": errored,
+        "seconds": seconds,
+        "wall": wall,
+        "per_node": per_node,
+    }
     log(
         f"{nodes} node(s) x 1 CPU: {ok} trials in {seconds:.1f}s ({ok / seconds:.2f} trials/s; "
         f"command {wall:.1f}s); trials per node: {per_node}"

@@ -1,6 +1,7 @@
 """Pydantic models of a suite file; every validation error names the YAML path that is wrong.
 
-A suite is a named list of stages run in order. Each stage is one Ray Tune experiment whose trials
+A suite is a named list of stages, run as a graph of their ``from_stage`` references
+(:mod:`harness.config.graph`). Each stage is one Ray Tune experiment whose trials
 are the cross product its fields describe (for ``evaluate``: optimizee x horizon x optimizer x seed).
 """
 
@@ -275,7 +276,8 @@ def leaderboard_metric_modes(kinds: Iterable[tuple[str, Any]]) -> dict[str, str]
 
 
 class Suite(_Model):
-    """A suite file: stages run in order, tracked under one MLflow parent run.
+    """A suite file: stages (each reading only earlier ones, so the suite order is one valid run order), run
+    as a graph and tracked under one MLflow parent run.
 
     ``stages`` holds one spec model per entry, of the kind its ``kind:`` names; the kinds are those in
     :data:`harness.registry.STAGES` (built-ins and plug-ins), so :func:`load_suite_dict` validates with

@@ -18,8 +18,12 @@ class RunOptions:
     workdir: str = "sl2o_runs"
     quiet: bool = False
     log: Callable[[str], None] = print
-    #: names of stages to rerun whole (their earlier runs and Tune state are discarded)
+    #: names of stages to rerun whole (their earlier runs and Tune state are discarded), and with them every
+    #: stage downstream of them (the runner adds those)
     fresh: frozenset[str] = frozenset()
+    #: run the stages one after another in suite order (else as a graph: every stage whose inputs are done
+    #: runs, concurrently with the others, each its own Tune experiment)
+    sequential: bool = False
     #: a live display of running trials (on a terminal); otherwise only progress lines
     live: bool = False
     #: run trials that ask for GPUs on CPUs when the cluster has no GPU (else that is an error)

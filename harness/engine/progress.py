@@ -4,10 +4,14 @@
 Trials send interim results through :meth:`harness.stages.base.TrialContext.progress` (curve points, a
 ``step`` and, when the kind knows it, ``total_steps``); the runner's Tune callback here turns them into
 the display. Outside a terminal (CI, logs) only the lines are printed.
+
+Stages that run at once (a suite run as a graph) share one display, :data:`BOARD`: one table per running
+stage, stacked in the order they started (rich allows one live display per console; two would garble).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +27,58 @@ def _eta(elapsed: float, done: float, total: float) -> str:
         return ""
     left = elapsed / done * (total - done)
     return f"ETA {left:.0f}s" if left < 120 else f"ETA {left / 60:.1f}min"
+
+
+class LiveBoard:
+    """The one live display of this process: a table for each stage whose :class:`Progress` is showing,
+    updated from each stage's Tune loop (any thread); lines printed meanwhile go above it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._shown: dict[str, Progress] = {}
+        self._live: Any = None
+
+    def show(self, progress: Progress) -> None:
+        """Add or redraw ``progress``'s table (starting the display for the first one)."""
+        with self._lock:
+            self._shown[progress.stage] = progress
+            if self._live is None:
+                from rich.live import Live
+
+                self._live = Live(self._render(), refresh_per_second=4, transient=True)
+                self._live.start()
+            else:
+                self._live.update(self._render())
+
+    def hide(self, progress: Progress) -> None:
+        """Drop ``progress``'s table; the display ends with the last one."""
+        with self._lock:
+            if self._shown.get(progress.stage) is progress:
+                del self._shown[progress.stage]
+            if self._live is None:
+                return
+            if self._shown:
+                self._live.update(self._render())
+            else:
+                self._live.stop()
+                self._live = None
+
+    def print(self, msg: str) -> bool:
+        """Print ``msg`` above the display; False when none is showing (the caller logs it itself)."""
+        with self._lock:
+            if self._live is None:
+                return False
+            self._live.console.print(msg, highlight=False, markup=False)
+            return True
+
+    def _render(self) -> Any:
+        from rich.console import Group
+
+        return Group(*(p.render() for p in self._shown.values()))
+
+
+#: the live display every stage of this process shares
+BOARD = LiveBoard()
 
 
 class Progress(tune.Callback):
@@ -46,12 +102,10 @@ class Progress(tune.Callback):
         self.done = self.errors = 0
         self.start = time.time()
         self.running: dict[str, dict[str, Any]] = {}
-        self._display: Any = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
         state = dict(self.__dict__)
         state["log"] = print
-        state["_display"] = None
         state["live"] = False
         return state
 
@@ -64,6 +118,7 @@ class Progress(tune.Callback):
         self.done = self.errors = 0
         self.start = time.time()
         self.running = {}
+        vars(self).pop("_display", None)  # pickled by an earlier version
 
     def _counts(self) -> tuple[int, str]:
         """Trials done in all (earlier runs' included) and the ETA from this run's pace."""
@@ -80,9 +135,7 @@ class Progress(tune.Callback):
             f"{f', {self.errors} errored' if self.errors else ''}, {el:.0f}s elapsed"
             f"{f', {eta}' if eta else ''} ({what})"
         )
-        if self._display is not None:
-            self._display.console.print(msg, highlight=False, markup=False)
-        else:
+        if not (self.live and BOARD.print(msg)):
             self.log(msg)
 
     def _name(self, trial: Any) -> str:
@@ -92,13 +145,16 @@ class Progress(tune.Callback):
             return str(trial)
 
     # -- the live display -----------------------------------------------------------------------------
-    def _render(self) -> Any:
+    def render(self) -> Any:
+        """This stage's table of running trials (step, latest values, ETA)."""
         from rich.table import Table
+        from rich.text import Text
 
         el = time.time() - self.start
         n, eta = self._counts()
         table = Table(
-            title=f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {eta}",
+            # Text, not markup: "[stage]" would be read as a style tag and dropped
+            title=Text(f"[{self.stage}] {n}/{self.total} trials, {el:.0f}s {eta}"),
             title_justify="left",
             show_edge=False,
         )
@@ -114,20 +170,13 @@ class Progress(tune.Callback):
         return table
 
     def _refresh(self) -> None:
-        if not self.live:
-            return
-        if self._display is None:
-            from rich.live import Live
-
-            self._display = Live(self._render(), refresh_per_second=4, transient=True)
-            self._display.start()
-        self._display.update(self._render())
+        if self.live:
+            BOARD.show(self)
 
     def stop(self) -> None:
-        """End the live display (the lines stay)."""
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
+        """Take this stage's table off the live display (the lines stay)."""
+        if self.live:
+            BOARD.hide(self)
 
     # -- Tune events ----------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -1,22 +1,27 @@
-"""Run a suite: connect Ray, open its MLflow suite run, and run its stages in order (each through
-:func:`harness.engine.stage.run_stage`); a rerun of the same command reuses finished stages and resumes an
-interrupted one."""
+"""Run a suite: connect Ray, open its MLflow suite run, and run its stages (each through
+:func:`harness.engine.stage.run_stage`) as a graph, every stage whose inputs are done at once
+(:mod:`harness.engine.graphrun`), or with ``sequential`` one after another; a rerun of the same command reuses
+finished stages and resumes interrupted ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import ray
 
 from harness import cluster, tracking
+from harness.config.graph import StageGraph
 from harness.config.suite import Suite, SuiteError, check_resources, check_trial_caps, trial_caps
 from harness.engine import stagekey
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
+from harness.engine.graphrun import cap_pending_trials, run_graph, stage_inputs
 from harness.engine.stage import run_stage
 from harness.engine.trials import trial_key, trial_resources
 from harness.stages.outputs import TAG, StageOutcome, SuiteOutcome, TrialOutput
@@ -109,7 +114,9 @@ def _version_tags() -> dict[str, str]:
 
 
 def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
-    """Run every stage of ``suite`` in order; rerunning the same command resumes or reuses stages."""
+    """Run the stages of ``suite`` (as a graph, or in order with ``opts.sequential``); rerunning the same
+    command resumes or reuses stages. A stage that fails stops the stages downstream of it; the others
+    finish, then the first failure in suite order is raised."""
     quiet_tune_output()
     start = time.time()
     storage = cluster.Storage(opts.workdir)  # a bad workdir URI is one line, before anything starts
@@ -121,6 +128,15 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     unknown = sorted(set(opts.fresh) - {s.name for s in suite.stages})
     if unknown:
         raise StageInputError(f"--fresh names no stage of suite {suite.name!r}: {', '.join(unknown)}")
+    graph = StageGraph.of(suite)
+    # a stage run again whole gives new outputs: the stages that read them run again too
+    fresh = graph.downstream(opts.fresh)
+    if fresh != set(opts.fresh):
+        also = [n for n in graph.order if n in fresh - set(opts.fresh)]
+        opts.log(
+            f"--fresh {', '.join(sorted(opts.fresh))}: also reruns the stages downstream: {', '.join(also)}"
+        )
+    opts = dataclasses.replace(opts, fresh=frozenset(fresh))
     # Ray first: nothing is created in MLflow for a suite that cannot start (no cluster, a refused
     # token, a workdir some node cannot use, GPUs the cluster cannot give)
     init_ray(opts.address)
@@ -157,25 +173,72 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
         opts.log(
             f"closed {orphans} suite/stage runs left open by an earlier driver that did not exit cleanly"
         )
-    opts.log(f"suite {suite.name!r}: {len(suite.stages)} stage(s); MLflow {uri} (experiment {exp_id})")
+    how = "one after another" if opts.sequential else f"as a graph of {len(graph.waves())} wave(s)"
+    opts.log(f"suite {suite.name!r}: {len(suite.stages)} stage(s), {how}; MLflow {uri} (experiment {exp_id})")
     ctx = SuiteContext(client, exp_id, suite_run_id, uri, storage, version_tags)
     outcomes: dict[str, StageOutcome] = {}
 
-    def record(outs: list[StageOutcome]) -> None:
+    def record(failed: dict[str, StageFailed]) -> None:
+        """The suite run's stage keys and runs, in suite order (a failed stage's too: the leaderboard shows
+        what ran, errors counted)."""
+        outs = [outcomes.get(n) or failed[n].outcome for n in graph.order if n in outcomes or n in failed]
         client.set_tag(suite_run_id, f"{TAG}.stage_keys", ",".join(o.key for o in outs))
         client.set_tag(suite_run_id, f"{TAG}.stage_runs", ",".join(o.run_id for o in outs))
 
     try:
-        for stage in suite.stages:
-            outcomes[stage.name] = run_stage(suite, stage, dict(outcomes), ctx, opts)
-            record(list(outcomes.values()))
-    except StageFailed as failed:
-        record([*outcomes.values(), failed.outcome])  # the leaderboard shows what ran, errors counted
-        failed.outcome.extra["completed_stages"] = dict(outcomes)
+        if opts.sequential:
+            errors = _run_in_order(suite, graph, ctx, opts, outcomes, record)
+        else:
+            cap_pending_trials(float(ray.cluster_resources().get("CPU", 1.0)))
+            errors = run_graph(suite, graph, ctx, opts, outcomes, record)
+        if errors:
+            raise _first_error(graph, errors, outcomes)
+    except StageFailed:
         client.set_terminated(suite_run_id, status="FAILED")
         raise
     except BaseException:
         client.set_terminated(suite_run_id, status="KILLED")
         raise
     client.set_terminated(suite_run_id, status="FINISHED")
-    return SuiteOutcome(suite.name, suite_run_id, uri, exp_id, outcomes, time.time() - start)
+    ordered = {n: outcomes[n] for n in graph.order}
+    return SuiteOutcome(suite.name, suite_run_id, uri, exp_id, ordered, time.time() - start)
+
+
+def _run_in_order(
+    suite: Suite,
+    graph: StageGraph,
+    ctx: SuiteContext,
+    opts: RunOptions,
+    outcomes: dict[str, StageOutcome],
+    record: Callable[[dict[str, StageFailed]], None],
+) -> dict[str, BaseException]:
+    """``--sequential``: the stages one after another in suite order, in this (the main) thread; the first
+    that fails stops the suite (returned as ``{stage: error}``)."""
+    for stage in suite.stages:
+        try:
+            outcomes[stage.name] = run_stage(
+                suite, stage, stage_inputs(graph, stage.name, outcomes), ctx, opts
+            )
+        except StageFailed as failed:
+            record({stage.name: failed})
+            return {stage.name: failed}
+        record({})
+    return {}
+
+
+def _first_error(
+    graph: StageGraph, errors: dict[str, BaseException], outcomes: dict[str, StageOutcome]
+) -> BaseException:
+    """The error to raise for a suite whose stages ``errors`` did not finish: the first in suite order. A
+    :class:`StageFailed` carries what finished (``completed_stages``, suite order), the stages that did not
+    start because of the failures (``not_started``), the other failed stages (``other_failures``) and the
+    messages of stages that could not be planned (``input_errors``)."""
+    names = [n for n in graph.order if n in errors]
+    first = errors[names[0]]
+    if isinstance(first, StageFailed):
+        extra = first.outcome.extra
+        extra["completed_stages"] = {n: outcomes[n] for n in graph.order if n in outcomes}
+        extra["not_started"] = [n for n in graph.order if n not in outcomes and n not in errors]
+        extra["other_failures"] = [errors[n] for n in names[1:] if isinstance(errors[n], StageFailed)]
+        extra["input_errors"] = [str(errors[n]) for n in names[1:] if not isinstance(errors[n], StageFailed)]
+    return first

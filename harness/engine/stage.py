@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -179,6 +180,20 @@ def _verified_state(
     return False
 
 
+#: Tune's trainable registry is one dict per process, flushed to Ray without a lock
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register_trainable(name: str, trainable: Any) -> str:
+    """Register ``trainable`` with Tune under ``name`` (one registration at a time) and return the name, which
+    the Tuner is given instead of the trainable. Left to Tune, every stage's trainable would be registered as
+    ``run_trial`` from inside ``fit``: stages running at once would overwrite each other's (and its resources)
+    and race on the registry's dict. The name is the stage's own and stable, as a restored experiment needs."""
+    with _REGISTRY_LOCK:
+        tune.register_trainable(name, trainable)
+    return name
+
+
 def run_trials(
     suite: Suite, plan: StagePlan, exp: Experiment, ctx: SuiteContext, opts: RunOptions
 ) -> tuple[list[Any], int]:
@@ -188,8 +203,9 @@ def run_trials(
     stage, kind, storage = plan.stage, plan.kind, ctx.storage
     exp_path = storage.url(*exp.parts)
     res = stage.resources or suite.resources
-    trainable = tune.with_resources(
-        run_trial, trial_resources(res, stage.name, opts.allow_cpu_fallback, opts.log)
+    trainable = register_trainable(
+        f"sl2o_{suite.name}_{stage.name}_{plan.key}",
+        tune.with_resources(run_trial, trial_resources(res, stage.name, opts.allow_cpu_fallback, opts.log)),
     )
     n_trials = len(exp.trials)
     param_space: dict[str, Any] = {"kind": kind.name, "trial": tune.grid_search(exp.trials)}

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def scaling():
-    spec = importlib.util.spec_from_file_location("cluster_scaling", ROOT / "benchmarks/perf/cluster_scaling.py")
+    spec = importlib.util.spec_from_file_location(
+        "cluster_scaling", ROOT / "benchmarks/perf/cluster_scaling.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules["cluster_scaling"] = mod

@@ -27,8 +27,6 @@ pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]
 
 
-
-
 SUITE = {
     "name": "node-lost",
     "max_failures": 2,

@@ -52,7 +52,9 @@ def ray_cluster():
 
 
 def _has_jobs() -> bool:
-    return importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("opencensus") is not None
+    return (
+        importlib.util.find_spec("aiohttp") is not None and importlib.util.find_spec("opencensus") is not None
+    )
 
 
 def _suite_file(folder: Path, name: str, steps: int = 12000) -> Path:
@@ -93,7 +95,11 @@ def test_sl2o_run_address_auto_on_a_node_spreads_trials_over_both(ray_cluster, t
     suite = _suite_file(tmp_path, "via-auto")
     uri = f"sqlite:///{tmp_path}/m.db"
     cmd = [*CLI, "run", str(suite), "--address", "auto", "--workdir", str(tmp_path / "wd")]
-    out = _run([*cmd, "--tracking-uri", uri, "--no-leaderboard"], tmp_path, ray_cluster.env(RAY_TMPDIR=str(ray_cluster.base)))
+    out = _run(
+        [*cmd, "--tracking-uri", uri, "--no-leaderboard"],
+        tmp_path,
+        ray_cluster.env(RAY_TMPDIR=str(ray_cluster.base)),
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + ray_cluster.logs()
     assert "Ray cluster: 2 node(s) can read and write the workdir" in out.stdout
     runs = _trial_runs(uri, "via-auto")
@@ -104,7 +110,15 @@ def test_sl2o_run_address_auto_on_a_node_spreads_trials_over_both(ray_cluster, t
 def test_ray_client_shows_progress_on_the_client(ray_cluster, tmp_path: Path) -> None:
     suite = _suite_file(tmp_path, "via-client", steps=1000)
     uri = f"sqlite:///{tmp_path}/m.db"
-    cmd = [*CLI, "run", str(suite), "--address", ray_cluster.client_address, "--workdir", str(tmp_path / "wd")]
+    cmd = [
+        *CLI,
+        "run",
+        str(suite),
+        "--address",
+        ray_cluster.client_address,
+        "--workdir",
+        str(tmp_path / "wd"),
+    ]
     out = _run([*cmd, "--tracking-uri", uri, "--no-leaderboard"], tmp_path, ray_cluster.env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # Tune ran fit on the head; its progress callback's lines came back through the queue
@@ -122,7 +136,17 @@ def test_ray_job_submit_runs_the_suite_on_the_cluster(ray_cluster, tmp_path: Pat
     entry = [sys.executable, "-m", "harness.cli", "run", "suite.yaml", "--workdir", str(tmp_path / "wd")]
     entry += ["--tracking-uri", uri, "--no-leaderboard"]
     ray = str(Path(sys.executable).with_name("ray"))
-    cmd = [ray, "job", "submit", "--address", ray_cluster.dashboard_address, "--working-dir", str(job_dir), "--", *entry]
+    cmd = [
+        ray,
+        "job",
+        "submit",
+        "--address",
+        ray_cluster.dashboard_address,
+        "--working-dir",
+        str(job_dir),
+        "--",
+        *entry,
+    ]
     out = _run(cmd, tmp_path, ray_cluster.env())
     text = out.stdout + out.stderr
     assert out.returncode == 0 and "succeeded" in text, text[-4000:]

@@ -40,7 +40,9 @@ def test_a_uri_workdir_is_not_resolved_and_caches_locally(tmp_path: Path, monkey
 
 
 def test_a_workdir_uri_pyarrow_cannot_open_is_one_line() -> None:
-    with pytest.raises(ClusterError, match=r"--workdir nosuchfs://bucket/x: not a storage URI Ray Tune can use"):
+    with pytest.raises(
+        ClusterError, match=r"--workdir nosuchfs://bucket/x: not a storage URI Ray Tune can use"
+    ):
         Storage("nosuchfs://bucket/x")
 
 
@@ -71,7 +73,9 @@ def test_trial_files_travel_as_storage_uris_and_come_back_as_local_files(tmp_pat
     data = cluster.localize_inputs(staged.model_dump(), tmp_path / "node")
     local = Path(data["sources"][0]["checkpoint"])
     assert local.is_relative_to(tmp_path / "node") and local.read_bytes() == b"weights"
-    assert cluster.localize_inputs({"x": "s3://bucket/other/file"}, tmp_path) == {"x": "s3://bucket/other/file"}
+    assert cluster.localize_inputs({"x": "s3://bucket/other/file"}, tmp_path) == {
+        "x": "s3://bucket/other/file"
+    }
 
 
 # -- GPUs ------------------------------------------------------------------------------------------------
@@ -124,7 +128,9 @@ def test_run_suite_refuses_a_gpu_request_on_local_ray_before_mlflow(ray_session,
     )  # fmt: skip
     db = tmp_path / "m.db"
     with pytest.raises(ClusterError, match="asks for 1 GPU"):
-        run_suite(suite, RunOptions(tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path), log=lambda m: None))
+        run_suite(
+            suite, RunOptions(tracking_uri=f"sqlite:///{db}", workdir=str(tmp_path), log=lambda m: None)
+        )
     assert not db.exists()  # nothing created in MLflow
 
 

@@ -182,7 +182,10 @@ def test_diverged_optimizers_are_marked_not_dropped(tmp_path: Path) -> None:
     runs, diverged = finite_parts(blew)
     assert diverged and runs == [[(0, 1.0), (5, 3.0)], [(0, 1.0), (5, 2.0), (10, 50.0)]]
     assert finite_parts(ok) == (ok, False)
-    assert finite_parts([[(0, math.inf)]]) == ([], True)  # diverged before its first point: named in the title
+    assert finite_parts([[(0, math.inf)]]) == (
+        [],
+        True,
+    )  # diverged before its first point: named in the title
     curves = {"p1": {"adam": ok, "sgd(lr=10)": blew, "sgd(lr=100)": [[(0, math.inf)]]}}
     _png(plot_loss_curves(curves, tmp_path / "div.png"))
 

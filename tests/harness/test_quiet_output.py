@@ -21,4 +21,6 @@ def test_ray_notes_the_harness_replaces_are_dropped(caplog: pytest.LogCaptureFix
         tune.warning("Resume experiment with: Tuner.restore(path=...)")
         auth.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["Token authentication is disabled for this Ray cluster. Anyone with network access ..."]
+    assert messages == [
+        "Token authentication is disabled for this Ray cluster. Anyone with network access ..."
+    ]

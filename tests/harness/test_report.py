@@ -191,7 +191,16 @@ def test_markdown_and_wide_keep_every_column_and_every_name() -> None:
     rows = aggregate(recs)
     md = to_markdown(rows).splitlines()
     header = next(line for line in md if line.startswith("|"))
-    for col in ("#", "optimizer", "mean ± std", "seeds", "Δ [95% CI]", "verdict", "test acc", "state B / param"):
+    for col in (
+        "#",
+        "optimizer",
+        "mean ± std",
+        "seeds",
+        "Δ [95% CI]",
+        "verdict",
+        "test acc",
+        "state B / param",
+    ):
         assert f" {col} " in header, header
     assert sum(line.startswith("|") for line in md) == 2 + len(names)  # header, rule, one row per optimizer
     for n in names:

@@ -26,7 +26,9 @@ def test_lr_factor_constant_and_cosine() -> None:
     assert SCHEDULES == ("constant", "cosine")
     assert [lr_factor("constant", t, 10) for t in (0, 5, 10)] == [1.0, 1.0, 1.0]
     assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
-    assert lr_factor("cosine", 10, 10) == pytest.approx(0.0) and lr_factor("cosine", 12, 10) == pytest.approx(0.0)
+    assert lr_factor("cosine", 10, 10) == pytest.approx(0.0) and lr_factor("cosine", 12, 10) == pytest.approx(
+        0.0
+    )
     with pytest.raises(ValueError, match="unknown schedule 'linear'; use one of constant, cosine"):
         lr_factor("linear", 0, 10)
     with pytest.raises(ValueError, match="unknown schedule"):
@@ -62,7 +64,10 @@ def test_with_schedule_keeps_the_rule_and_none_keeps_what_it_carries() -> None:
     eq = sgd_equation(0.1)
     cos = with_schedule(eq, "cosine")
     assert cos.text == eq.text and cos.provenance["schedule"] == "cosine" and "schedule" not in eq.provenance
-    assert with_schedule(cos, None) is cos and with_schedule(cos, "constant").provenance["schedule"] == "constant"
+    assert (
+        with_schedule(cos, None) is cos
+        and with_schedule(cos, "constant").provenance["schedule"] == "constant"
+    )
     with pytest.raises(ValueError, match="unknown schedule"):
         with_schedule(eq, "warmup")
 
@@ -72,7 +77,9 @@ def test_training_under_a_carried_schedule_is_the_grid_schedule(tmp_path) -> Non
     cosine the same run as ``cosine: true`` on the plain rule."""
     plain, carried = sgd_equation(0.05), with_schedule(sgd_equation(0.05), "cosine")
     a = run_training(carried, P1, 3, splits=())["final_train_loss"]
-    b = evaluate(P1, {"family": "symbolic", "equation": str(plain.save(tmp_path / "p.json")), "cosine": True}, 3)
+    b = evaluate(
+        P1, {"family": "symbolic", "equation": str(plain.save(tmp_path / "p.json")), "cosine": True}, 3
+    )
     c = run_training(plain, P1, 3, splits=())["final_train_loss"]
     assert math.isfinite(a) and a == pytest.approx(b.final_train_loss, rel=1e-6) and a != c
 

@@ -44,7 +44,9 @@ def test_a_kind_missing_parts_is_refused() -> None:
 
 
 def test_unknown_kind_lists_the_known_ones() -> None:
-    with pytest.raises(SuiteError, match="unknown stage kind 'nope'; known kinds: .*evaluate.*symbolic_l2o.stages"):
+    with pytest.raises(
+        SuiteError, match="unknown stage kind 'nope'; known kinds: .*evaluate.*symbolic_l2o.stages"
+    ):
         load_suite_dict({"name": "s", "stages": [{"kind": "nope", "name": "a"}]})
     with pytest.raises(SuiteError, match="a stage needs 'kind:' one of .*evaluate.*symbolic_l2o.stages"):
         load_suite_dict({"name": "s", "stages": [{"name": "a"}]})

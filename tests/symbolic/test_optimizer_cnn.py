@@ -17,7 +17,6 @@ from optimizees import CNNClassifier
 STEPS = 3
 
 
-
 def test_eq6_trains_resnet18_on_digits32(device: str) -> None:
     problem = CNNClassifier(
         seed=0, device=device, arch="resnet18", dataset="digits", batch_size=16, max_train=64, max_test=16

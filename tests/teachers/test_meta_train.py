@@ -441,7 +441,9 @@ def test_a_checkpoint_taken_mid_run_carries_the_time_spent(tmp_path: Path) -> No
         return False
 
     first.run(interrupt)
-    assert saved["elapsed_s"] > 0 and saved["elapsed_s"] == pytest.approx(first.history[2]["elapsed_s"], abs=0.5)
+    assert saved["elapsed_s"] > 0 and saved["elapsed_s"] == pytest.approx(
+        first.history[2]["elapsed_s"], abs=0.5
+    )
     resumed = MetaTrainer(cfg)
     resumed.load_state_dict(saved)
     result = resumed.run()

@@ -162,4 +162,6 @@ def test_an_entry_repeating_a_grid_config_runs_once_and_the_summary_says_so() ->
     assert repeated_optimizers(stage) == ["sgd(lr=0.1,momentum=0.9)"]
     outcome = StageOutcome("e", "evaluate", "k", "r", False, [])
     (line,) = EvaluateKind().summary_lines(stage, outcome)
-    assert line.startswith("1 optimizer config(s) given more than once") and "sgd(lr=0.1,momentum=0.9)" in line
+    assert (
+        line.startswith("1 optimizer config(s) given more than once") and "sgd(lr=0.1,momentum=0.9)" in line
+    )

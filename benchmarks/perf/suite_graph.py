@@ -6,11 +6,10 @@ with ``sequential`` (``sl2o run --sequential``), then as a graph (the default), 
 untimed suite runs first, so that neither timed run pays for starting Ray's first workers.
 
 * ``seconds_sequential``, ``seconds_graph``: wall time of each ``run_suite``; ``speedup`` their ratio.
-* ``critical_path_s``: the longest chain of stage durations through the graph, each stage's duration its
-  MLflow stage run's (start to end) in the graph run: the part of that run's wall time that more CPUs
-  could not shorten (the rest is Ray and MLflow start-up and stages waiting for CPUs).
-* ``utilisation_graph`` (and ``utilisation_sequential``): busy CPU-seconds of trials / (cluster CPUs x wall
-  time), a trial's busy CPU-seconds being its MLflow trial run's duration times the CPUs it asked for.
+* ``critical_path_s``, ``utilisation_graph`` (and ``utilisation_sequential``): as each suite run records them
+  on its MLflow run (:func:`harness.engine.usage.suite_usage`): the longest chain of stage durations through
+  the graph (the part of the wall time more CPUs could not shorten), and the trials' allocated CPU-seconds
+  (wall x CPUs asked for) over the cluster's CPU-seconds in the run's wall time.
 * ``leaderboards_equal``: both runs' leaderboards (:func:`harness.report.leaderboard.aggregate`) have the
   same rows (suite, optimizee, horizon, optimizer) with the same number of seeds each.
 
@@ -54,15 +53,10 @@ def run_once(suite: Any, workdir: Path, sequential: bool, address: str | None, l
     stages = {
         r.data.tags[f"{TAG}.stage"]: seconds(r) for r in runs if r.data.tags.get(f"{TAG}.kind") == "stage"
     }
-    cpus = {s.name: (s.resources or suite.resources).cpus_per_trial for s in suite.stages}
-    busy = sum(
-        seconds(r) * cpus.get(r.data.tags.get(f"{TAG}.stage", ""), 1.0)
-        for r in runs
-        if r.data.tags.get(f"{TAG}.kind") == "trial" and r.info.status == "FINISHED"
-    )
+    usage = client.get_run(out.run_id).data.metrics  # harness.engine.usage.suite_usage, recorded by the run
     rows = leaderboard.aggregate(tracking.leaderboard_records(client, suite.name))
     board = sorted((*(str(r[k]) for k in leaderboard.GROUP), int(r["n"])) for r in rows)
-    return {"wall": wall, "stages": stages, "busy_cpu_s": busy, "leaderboard": board}
+    return {"wall": wall, "stages": stages, "usage": usage, "leaderboard": board}
 
 
 def warmup_suite() -> Any:
@@ -78,19 +72,17 @@ def warmup_suite() -> Any:
     return load_suite_dict({"name": "graph-warmup", "stages": [stage]})
 
 
-def summary(suite: Any, seq: dict[str, Any], graph: dict[str, Any], cores: float) -> dict[str, Any]:
-    """The JSON line from the two runs (see the module doc)."""
-    from harness.config.graph import StageGraph
-
-    critical, _ = StageGraph.of(suite).critical_path(graph["stages"])
+def summary(seq: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
+    """The JSON line from the two runs (see the module doc); critical path and utilisation as each suite run
+    recorded them (:func:`harness.engine.usage.suite_usage`)."""
     return {
         "seconds_sequential": round(seq["wall"], 1),
         "seconds_graph": round(graph["wall"], 1),
         "speedup": round(seq["wall"] / graph["wall"], 3) if graph["wall"] > 0 else None,
-        "critical_path_s": round(critical, 1),
-        "utilisation_graph": round(graph["busy_cpu_s"] / (cores * graph["wall"]), 3),
+        "critical_path_s": round(graph["usage"]["critical_path_s"], 1),
+        "utilisation_graph": round(graph["usage"]["utilisation"], 3),
         "leaderboards_equal": bool(seq["leaderboard"]) and seq["leaderboard"] == graph["leaderboard"],
-        "utilisation_sequential": round(seq["busy_cpu_s"] / (cores * seq["wall"]), 3),
+        "utilisation_sequential": round(seq["usage"]["utilisation"], 3),
         "stages_sequential": {k: round(v, 1) for k, v in seq["stages"].items()},
         "stages_graph": {k: round(v, 1) for k, v in graph["stages"].items()},
     }
@@ -126,7 +118,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"sl2o-{mode}-", dir=args.workdir) as tmp:
             log(f"--- {suite.name}: {mode} ---")
             results[mode] = run_once(suite, Path(tmp), mode == "sequential", args.address, log)
-    res = summary(suite, results["sequential"], results["graph"], cores)
+    res = summary(results["sequential"], results["graph"])
     print(f"suite {suite.name} on {cores:g} CPUs")
     print(
         f"  one after another: {res['seconds_sequential']:8.1f} s (CPU use {res['utilisation_sequential']:.0%})"

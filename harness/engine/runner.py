@@ -24,6 +24,7 @@ from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted
 from harness.engine.graphrun import cap_pending_trials, run_graph, stage_inputs
 from harness.engine.stage import run_stage
 from harness.engine.trials import trial_key, trial_resources
+from harness.engine.usage import suite_usage
 from harness.stages.outputs import TAG, StageOutcome, SuiteOutcome, TrialOutput
 
 __all__ = [
@@ -199,6 +200,12 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
     except BaseException:
         client.set_terminated(suite_run_id, status="KILLED")
         raise
+    usage = suite_usage(suite, outcomes, float(ray.cluster_resources().get("CPU", 1.0)), time.time() - start)
+    tracking.log_batch(client, suite_run_id, metrics=tracking.finite_metrics(usage))
+    opts.log(
+        f"suite {suite.name!r}: {usage['wall_s']:.1f}s, critical path {usage['critical_path_s']:.1f}s, "
+        f"CPUs allocated {usage['utilisation']:.0%} of the time"
+    )
     client.set_terminated(suite_run_id, status="FINISHED")
     ordered = {n: outcomes[n] for n in graph.order}
     return SuiteOutcome(suite.name, suite_run_id, uri, exp_id, ordered, time.time() - start)

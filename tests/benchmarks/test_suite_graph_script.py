@@ -69,30 +69,24 @@ def test_the_script_runs_a_suite_both_ways_and_prints_the_summary_line(
     assert res["leaderboards_equal"] is True
     assert res["seconds_sequential"] > 0 and res["seconds_graph"] > 0 and res["speedup"] > 0
     assert set(res["stages_graph"]) == set(res["stages_sequential"]) == {"grid", "data", "sr"}
-    # the critical path is the longer of grid and data -> sr in the graph run, which it cannot outlast
+    # the critical path is the longer of grid and data -> sr in the graph run (the stages' own times, which
+    # the runner measures around each stage: close to their MLflow runs'), which it cannot outlast
     stages = res["stages_graph"]
     assert res["critical_path_s"] == pytest.approx(
-        max(stages["grid"], stages["data"] + stages["sr"]), abs=0.2
+        max(stages["grid"], stages["data"] + stages["sr"]), abs=1.0
     )
     assert res["critical_path_s"] <= res["seconds_graph"]
     assert 0 < res["utilisation_graph"] <= 1.0 and 0 < res["utilisation_sequential"] <= 1.0
 
 
 def test_the_summary_compares_leaderboards_by_rows_and_seeds(bench) -> None:
-    from harness.config.suite import load_suite_dict
-
-    suite = load_suite_dict(TINY)
     board = [("s", "p1", "50 steps", "adam", 2)]
-    seq = {
-        "wall": 10.0,
-        "stages": {"grid": 4.0, "data": 3.0, "sr": 2.0},
-        "busy_cpu_s": 8.0,
-        "leaderboard": board,
-    }
-    graph = {**seq, "wall": 5.0, "busy_cpu_s": 8.0, "stages": {"grid": 4.0, "data": 2.0, "sr": 2.5}}
-    res = bench.summary(suite, seq, graph, cores=2.0)
-    assert res["speedup"] == 2.0 and res["critical_path_s"] == 4.5  # data -> sr in the graph run
+    usage = {"critical_path_s": 4.5, "utilisation": 0.8}
+    seq = {"wall": 10.0, "stages": {"grid": 4.0}, "usage": {**usage, "utilisation": 0.4}, "leaderboard": board}
+    graph = {**seq, "wall": 5.0, "usage": usage}
+    res = bench.summary(seq, graph)
+    assert res["speedup"] == 2.0 and res["critical_path_s"] == 4.5  # as the graph run recorded it
     assert res["utilisation_graph"] == 0.8 and res["utilisation_sequential"] == 0.4
     assert res["leaderboards_equal"] is True
     other = {**graph, "leaderboard": [("s", "p1", "50 steps", "adam", 1)]}  # a seed missing
-    assert bench.summary(suite, seq, other, cores=2.0)["leaderboards_equal"] is False
+    assert bench.summary(seq, other)["leaderboards_equal"] is False

@@ -133,3 +133,52 @@ def test_run_help_says_fresh_covers_downstream_and_offers_sequential() -> None:
     res = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     text = " ".join(res.stdout.split())
     assert "every stage downstream of it" in text and "--sequential" in text
+
+
+def test_suite_usage_counts_the_stages_this_run_ran() -> None:
+    """The critical path over the stages run now (a reused stage took no time), allocated CPU-seconds from each
+    trial's recorded wall time x the CPUs it asked for, over the cluster's CPU-seconds."""
+    from harness.config.suite import load_suite_dict
+    from harness.engine.usage import suite_usage
+    from harness.stages.outputs import StageOutcome, TrialOutput
+
+    suite = load_suite_dict(
+        {
+            "name": "usage",
+            "resources": {"cpus_per_trial": 2},
+            "stages": [
+                {
+                    "kind": "evaluate",
+                    "name": "grid",
+                    "optimizees": [{"name": "quadratic_cos", "steps": 5}],
+                    "optimizers": [{"family": "sgd", "lr": 0.1}],
+                },
+                {
+                    "kind": "collect",
+                    "name": "data",
+                    "source": {"rule": "adam"},
+                    "optimizees": [{"name": "quadratic_cos"}],
+                    "lags": 1,
+                    "n_samples": 100,
+                    "steps": 10,
+                },
+                {"kind": "distill", "name": "sr", "from_stage": "data", "backends": ["linear"]},
+            ],
+        }
+    )
+
+    def trial(wall: float, cpu: float) -> TrialOutput:
+        return TrialOutput("r", {}, {}, {"cost_wall_s": wall, "cost_cpu_s": cpu}, None)
+
+    outcomes = {
+        "grid": StageOutcome(
+            "grid", "evaluate", "k1", "r1", False, [trial(3.0, 2.5), trial(3.0, 2.0)], seconds=7.0
+        ),
+        "data": StageOutcome("data", "collect", "k2", "r2", True, [trial(100.0, 90.0)], seconds=0.0),
+        "sr": StageOutcome("sr", "distill", "k3", "r3", False, [trial(2.0, 1.5)], seconds=4.0),
+    }
+    usage = suite_usage(suite, outcomes, cluster_cpus=4.0, wall_s=10.0)
+    assert usage["critical_path_s"] == 7.0  # grid; data was reused (0 s), so data -> sr is 4 s
+    assert usage["cpu_allocated_s"] == (3.0 + 3.0 + 2.0) * 2  # the reused stage's trials are not counted
+    assert usage["cpu_used_s"] == 2.5 + 2.0 + 1.5
+    assert usage["utilisation"] == 16.0 / 40.0

@@ -199,7 +199,7 @@ def train_times(
             done: list[float] = []
             made: list[torch.optim.Optimizer] = []
 
-            def on_log(step: int, _loss: float, done: list[float] = done, n: int = n) -> None:
+            def on_log(step: int, _loss: float, _mean: float, done: list[float] = done, n: int = n) -> None:
                 if step == n:
                     done.append(time.perf_counter())
 

@@ -252,3 +252,32 @@ class OptimizeeHorizons(_OptimizeeBase):
         if isinstance(self.epochs, list):
             return [OptimizeeSpec.model_validate({**base, "epochs": e}) for e in self.epochs]
         return [OptimizeeSpec.model_validate({**base, "steps": self.steps, "epochs": self.epochs})]
+
+
+#: the early-stopping schedulers a stage may name (HyperBand is synchronous: it would need brackets per task)
+EARLY_STOPPING_SCHEDULERS = ("asha",)
+#: the largest reduction factor (a larger one keeps only the best trial at the first rung anyway)
+MAX_REDUCTION_FACTOR = 1000.0
+
+
+class EarlyStopping(StrictModel):
+    """``early_stopping:`` of an evaluate stage: asynchronous successive halving (ASHA) per task.
+
+    Trials of one task (optimizee and horizon) are compared at the rungs ``grace_steps * reduction_factor**k``
+    (below the horizon) by their interim training loss; at each rung the worst ``1 - 1/reduction_factor`` of
+    those that reached it so far stop. Pure settings: the engine turns them into Ray Tune's ``ASHAScheduler``.
+    """
+
+    scheduler: str
+    grace_steps: int = Field(ge=1, le=MAX_STEPS)
+    reduction_factor: float = Field(default=3.0, gt=1.0, le=MAX_REDUCTION_FACTOR)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in EARLY_STOPPING_SCHEDULERS:
+            raise ValueError(
+                f"unknown early-stopping scheduler {v!r}; known: {', '.join(EARLY_STOPPING_SCHEDULERS)} "
+                "(HyperBand is synchronous and is not offered)"
+            )
+        return v

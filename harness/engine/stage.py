@@ -21,6 +21,7 @@ from harness import cluster, tracking
 from harness.config.suite import Suite, trial_caps
 from harness.engine import stagekey, trust
 from harness.engine.context import RunOptions, SuiteContext
+from harness.engine.early_stopping import budget_metrics, early_stopping_config
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
 from harness.engine.progress import ClientProgress, Progress
 from harness.engine.search import tune_search
@@ -36,7 +37,7 @@ from harness.engine.trials import (
 from harness.jsonio import flatten_params
 from harness.registry import STAGES
 from harness.stages.base import StageKind
-from harness.stages.outputs import TAG, ResultKey, StageOutcome, TrialOutput
+from harness.stages.outputs import TAG, ResultKey, StageOutcome, TrialOutput, stopped_early
 
 
 @dataclass
@@ -209,6 +210,7 @@ def run_trials(
     )
     n_trials = len(exp.trials)
     param_space: dict[str, Any] = {"kind": kind.name, "trial": tune.grid_search(exp.trials)}
+    early = early_stopping_config(kind, stage, param_space)
     # a kind that searches (meta_tune with search: tune) gets its trials from a search algorithm instead
     search = tune_search(kind, stage, exp.trials)
     if search is not None:
@@ -259,7 +261,7 @@ def run_trials(
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
                 max_concurrent_trials=stage.max_concurrent,
-                **(search.tune_config if search is not None else {}),
+                **(search.tune_config if search is not None else early),
             ),
             run_config=tune.RunConfig(
                 name=exp.name,
@@ -306,7 +308,9 @@ def collect_stage(
     # a trial is done when its last report is the trainable's final one (Tune may call a trial stopped
     # by Ctrl-C "terminated"); anything less means the stage was interrupted
     finished = sum(1 for r in results if r.error is None and (r.metrics or {}).get(ResultKey.FINAL))
-    if finished + errors < n_trials:
+    # a trial early stopping ended is done too (Tune marked its last result done; it has no final report)
+    stopped = sum(1 for r in results if r.error is None and stopped_early(r.metrics or {}))
+    if finished + stopped + errors < n_trials:
         # Tune returns normally after SIGINT; the stage is unfinished and must not be marked complete
         client.set_terminated(run_id, status="KILLED")
         raise SuiteInterrupted(
@@ -327,6 +331,14 @@ def collect_stage(
         opts.log(f"[{stage.name}] {errors} of {n_trials} trials errored; the stage is not finished")
         raise StageFailed(outcome, failures)
     finalize_stage(plan, outcome, ctx, fresh=True, opts=opts)
+    if plan.kind.early_stopping(stage) is not None:
+        keys = [trial_key(plan.key, t) for t in plan.trials]
+        budget = budget_metrics(plan.kind, plan.trials, keys, trials)
+        tracking.log_batch(client, run_id, metrics=tracking.finite_metrics(budget))
+        opts.log(
+            f"[{stage.name}] early stopping: {budget['early_stopped']:.0f} trials stopped, "
+            f"{budget['budget_saved_fraction']:.0%} of the grid's training steps saved"
+        )
     client.set_tag(run_id, f"{TAG}.complete", "true")
     client.set_tag(run_id, f"{TAG}.errors", str(errors))
     client.set_terminated(run_id, status="FINISHED")

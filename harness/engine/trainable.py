@@ -45,18 +45,33 @@ def set_trial_threads() -> int:
 
 
 class TuneContext:
-    """The :class:`harness.stages.base.TrialContext` of a trial running under Ray Tune."""
+    """The :class:`harness.stages.base.TrialContext` of a trial running under Ray Tune.
 
-    def __init__(self, outdir: Path, cpus: int) -> None:
+    Curve points go to Tune in batches (every :data:`CURVE_FLUSH_S`). With ``early_stopping`` (the stage's
+    ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``), it also reports at
+    the first log point at or past each of ASHA's rungs (:func:`harness.engine.early_stopping.milestones`,
+    computed when :meth:`set_total` gives the trial's steps): ``step``, ``total_steps`` and the latest progress
+    values, so the scheduler sees every rung without a report per log point.
+    """
+
+    def __init__(self, outdir: Path, cpus: int, early_stopping: Mapping[str, Any] | None = None) -> None:
         self.outdir = outdir
         self.cpus = cpus
         self._steps: list[int] = []
         self._values: dict[str, list[float]] = {}
         self._last_flush = time.time()
         self._total: int | None = None
+        self._early_stopping = dict(early_stopping) if early_stopping else None
+        #: the rungs not reported yet, ascending
+        self._milestones: list[float] = []
 
     def set_total(self, total: int) -> None:
+        from harness.engine.early_stopping import milestones
+
         self._total = int(total)
+        if self._early_stopping is not None:
+            es = self._early_stopping
+            self._milestones = milestones(int(es["grace_steps"]), float(es["reduction_factor"]), self._total)
 
     def pending_curves(self) -> dict[str, Any]:
         """The curve points not reported yet, as ``curve_*`` result keys (and forget them)."""
@@ -70,13 +85,26 @@ class TuneContext:
         self._last_flush = time.time()
         return out
 
+    def _at_rung(self, step: int) -> bool:
+        """Whether ``step`` reaches a rung not reported yet (before the trial's end: a rung there stops nothing);
+        the rungs it reaches are then reported."""
+        if not self._milestones or self._total is None or step >= self._total or step < self._milestones[0]:
+            return False
+        while self._milestones and self._milestones[0] <= step:
+            self._milestones.pop(0)
+        return True
+
     def progress(self, step: int, **values: float) -> None:
         self._steps.append(int(step))
         for k, v in values.items():
             self._values.setdefault(k, []).append(float(v))
-        if time.time() - self._last_flush > CURVE_FLUSH_S:
-            extra = {"total_steps": self._total} if self._total else {}
-            tune.report({**self.pending_curves(), "step": int(step), **extra})
+        extra = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
+        if self._at_rung(int(step)):
+            latest = {k: float(v) for k, v in values.items()}
+            report = {**self.pending_curves(), ResultKey.STEP: int(step), **extra, **latest}
+            tune.report({**report, ResultKey.INTERIM_KEYS: list(latest)})
+        elif time.time() - self._last_flush > CURVE_FLUSH_S:
+            tune.report({**self.pending_curves(), ResultKey.STEP: int(step), **extra})
 
     def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -139,7 +167,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
         data = localize_inputs(data, Path(tmp) / "inputs")
         checked = kind.trial_model.model_validate(data)  # validated again on the worker
-        ctx = TuneContext(Path(tmp) / "out", cpus)
+        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"))
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
         report = {**final_report(result, cost.read()), **ctx.pending_curves()}

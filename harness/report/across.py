@@ -54,7 +54,11 @@ def task_scores(
       final loss; ``inf`` when never reached.
     """
     mc = {opt: mean_curve(c) for opt, c in curves.items() if c}
-    complete = [r for r in rows if r["diverged"] == 0 and r.get("errored", 0) == 0 and r["optimizer"] in mc]
+    complete = [
+        r
+        for r in rows
+        if r["diverged"] == 0 and r.get("errored", 0) == 0 and not r.get("stopped") and r["optimizer"] in mc
+    ]
     adams = [r for r in complete if r["family"] == "adam"]
     baselines = [r for r in complete if r["family"] in BASELINE_FAMILIES]
     if not complete:

@@ -197,11 +197,11 @@ def _leaderboard_html(rows: list[dict[str, Any]]) -> str:
     for (_, optimizee, horizon), rs in by.items():
         metric, mode = rs[0]["metric"], rs[0]["mode"]
         ref = rs[0].get("reference", "")
-        header = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored"]
+        header = ["#", "optimizer", "family", f"{metric} mean", "std", "n", "diverged", "errored", "stopped"]
         header += [f"Δ vs {ref}", "95% CI low", "95% CI high", "verdict"]
         body = [
             [
-                r["rank"],
+                "–" if r.get("rank") is None else r["rank"],
                 r["optimizer"],
                 r["family"],
                 r["mean"],
@@ -209,6 +209,7 @@ def _leaderboard_html(rows: list[dict[str, Any]]) -> str:
                 r["n"],
                 r["diverged"],
                 r.get("errored", 0),
+                r.get("stopped", 0),
                 "–" if r.get("verdict") == "reference" else r.get("diff", math.nan),
                 r.get("ci_low", math.nan),
                 r.get("ci_high", math.nan),

@@ -1,5 +1,7 @@
 """Leaderboard tables from trial records: seeds aggregated, ranked by the suite's metric, diverged last,
-each row compared per seed with a reference (the task's best Adam) with a bootstrap CI and a verdict.
+each row compared per seed with a reference (the task's best Adam) with a bootstrap CI and a verdict. A
+config with a seed that early stopping ended (``stopped``) is never ranked: it follows its task's ranked rows,
+with no rank and the verdict :data:`STOPPED_VERDICT`.
 
 A task is an optimizee at one horizon (a record's ``horizon``: ``300 steps``, ``5 epochs``, or empty for
 the optimizee's default budget): ranks, references and verdicts are per (suite, optimizee, horizon). The
@@ -19,6 +21,10 @@ import pandas as pd
 from harness.config.specs import horizon_order, task_label
 from harness.jsonio import dumps
 from harness.report.stats import paired
+from harness.stages.outputs import STATUS_STOPPED
+
+#: the verdict of a row with a seed that early stopping ended (it has no final metric to rank by)
+STOPPED_VERDICT = "stopped early"
 
 EXTRA_METRICS = (
     "final_train_loss",
@@ -48,6 +54,7 @@ CSV_COLUMNS = [
     "n",
     "diverged",
     "errored",
+    "stopped",
     "reference",
     "diff",
     "ci_low",
@@ -59,8 +66,9 @@ CSV_COLUMNS = [
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per trial record: its group keys, ``family``/``metric``/``mode`` (its group's first), ``seed``
     (a string), ``status`` and ``value``, the metric's value: +inf (-inf for a ``max`` metric) when the trial
-    diverged or lacks the metric, NaN when it errored (it has no value). ``ok`` (not errored), ``finite``,
-    ``div`` (diverged) and ``err`` (errored) are the flags the group-by counts."""
+    diverged or lacks the metric, NaN when it errored or was stopped early (it has no value). ``ok`` (not
+    errored), ``finite``, ``div`` (diverged), ``err`` (errored) and ``stop`` (stopped early) are the flags the
+    group-by counts."""
     df = pd.DataFrame(
         {
             "suite": [r["suite"] for r in records],
@@ -78,7 +86,7 @@ def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     df[firsts] = df.groupby(GROUP, sort=False)[firsts].transform("first")
     values = []
     for r, metric, mode in zip(records, df["metric"], df["mode"], strict=True):
-        if r["status"] == "error":
+        if r["status"] in ("error", STATUS_STOPPED):
             values.append(math.nan)
         elif r["status"] == "diverged" or metric not in r["metrics"]:
             values.append(math.inf if mode == "min" else -math.inf)
@@ -89,6 +97,7 @@ def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     df["finite"] = df["ok"] & np.isfinite(df["value"])
     df["div"] = df["status"] == "diverged"
     df["err"] = ~df["ok"]
+    df["stop"] = df["status"] == STATUS_STOPPED
     return df
 
 
@@ -128,7 +137,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     A seed that diverged counts as +inf (or -inf for a ``max`` metric), so any divergence puts the
     row after every row that never diverged; the count of diverged seeds is in ``diverged``. A seed
     whose trial errored has no value: it is left out of the mean, counted in ``errored``, and the row
-    ranks after the complete ones (its mean is over fewer seeds).
+    ranks after the complete ones (its mean is over fewer seeds). A row with a seed stopped early
+    (``stopped`` counts them) is not ranked (``rank`` None, verdict :data:`STOPPED_VERDICT`): it follows the
+    ranked rows of its task, its mean over the seeds that finished (NaN when none did).
     """
     if not records:
         return []
@@ -141,27 +152,35 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n_finite=("finite", "sum"),
         diverged=("div", "sum"),
         errored=("err", "sum"),
+        stopped=("stop", "sum"),
     )
     ok = df.loc[df["ok"]]
-    by_ok = ok.sort_values("seed", kind="stable").groupby(GROUP, sort=False)
-    table = table.join(by_ok.agg(mean=("value", _mean), std=("value", _std), seeds=("seed", list)))
-    # a mean over seeds that all have a finite value, else the worst value (no seed with a value: too)
+    table = table.join(ok.sort_values("seed", kind="stable").groupby(GROUP, sort=False).agg(seeds=("seed", list)))
+    # seeds stopped early have no final value: the mean is over the seeds that finished
+    done = ok.loc[~ok["stop"]]
+    by_done = done.sort_values("seed", kind="stable").groupby(GROUP, sort=False)
+    table = table.join(by_done.agg(mean=("value", _mean), std=("value", _std)))
+    # a mean over seeds that all have a finite value, else the worst value (no seed with a value: too; no
+    # seed that finished, of a row with stopped seeds: NaN)
     worst = pd.Series(np.where(table["mode"] == "min", math.inf, -math.inf), index=table.index)
-    table["mean"] = table["mean"].where((table["n_finite"] == table["n"]) & (table["n"] > 0), worst)
+    n_done = table["n"] - table["stopped"]
+    table["mean"] = table["mean"].where((table["n_finite"] == n_done) & (n_done > 0), worst)
+    table["mean"] = table["mean"].where((table["stopped"] == 0) | (n_done > 0), math.nan)
     table["std"] = table["std"].fillna(0.0)
     table = table.join(_extra_means(records)).reset_index()
 
     horizons = sorted(set(table["horizon"]), key=horizon_order)
     table["_horizon"] = table["horizon"].map({h: i for i, h in enumerate(horizons)})
+    table["_stopped"] = table["stopped"] > 0
     table["_incomplete"] = (table["diverged"] > 0) | (table["errored"] > 0)
     table["_signed"] = table["mean"].where(table["mode"] == "min", -table["mean"])
-    order = ["suite", "optimizee", "_horizon", "_incomplete", "_signed", "optimizer"]
+    order = ["suite", "optimizee", "_horizon", "_stopped", "_incomplete", "_signed", "optimizer"]
     table = table.sort_values(order, kind="stable").reset_index(drop=True)
     table["rank"] = table.groupby(TASK, sort=False).cumcount() + 1
     table["reference"] = _references(table)
 
     per_seed = {
-        key: dict(zip(g["seed"], g["value"], strict=True)) for key, g in ok.groupby(GROUP, sort=False)
+        key: dict(zip(g["seed"], g["value"], strict=True)) for key, g in done.groupby(GROUP, sort=False)
     }
     rows = []
     for rec in table.to_dict("records"):
@@ -173,15 +192,18 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             n=int(rec["n"]),
             diverged=int(rec["diverged"]),
             errored=int(rec["errored"]),
+            stopped=int(rec["stopped"]),
             seeds=list(seeds) if isinstance(seeds, list) else [],
         )
         for m in EXTRA_METRICS:
             if m != row["metric"] and rec.get(f"has_{m}") is True:
                 row[m] = float(rec[m])
-        row["rank"] = int(rec["rank"])
+        row["rank"] = None if rec["_stopped"] else int(rec["rank"])
         task, ref = tuple(rec[k] for k in TASK), rec["reference"]
         row["reference"] = ref
-        if rec["optimizer"] == ref:
+        if rec["_stopped"]:
+            row.update(diff=math.nan, ci_low=math.nan, ci_high=math.nan, verdict=STOPPED_VERDICT)
+        elif rec["optimizer"] == ref:
             row.update(diff=0.0, ci_low=math.nan, ci_high=math.nan, verdict="reference")
         else:
             mine = per_seed.get((*task, rec["optimizer"]), {})
@@ -193,9 +215,11 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _references(table: pd.DataFrame) -> pd.Series:
     """Per row, its task's reference: the best (lowest-ranked) complete Adam row, else the best complete
-    row, else the top row. ``table`` is in rank order."""
-    complete = ~table["_incomplete"]
-    priority = np.where(complete & (table["family"] == "adam"), 0, np.where(complete, 1, 2))
+    row, else the top ranked row (a row with seeds stopped early is never one). ``table`` is in rank order."""
+    complete = ~table["_incomplete"] & ~table["_stopped"]
+    priority = np.where(
+        complete & (table["family"] == "adam"), 0, np.where(complete, 1, np.where(table["_stopped"], 3, 2))
+    )
     picked = table.assign(_priority=priority).sort_values(["_priority", "rank"], kind="stable")
     refs = picked.groupby(TASK, sort=False)["optimizer"].first().to_frame("_ref")
     return table.join(refs, on=TASK)["_ref"]
@@ -254,10 +278,31 @@ _SHORT = {
 def _n_cell(r: dict[str, Any]) -> str:
     extra = [f"{r['diverged']} div"] if r.get("diverged") else []
     extra += [f"{r['errored']} err"] if r.get("errored") else []
+    extra += [f"{r['stopped']} stopped"] if r.get("stopped") else []
     return f"{r['n']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _rank_cell(r: dict[str, Any]) -> str:
+    """The rank, or ``-`` for a row that is not ranked (seeds stopped early)."""
+    return "-" if r.get("rank") is None else str(r["rank"])
+
+
+def _legend_keys(rs: list[dict[str, Any]]) -> list[str]:
+    """The ``#`` cells of one task's rows where a legend names them: the rank, or ``s1``, ``s2``, ... for the
+    rows that are not ranked (seeds stopped early), so that each key names one row."""
+    keys, n = [], 0
+    for r in rs:
+        if r.get("rank") is None:
+            n += 1
+            keys.append(f"s{n}")
+        else:
+            keys.append(str(r["rank"]))
+    return keys
+
+
 def _mean_cell(r: dict[str, Any]) -> str:
+    if math.isnan(r["mean"]):
+        return "-"
     if not math.isfinite(r["mean"]):
         return _fmt(r["mean"])
     return (
@@ -281,7 +326,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         frame = pd.DataFrame(
             [
                 {
-                    "#": r["rank"],
+                    "#": _rank_cell(r),
                     "optimizer": r["optimizer"],
                     "mean ± std": _mean_cell(r),
                     "seeds": _n_cell(r),
@@ -302,7 +347,7 @@ def _others(rs: list[dict[str, Any]]) -> int:
     """The width the ranking's other columns take unwrapped beside the optimizer's name (cells, headers,
     borders and padding): past it, the name moves to a legend rather than squeeze the numbers onto two lines."""
     columns = [
-        ["#", *[str(r["rank"]) for r in rs]],
+        ["#", *_legend_keys(rs)],
         ["mean ± std", *[_mean_cell(r) for r in rs]],
         ["seeds", *[_n_cell(r) for r in rs]],
         ["Δ [95% CI]", *[_fmt_diff(r) for r in rs]],
@@ -326,12 +371,14 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: b
         ref = rs[0].get("reference", "")
         task = f"{suite} / {task_label(optimizee, horizon)}"
         legend = not wide and width is not None and max(len(r["optimizer"]) for r in rs) + _others(rs) > width
+        cells = _legend_keys(rs) if legend else [_rank_cell(r) for r in rs]
         if legend:
-            key = Table(title=f"{task}: optimizers by rank")
+            stopped = " (s: stopped early, not ranked)" if any(r.get("rank") is None for r in rs) else ""
+            key = Table(title=f"{task}: optimizers by rank{stopped}")
             key.add_column("#", justify="right")
             key.add_column("optimizer", no_wrap=True)
-            for r in rs:
-                key.add_row(str(r["rank"]), r["optimizer"])
+            for cell, r in zip(cells, rs, strict=True):
+                key.add_row(cell, r["optimizer"])
             tables.append(key)
         t = Table(title=f"{task}  ({metric}, {better} is better; Δ: paired difference to {ref} over seeds)")
         t.add_column("#", justify="right")
@@ -343,10 +390,10 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: b
         t.add_column("verdict")
         for m in extras if wide else []:
             t.add_column(_SHORT.get(m, m), justify="right")
-        for r in rs:
+        for cell, r in zip(cells, rs, strict=True):
             name = [] if legend else [r["optimizer"]]
             t.add_row(
-                str(r["rank"]),
+                cell,
                 *name,
                 _mean_cell(r),
                 _n_cell(r),
@@ -362,8 +409,8 @@ def to_rich_tables(rows: list[dict[str, Any]], width: int | None = None, wide: b
                 c.add_column("optimizer", no_wrap=True)
             for m in extras:
                 c.add_column(_SHORT.get(m, m), justify="right")
-            for r in rs:
+            for cell, r in zip(cells, rs, strict=True):
                 name = [] if legend else [r["optimizer"]]
-                c.add_row(str(r["rank"]), *name, *[_fmt(r.get(m, "")) for m in extras])
+                c.add_row(cell, *name, *[_fmt(r.get(m, "")) for m in extras])
             tables.append(c)
     return tables

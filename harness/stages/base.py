@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
+from harness.config.specs import EarlyStopping
 from harness.config.suite import StageBase, Suite
 from harness.stages.outputs import STATUS_OK, TAG, StageOutcome
 from harness.stages.views import Panel, StageView
@@ -149,6 +150,9 @@ class StageKind(Generic[SpecT, TrialT]):
     summary_shows_equations: ClassVar[bool] = False
     #: it gives rows to ``sl2o distill-summary`` (:meth:`summary_rows`)
     summary_table: ClassVar[bool] = False
+    #: the :meth:`TrialContext.progress` value early stopping compares between trials of one task (lower is
+    #: better); empty for kinds without early stopping
+    interim_metric: ClassVar[str] = ""
 
     def min_trials(self, spec: SpecT) -> int:
         """The fewest trials :meth:`plan` can give for ``spec`` whatever earlier stages produce (each input an
@@ -202,6 +206,15 @@ class StageKind(Generic[SpecT, TrialT]):
     def searched_trial(self, base: TrialT, values: Mapping[str, Any], index: int) -> TrialT:
         """The trial of search proposal number ``index`` with parameter ``values`` (kinds that search)."""
         raise NotImplementedError(f"stage kind {self.name!r} does not define searched_trial()")
+
+    def early_stopping(self, spec: SpecT) -> EarlyStopping | None:
+        """The stage's early-stopping settings, or None (default): every trial runs to its end."""
+        return None
+
+    def trial_task(self, trial: TrialT) -> tuple[str, int] | None:
+        """``(task label, total steps)`` of a trial: early stopping compares only trials of one task (their
+        losses are comparable), at rungs below its total steps. None (default): never stopped early."""
+        return None
 
     def trial_tags(self, trial: TrialT) -> dict[str, str]:
         """Short facts about a trial, logged as ``sl2o.<key>`` tags (used to label and find runs)."""

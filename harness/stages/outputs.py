@@ -8,6 +8,7 @@ here because more than one kind reads them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ class ResultKey:
     CURVE_STEPS = "curve_steps"
     #: extra string facts of a final report logged as ``sl2o.<name>`` tags (e.g. ``stop_reason``)
     INFO = "info"
+    #: the step of an interim report, and the step the trial ends at (when known)
+    STEP = "step"
+    TOTAL_STEPS = "total_steps"
+    #: the names of an interim report's latest progress values (a rung report, which early stopping reads)
+    INTERIM_KEYS = "interim_keys"
+    #: logged on a trial that early stopping ended: the step of its last report
+    STOPPED_AT = "stopped_at_step"
+    #: Ray Tune's own mark of a trial's last result (set where a scheduler stopped it, too)
+    DONE = "done"
 
 
 class CostKey:
@@ -59,6 +69,14 @@ class CostKey:
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
+#: a trial that early stopping ended at a rung: it has interim metrics only, and is never ranked
+STATUS_STOPPED = "stopped"
+
+
+def stopped_early(result: Mapping[str, Any]) -> bool:
+    """Whether a trial's (last) result is where early stopping ended it: marked done by Tune, and not the
+    trainable's final report (a trial that finishes always sends :attr:`ResultKey.FINAL`)."""
+    return bool(result.get(ResultKey.DONE)) and not result.get(ResultKey.FINAL)
 
 
 def tag(name: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.stages.outputs import ARTIFACTS_DIR, TAG, ResultKey
+from harness.stages.outputs import ARTIFACTS_DIR, STATUS_STOPPED, TAG, ResultKey, stopped_early
 from harness.tracking.delivery.queue import TrackingWriter, writer_for
 from harness.tracking.runs import finite_metrics
 
@@ -50,7 +50,9 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
 
     Results carry the keys of :class:`harness.stages.outputs.ResultKey`: curves (logged as metric histories),
     and on the last one the final metrics, ``status`` and ``info`` (tags); the final checkpoint's
-    ``artifacts/`` become the run's artifacts, and SR datasets its dataset inputs.
+    ``artifacts/`` become the run's artifacts, and SR datasets its dataset inputs. A trial that early stopping
+    ended (its last result ``done`` without the final report) is tagged ``sl2o.status = stopped`` with its
+    ``stopped_at_step`` and interim values; its run then finishes, so a rerun does not train it again.
     """
 
     def __init__(
@@ -156,6 +158,14 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             tags[f"{TAG}.status"] = str(result.get(ResultKey.STATUS, "ok"))
             for k, v in (result.get(ResultKey.INFO) or {}).items():
                 tags[f"{TAG}.{k}"] = str(v)[:5000]
+        elif stopped_early(result) and ResultKey.STEP in result:
+            # early stopping ended the trial here (Tune marks the result done; no final report follows): the
+            # run finishes as "stopped", with the step and the interim values it was judged by
+            step = result[ResultKey.STEP]
+            tags[f"{TAG}.status"] = STATUS_STOPPED
+            interim = {k: result[k] for k in result.get(ResultKey.INTERIM_KEYS, ()) if k in result}
+            keep = {ResultKey.STOPPED_AT: step, **interim}
+            metrics.extend((m.key, m.value, m.timestamp, int(step)) for m in finite_metrics(keep))
         if metrics or tags:
             self._submit(attempt, "log", metrics=metrics, tags=tags)
 

@@ -142,14 +142,14 @@ def test_means_are_exactly_rounded_and_the_csv_text_is_pinned() -> None:
     assert row["mean"] == 1.0 == statistics.fmean(vals) and row["std"] == statistics.stdev(vals)
     rows = aggregate([rec("adam", 0, 1.0), rec("adam", 1, 3.0), rec("sgd", 0, None, "diverged")])
     assert to_csv(rows) == (
-        "suite,optimizee,horizon,rank,optimizer,family,metric,mean,std,n,diverged,errored,reference,diff,"
+        "suite,optimizee,horizon,rank,optimizer,family,metric,mean,std,n,diverged,errored,stopped,reference,diff,"
         "ci_low,ci_high,verdict,test_loss\r\n"
-        "s,p1,,1,adam,adam,final_train_loss,2.0,1.4142135623730951,2,0,0,adam,0.0,nan,nan,reference,4.0\r\n"
-        "s,p1,,2,sgd,sgd,final_train_loss,inf,0.0,1,1,0,adam,nan,nan,nan,worse (diverged),\r\n"
+        "s,p1,,1,adam,adam,final_train_loss,2.0,1.4142135623730951,2,0,0,0,adam,0.0,nan,nan,reference,4.0\r\n"
+        "s,p1,,2,sgd,sgd,final_train_loss,inf,0.0,1,1,0,0,adam,nan,nan,nan,worse (diverged),\r\n"
     )
     assert list(rows[0]) == [
         "suite", "optimizee", "horizon", "optimizer", "family", "metric", "mode", "mean", "std", "n",
-        "diverged", "errored", "seeds", "test_loss", "rank", "reference", "diff", "ci_low", "ci_high",
+        "diverged", "errored", "stopped", "seeds", "test_loss", "rank", "reference", "diff", "ci_low", "ci_high",
         "verdict",
     ]  # fmt: skip
     assert aggregate([]) == [] and to_csv([]).startswith("suite,optimizee,horizon,rank,")

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from harness.config.specs import Seeds
+from harness.config.specs import EarlyStopping, Seeds, task_label
 from harness.config.suite import (
     GridRef,
     OptimizeeHorizons,
@@ -20,8 +20,8 @@ from harness.config.suite import (
     Suite,
 )
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
-from harness.stages.evaluate.metrics import METRIC_MODES
-from harness.stages.outputs import StageOutcome, optimizers_from_stage
+from harness.stages.evaluate.metrics import INTERIM_METRIC, METRIC_MODES
+from harness.stages.outputs import STATUS_STOPPED, StageOutcome, optimizers_from_stage
 from harness.training.labels import FAMILIES, optimizer_label
 
 
@@ -35,6 +35,31 @@ class EvaluateStage(StageBase):
     seeds: Seeds = Field(default_factory=lambda: [0])
     log_every: int = Field(default=10, gt=0)
     device: str = "auto"
+    #: stop the worse trials of each task early (ASHA on the interim training loss); None: run all to the end
+    early_stopping: EarlyStopping | None = None
+
+    @model_validator(mode="after")
+    def _early_stopping_horizons(self) -> EvaluateStage:
+        """Early stopping needs every horizon in steps (its rungs are steps) and a grace below the shortest
+        one (else no trial could ever be stopped)."""
+        if self.early_stopping is None:
+            return self
+        steps: list[int] = []
+        for entry in self.optimizees:
+            for one in entry.horizons():
+                if one.steps is None:
+                    raise ValueError(
+                        f"early_stopping needs every optimizee's horizon in steps; {one.display()} gives "
+                        f"{'epochs' if one.epochs is not None else 'none'} (give steps: N)"
+                    )
+                steps.append(one.steps)
+        grace = self.early_stopping.grace_steps
+        if grace >= min(steps):
+            raise ValueError(
+                f"early_stopping.grace_steps ({grace}) must be below the shortest horizon ({min(steps)} steps): "
+                "no trial could be stopped before its end"
+            )
+        return self
 
     def inputs(self) -> list[StageRef]:
         refs: list[StageRef] = []
@@ -124,6 +149,9 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
     metric_modes = METRIC_MODES
     leaderboard = True
     identity = ("optimizee", "optimizer", "seed")
+    #: early stopping compares the mean of the last window of minibatch losses (``final_train_loss``'s
+    #: definition), whatever the suite ranks by
+    interim_metric = INTERIM_METRIC
 
     def min_trials(self, spec: EvaluateStage) -> int:
         from search_spaces import load_grid
@@ -161,16 +189,28 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
             trial.seed,
             device=trial.device,
             log_every=trial.log_every,
-            on_log=lambda step, loss: ctx.progress(step, train_loss=loss),
+            on_log=lambda step, loss, mean: ctx.progress(step, train_loss=loss, **{INTERIM_METRIC: mean}),
         )
         info = {} if result.diverged_at is None else {"diverged_at": str(result.diverged_at)}
         return TrialResult(result.metrics(), status=result.status, info=info)
 
+    def early_stopping(self, spec: EvaluateStage) -> EarlyStopping | None:
+        return spec.early_stopping
+
+    def trial_task(self, trial: EvaluateTrial) -> tuple[str, int] | None:
+        if trial.optimizee.steps is None:  # validation refuses early stopping without steps
+            return None
+        return task_label(trial.optimizee.display(), trial.optimizee.horizon()), trial.optimizee.steps
+
     def summary_lines(self, spec: EvaluateStage, outcome: StageOutcome) -> list[str]:
+        lines = []
+        stopped = sum(1 for t in outcome.trials if t.tag("status") == STATUS_STOPPED)
+        if stopped:
+            lines.append(f"{stopped} trial(s) stopped early by ASHA (not ranked on the leaderboard)")
         repeated = repeated_optimizers(spec)
         if not repeated:
-            return []
-        return [
+            return lines
+        return lines + [
             f"{len(repeated)} optimizer config(s) given more than once (an entry repeating a grid config) ran "
             f"once each: {', '.join(repeated[:5])}{' ...' if len(repeated) > 5 else ''}"
         ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["METRIC_MODES"]
+__all__ = ["INTERIM_METRIC", "METRIC_MODES"]
 
 #: every metric an evaluate trial records (:meth:`EvalResult.metrics`), with the ``mode`` that ranks it
 #: best-first: the names a suite's ``metric:`` may use
@@ -18,3 +18,7 @@ METRIC_MODES: dict[str, Literal["min", "max"]] = {
     "steps": "max",
     "diverged": "min",
 }
+
+#: the interim metric a trial reports at its log points (and early stopping compares): the mean of the last
+#: window of minibatch losses, the window ``final_train_loss`` is the mean of at the end
+INTERIM_METRIC = "train_loss_mean"

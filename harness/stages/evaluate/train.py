@@ -70,7 +70,7 @@ def evaluate(
     *,
     device: str = "cpu",
     log_every: int = 10,
-    on_log: Callable[[int, float], None] | None = None,
+    on_log: Callable[[int, float, float], None] | None = None,
 ) -> EvalResult:
     """Train ``optimizee`` (an OptimizeeSpec dict) with ``optimizer`` (a family config) from ``seed``.
 
@@ -80,7 +80,9 @@ def evaluate(
         seed: seeds the problem instance, its initialisation and batch order.
         device: ``cpu``, ``cuda``, or ``auto``.
         log_every: record the minibatch loss every this many steps.
-        on_log: called with ``(step, loss)`` at each recorded point (progress, streaming to trackers).
+        on_log: called with ``(step, loss, window_mean)`` at each recorded point (progress, streaming to
+            trackers, early stopping): the minibatch loss, and the mean of the last window of minibatch
+            losses (the window ``final_train_loss`` averages at the end).
 
     Returns:
         An ``EvalResult``; a NaN/inf loss yields ``status="diverged"`` with infinite losses.
@@ -103,7 +105,7 @@ def train(
     n_steps: int,
     *,
     log_every: int = 10,
-    on_log: Callable[[int, float], None] | None = None,
+    on_log: Callable[[int, float, float], None] | None = None,
     final_window: int = FINAL_WINDOW,
     evaluate_test: bool = True,
     measure_cost: bool = True,
@@ -113,7 +115,7 @@ def train(
     (evaluate trials, meta-tuning objectives) goes through here so they measure the same thing.
 
     ``final_train_loss`` is the mean of the last ``min(final_window, steps_per_epoch, n_steps)`` minibatch
-    losses; a NaN/inf loss or parameter ends the run as ``diverged``. ``evaluate_test=False`` skips the
+    losses (``on_log`` gets the same window's mean at each log point, so the last equals it); a NaN/inf loss or parameter ends the run as ``diverged``. ``evaluate_test=False`` skips the
     held-out evaluation (``test_loss`` is then NaN). The optimizer's cost is measured on the way
     (:mod:`harness.stages.cost`): state bytes per parameter, and (unless ``measure_cost=False``; after
     the run, so nothing reported changes) the median step time against Adam's on the same parameters.
@@ -148,7 +150,7 @@ def train(
             curve_steps.append(step)
             curve_loss.append(value)
             if on_log is not None:
-                on_log(step, value)
+                on_log(step, value, sum(recent) / len(recent))
     if status == "ok" and not all(math.isfinite(float(p.detach().abs().max())) for p in model.parameters()):
         status, diverged_at = "diverged", step
     result = EvalResult(

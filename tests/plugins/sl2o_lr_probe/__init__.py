@@ -69,7 +69,7 @@ class LrProbeKind(StageKind[LrProbeStage, LrProbeTrial]):
             lambda params: (torch.optim.SGD(params, lr=trial.lr), None),
             trial.steps,
             log_every=5,
-            on_log=lambda step, loss: ctx.progress(step, train_loss=loss),
+            on_log=lambda step, loss, _mean: ctx.progress(step, train_loss=loss),
         )
         path = ctx.outdir / PROBE_FILE
         path.write_text(json.dumps({"lr": trial.lr, "curve": res.curve_loss}))

@@ -3,7 +3,8 @@ default, offline), a non-convex regression problem with no labels in its loss.
 
 The encoder narrows through ``hidden`` to a linear ``latent`` bottleneck; the decoder mirrors it. Batches
 carry the prepared inputs as both ``inputs`` and ``targets``; ``evaluate`` reports ``<split>_loss``, the
-mean squared error per input feature (standardised digits: predicting zero everywhere scores about 0.95).
+mean squared error per input feature (standardised digits: predicting zero everywhere scores 1.01 on
+the test split).
 """
 
 from __future__ import annotations

@@ -16,7 +16,14 @@ from harness.registry import OPTIMIZEES
 from optimizees import Batch, CharLM, Optimizee
 
 #: a CPU-test-sized character LM (48 training sequences of 8 symbols)
-TINY_LM: dict[str, Any] = {"vocab": 6, "seq_len": 8, "num_train": 48, "num_test": 16, "hidden": 8, "batch_size": 16}
+TINY_LM: dict[str, Any] = {
+    "vocab": 6,
+    "seq_len": 8,
+    "num_train": 48,
+    "num_test": 16,
+    "hidden": 8,
+    "batch_size": 16,
+}
 # (registered name, kwargs, needs the synthetic CIFAR fixture)
 CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("quadratic_cos", {}, False),

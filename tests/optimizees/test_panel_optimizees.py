@@ -122,6 +122,14 @@ def test_char_lm_shapes_and_functional_loss(arch: str) -> None:
     assert logits.shape == (16, 8, 6)
     mod = opt.module()
     torch.testing.assert_close(opt.loss(params, batch), opt.module_loss(mod, batch))
+    # the functional loss runs on the given weights, not the template's (RNNs cache flat weight lists)
+    g = torch.Generator().manual_seed(0)
+    moved = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in params.items()}
+    with torch.no_grad():
+        for k, v in mod.named_parameters():
+            v.copy_(moved[k])
+    assert not torch.equal(opt.loss(moved, batch), opt.loss(params, batch))
+    torch.testing.assert_close(opt.loss(moved, batch), opt.module_loss(mod, batch))
     metrics = opt.evaluate(params)
     assert set(metrics) == {"test_loss", "test_acc"}
     # the accuracy counts every position of every test sequence

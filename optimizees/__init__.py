@@ -3,8 +3,9 @@
 Registered names: ``quadratic_cos`` (P1), ``mlp`` (ReLU MLP classifiers), ``logreg`` (multinomial logistic
 regression: ``mlp`` without hidden layers, convex), ``cnn`` (torchvision CNNs on CIFAR or offline digits32),
 ``char_lm`` (GRU/LSTM/Transformer language model on generated Markov text), ``autoencoder`` (MLP
-autoencoder, reconstruction MSE). Each is registered by ``"module:Class"`` with its kwargs model (:mod:`optimizees.params`),
-so listing and validating them imports no torch; the facade's names (``__init__.pyi``) load on first use.
+autoencoder, reconstruction MSE). Each is registered by ``"module:Class"`` with its kwargs model
+(:mod:`optimizees.params`), so listing and validating them imports no torch; the facade's names
+(``__init__.pyi``) load on first use.
 """
 
 import lazy_loader

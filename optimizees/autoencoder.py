@@ -24,8 +24,9 @@ from optimizees.data import DATASETS
 
 
 class MLPAutoencoder(nn.Module):
-    """Flatten, Linear+ReLU per ``hidden`` width, a Linear bottleneck of ``latent`` units, then the mirror image
-    (Linear+ReLU per reversed width) and a Linear output reshaped to the input's shape (torch default init)."""
+    """Flatten, Linear+ReLU per ``hidden`` width, a Linear bottleneck of ``latent`` units, then the mirror
+    image (Linear+ReLU per reversed width) and a Linear output reshaped to the input's shape (torch default
+    init)."""
 
     def __init__(self, input_shape: Sequence[int], hidden: Sequence[int], latent: int) -> None:
         super().__init__()

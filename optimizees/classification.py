@@ -1,5 +1,6 @@
-"""Shared machinery of the dataset optimizees: data, seeded batches (:class:`DatasetOptimizee`, also under the
-autoencoder) and, for classifiers (MLP, CNN, logistic regression, the character LM), cross-entropy and accuracy.
+"""Shared machinery of the dataset optimizees: data and seeded batches (:class:`DatasetOptimizee`, also under
+the autoencoder) and, for classifiers (MLP, CNN, logistic regression, the character LM), cross-entropy and
+accuracy (:class:`ClassificationOptimizee`).
 
 ``batches("train")`` is an infinite stream, each epoch a permutation seeded by the optimizee seed (the last
 batch may be smaller); ``test`` and ``val`` are one pass in fixed order. With ``val_fraction > 0`` a fixed,

@@ -85,9 +85,10 @@ class MLPClassifier(ClassificationOptimizee):
 
 
 class LogisticRegression(MLPClassifier):
-    """Multinomial logistic regression: exactly ``mlp`` with ``hidden: []`` (one Linear layer, softmax
-    cross-entropy), a convex problem; ``l2 > 0`` adds ``l2/2 * ||W||^2`` on the weight matrix (not the bias)
-    to the training loss, which makes it strongly convex with a unique minimiser.
+    """Multinomial logistic regression (convex): exactly ``mlp`` with ``hidden: []``, plus optional L2.
+
+    One Linear layer and softmax cross-entropy; ``l2 > 0`` adds ``l2/2 * ||W||^2`` on the weight matrix (not
+    the bias) to the training loss, which makes it strongly convex with a unique minimiser.
 
     ``evaluate`` reports the cross-entropy without the penalty (``test_loss``) and the accuracy.
 

@@ -126,7 +126,8 @@ class CharLMParams(OptimizeeParams):
         symbols = (self.num_train + self.num_test) * (self.seq_len + 1)
         if symbols > MAX_CORPUS_SYMBOLS:
             raise ValueError(
-                f"(num_train + num_test) * (seq_len + 1) = {symbols:.3g} symbols; at most {MAX_CORPUS_SYMBOLS:.3g}"
+                f"(num_train + num_test) * (seq_len + 1) = {symbols:.3g} symbols; "
+                f"at most {MAX_CORPUS_SYMBOLS:.3g}"
             )
         if self.arch == "transformer" and self.hidden % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden}) for the transformer")

@@ -1,9 +1,9 @@
-"""Are the transfer panel's optimizees learnable, and how far do plain Adam and SGD get in their default budget?
+"""Are the transfer panel's optimizees learnable, and how far do plain Adam and SGD get in their budget?
 
 For each panel optimizee (``logreg``, ``char_lm`` with each architecture, ``autoencoder``; ``--all`` adds the
 older ``mlp`` and ``quadratic_cos``) it trains from seed 0 for the optimizee's ``default_steps`` through the
-harness's own training loop (:func:`harness.stages.evaluate.train`, as an evaluate trial) with Adam (lr 1e-2, 3e-3 for the
-sequence models) and SGD with momentum 0.9 (lr 0.1, 0.05 for the autoencoder), one torch thread, and prints
+harness's own training loop (:func:`harness.stages.evaluate.train`, as an evaluate trial) with Adam (lr 1e-2,
+3e-3 for the sequence models) and SGD with momentum 0.9 (lr 0.1, 0.05 for the autoencoder), one torch thread, and prints
 the initial test loss, the final test loss and accuracy, and the seconds of the run: wall and CPU (this
 process's; on a shared machine the wall time includes waiting for a core). For ``char_lm`` it
 also prints the Bayes loss (the generating chain's own NLL of the test symbols), the floor no model can beat.

@@ -1,4 +1,6 @@
-"""Shared machinery of the classifier optimizees (MLP, CNN): data, seeded batches, cross-entropy, metrics.
+"""Shared machinery of the dataset optimizees: data and seeded batches (:class:`DatasetOptimizee`, also under
+the autoencoder) and, for classifiers (MLP, CNN, logistic regression, the character LM), cross-entropy and
+accuracy (:class:`ClassificationOptimizee`).
 
 ``batches("train")`` is an infinite stream, each epoch a permutation seeded by the optimizee seed (the last
 batch may be smaller); ``test`` and ``val`` are one pass in fixed order. With ``val_fraction > 0`` a fixed,
@@ -73,6 +75,12 @@ def _targets(batch: Batch) -> Tensor:
     return batch.targets
 
 
+def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits ``[..., C]`` against class labels ``[...]`` (one label per example or per
+    sequence position), averaged (``mean``) or summed (``sum``) over every label."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction=reduction)
+
+
 def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> Tensor:
     """Per-sample random crop (zero padding ``pad``) and, if ``flip``, random horizontal flip of images
     ``[B, C, H, W]`` (``flip=False``: crop only, e.g. for digits, whose mirror images are not digits)."""
@@ -92,8 +100,9 @@ def random_crop_flip(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = T
     return torch.where(flips[:, None, None, None], out.flip(-1), out)
 
 
-class ClassificationOptimizee(Optimizee):
-    """Cross-entropy of a classifier on a dataset from :mod:`optimizees.data`.
+class DatasetOptimizee(Optimizee):
+    """A loss on a dataset held as tensors (:class:`~optimizees.data.ArrayDataset`): the data, the ``val``
+    hold-out and the seeded batch streams. Subclasses define the model and the loss.
 
     Args:
         seed: initial weights and batch order.
@@ -109,7 +118,6 @@ class ClassificationOptimizee(Optimizee):
             stratified ``val`` split; 0 (default): none. In ``[0, 1)``, leaving an example on each side.
     """
 
-    is_classification = True
     default_steps = 1000
     allowed_datasets: tuple[str, ...] = ()
 
@@ -139,7 +147,7 @@ class ClassificationOptimizee(Optimizee):
         self.dataset_name = dataset
         self.batch_size = int(batch_size)
         self.test_batch_size = int(test_batch_size)
-        self.data: ArrayDataset = load_dataset(dataset, root=root, download=download, device=self.device)
+        self.data: ArrayDataset = self._load_data(dataset, root, download)
         #: indices into ``data.x_train`` of the training examples (None: all of them)
         self._train_idx = _subsample(len(self.data.y_train), max_train, self.device)
         self._test_idx = _subsample(len(self.data.y_test), max_test, self.device)
@@ -148,11 +156,21 @@ class ClassificationOptimizee(Optimizee):
         if self.val_fraction > 0:
             self._hold_out_val()
 
+    def _load_data(self, dataset: str, root: str | os.PathLike[str] | None, download: bool) -> ArrayDataset:
+        """The whole dataset on ``self.device`` (default: :func:`optimizees.data.load_dataset`; generated
+        tasks override it)."""
+        return load_dataset(dataset, root=root, download=download, device=self.device)
+
+    def _strata(self, pool: Tensor) -> Tensor:
+        """One label per training example of ``pool`` to stratify the ``val`` hold-out by (default: the
+        class labels; a task without per-example classes returns one stratum)."""
+        return self.data.y_train[pool]
+
     def _hold_out_val(self) -> None:
         """Move a stratified ``val_fraction`` of the training examples into the ``val`` split."""
         n = self.num_train
         pool = torch.arange(n, device=self.device) if self._train_idx is None else self._train_idx
-        held, kept = stratified_holdout(self.data.y_train[pool], self.val_fraction)
+        held, kept = stratified_holdout(self._strata(pool), self.val_fraction)
         if len(held) < 1 or len(kept) < 1:
             raise ValueError(
                 f"{type(self).__name__}: val_fraction={self.val_fraction} of {n} training examples leaves "
@@ -162,10 +180,6 @@ class ClassificationOptimizee(Optimizee):
         self._train_idx = pool[kept.to(self.device)]
 
     # -- data ----------------------------------------------------------------------------------
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
     @property
     def num_train(self) -> int:
         return len(self.data.y_train) if self._train_idx is None else len(self._train_idx)
@@ -186,6 +200,11 @@ class ClassificationOptimizee(Optimizee):
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
         """Training-time augmentation of raw stored inputs (none by default)."""
         return x
+
+    def _batch(self, x: Tensor, y: Tensor) -> Batch:
+        """The batch of stored inputs ``x`` (already augmented) and labels ``y``: prepared inputs and the
+        labels as targets (an autoencoder overrides it: its targets are its inputs)."""
+        return Batch(self.data.prepare(x), y)
 
     def batches(self, split: str = "train") -> Iterator[Batch]:
         if split == "train":
@@ -211,7 +230,7 @@ class ClassificationOptimizee(Optimizee):
             for i in range(0, n, self.batch_size):
                 idx = perm[i : i + self.batch_size]
                 x = self._augment(self.data.x_train[idx], g)
-                yield Batch(self.data.prepare(x), self.data.y_train[idx])
+                yield self._batch(x, self.data.y_train[idx])
 
     def _eval_batches(self, xs: Tensor, ys: Tensor, index: Tensor | None) -> Iterator[Batch]:
         """One pass in fixed order over ``xs[index]`` (all of ``xs`` when ``index`` is None)."""
@@ -222,11 +241,26 @@ class ClassificationOptimizee(Optimizee):
             else:
                 idx = index[i : i + self.test_batch_size]
                 x, y = xs[idx], ys[idx]
-            yield Batch(self.data.prepare(x), y)
+            yield self._batch(x, y)
 
     def init_params(self) -> dict[str, Tensor]:
         """Detached copies of the template's (never updated) initial parameters; avoids a model rebuild."""
         return {k: v.detach().clone() for k, v in self.template.named_parameters()}
+
+
+class ClassificationOptimizee(DatasetOptimizee):
+    """Cross-entropy of a classifier on a dataset from :mod:`optimizees.data`.
+
+    Targets are class labels, one per example (``[B]``, logits ``[B, C]``) or one per position (``[B, T]``,
+    logits ``[B, T, C]``: a sequence model); the loss and the accuracy average over every target.
+    Arguments: see :class:`DatasetOptimizee`.
+    """
+
+    is_classification = True
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
 
     # -- objective -----------------------------------------------------------------------------
     def logits(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
@@ -234,12 +268,12 @@ class ClassificationOptimizee(Optimizee):
         return functional_call(self.template, params, (_inputs(batch),))
 
     def loss(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
-        """Mean cross-entropy; differentiable w.r.t. ``params``."""
-        return F.cross_entropy(self.logits(params, batch), _targets(batch))
+        """Mean cross-entropy over every target; differentiable w.r.t. ``params``."""
+        return cross_entropy(self.logits(params, batch), _targets(batch))
 
     def module_loss(self, module: nn.Module, batch: Batch) -> Tensor:
         """Mean cross-entropy of a plain module called directly (its own buffers update as usual)."""
-        return F.cross_entropy(module(_inputs(batch)), _targets(batch))
+        return cross_entropy(module(_inputs(batch)), _targets(batch))
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_forward(self, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
@@ -258,7 +292,7 @@ class ClassificationOptimizee(Optimizee):
         for batch in batches:
             logits = forward(_inputs(batch))
             targets = _targets(batch)
-            total += float(F.cross_entropy(logits, targets, reduction="sum"))
+            total += float(cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(-1) == targets).sum())
-            n += int(targets.shape[0])
+            n += targets.numel()
         return {f"{split}_loss": total / max(n, 1), f"{split}_acc": correct / max(n, 1)}

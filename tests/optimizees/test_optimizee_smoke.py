@@ -1,4 +1,7 @@
-"""Contract tests for every built-in optimizee at tiny size (offline; CIFAR is a synthetic stand-in)."""
+"""Contract tests for every built-in optimizee at tiny size (offline; CIFAR is a synthetic stand-in).
+
+Data-free problems (P1) and dataset problems (classifiers, the autoencoder) have different stream
+contracts; classifiers (``is_classification``) also report an accuracy."""
 
 from __future__ import annotations
 
@@ -10,8 +13,17 @@ import pytest
 import torch
 
 from harness.registry import OPTIMIZEES
-from optimizees import Batch, Optimizee
+from optimizees import Batch, CharLM, Optimizee
 
+#: a CPU-test-sized character LM (48 training sequences of 8 symbols)
+TINY_LM: dict[str, Any] = {
+    "vocab": 6,
+    "seq_len": 8,
+    "num_train": 48,
+    "num_test": 16,
+    "hidden": 8,
+    "batch_size": 16,
+}
 # (registered name, kwargs, needs the synthetic CIFAR fixture)
 CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("quadratic_cos", {}, False),
@@ -24,8 +36,24 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
         | {"test_batch_size": 8, "bn_calibration_batches": 1},
         False,
     ),
+    ("logreg", {"dataset": "digits", "batch_size": 100, "max_train": 300}, False),
+    ("logreg", {"dataset": "mnist1d", "l2": 1e-3, "batch_size": 64, "max_train": 300}, False),
+    ("char_lm", TINY_LM, False),
+    ("char_lm", TINY_LM | {"arch": "transformer", "heads": 2}, False),
+    ("autoencoder", {"dataset": "digits", "hidden": [16], "latent": 4, "batch_size": 100}, False),
 ]
-IDS = ["quadratic_cos", "mlp-digits", "mlp-mnist1d", "cnn-resnet18-fakecifar", "cnn-resnet18-digits32"]
+IDS = [
+    "quadratic_cos",
+    "mlp-digits",
+    "mlp-mnist1d",
+    "cnn-resnet18-fakecifar",
+    "cnn-resnet18-digits32",
+    "logreg-digits",
+    "logreg-l2-mnist1d",
+    "char_lm-gru",
+    "char_lm-transformer",
+    "autoencoder-digits",
+]
 #: the validation share used by the val-split contract test
 VAL_FRACTION = 0.25
 
@@ -47,6 +75,16 @@ def _first(opt: Optimizee) -> Batch:
     return next(iter(opt.batches("train")))
 
 
+def _has_data(opt: Optimizee) -> bool:
+    """Whether ``opt`` trains on a dataset (its batches carry inputs), unlike a data-free problem (P1)."""
+    return _first(opt).inputs is not None
+
+
+def _input_dtype(opt: Optimizee) -> torch.dtype:
+    """The dtype of model inputs: symbol ids for a language model, float32 features or images otherwise."""
+    return torch.long if isinstance(opt, CharLM) else torch.float32
+
+
 def _same_batch(a: Batch, b: Batch) -> bool:
     if a.inputs is None or b.inputs is None:
         return a.inputs is None and b.inputs is None
@@ -54,8 +92,9 @@ def _same_batch(a: Batch, b: Batch) -> bool:
 
 
 def test_every_builtin_is_covered() -> None:
-    assert {"quadratic_cos", "mlp", "cnn"} <= set(OPTIMIZEES.names())
-    assert {c[0] for c in CASES} == {"quadratic_cos", "mlp", "cnn"}
+    builtins = {"quadratic_cos", "mlp", "cnn", "logreg", "char_lm", "autoencoder"}
+    assert builtins <= set(OPTIMIZEES.names())
+    assert {c[0] for c in CASES} == builtins
 
 
 def test_seed_determinism(make: Any) -> None:
@@ -65,7 +104,7 @@ def test_seed_determinism(make: Any) -> None:
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert any(not torch.equal(pa[k], pc[k]) for k in pa)
     assert _same_batch(_first(a), _first(b))
-    if a.is_classification:
+    if _has_data(a):
         assert not _same_batch(_first(a), _first(c))
     # init_params are detached copies; the module returned by module() holds the same values
     assert all(not v.requires_grad for v in pa.values())
@@ -90,7 +129,7 @@ def test_sgd_on_module_lowers_loss(make: Any) -> None:
     opt = make(0)
     batch = _first(opt)
     mod = opt.module()
-    lr = 0.002 if opt.is_classification is False else 0.05
+    lr = 0.05 if _has_data(opt) else 0.002
     sgd = torch.optim.SGD(mod.parameters(), lr=lr)
     first = opt.module_loss(mod, batch).item()
     for _ in range(3):
@@ -115,7 +154,7 @@ def test_evaluate_metrics(make: Any) -> None:
 
 def test_steps_per_epoch_and_batch_streams(make: Any) -> None:
     opt = make(0)
-    if not opt.is_classification:
+    if not _has_data(opt):
         assert opt.steps_per_epoch == 1
         stream = opt.batches("train")
         assert all(next(stream).inputs is None for _ in range(3))
@@ -135,7 +174,8 @@ def test_steps_per_epoch_and_batch_streams(make: Any) -> None:
     test1, test2 = list(opt.batches("test")), list(opt.batches("test"))
     assert sum(len(b.targets) for b in test1) == opt.num_test
     assert all(_same_batch(x, y) for x, y in zip(test1, test2, strict=True))
-    assert epoch1[0].inputs.dtype == torch.float32 and epoch1[0].targets.dtype == torch.long
+    assert epoch1[0].inputs.dtype == _input_dtype(opt)
+    assert epoch1[0].targets.dtype == (torch.long if opt.is_classification else torch.float32)
     with pytest.raises(ValueError, match="split"):
         opt.batches("valid")
 
@@ -161,7 +201,7 @@ def test_val_split(make: Any) -> None:
     params = plain.init_params()
     with pytest.raises(ValueError, match="split"):
         plain.evaluate(params, split="train")
-    if not plain.is_classification:
+    if not _has_data(plain):
         # data-free: val is the objective itself, exactly as test
         val, test = list(plain.batches("val")), list(plain.batches("test"))
         assert len(val) == len(test) and all(_same_batch(a, b) for a, b in zip(val, test, strict=True))
@@ -191,7 +231,8 @@ def test_val_split(make: Any) -> None:
     assert train_rows + val_rows == _rows(full_epoch)
     # evaluate scores either split, with keys named after it
     metrics = a.evaluate(params, split="val")
-    assert set(metrics) == {"val_loss", "val_acc"}
-    assert math.isfinite(metrics["val_loss"]) and 0.0 <= metrics["val_acc"] <= 1.0
+    acc = {"acc"} if a.is_classification else set()
+    assert set(metrics) == {f"val_{k}" for k in {"loss", *acc}}
+    assert math.isfinite(metrics["val_loss"]) and 0.0 <= metrics.get("val_acc", 0.0) <= 1.0
     assert a.evaluate(params, split="val") == metrics
-    assert set(a.evaluate(params)) == {"test_loss", "test_acc"}
+    assert set(a.evaluate(params)) == {f"test_{k}" for k in {"loss", *acc}}

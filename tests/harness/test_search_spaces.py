@@ -40,3 +40,31 @@ def test_smoke_grid_has_sgd_and_adam() -> None:
 def test_unknown_grid() -> None:
     with pytest.raises(GridError, match="known grids"):
         load_grid("nope")
+
+
+def test_the_capped_yaml_loader_works_without_libyaml() -> None:
+    """With libyaml the C parser gives the events (faster); without it PyYAML's pure-Python one does, and the
+    caps and results are the same."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['yaml._yaml'] = None\n"
+        "from search_spaces import safe_yaml\n"
+        "assert safe_yaml._CappedLoader.__mro__[1].__name__ == 'SafeLoader'\n"
+        "assert safe_yaml.parse_yaml('a: [1, {b: 2}]', 's') == {'a': [1, {'b': 2}]}\n"
+        "for bad, frag in [('[' * 60 + ']' * 60, 'nested deeper than 50'), ('a: 1\\na: 2', 'twice')]:\n"
+        "    try:\n"
+        "        safe_yaml.parse_yaml(bad, 's')\n"
+        "    except safe_yaml.YAMLInputError as err:\n"
+        "        assert frag in str(err), err\n"
+        "    else:\n"
+        "        raise AssertionError(bad)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+    from search_spaces import safe_yaml
+
+    assert safe_yaml._CappedLoader.__mro__[1].__name__ == "CEventLoader"  # this machine's PyYAML has libyaml
+    assert safe_yaml.parse_yaml("a: [1, {b: 2}]", "s") == {"a": [1, {"b": 2}]}

@@ -95,5 +95,5 @@ def test_asha_stops_the_worse_trials_and_the_stage_completes(ray_session, tmp_pa
     assert [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1)) and ranked[0]["optimizer"] == GOOD
     (slow,) = [r for r in apart if r["optimizer"] == SLOW]
     assert slow["n"] == 2 and slow["stopped"] == 2
-    table = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--wide"])
+    table = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--wide"], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "stopped early" in table.stdout and "2 (2 stopped)" in table.stdout

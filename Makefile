@@ -43,7 +43,7 @@ test-fast: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pyright
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --durations=25 -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --durations=25
 
 clean:
 	rm -rf sl2o_runs .pytest_cache

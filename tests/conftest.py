@@ -56,22 +56,3 @@ def device(request: pytest.FixtureRequest) -> str:
     """Each device a test runs on: ``cpu`` always, ``cuda`` where there is one (skipped with its reason)."""
     return request.param
 
-
-#: the folders whose tests run suites through Ray Tune and MLflow (or benchmark scripts that do)
-_RAY_FOLDERS = ("tests/e2e/", "tests/benchmarks/")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), every test that uses Ray runs on one
-    worker, in one shared Ray session (:func:`ray_session`), while the other worker runs the Ray-free tests:
-    the end-to-end tests spend much of their time waiting (Ray and MLflow starting, trials reporting), which
-    the other worker fills."""
-    for item in items:
-        rel = item.nodeid.replace("\\", "/")
-        if rel.startswith(_RAY_FOLDERS) or "ray_session" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # two workers on a 2-core machine: each torch on one thread, or they oversubscribe the cores
-    torch.set_num_threads(1)

@@ -56,7 +56,9 @@ def test_sigterm_takes_the_ctrl_c_path_and_the_rerun_records_every_trial_once(
             {
                 "kind": "evaluate",
                 "name": "e",
-                "optimizees": [{"name": "quadratic_cos", "steps": 400}],
+                # trials long enough (about a second each) that SIGTERM lands mid-stage: at 400 steps the ten
+                # trials could all finish between the check that a third are recorded and the signal
+                "optimizees": [{"name": "quadratic_cos", "steps": 3000}],
                 "optimizers": [
                     {"family": "adam", "lr": [0.01, 0.003, 0.001]},
                     {"family": "sgd", "lr": [0.01, 0.001]},

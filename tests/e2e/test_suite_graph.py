@@ -144,9 +144,10 @@ def test_ctrl_c_stops_every_running_stage_and_the_rerun_resumes_them_once(
     uri = f"sqlite:///{tmp_path}/m.db"
     cmd = cli_run_command(suite, tmp_path, uri, ray_session.get_runtime_context().gcs_address)
 
-    def both_running() -> bool:  # each stage has recorded a finished trial and has more to run
+    def both_running() -> bool:  # each stage has recorded a finished trial and has at least 3 more to run
+        # (with one left, it could finish in the moment between this check and Ctrl-C taking effect)
         done = [len(_trials(uri, "graph-sigint", s, finished=True)) for s in ("a", "b")]
-        return all(0 < n < 6 for n in done)
+        return all(0 < n <= 3 for n in done)
 
     run_and_interrupt(cmd, tmp_path, both_running)
     for stage in ("a", "b"):

@@ -291,6 +291,10 @@ class Suite(_Model):
     max_failures: int = Field(default=1, ge=0)
     stages: list[StageBase] = Field(min_length=1)
 
+    def stage_resources(self, stage: StageBase) -> Resources:
+        """A stage's per-trial resources: its own ``resources:``, else the suite's."""
+        return stage.resources or self.resources
+
     @model_validator(mode="after")
     def _stage_references(self) -> Suite:
         seen: set[str] = set()
@@ -626,7 +630,7 @@ def check_resources(suite: Suite, available_cpus: float) -> None:
     problems: list[str] = []
     for i, stage in enumerate(suite.stages):
         path = f"stages[{i}].resources" if stage.resources is not None else "resources"
-        res = stage.resources or suite.resources
+        res = suite.stage_resources(stage)
         line = (
             f"suite {suite.name!r}: {path}.cpus_per_trial: {res.cpus_per_trial:g} CPUs per trial, but this "
             f"machine has {available_cpus:g}; lower it, or pass --address of a Ray cluster that has them"

@@ -153,7 +153,7 @@ def run_suite(suite: Suite, opts: RunOptions) -> SuiteOutcome:
         n_nodes = cluster.check_storage(storage)
         opts.log(f"Ray cluster: {n_nodes} node(s) can read and write the workdir {storage.uri}")
     for st in suite.stages:  # said now, not after the earlier stages ran
-        trial_resources(st.resources or suite.resources, st.name, opts.allow_cpu_fallback, lambda m: None)
+        trial_resources(suite.stage_resources(st), st.name, opts.allow_cpu_fallback, lambda m: None)
     client = tracking.init_tracking(uri)
     exp_id = tracking.ensure_experiment(client, suite.name, uri)
     version_tags = _version_tags()

@@ -203,7 +203,7 @@ def run_trials(
 
     stage, kind, storage = plan.stage, plan.kind, ctx.storage
     exp_path = storage.url(*exp.parts)
-    res = stage.resources or suite.resources
+    res = suite.stage_resources(stage)
     trainable = register_trainable(
         f"sl2o_{suite.name}_{stage.name}_{plan.key}",
         tune.with_resources(run_trial, trial_resources(res, stage.name, opts.allow_cpu_fallback, opts.log)),

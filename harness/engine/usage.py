@@ -26,7 +26,7 @@ def suite_usage(
     graph = StageGraph.of(suite)
     ran = {name: o for name, o in outcomes.items() if not o.reused}
     critical, _ = graph.critical_path({name: o.seconds for name, o in ran.items()})
-    per_trial = {s.name: (s.resources or suite.resources).cpus_per_trial for s in suite.stages}
+    per_trial = {s.name: suite.stage_resources(s).cpus_per_trial for s in suite.stages}
     allocated = used = 0.0
     for name, o in ran.items():
         for t in o.trials:

@@ -46,12 +46,28 @@ class SuiteError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # optimizers
 # ---------------------------------------------------------------------------------------------
-class SGDSpec(_Model):
+class Scheduled(_Model):
+    """The step-size schedule every optimizer family takes (:mod:`harness.training.schedules`)."""
+
+    #: the grid's shorthand for ``schedule: cosine``
+    cosine: bool = False
+    #: the schedule after warm-up: ``constant``, ``cosine`` or ``linear`` (decay to 0 at the run's end)
+    schedule: Literal["constant", "cosine", "linear"] | None = None
+    #: linear warm-up over this fraction of the run
+    warmup: float = Field(default=0.0, ge=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Scheduled:
+        if self.cosine and self.schedule not in (None, "cosine"):
+            raise ValueError(f"cosine: true contradicts schedule: {self.schedule}; give one of them")
+        return self
+
+
+class SGDSpec(Scheduled):
     family: Literal["sgd"]
     lr: float = Field(gt=0)
     momentum: float = Field(default=0.0, ge=0, lt=1)
     nesterov: bool = False
-    cosine: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
     name: str | None = None
 
@@ -62,23 +78,21 @@ class SGDSpec(_Model):
         return self
 
 
-class AdamSpec(_Model):
+class AdamSpec(Scheduled):
     family: Literal["adam"]
     lr: float = Field(gt=0)
     betas: tuple[float, float] = ADAM_BETAS
     eps: float = Field(default=ADAM_EPS, gt=0)
-    cosine: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
     name: str | None = None
 
 
-class TeacherOptSpec(_Model):
+class TeacherOptSpec(Scheduled):
     """A meta-trained teacher used as an optimizer: a checkpoint file or an earlier stage's output."""
 
     family: Literal["teacher"]
     checkpoint: str | None = None
     from_stage: str | None = None
-    cosine: bool = False
     name: str | None = None
 
     @model_validator(mode="after")
@@ -88,7 +102,7 @@ class TeacherOptSpec(_Model):
         return self
 
 
-class SymbolicOptSpec(_Model):
+class SymbolicOptSpec(Scheduled):
     """A symbolic optimizer: an equation JSON file or an earlier distill/meta_tune stage's output (each of its
     equations; ``name`` is suffixed per equation when it gave several)."""
 
@@ -96,7 +110,6 @@ class SymbolicOptSpec(_Model):
     equation: str | None = None
     from_stage: str | None = None
     lr_mult: float = Field(default=1.0, gt=0)
-    cosine: bool = False
     name: str | None = None
 
     @model_validator(mode="after")

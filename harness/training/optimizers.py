@@ -2,8 +2,10 @@
 
 Families (:data:`~harness.training.labels.FAMILIES`): ``sgd`` (lr, momentum, nesterov, weight_decay), ``adam`` (lr, betas, eps,
 weight_decay), ``teacher`` (checkpoint: a meta-trained teacher's .pt file) and ``symbolic`` (equation: an
-equation JSON file; lr_mult). Every family takes ``cosine: bool`` (cosine decay of the step size to 0,
-:mod:`harness.training.schedules`); a symbolic rule with ``provenance["schedule"] = "cosine"`` gets it too.
+equation JSON file; lr_mult). Every family takes a step-size schedule (:mod:`harness.training.schedules`):
+``schedule`` (``constant``, ``cosine``, ``linear``) after ``warmup`` (a fraction of the run), with ``cosine: true``
+the grid's shorthand for ``schedule: cosine``; a symbolic rule that carries a schedule
+(``provenance["schedule"]``/``["warmup"]``) gets it unless the config names one.
 """
 
 from __future__ import annotations
@@ -15,17 +17,27 @@ import torch
 
 from harness.features import ADAM_BETAS, ADAM_EPS
 from harness.training.labels import FAMILIES
-from harness.training.schedules import equation_schedule, lr_scheduler
+from harness.training.schedules import (
+    check_schedule,
+    check_warmup,
+    equation_schedule,
+    equation_warmup,
+    lr_scheduler,
+)
 
 
 def build_optimizer(
     spec: dict[str, Any], params: Iterable[torch.nn.Parameter], total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """Build the optimizer and its per-step scheduler: cosine with ``cosine: true`` or when a symbolic rule
-    carries that schedule (``provenance["schedule"]``, set by meta-tuning with ``schedule: cosine``)."""
+    carries one (``provenance["schedule"]``/``["warmup"]``, set by meta-tuning and HPO) and the config names none;
+    ``schedule``/``warmup`` otherwise (module docstring)."""
     spec = dict(spec)
     family = spec.pop("family", None)
-    schedule = "cosine" if spec.pop("cosine", False) else "constant"
+    schedule, warmup = config_schedule(spec)
+    named = "schedule" in spec or "warmup" in spec or spec.get("cosine", False)
+    for key in ("schedule", "warmup", "cosine"):
+        spec.pop(key, None)
     spec.pop("name", None)
     params = list(params)
     if family == "sgd":
@@ -54,13 +66,27 @@ def build_optimizer(
         from harness.symbolic.optim.optimizer import SymbolicOptimizer
 
         sym = SymbolicOptimizer.from_file(params, spec.pop("equation"), **_pop_all(spec))
-        carried = equation_schedule(sym.equation.provenance)  # a rule tuned under a schedule carries it
-        opt, schedule = sym, (carried if carried != "constant" else schedule)
+        opt = sym
+        if not named:  # a rule tuned under a schedule carries it
+            prov = sym.equation.provenance
+            schedule, warmup = equation_schedule(prov), equation_warmup(prov)
     else:
         raise ValueError(f"unknown optimizer family {family!r}; known families: {', '.join(FAMILIES)}")
     if spec:
         raise ValueError(f"unknown fields for optimizer family {family!r}: {', '.join(sorted(spec))}")
-    return opt, lr_scheduler(opt, schedule, total_steps)
+    return opt, lr_scheduler(opt, schedule, total_steps, warmup)
+
+
+def config_schedule(spec: dict[str, Any]) -> tuple[str, float]:
+    """``(schedule, warmup)`` a config names: ``schedule`` (or ``cosine`` when ``cosine: true``, else
+    ``constant``) and ``warmup`` (0 by default); ``cosine: true`` beside another schedule is an error."""
+    cosine = bool(spec.get("cosine", False))
+    schedule = spec.get("schedule")
+    if schedule is None:
+        schedule = "cosine" if cosine else "constant"
+    elif cosine and schedule != "cosine":
+        raise ValueError(f"cosine: true contradicts schedule: {schedule}; give one of them")
+    return check_schedule(schedule), check_warmup(spec.get("warmup", 0.0))
 
 
 def _pop_all(spec: dict[str, Any]) -> dict[str, Any]:

@@ -23,14 +23,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lr_factor_constant_and_cosine() -> None:
-    assert SCHEDULES == ("constant", "cosine")
+    assert SCHEDULES == ("constant", "cosine", "linear")
     assert [lr_factor("constant", t, 10) for t in (0, 5, 10)] == [1.0, 1.0, 1.0]
     assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
     assert lr_factor("cosine", 10, 10) == pytest.approx(0.0) and lr_factor("cosine", 12, 10) == pytest.approx(
         0.0
     )
-    with pytest.raises(ValueError, match="unknown schedule 'linear'; use one of constant, cosine"):
-        lr_factor("linear", 0, 10)
+    with pytest.raises(ValueError, match="unknown schedule 'step'; use one of constant, cosine, linear"):
+        lr_factor("step", 0, 10)
     with pytest.raises(ValueError, match="unknown schedule"):
         equation_schedule({"schedule": "step"})
 
@@ -105,3 +105,51 @@ def test_meta_tune_schedule_setting_reaches_the_output() -> None:
     res = meta_tune(sgd_equation(0.05), P1, "gradient", unroll=5, meta_lr=0.05, schedule="cosine")
     assert res.equation.provenance["schedule"] == "cosine"
     assert res.initial_equation.provenance["schedule"] == "cosine"  # selected under the same schedule
+
+
+def test_linear_decay_and_warmup() -> None:
+    assert [lr_factor("linear", t, 10) for t in (0, 5, 10)] == pytest.approx([1.0, 0.5, 0.0])
+    # 2 warm-up steps of 10: 1/2, 2/2, then the decay over the remaining 8 steps
+    assert [lr_factor("constant", t, 10, 0.2) for t in range(4)] == pytest.approx([0.5, 1.0, 1.0, 1.0])
+    assert [lr_factor("linear", t, 10, 0.2) for t in (0, 1, 2, 6, 10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.5, 0.0]
+    )
+    assert lr_factor("cosine", 6, 10, 0.2) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"warmup is a fraction of the run in \[0, 0.5\], got 0.9"):
+        lr_factor("cosine", 0, 10, 0.9)
+
+
+def test_config_schedule_and_warmup_reach_every_family(tmp_path) -> None:
+    carried = with_schedule(sgd_equation(1.0), "cosine")
+    carried.provenance["warmup"] = 0.25
+    path = carried.save(tmp_path / "carried.json")
+    want = [lr_factor("linear", t, 8, 0.25) for t in range(8)]
+    for spec in (
+        {"family": "sgd", "lr": 1.0, "schedule": "linear", "warmup": 0.25},
+        {"family": "adam", "lr": 1.0, "schedule": "linear", "warmup": 0.25},
+        # the config's schedule wins over the one the rule carries
+        {"family": "symbolic", "equation": str(path), "schedule": "linear", "warmup": 0.25},
+    ):
+        opt, sched = build_optimizer(spec, [torch.nn.Parameter(torch.zeros(3))], 8)
+        assert _lrs(opt, sched, 8) == pytest.approx(want), spec
+    opt, sched = build_optimizer(
+        {"family": "symbolic", "equation": str(path)}, [torch.nn.Parameter(torch.zeros(3))], 8
+    )
+    assert _lrs(opt, sched, 8) == pytest.approx([lr_factor("cosine", t, 8, 0.25) for t in range(8)])
+    with pytest.raises(ValueError, match="cosine: true contradicts schedule: linear"):
+        build_optimizer({"family": "sgd", "lr": 1.0, "cosine": True, "schedule": "linear"}, [], 8)
+
+
+def test_suite_optimizer_entries_take_schedule_and_warmup() -> None:
+    from pydantic import ValidationError
+
+    from harness.config.suite import AdamSpec, SGDSpec
+
+    assert (
+        SGDSpec.model_validate({"family": "sgd", "lr": 0.1, "schedule": "linear", "warmup": 0.1}).warmup
+        == 0.1
+    )
+    with pytest.raises(ValidationError, match="cosine: true contradicts schedule: constant"):
+        AdamSpec.model_validate({"family": "adam", "lr": 0.1, "cosine": True, "schedule": "constant"})
+    with pytest.raises(ValidationError, match="less than or equal to 0.5"):
+        AdamSpec.model_validate({"family": "adam", "lr": 0.1, "warmup": 0.8})

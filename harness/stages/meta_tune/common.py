@@ -21,7 +21,7 @@ from harness.registry import OPTIMIZEES
 from harness.stages.problems import build_problem, spec_budget
 from harness.symbolic.lang import Equation
 from harness.symbolic.optim.optimizer import SymbolicOptimizer, load_equation
-from harness.training.schedules import check_schedule, equation_schedule, lr_scheduler
+from harness.training.schedules import check_schedule, equation_schedule, equation_warmup, lr_scheduler
 
 #: objective value of a diverged (non-finite) run: large and finite, so samplers rank it last
 DIVERGED_PENALTY = 1e9
@@ -86,7 +86,8 @@ def run_training(
     def make(params: Any) -> tuple[SymbolicOptimizer, Any]:
         trained.extend(params)  # the model's parameters, in named_parameters order
         opt = SymbolicOptimizer(trained, equation, lr=lr)
-        return opt, lr_scheduler(opt, equation_schedule(equation.provenance), n_steps)
+        prov = equation.provenance
+        return opt, lr_scheduler(opt, equation_schedule(prov), n_steps, equation_warmup(prov))
 
     res = train(problem, make, n_steps, final_window=final_window, measure_cost=False, evaluate_test=False)
     out: dict[str, Any] = {

@@ -28,7 +28,7 @@ from harness.symbolic.optim.optimizer import (
     init_functional_state,
     load_equation,
 )
-from harness.training.schedules import equation_schedule, lr_factor
+from harness.training.schedules import equation_schedule, equation_warmup, lr_factor
 from harness.training.unroll import META_LOSSES, loss_and_grads
 from harness.training.unroll import unroll as run_window
 
@@ -223,7 +223,8 @@ def meta_tune_gradient(
     torch.manual_seed(seed)
     problem = build_problem(optimizee, seed, device)
     n_steps = spec_budget(problem, optimizee, steps)
-    schedule = equation_schedule(eq.provenance)  # tuned under the schedule it will be evaluated with
+    # tuned under the schedule it will be evaluated with
+    schedule, warmup = equation_schedule(eq.provenance), equation_warmup(eq.provenance)
     params = problem.init_params()
     first = next(iter(params.values()))
     module = eq.compile(dtype=first.dtype).to(first.device)
@@ -262,7 +263,7 @@ def meta_tune_gradient(
         def update(
             p: dict[str, Tensor], g: dict[str, Tensor], st: Any, kw: dict[str, Any] = kwargs, at: Any = at
         ) -> Any:
-            return functional_step(module, p, g, st, lr=lr * lr_factor(schedule, next(at), n_steps), **kw)
+            return functional_step(module, p, g, st, lr=lr * lr_factor(schedule, next(at), n_steps, warmup), **kw)
 
         window = itertools.islice(train, k)
         res = run_window(

@@ -1,6 +1,9 @@
-"""The baseline grids (``baselines.yaml``), their loader, and :func:`cross`: the one grid crossing.
+"""The baseline grids and search spaces (``baselines.yaml``), their loaders, and :func:`cross`: the one grid
+crossing.
 
 A grid block's, or a suite optimizer entry's, list-valued fields are crossed into one config per combination.
+A search space (``spaces:``, read by :func:`load_space`) is what an ``hpo`` stage's Optuna search samples: per
+config field a range (``{low, high, log}``), a list of choices, or a fixed value, and a ``start`` point.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class GridError(ValueError):
 
 
 @lru_cache(maxsize=16)
-def _read(path: str) -> dict[str, Any]:
+def _read_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise GridError(f"grid file {path!r} does not exist")
@@ -33,7 +36,13 @@ def _read(path: str) -> dict[str, Any]:
         data = read_yaml(p) or {}
     except YAMLInputError as err:
         raise GridError(str(err)) from None
-    grids = data.get("grids") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise GridError(f"{path}: expected a mapping with 'grids:' (and optionally 'spaces:')")
+    return data
+
+
+def _read(path: str) -> dict[str, Any]:
+    grids = _read_file(path).get("grids")
     if not isinstance(grids, dict):
         raise GridError(f"{path}: expected a top-level 'grids:' mapping of name -> list of blocks")
     return grids
@@ -72,3 +81,73 @@ def load_grid(name: str, file: str | None = None) -> list[dict[str, Any]]:
             raise GridError(f"{path}: grids.{name}[{i}] must be a mapping with a 'family' field")
         out += cross(block, f"{path}: grids.{name}[{i}]", len(out))
     return out
+
+
+# -- search spaces ------------------------------------------------------------------------------------------
+#: the keys of a range in a search space
+RANGE_KEYS = ("low", "high", "log")
+
+
+def space_names(file: str | None = None) -> list[str]:
+    """Names of the search spaces in ``file`` (default: search_spaces/baselines.yaml)."""
+    spaces = _read_file(str(file or BASELINES)).get("spaces") or {}
+    return sorted(spaces) if isinstance(spaces, dict) else []
+
+
+def load_space(name: str, file: str | None = None) -> dict[str, Any]:
+    """Search space ``name``: ``{"family", "params": {field: range | choices | value}, "start": {...}}``.
+
+    A range is ``{"low", "high", "log"}`` (floats, ``low < high``, ``log`` needs ``low > 0``), choices a
+    non-empty list, anything else a value every trial gets. ``start`` (optional) is the point tried first:
+    a value for each sampled field, inside its range or among its choices. Every error names the field.
+    """
+    path = str(file or BASELINES)
+    spaces = _read_file(path).get("spaces") or {}
+    if not isinstance(spaces, dict) or name not in spaces:
+        known = ", ".join(sorted(spaces)) if isinstance(spaces, dict) else "none"
+        raise GridError(f"unknown search space {name!r} in {path}; known spaces: {known}")
+    where = f"{path}: spaces.{name}"
+    raw = spaces[name]
+    if not isinstance(raw, dict) or not isinstance(raw.get("family"), str):
+        raise GridError(f"{where} must be a mapping with a 'family' field")
+    params: dict[str, Any] = {}
+    for key, val in raw.items():
+        if key in ("family", "start"):
+            continue
+        if isinstance(val, dict):
+            params[key] = _range(val, f"{where}.{key}")
+        elif isinstance(val, list):
+            if not val:
+                raise GridError(f"{where}.{key}: a list of choices must not be empty")
+            params[key] = list(val)
+        else:
+            params[key] = val
+    start = raw.get("start") or {}
+    if not isinstance(start, dict):
+        raise GridError(f"{where}.start must be a mapping of field -> value")
+    for key, val in start.items():
+        p = params.get(key)
+        ok = (
+            (isinstance(p, dict) and isinstance(val, (int, float)) and p["low"] <= val <= p["high"])
+            or (isinstance(p, list) and val in p)
+        )
+        if not ok:
+            raise GridError(f"{where}.start.{key}: {val!r} is not a sampled value of that field ({p!r})")
+    return {"family": raw["family"], "params": params, "start": dict(start)}
+
+
+def _range(val: dict[str, Any], where: str) -> dict[str, Any]:
+    """A checked ``{low, high, log}`` range."""
+    unknown = sorted(set(val) - set(RANGE_KEYS))
+    if unknown:
+        raise GridError(f"{where}: unknown keys {', '.join(unknown)}; a range takes {', '.join(RANGE_KEYS)}")
+    try:
+        low, high = float(val["low"]), float(val["high"])
+    except (KeyError, TypeError, ValueError):
+        raise GridError(f"{where}: a range needs numbers low and high") from None
+    log = bool(val.get("log", False))
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise GridError(f"{where}: need finite low < high, got {low} and {high}")
+    if log and low <= 0:
+        raise GridError(f"{where}: a log range needs low > 0, got {low}")
+    return {"low": low, "high": high, "log": log}

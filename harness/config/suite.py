@@ -154,6 +154,14 @@ class GridRef(_Model):
         return self
 
 
+class TunedRef(_Model):
+    """The optimizer config an ``hpo`` stage chose (its best proposal on the validation split), run under
+    ``name`` (default: the stage's name)."""
+
+    tuned: str
+    name: str | None = None
+
+
 #: fields of an optimizer entry that are never crossed (they name or locate one thing)
 _NOT_CROSSED = ("family", "name", "checkpoint", "equation", "from_stage")
 
@@ -210,12 +218,15 @@ SymbolicOptBlock = _block_model(SymbolicOptSpec)
 def _entry_kind(v: Any) -> str | None:
     """Which model an optimizer entry is: ``grid`` for a grid reference, else its ``family``."""
     if isinstance(v, dict):
-        return "grid" if "grid" in v else v.get("family")
-    return "grid" if isinstance(v, GridRef) else getattr(v, "family", None)
+        return "grid" if "grid" in v else "tuned" if "tuned" in v else v.get("family")
+    if isinstance(v, (GridRef, TunedRef)):
+        return "grid" if isinstance(v, GridRef) else "tuned"
+    return getattr(v, "family", None)
 
 
 OptimizerEntry = Annotated[
     Annotated[GridRef, Tag("grid")]
+    | Annotated[TunedRef, Tag("tuned")]
     | Annotated[SGDBlock, Tag("sgd")]  # type: ignore[valid-type]
     | Annotated[AdamBlock, Tag("adam")]  # type: ignore[valid-type]
     | Annotated[TeacherOptBlock, Tag("teacher")]  # type: ignore[valid-type]
@@ -223,7 +234,10 @@ OptimizerEntry = Annotated[
     Discriminator(
         _entry_kind,
         custom_error_type="optimizer_entry",
-        custom_error_message="an optimizer entry needs 'grid: NAME' or 'family:' one of sgd, adam, teacher, symbolic",
+        custom_error_message=(
+            "an optimizer entry needs 'grid: NAME', 'tuned: HPO_STAGE' or 'family:' one of sgd, adam, teacher, "
+            "symbolic"
+        ),
     ),
 ]
 

@@ -188,6 +188,15 @@ def optimizers_from_stage(spec: dict[str, Any], outcome: StageOutcome) -> list[d
     ]
 
 
+def tuned_from_stage(stage: str, name: str | None, outcome: StageOutcome) -> dict[str, Any]:
+    """The concrete optimizer config an hpo stage chose (``outcome.extra["chosen"]``), named ``name`` (default:
+    the stage's name) so that its leaderboard row says where it came from."""
+    chosen = outcome.extra.get("chosen")
+    if not chosen:
+        raise ValueError(f"hpo stage {stage!r} chose no optimizer (no proposal finished)")
+    return {**dict(chosen), "name": name or stage}
+
+
 def entry_name(given: str | None, label: str, stage: str, count: int) -> str:
     """The name an evaluated ``from_stage`` output runs under: the entry's ``name`` when given, suffixed with
     what tells the stage's outputs apart when it gave several (``fast`` -> ``fast-s1``), so that they never

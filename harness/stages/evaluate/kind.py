@@ -18,10 +18,11 @@ from harness.config.suite import (
     StageBase,
     StageRef,
     Suite,
+    TunedRef,
 )
 from harness.stages.base import StageKind, TrialContext, TrialModel, TrialResult
 from harness.stages.evaluate.metrics import INTERIM_METRIC, METRIC_MODES
-from harness.stages.outputs import STATUS_STOPPED, StageOutcome, optimizers_from_stage
+from harness.stages.outputs import STATUS_STOPPED, StageOutcome, optimizers_from_stage, tuned_from_stage
 from harness.training.labels import FAMILIES, optimizer_label
 
 
@@ -65,6 +66,9 @@ class EvaluateStage(StageBase):
         refs: list[StageRef] = []
         for opt in self.optimizers:
             if isinstance(opt, GridRef):
+                continue
+            if isinstance(opt, TunedRef):
+                refs.append((opt.tuned, ("hpo",)))
                 continue
             ref = getattr(opt, "from_stage", None)
             if ref:
@@ -110,7 +114,13 @@ def repeated_optimizers(stage: EvaluateStage) -> list[str]:
     grid config, two grids that share one): each runs once."""
     counts: dict[str, int] = {}
     own = stage.model_copy(
-        update={"optimizers": [o for o in stage.optimizers if not getattr(o, "from_stage", None)]}
+        update={
+            "optimizers": [
+                o
+                for o in stage.optimizers
+                if not getattr(o, "from_stage", None) and not isinstance(o, TunedRef)
+            ]
+        }
     )
     for o in _expand_optimizers(own, {}):
         label = optimizer_label(o)
@@ -125,6 +135,9 @@ def _expand_optimizers(stage: EvaluateStage, inputs: Mapping[str, StageOutcome])
     for entry in stage.optimizers:
         if isinstance(entry, GridRef):
             out.extend(load_grid(entry.grid, entry.file))
+            continue
+        if isinstance(entry, TunedRef):
+            out.append(tuned_from_stage(entry.tuned, entry.name, inputs[entry.tuned]))
             continue
         for one in entry.expand():  # list-valued fields are crossed like a grid block
             spec = one.model_dump(exclude_none=True, exclude_defaults=True)
@@ -160,6 +173,8 @@ class EvaluateKind(StageKind[EvaluateStage, EvaluateTrial]):
         for entry in spec.optimizers:
             if isinstance(entry, GridRef):
                 optimizers += len(load_grid(entry.grid, entry.file))
+            elif isinstance(entry, TunedRef):
+                optimizers += 1
             else:  # an entry from an earlier stage gives at least one config per combination
                 optimizers += len(entry.expand())
         horizons = sum(len(o.horizons()) for o in spec.optimizees)

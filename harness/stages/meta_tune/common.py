@@ -58,7 +58,7 @@ def with_val_split(optimizee: Mapping[str, Any], val_fraction: float | None) -> 
 
 
 def run_training(
-    equation: Equation,
+    equation: Equation | Mapping[str, Any],
     optimizee: Mapping[str, Any],
     seed: int,
     *,
@@ -69,7 +69,9 @@ def run_training(
     final_window: int = 10,
     splits: Sequence[str] = ("val",),
 ) -> dict[str, Any]:
-    """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` through the evaluate stage's loop.
+    """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` (or, when ``equation`` is an optimizer
+    config, the optimizer :func:`~harness.training.optimizers.build_optimizer` makes of it; ``lr`` unused)
+    through the evaluate stage's loop.
 
     Returns ``final_train_loss`` (see :func:`harness.stages.evaluate.train`), ``diverged``, ``steps`` and, for
     every split in ``splits`` (``val``: tuning and selection; ``test`` only ever for information),
@@ -83,8 +85,12 @@ def run_training(
     n_steps = spec_budget(problem, optimizee, steps)
     trained: list[torch.Tensor] = []
 
-    def make(params: Any) -> tuple[SymbolicOptimizer, Any]:
+    def make(params: Any) -> tuple[torch.optim.Optimizer, Any]:
         trained.extend(params)  # the model's parameters, in named_parameters order
+        if not isinstance(equation, Equation):
+            from harness.training.optimizers import build_optimizer
+
+            return build_optimizer(dict(equation), trained, n_steps)
         opt = SymbolicOptimizer(trained, equation, lr=lr)
         prov = equation.provenance
         return opt, lr_scheduler(opt, equation_schedule(prov), n_steps, equation_warmup(prov))

@@ -68,3 +68,58 @@ def test_the_capped_yaml_loader_works_without_libyaml() -> None:
 
     assert safe_yaml._CappedLoader.__mro__[1].__name__ == "CEventLoader"  # this machine's PyYAML has libyaml
     assert safe_yaml.parse_yaml("a: [1, {b: 2}]", "s") == {"a": [1, {"b": 2}]}
+
+
+# -- search spaces (hpo stages) -------------------------------------------------------------------------------
+def test_shipped_spaces_sample_what_algoperf_tunes() -> None:
+    from search_spaces import load_space, space_names
+
+    assert {"adam", "sgd", "rule"} <= set(space_names())
+    adam, sgd, rule = load_space("adam"), load_space("sgd"), load_space("rule")
+    assert adam["family"] == "adam" and {"lr", "beta1", "beta2", "weight_decay", "schedule", "warmup"} <= set(
+        adam["params"]
+    )
+    assert sgd["family"] == "sgd" and {"lr", "momentum", "nesterov", "schedule", "warmup"} <= set(
+        sgd["params"]
+    )
+    assert rule["family"] == "symbolic" and {"lr_mult", "schedule", "warmup"} <= set(rule["params"])
+    assert adam["params"]["lr"] == {"low": 1e-4, "high": 0.1, "log": True}
+    assert set(adam["params"]["schedule"]) == {"constant", "cosine", "linear"}
+    # the start points are inside their spaces (checked on load) and are the usual defaults
+    assert adam["start"]["lr"] == 0.001 and rule["start"] == {
+        "lr_mult": 1.0,
+        "schedule": "constant",
+        "warmup": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  s: {lr: {low: 1}}", "spaces.s must be a mapping with a 'family' field"),
+        (
+            "  s: {family: sgd, lr: {low: 1, high: 0.1}}",
+            r"spaces.s.lr: need finite low < high, got 1.0 and 0.1",
+        ),
+        ("  s: {family: sgd, lr: {low: 0, high: 1, log: true}}", r"spaces.s.lr: a log range needs low > 0"),
+        ("  s: {family: sgd, lr: {low: 0.1, high: 1, step: 2}}", r"spaces.s.lr: unknown keys step"),
+        ("  s: {family: sgd, nesterov: []}", r"spaces.s.nesterov: a list of choices must not be empty"),
+        (
+            "  s: {family: sgd, lr: {low: 0.1, high: 1}, start: {lr: 5}}",
+            r"spaces.s.start.lr: 5 is not a sampled",
+        ),
+        (
+            "  s: {family: sgd, lr: {low: 0.1, high: 1}, start: {momentum: 0.9}}",
+            r"start.momentum: 0.9 is not a",
+        ),
+    ],
+)
+def test_bad_spaces_name_the_field(tmp_path, body: str, message: str) -> None:
+    from search_spaces import load_space
+
+    path = tmp_path / "spaces.yaml"
+    path.write_text("grids: {}\nspaces:\n" + body + "\n")
+    with pytest.raises(GridError, match=message):
+        load_space("s", str(path))
+    with pytest.raises(GridError, match="unknown search space 'nope'.*known spaces: s"):
+        load_space("nope", str(path))

@@ -160,14 +160,14 @@ class HpoKind(StageKind[HpoStage, HpoTrial]):
         start = time.time()
         values = dict(trial.search_params or {})
         config = proposal_config(trial.base, _space(trial.space, trial.space_file), values)
-        ctx.set_total(len(trial.seeds))
+        # no interim reports: Ray Tune's searcher takes every result of a searched trial for a final one and
+        # refuses a result without the search's metric
         metrics: dict[str, float] = evaluate_config(
             config,
             tuning_target(trial.optimizee.model_dump(exclude_none=True), trial.val_fraction),
             trial.seeds,
             objective=trial.objective,
             device=resolve_device(trial.device),
-            on_seed=lambda i, res: ctx.progress(i + 1, val_loss=float(res.get("val_loss", float("inf")))),
         )
         metrics[INDEX] = float(trial.search_index or 0)
         metrics["seconds"] = time.time() - start

@@ -31,7 +31,7 @@ def optimizer_label(spec: dict[str, Any]) -> str:
         elif key in ("checkpoint", "equation"):
             parts.append(f"{key}={str(val).rsplit('/', 1)[-1]}")
         elif isinstance(val, (list, tuple)):
-            parts.append(f"{key}=({','.join(_number(v) for v in val)})")
+            parts.append(f"{key}=({', '.join(_number(v) for v in val)})")
         else:
             parts.append(f"{key}={_number(val)}")
     name = spec.get("name")

@@ -20,15 +20,8 @@ from pydantic import Field, model_validator
 from harness.config.specs import Seeds
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.stages.base import SearchSpec, StageKind, TrialContext, TrialModel, TrialResult
+from harness.stages.hpo.names import CONFIG, INDEX, OBJECTIVE, PARAMS
 from harness.stages.outputs import StageOutcome, equations_from_stage
-
-#: the search's metric (what Optuna minimises), the proposal number and its parameters (as in meta_tune's
-#: searches, whose select step reads trials the same way)
-OBJECTIVE, INDEX, PARAMS = "objective", "search_index", "search_params"
-#: the stage's output: the chosen config and how it was chosen
-CHOSEN_FILE = "optimizer.json"
-#: a rule's equation, copied beside the chosen config so that later stages read the stage's own file
-RULE_FILE = "equation.json"
 
 
 def _space(name: str, file: str | None) -> dict[str, Any]:
@@ -173,7 +166,7 @@ class HpoKind(StageKind[HpoStage, HpoTrial]):
         metrics["seconds"] = time.time() - start
         info = {
             PARAMS: json.dumps(values, sort_keys=True),
-            "optimizer_config": json.dumps(config, sort_keys=True),
+            CONFIG: json.dumps(config, sort_keys=True),
         }
         return TrialResult(metrics, info=info)
 

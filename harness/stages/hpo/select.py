@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.jsonio import write_json
+from harness.stages.hpo.names import CHOSEN_FILE, CONFIG, INDEX, OBJECTIVE, PARAMS, RULE_FILE
 from harness.stages.outputs import STATUS_STOPPED, StageOutcome, tag
 
 
 def proposals(outcome: StageOutcome) -> list[tuple[int, float, dict[str, Any], dict[str, Any]]]:
     """``(index, objective, params, config)`` of every finished proposal of ``outcome``, by index (a
     proposal early stopping ended is not finished: it is never chosen)."""
-    from harness.stages.hpo.kind import INDEX, OBJECTIVE, PARAMS
-
     out = []
     for t in outcome.trials:
         if t.tags.get(tag("status")) == STATUS_STOPPED or OBJECTIVE not in t.metrics:
             continue
-        raw, cfg = t.tags.get(tag(PARAMS)), t.tags.get(tag("optimizer_config"))
+        raw, cfg = t.tags.get(tag(PARAMS)), t.tags.get(tag(CONFIG))
         if raw is None or cfg is None:
             continue
         out.append(
@@ -35,7 +34,6 @@ def proposals(outcome: StageOutcome) -> list[tuple[int, float, dict[str, Any], d
 def select(spec: Any, outcome: StageOutcome, outdir: Path, log: Callable[[str], None]) -> None:
     """Write ``optimizer.json`` (the chosen config, its objective, the search's budget) to ``outdir``, copy a
     rule's equation beside it, and set ``outcome.extra["chosen"]`` (the config) and ``["metrics"]``."""
-    from harness.stages.hpo.kind import CHOSEN_FILE, RULE_FILE
     from harness.stages.meta_tune.common import DIVERGED_PENALTY
 
     points = proposals(outcome)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from harness.config.suite import load_suite_dict
 from harness.stages.base import LocalContext, run_local
-from harness.stages.hpo.kind import CHOSEN_FILE, RULE_FILE, HpoKind, HpoStage
+from harness.stages.hpo.kind import HpoKind, HpoStage
+from harness.stages.hpo.names import CHOSEN_FILE, RULE_FILE
 from harness.stages.hpo.objective import evaluate_config
 from harness.stages.hpo.select import select
 from harness.stages.hpo.space import distributions, proposal_config

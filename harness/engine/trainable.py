@@ -48,14 +48,24 @@ class TuneContext:
     """The :class:`harness.stages.base.TrialContext` of a trial running under Ray Tune.
 
     Curve points go to Tune in batches (every :data:`CURVE_FLUSH_S`). With ``early_stopping`` (the stage's
-    ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``), it also reports at
+    ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``, and for a search its
+    ``search_metric``, which every report then carries as the interim metric's latest value), it also reports at
     the first log point at or past each of ASHA's rungs (:func:`harness.engine.early_stopping.milestones`,
     computed when :meth:`set_total` gives the trial's steps): ``step``, ``total_steps`` and the latest progress
-    values, so the scheduler sees every rung without a report per log point.
+    values, so the scheduler sees every rung without a report per log point; with ``cost`` (the trial's
+    :class:`TrialCost`), also the cost so far, so a trial stopped at a rung records what it spent.
     """
 
-    def __init__(self, outdir: Path, cpus: int, early_stopping: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        outdir: Path,
+        cpus: int,
+        early_stopping: Mapping[str, Any] | None = None,
+        cost: TrialCost | None = None,
+    ) -> None:
         self.outdir = outdir
+        #: the trial's cost meter: a rung report carries the cost so far, so a trial stopped there has one
+        self.cost = cost
         self.cpus = cpus
         self._steps: list[int] = []
         self._values: dict[str, list[float]] = {}
@@ -64,6 +74,10 @@ class TuneContext:
         self._early_stopping = dict(early_stopping) if early_stopping else None
         #: the rungs not reported yet, ascending
         self._milestones: list[float] = []
+        #: a search's metric (Tune asks every report of a searched trial for it): the interim metric's latest
+        #: value stands in for it until the final report
+        es = self._early_stopping or {}
+        self._mirror = (str(es["metric"]), str(es["search_metric"])) if es.get("search_metric") else None
 
     def set_total(self, total: int) -> None:
         from harness.engine.early_stopping import milestones
@@ -98,13 +112,22 @@ class TuneContext:
         self._steps.append(int(step))
         for k, v in values.items():
             self._values.setdefault(k, []).append(float(v))
-        extra = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
+        extra: dict[str, Any] = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
+        if self._mirror is not None and self._mirror[0] in values:
+            extra[self._mirror[1]] = float(values[self._mirror[0]])
         if self._at_rung(int(step)):
             latest = {k: float(v) for k, v in values.items()}
             report = {**self.pending_curves(), ResultKey.STEP: int(step), **extra, **latest}
+            report.update(self._cost_so_far())
             tune.report({**report, ResultKey.INTERIM_KEYS: list(latest)})
         elif time.time() - self._last_flush > CURVE_FLUSH_S:
             tune.report({**self.pending_curves(), ResultKey.STEP: int(step), **extra})
+
+    def _cost_so_far(self) -> dict[str, float]:
+        """The trial's :class:`CostKey` seconds up to now (none without a cost meter)."""
+        if self.cost is None:
+            return {}
+        return {k: v for k, v in self.cost.read().items() if k != CostKey.NODE}
 
     def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +190,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
         data = localize_inputs(data, Path(tmp) / "inputs")
         checked = kind.trial_model.model_validate(data)  # validated again on the worker
-        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"))
+        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"), cost)
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
         report = {**final_report(result, cost.read()), **ctx.pending_curves()}

@@ -48,12 +48,13 @@ class TuneContext:
     """The :class:`harness.stages.base.TrialContext` of a trial running under Ray Tune.
 
     Curve points go to Tune in batches (every :data:`CURVE_FLUSH_S`). With ``early_stopping`` (the stage's
-    ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``, and for a search its
-    ``search_metric``, which every report then carries as the interim metric's latest value), it also reports at
+    ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``), it also reports at
     the first log point at or past each of ASHA's rungs (:func:`harness.engine.early_stopping.milestones`,
     computed when :meth:`set_total` gives the trial's steps): ``step``, ``total_steps`` and the latest progress
     values, so the scheduler sees every rung without a report per log point; with ``cost`` (the trial's
-    :class:`TrialCost`), also the cost so far, so a trial stopped at a rung records what it spent.
+    :class:`TrialCost`), also the cost so far, so a trial stopped at a rung records what it spent. A trial a
+    search proposed (``search_metric``: the searcher's metric and the kind's interim metric) carries the
+    interim metric's latest value under the searcher's metric name in every interim report.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class TuneContext:
         cpus: int,
         early_stopping: Mapping[str, Any] | None = None,
         cost: TrialCost | None = None,
+        search_metric: tuple[str, str] | list[str] | None = None,
     ) -> None:
         self.outdir = outdir
         #: the trial's cost meter: a rung report carries the cost so far, so a trial stopped there has one
@@ -74,10 +76,9 @@ class TuneContext:
         self._early_stopping = dict(early_stopping) if early_stopping else None
         #: the rungs not reported yet, ascending
         self._milestones: list[float] = []
-        #: a search's metric (Tune asks every report of a searched trial for it): the interim metric's latest
-        #: value stands in for it until the final report
-        es = self._early_stopping or {}
-        self._mirror = (str(es["metric"]), str(es["search_metric"])) if es.get("search_metric") else None
+        #: ``(search metric, interim metric)`` of a searched trial: Tune asks every report of it for the search
+        #: metric, so the interim metric's latest value stands in for it until the final report
+        self._mirror = (str(search_metric[0]), str(search_metric[1])) if search_metric else None
 
     def set_total(self, total: int) -> None:
         from harness.engine.early_stopping import milestones
@@ -113,8 +114,8 @@ class TuneContext:
         for k, v in values.items():
             self._values.setdefault(k, []).append(float(v))
         extra: dict[str, Any] = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
-        if self._mirror is not None and self._mirror[0] in values:
-            extra[self._mirror[1]] = float(values[self._mirror[0]])
+        if self._mirror is not None and self._mirror[1] in values:
+            extra[self._mirror[0]] = float(values[self._mirror[1]])
         if self._at_rung(int(step)):
             latest = {k: float(v) for k, v in values.items()}
             report = {**self.pending_curves(), ResultKey.STEP: int(step), **extra, **latest}
@@ -190,7 +191,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
         data = localize_inputs(data, Path(tmp) / "inputs")
         checked = kind.trial_model.model_validate(data)  # validated again on the worker
-        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"), cost)
+        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"), cost, config.get("search_metric"))
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
         report = {**final_report(result, cost.read()), **ctx.pending_curves()}

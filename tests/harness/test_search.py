@@ -25,6 +25,7 @@ from harness.symbolic.families import sgd_equation
 from harness.symbolic.lang import Equation
 
 P1 = {"name": "quadratic_cos", "steps": 15}
+ASHA = {"scheduler": "asha", "grace_steps": 5}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,6 +133,9 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path) -> None:
         ({"seeds": [0, 1]}, "give one seed"),
         ({"settings": {"storage": "sqlite:///x.db"}}, "are for search: in_trial"),
         ({"search": "ray"}, "search"),
+        ({"search": "in_trial", "early_stopping": ASHA}, "early_stopping stops Optuna trials run as Ray Tune"),
+        ({"optimizee": {"name": "quadratic_cos", "epochs": 1}, "early_stopping": ASHA}, "gives epochs"),
+        ({"early_stopping": {**ASHA, "grace_steps": 15}}, r"grace_steps \(15\) must be below the steps"),
     ]
     for extra, msg in cases:
         with pytest.raises(Exception, match=msg):
@@ -143,7 +147,7 @@ def test_search_space_start_point_and_trial_models(tmp_path: Path) -> None:
     kind, _, trials, plan = _plan(eq_file)
     assert plan is not None and plan.num_samples == 5 and plan.param_space == {"kind": "meta_tune"}
     alg = plan.tune_config["search_alg"]
-    assert type(alg).__name__ == "OptunaSearch" and plan.tune_config["num_samples"] == 5
+    assert type(alg).__name__ == "PruningOptunaSearch" and plan.tune_config["num_samples"] == 5
     first = alg.suggest("t0")  # the equation as given comes first
     assert first["trial"].search_params == {"v0": 0.0} and first["trial"].search_index == 0
     second = alg.suggest("t1")["trial"]

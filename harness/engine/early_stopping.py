@@ -55,7 +55,6 @@ def early_stopping_config(kind: StageKind[Any, Any], stage: Any, param_space: di
     param_space["early_stopping"] = {
         "grace_steps": settings.grace_steps,
         "reduction_factor": settings.reduction_factor,
-        "metric": kind.interim_metric,
     }
     return {"scheduler": PerTaskASHA(kind.name, settings)}
 

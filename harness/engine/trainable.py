@@ -124,11 +124,9 @@ class TuneContext:
         elif time.time() - self._last_flush > CURVE_FLUSH_S:
             tune.report({**self.pending_curves(), ResultKey.STEP: int(step), **extra})
 
-    def _cost_so_far(self) -> dict[str, float]:
-        """The trial's :class:`CostKey` seconds up to now (none without a cost meter)."""
-        if self.cost is None:
-            return {}
-        return {k: v for k, v in self.cost.read().items() if k != CostKey.NODE}
+    def _cost_so_far(self) -> dict[str, Any]:
+        """The trial's :class:`CostKey` figures up to now, its node included (none without a cost meter)."""
+        return {} if self.cost is None else self.cost.read()
 
     def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -165,10 +163,15 @@ class TrialCost:
     def __init__(self) -> None:
         self.wall0 = time.perf_counter()
         self.cpu0 = time.process_time()
+        self.started = time.time()
 
     def read(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.wall0
-        out: dict[str, Any] = {CostKey.WALL: wall, CostKey.CPU: time.process_time() - self.cpu0}
+        out: dict[str, Any] = {
+            CostKey.WALL: wall,
+            CostKey.CPU: time.process_time() - self.cpu0,
+            CostKey.START: self.started,
+        }
         try:
             ctx = tune.get_context()
             gpus = sum(b.get("GPU", 0) for b in ctx.get_trial_resources().bundles)

@@ -165,7 +165,9 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             step = result[ResultKey.STEP]
             tags[f"{TAG}.status"] = STATUS_STOPPED
             interim = {k: result[k] for k in result.get(ResultKey.INTERIM_KEYS, ()) if k in result}
-            spent = {k: result[k] for k in (CostKey.WALL, CostKey.CPU, CostKey.GPU) if k in result}
+            spent = {k: result[k] for k in (CostKey.WALL, CostKey.CPU, CostKey.GPU, CostKey.START) if k in result}
+            if isinstance(result.get(CostKey.NODE), str):
+                tags[f"{TAG}.{CostKey.NODE}"] = result[CostKey.NODE]
             keep = {ResultKey.STOPPED_AT: step, **interim, **spent}
             metrics.extend((m.key, m.value, m.timestamp, int(step)) for m in finite_metrics(keep))
         if metrics or tags:

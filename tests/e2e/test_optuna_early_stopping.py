@@ -15,6 +15,7 @@ from harness import tracking
 from harness.config.suite import load_suite_dict
 from harness.engine.runner import RunOptions, run_suite
 from harness.registry import STAGES
+from harness.report.html import build_report
 from harness.stages.meta_tune.kind import INTERIM_OBJECTIVE
 from harness.stages.meta_tune.tune_trials import OBJECTIVE
 from harness.stages.outputs import STATUS_STOPPED, TAG, ResultKey
@@ -86,6 +87,13 @@ def test_asha_stops_hopeless_optuna_trials(ray_session, tmp_path: Path) -> None:
     states = [t.state for t in study.trials]
     assert states.count(TrialState.PRUNED) == len(stopped) and states.count(TrialState.COMPLETE) == len(done)
     assert study.best_value == pytest.approx(best.metrics[OBJECTIVE])
+
+    # the report draws the suite's timeline from the trials' start times, wall times and node tags
+    assert all(t.metrics.get("started_at_s", 0) > 0 and t.tag("node") != "?" for t in stage.trials)
+    report = build_report(client, "optuna-asha-e2e", tmp_path / "report", log_artifacts=False)
+    (timeline,) = [p for p in report.plots if p.title == "Suite timeline"]
+    assert timeline.file.stat().st_size > 1000 and f"{N_TRIALS} trial attempts on 1 node" in timeline.caption
+    assert "timeline.png" in (tmp_path / "report" / "index.html").read_text()
 
 
 def stage_files(client, run_id: str, tmp_path: Path, name: str):

@@ -231,6 +231,7 @@ def test_trial_cost_is_measured_and_reported_with_the_final_metrics() -> None:
     from harness.engine.trainable import TrialCost, final_report
     from harness.stages.base import TrialResult
 
+    before = time.time()
     cost = TrialCost()
     t0 = time.process_time()
     while time.process_time() - t0 < 0.05:  # burn 50 ms of CPU
@@ -239,5 +240,6 @@ def test_trial_cost_is_measured_and_reported_with_the_final_metrics() -> None:
     assert read["cost_cpu_s"] >= 0.05 and read["cost_wall_s"] >= read["cost_cpu_s"] * 0.5
     assert read["node"] == socket.gethostname() and "cost_gpu_s" not in read
     report = final_report(TrialResult(metrics={"loss": 1.0}), read)
-    assert set(report["final_keys"]) == {"loss", "cost_cpu_s", "cost_wall_s"}
+    assert set(report["final_keys"]) == {"loss", "cost_cpu_s", "cost_wall_s", "started_at_s"}
+    assert before <= report["started_at_s"] <= before + read["cost_wall_s"]
     assert report["info"]["node"] == socket.gethostname() and "node" not in report

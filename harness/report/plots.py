@@ -311,7 +311,7 @@ def plot_timeline(trials: Sequence[TimelineTrial], path: str | Path, stages: Seq
     first: dict[str, float] = {}
     for t in sorted(trials, key=lambda t: t.start):
         first.setdefault(t.stage, t.start)
-    order = [s for s in stages if s in first] + sorted((s for s in first if s not in stages), key=first.get)
+    order = [s for s in stages if s in first] + sorted((s for s in first if s not in stages), key=lambda s: first[s])
     cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
     color = {s: cmap(i % cmap.N) for i, s in enumerate(order)}
     lanes = pack_lanes(trials)

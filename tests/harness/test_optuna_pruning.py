@@ -36,16 +36,19 @@ def test_a_stopped_trial_is_pruned_with_its_rung_values_and_a_finished_one_compl
     # Tune stops "a" at its second rung: its last result is that report, marked done, no final report
     search.on_trial_complete("a", result={**_rung(30, 2.5), ResultKey.DONE: True})
     search.on_trial_complete("b", result={"objective": 0.5, ResultKey.FINAL: True, ResultKey.DONE: True})
-    a, b = search._ot_study.trials
+    study = search._ot_study
+    assert study is not None
+    a, b = study.trials
     # pruned (Optuna keeps its last intermediate value with it, as for any pruned trial; the stopping rung's
     # value never became one): not the partial 2.5 told as a complete objective
     assert a.state == TrialState.PRUNED and a.intermediate_values == {10: 3.0}
     assert b.state == TrialState.COMPLETE and b.value == 0.5
-    assert search._ot_study.best_trial.number == b.number
+    assert study.best_trial.number == b.number
 
 
 def test_an_errored_trial_still_fails() -> None:
     search = _search()
     search.suggest("a")
     search.on_trial_complete("a", error=True)
-    assert search._ot_study.trials[0].state == TrialState.FAIL
+    study = search._ot_study
+    assert study is not None and study.trials[0].state == TrialState.FAIL

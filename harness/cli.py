@@ -9,6 +9,7 @@ one try of at most 5 s (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, ``MLFLOW_HTTP_REQ
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import sys
@@ -65,6 +66,12 @@ class Format(str, Enum):
     csv = "csv"
     json = "json"
     markdown = "markdown"
+
+
+class CostAxis(str, Enum):
+    cpu = "cpu"
+    wall = "wall"
+    gpu = "gpu"
 
 
 FORMAT_HELP = "table (for the terminal), csv, json or markdown (every column)."
@@ -339,14 +346,32 @@ def leaderboard_cmd(
         "--across",
         help="Scores across tasks (optimizee · horizon): speedup over tuned Adam, time to target, profiles.",
     ),
+    at_cost: float = typer.Option(
+        None,
+        "--at-cost",
+        metavar="SECONDS",
+        help="Rank by the training loss each config reaches when its trials have spent SECONDS of cost "
+        "(--cost axis; docs/leaderboard.md says how it is read); with --across, a summary of those ranks.",
+    ),
+    cost: CostAxis = typer.Option(
+        None,
+        "--cost",
+        help="The cost axis: cpu (default for --at-cost), wall or gpu seconds of each trial; with --across, "
+        "time to target and the profile are in these seconds instead of steps.",
+    ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     workdir: Path = typer.Option(Path("sl2o_runs"), "--workdir", help=WORKDIR_HELP),
 ) -> None:
     """Ranked optimizers per optimizee and horizon (seeds aggregated, paired CI and verdict against the
-    best Adam); with --across, one summary over all of them."""
+    best Adam); with --across, one summary over all of them; with --at-cost, ranked at equal cost."""
+    if at_cost is not None and not (math.isfinite(at_cost) and at_cost > 0):
+        _fail(f"--at-cost must be a positive number of seconds, got {at_cost:g}")
+    axis = cost.value if cost is not None else None
     with _read_only_store(tracking_uri, workdir) as (uri, client):
         if across:
-            _print_across(uri, suite, optimizee, fmt, client)
+            _print_across(uri, suite, optimizee, fmt, client, axis, at_cost)
+        elif at_cost is not None:
+            _print_at_cost(uri, suite, optimizee, fmt, client, at_cost, axis or "cpu")
         else:
             _print_leaderboard(uri, suite, optimizee, fmt, client, wide=wide)
 
@@ -377,32 +402,74 @@ def report_cmd(
     )
 
 
+def _print_at_cost(
+    uri: str,
+    suite: str | None,
+    optimizee: str | None,
+    fmt: Format,
+    client: MlflowClient,
+    budget: float,
+    axis: str,
+) -> None:
+    from harness import tracking
+    from harness.jsonio import dumps
+    from harness.report import at_cost
+
+    records = tracking.leaderboard_records(client, suite, optimizee, histories=(at_cost.CURVE,))
+    if not records:
+        _fail(f"no finished evaluate trials{f' for suite {suite!r}' if suite else ''} in {uri}")
+    rows = at_cost.rank_at_cost(records, budget, axis)
+    if fmt is Format.json:
+        sys.stdout.write(dumps(rows) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(at_cost.to_frame(rows).to_csv(index=False))
+    elif fmt is Format.markdown:
+        sys.stdout.write(at_cost.to_frame(rows).to_markdown(index=False, floatfmt=".4g") + "\n")
+    else:
+        for t in at_cost.to_rich_tables(rows):
+            console.print(t)
+
+
 def _print_across(
-    uri: str, suite: str | None, optimizee: str | None, fmt: Format, client: MlflowClient
+    uri: str,
+    suite: str | None,
+    optimizee: str | None,
+    fmt: Format,
+    client: MlflowClient,
+    axis: str | None = None,
+    budget: float | None = None,
 ) -> None:
     import pandas as pd
     from rich.table import Table
 
     from harness import tracking
     from harness.jsonio import dumps
-    from harness.report import across
+    from harness.report import across, at_cost
 
-    records = tracking.leaderboard_records(client, suite, optimizee, curves=True)
+    histories = (at_cost.CURVE,) if budget is not None else ()
+    records = tracking.leaderboard_records(client, suite, optimizee, curves=True, histories=histories)
     if not records:
         _fail(f"no finished evaluate trials{f' for suite {suite!r}' if suite else ''} in {uri}")
-    summary, per_task = across.from_records(records)
+    summary, per_task = across.from_records(records, cost=axis)
+    cost_rows = at_cost.rank_at_cost(records, budget, axis or "cpu") if budget is not None else []
+    at_budget = at_cost.across_at_cost(cost_rows) if budget is not None else []
     if fmt is Format.json:
-        sys.stdout.write(dumps({"summary": summary, "tasks": per_task}) + "\n")
+        extra = {
+            "at_cost": {"axis": axis or "cpu", "budget_s": budget, "summary": at_budget, "rows": cost_rows}
+        }
+        sys.stdout.write(dumps({"summary": summary, "tasks": per_task, **(extra if budget else {})}) + "\n")
         return
     if fmt is Format.csv:
-        sys.stdout.write(pd.DataFrame(summary).to_csv(index=False))
+        sys.stdout.write(pd.DataFrame(at_budget if budget is not None else summary).to_csv(index=False))
         return
     if fmt is Format.markdown:
-        sys.stdout.write(pd.DataFrame(summary).to_markdown(index=False, floatfmt=".3g") + "\n")
+        for part in (summary, at_budget) if budget is not None else (summary,):
+            sys.stdout.write(pd.DataFrame(part).to_markdown(index=False, floatfmt=".3g") + "\n\n")
         return
+    unit = f"{axis}-seconds" if axis else "steps"
     table = Table(
         title=f"across {len(per_task)} task(s) (optimizee · horizon): speedup over tuned Adam, targets, "
-        "profile rho(tau)"
+        f"profile rho(tau) (times in {unit})"
     )
     cols = list(summary[0]) if summary else []
     for c in cols:
@@ -422,9 +489,26 @@ def _print_across(
                 sc["optimizer"],
                 f"{sc['final']:.4g}",
                 (">= " if sc.get("speedup_bound") else "") + f"{sp:.3g}",
-                f"{sc['time_to_target']:.0f}" if sc["time_to_target"] != float("inf") else "never",
+                f"{sc['time_to_target']:.4g}" if sc["time_to_target"] != float("inf") else "never",
             )
         console.print(t)
+    if budget is not None:
+        b = Table(
+            title=f"across tasks at {budget:g} {axis or 'cpu'}-seconds per trial: ranks by {at_cost.CURVE} "
+            "(rank pct: 0 best, 1 last; unranked where a seed has no value at the budget)"
+        )
+        for c in ("optimizer", "tasks", "ranked", "wins", "mean rank", "mean rank pct"):
+            b.add_column(c, justify="left" if c == "optimizer" else "right")
+        for r in at_budget:
+            b.add_row(
+                r["optimizer"],
+                str(r["tasks"]),
+                str(r["ranked"]),
+                str(r["wins"]),
+                f"{r['mean_rank']:.3g}",
+                f"{r['mean_rank_pct']:.2f}",
+            )
+        console.print(b)
 
 
 def _read_only_store(tracking_uri: str | None, workdir: Path) -> Any:

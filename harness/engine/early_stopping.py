@@ -141,18 +141,25 @@ def budget_metrics(
 ) -> dict[str, float]:
     """The stage run's early-stopping figures: trials stopped, training steps the full grid plans (``trials``,
     the planned trial models, with their ``keys``), steps run, and the fraction stopping saved (steps not
-    trained, over the planned ones). ``outputs`` are the stage's finished trial records."""
+    trained, over the planned ones). ``outputs`` are the stage's finished trial records.
+
+    A search (meta_tune's ``search: tune``) plans one base trial and runs the trials its searcher proposes from
+    it, whose keys are not planned: each such record counts the base trial's steps, and the plan is those
+    records (every proposal of a finished search has one)."""
     planned_by_key: dict[str, int] = {}
     for trial, key in zip(trials, keys, strict=True):
         task = kind.trial_task(trial)
         planned_by_key[key] = task[1] if task is not None else 0
-    planned = sum(planned_by_key.values())
+    outputs = list(outputs)
+    base = max(planned_by_key.values(), default=0)
+    proposed = [out for out in outputs if out.tag("trial_key") not in planned_by_key]
+    planned = base * len(proposed) if proposed else sum(planned_by_key.values())
     stopped, saved = 0, 0.0
     for out in outputs:
         if out.tag("status") != STATUS_STOPPED:
             continue
         stopped += 1
-        total = planned_by_key.get(out.tag("trial_key"), 0)
+        total = planned_by_key.get(out.tag("trial_key"), base)
         at = out.metrics.get(ResultKey.STOPPED_AT, total)
         saved += max(0.0, total - float(at)) if math.isfinite(float(at)) else 0.0
     return {

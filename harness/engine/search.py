@@ -69,9 +69,11 @@ class _Proposal:
 
 
 def optuna_search(kind: StageKind[Any, Any], spec: SearchSpec) -> Any:
-    """Ray Tune's ``OptunaSearch`` for ``spec``: its sampler, its start points evaluated first."""
+    """Ray Tune's ``OptunaSearch`` for ``spec``: its sampler, its start points evaluated first (a trial that early
+    stopping ends is told to Optuna as pruned: :mod:`harness.engine.optuna_pruning`)."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from harness.engine.optuna_pruning import PruningOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the in-trial study: no per-trial info lines
     if spec.num_samples < 1:
@@ -80,7 +82,7 @@ def optuna_search(kind: StageKind[Any, Any], spec: SearchSpec) -> Any:
         )
     if spec.mode not in ("min", "max"):
         raise ValueError(f"stage kind {kind.name!r}: search mode must be 'min' or 'max', got {spec.mode!r}")
-    return OptunaSearch(
+    return PruningOptunaSearch(
         space=_Proposal(kind.name, spec.base, spec.space),
         metric=spec.metric,
         mode=spec.mode,

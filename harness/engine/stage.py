@@ -214,6 +214,11 @@ def run_trials(
     # a kind that searches (meta_tune with search: tune) gets its trials from a search algorithm instead
     search = tune_search(kind, stage, exp.trials)
     if search is not None:
+        if kind.interim_metric:  # its trials report interim values: each report carries the searcher's metric
+            search.param_space["search_metric"] = [search.tune_config["search_alg"].metric, kind.interim_metric]
+        if early:  # ASHA on a search
+            search.param_space["early_stopping"] = param_space["early_stopping"]
+            search.tune_config.update(early)
         param_space, n_trials = search.param_space, search.num_samples
     progress: Progress | None = None
     if exp.restore:

@@ -51,11 +51,23 @@ class TuneContext:
     ``param_space["early_stopping"]``: ``grace_steps``, ``reduction_factor``, ``metric``), it also reports at
     the first log point at or past each of ASHA's rungs (:func:`harness.engine.early_stopping.milestones`,
     computed when :meth:`set_total` gives the trial's steps): ``step``, ``total_steps`` and the latest progress
-    values, so the scheduler sees every rung without a report per log point.
+    values, so the scheduler sees every rung without a report per log point; with ``cost`` (the trial's
+    :class:`TrialCost`), also the cost so far, so a trial stopped at a rung records what it spent. A trial a
+    search proposed (``search_metric``: the searcher's metric and the kind's interim metric) carries the
+    interim metric's latest value under the searcher's metric name in every interim report.
     """
 
-    def __init__(self, outdir: Path, cpus: int, early_stopping: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        outdir: Path,
+        cpus: int,
+        early_stopping: Mapping[str, Any] | None = None,
+        cost: TrialCost | None = None,
+        search_metric: tuple[str, str] | list[str] | None = None,
+    ) -> None:
         self.outdir = outdir
+        #: the trial's cost meter: a rung report carries the cost so far, so a trial stopped there has one
+        self.cost = cost
         self.cpus = cpus
         self._steps: list[int] = []
         self._values: dict[str, list[float]] = {}
@@ -64,6 +76,9 @@ class TuneContext:
         self._early_stopping = dict(early_stopping) if early_stopping else None
         #: the rungs not reported yet, ascending
         self._milestones: list[float] = []
+        #: ``(search metric, interim metric)`` of a searched trial: Tune asks every report of it for the search
+        #: metric, so the interim metric's latest value stands in for it until the final report
+        self._mirror = (str(search_metric[0]), str(search_metric[1])) if search_metric else None
 
     def set_total(self, total: int) -> None:
         from harness.engine.early_stopping import milestones
@@ -98,13 +113,20 @@ class TuneContext:
         self._steps.append(int(step))
         for k, v in values.items():
             self._values.setdefault(k, []).append(float(v))
-        extra = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
+        extra: dict[str, Any] = {ResultKey.TOTAL_STEPS: self._total} if self._total else {}
+        if self._mirror is not None and self._mirror[1] in values:
+            extra[self._mirror[0]] = float(values[self._mirror[1]])
         if self._at_rung(int(step)):
             latest = {k: float(v) for k, v in values.items()}
             report = {**self.pending_curves(), ResultKey.STEP: int(step), **extra, **latest}
+            report.update(self._cost_so_far())
             tune.report({**report, ResultKey.INTERIM_KEYS: list(latest)})
         elif time.time() - self._last_flush > CURVE_FLUSH_S:
             tune.report({**self.pending_curves(), ResultKey.STEP: int(step), **extra})
+
+    def _cost_so_far(self) -> dict[str, Any]:
+        """The trial's :class:`CostKey` figures up to now, its node included (none without a cost meter)."""
+        return {} if self.cost is None else self.cost.read()
 
     def checkpoint(self, state: Mapping[str, Any], **metrics: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -141,10 +163,15 @@ class TrialCost:
     def __init__(self) -> None:
         self.wall0 = time.perf_counter()
         self.cpu0 = time.process_time()
+        self.started = time.time()
 
     def read(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.wall0
-        out: dict[str, Any] = {CostKey.WALL: wall, CostKey.CPU: time.process_time() - self.cpu0}
+        out: dict[str, Any] = {
+            CostKey.WALL: wall,
+            CostKey.CPU: time.process_time() - self.cpu0,
+            CostKey.START: self.started,
+        }
         try:
             ctx = tune.get_context()
             gpus = sum(b.get("GPU", 0) for b in ctx.get_trial_resources().bundles)
@@ -167,7 +194,7 @@ def run_trial(config: dict[str, Any]) -> None:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
         data = localize_inputs(data, Path(tmp) / "inputs")
         checked = kind.trial_model.model_validate(data)  # validated again on the worker
-        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"))
+        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"), cost, config.get("search_metric"))
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
         report = {**final_report(result, cost.read()), **ctx.pending_curves()}

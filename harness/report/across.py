@@ -42,10 +42,17 @@ def first_step_at_or_below(steps: np.ndarray, curve: np.ndarray, level: float) -
 
 
 def task_scores(
-    rows: Sequence[Mapping[str, Any]], curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]]
+    rows: Sequence[Mapping[str, Any]],
+    curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]],
+    cost_per_step: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Per optimizer row of ONE task (its leaderboard rows and their per-seed curves by optimizer):
     ``speedup_vs_adam``, ``speedup_bound``, ``target``, ``time_to_target``.
+
+    Steps are the unit unless ``cost_per_step`` gives each optimizer's seconds per step on a cost axis
+    (:func:`harness.report.at_cost.cost_per_step`, mean over seeds): then every curve's steps are turned into
+    the seconds spent by then, so time to target and speedup compare equal cost, and an optimizer without a
+    cost is left out.
 
     * ``speedup_vs_adam``: the steps the task's best Adam needs to reach this optimizer's final loss, over
       the steps this optimizer used (above 1: faster). When Adam never gets there the speedup is at least
@@ -54,6 +61,12 @@ def task_scores(
       final loss; ``inf`` when never reached.
     """
     mc = {opt: mean_curve(c) for opt, c in curves.items() if c}
+    if cost_per_step is not None:
+        mc = {
+            opt: (steps * cost_per_step[opt], curve)
+            for opt, (steps, curve) in mc.items()
+            if math.isfinite(cost_per_step.get(opt, math.nan))
+        }
     complete = [
         r
         for r in rows
@@ -143,25 +156,40 @@ def across_summary(per_task: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[
 
 
 def from_records(
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]], cost: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The summary and per-task scores of leaderboard records that carry curves (``curve``)."""
+    """The summary and per-task scores of leaderboard records that carry curves (``curve``); with ``cost`` (a
+    cost axis of :data:`harness.report.at_cost.COST_AXES`), times are in seconds on that axis, not steps."""
     from harness.config.specs import task_label
+    from harness.report.at_cost import COST_AXES, cost_per_step
     from harness.report.leaderboard import aggregate
+
+    if cost is not None and cost not in COST_AXES:
+        raise ValueError(f"unknown cost axis {cost!r}: use one of {', '.join(COST_AXES)}")
 
     def task(r: Mapping[str, Any]) -> str:
         return f"{r['suite']}/{task_label(r['optimizee'], r.get('horizon') or '')}"
 
     rows = aggregate([dict(r) for r in records])  # in task order: optimizee, then horizon ascending
     curves: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    per_step: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         if r.get("curve") and r["status"] == "ok":
             curves[(task(r), r["optimizer"])].append(r["curve"])
+            if cost is not None:
+                per_step[(task(r), r["optimizer"])].append(cost_per_step(r, cost))
     tasks: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         tasks[task(row)].append(row)
+    def scale(name: str, trs: list[Mapping[str, Any]]) -> dict[str, float] | None:
+        if cost is None:
+            return None
+        return {r["optimizer"]: float(np.mean(per_step.get((name, r["optimizer"]), [math.nan]))) for r in trs}
+
     per_task = {
-        name: task_scores(trs, {r["optimizer"]: curves.get((name, r["optimizer"]), []) for r in trs})
+        name: task_scores(
+            trs, {r["optimizer"]: curves.get((name, r["optimizer"]), []) for r in trs}, scale(name, trs)
+        )
         for name, trs in tasks.items()
     }
     return across_summary(per_task), per_task

@@ -21,8 +21,14 @@ from harness.config.specs import horizon_order, task_label
 from harness.registry import STAGES
 from harness.report import across
 from harness.report import leaderboard as report
-from harness.report.plots import optimizer_styles, plot_loss_curves, plot_profile
-from harness.stages.outputs import STATUS_DIVERGED, STATUS_OK, TAG
+from harness.report.plots import (
+    TimelineTrial,
+    optimizer_styles,
+    plot_loss_curves,
+    plot_profile,
+    plot_timeline,
+)
+from harness.stages.outputs import STATUS_DIVERGED, STATUS_OK, TAG, CostKey
 from harness.stages.views import Panel, RunView
 
 #: the fewest tasks (optimizee x horizon) a performance profile is drawn for
@@ -114,6 +120,49 @@ def stage_views(client: MlflowClient, exp_id: str, suite_run: Any, scratch: Path
             )
         )
     return out
+
+
+def timeline_trials(client: MlflowClient, exp_id: str, suite_run: Any) -> list[TimelineTrial]:
+    """Every recorded attempt (finished or failed) of the trials of the suite run's stages, for the timeline:
+    its stage and node tags, its start (``started_at_s``, the trial's own clock; else the run's creation, which
+    the tracker may have written later) and end (start + ``cost_wall_s``; else the run's end)."""
+    out = []
+    for key in [k for k in _tag(suite_run, "stage_keys").split(",") if k]:
+        runs = tracking.find_runs(
+            client, [exp_id], f"tags.`{TAG}.stage_key` = '{key}' and tags.`{TAG}.kind` = 'trial'"
+        )
+        for r in runs:
+            if r.info.status not in ("FINISHED", "FAILED"):
+                continue
+            m = r.data.metrics
+            start = m.get(CostKey.START, (r.info.start_time or 0) / 1000)
+            end = start + m[CostKey.WALL] if CostKey.WALL in m else (r.info.end_time or 0) / 1000
+            if not start or end < start:
+                continue
+            status = "error" if r.info.status == "FAILED" else _tag(r, "status", STATUS_OK)
+            out.append(
+                TimelineTrial(
+                    _tag(r, "stage", "?"), _tag(r, CostKey.NODE, "node unknown"), start, end, status
+                )
+            )
+    return out
+
+
+def _timeline(client: MlflowClient, exp_id: str, suite_run: Any, out: Path, notes: list[str]) -> list[Panel]:
+    trials = timeline_trials(client, exp_id, suite_run)
+    if not trials:
+        notes.append("timeline: no trial of this suite run's stages is recorded")
+        return []
+    nodes = len({t.node for t in trials})
+    return [
+        Panel(
+            plot_timeline(trials, out / "timeline.png"),
+            "Suite timeline",
+            f"{len(trials)} trial attempts on {nodes} node(s), coloured by stage, one lane per node (a row per "
+            "trial running at once there); top: each stage's span. A stage reused from an earlier run shows "
+            "its trials when they ran.",
+        )
+    ]
 
 
 # -- the sections ---------------------------------------------------------------------------------------------
@@ -309,6 +358,7 @@ def build_report(
     rows = report.aggregate([dict(r) for r in records])
     summary = across.from_records(records)[0] if records else []
     plots = _loss_and_profile(records, out, result.notes) if records else []
+    plots += _timeline(client, exp.experiment_id, suite_run, out, result.notes)
     with tempfile.TemporaryDirectory(prefix="sl2o-report-") as tmpdir:
         for st in stage_views(client, exp.experiment_id, suite_run, Path(tmpdir)):
             try:

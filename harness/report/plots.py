@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from matplotlib.ticker import NullFormatter
 from harness.plotting import auto_yscale, save_figure
 from harness.report.across import TAUS, profiles
 
-__all__ = ["plot_loss_curves", "plot_profile"]
+__all__ = ["TimelineTrial", "pack_lanes", "plot_loss_curves", "plot_profile", "plot_timeline"]
 
 Curve = Sequence[tuple[int, float]]
 
@@ -261,4 +262,102 @@ def plot_profile(
     ax.grid(True, alpha=0.3)
     _legend_right(ax, len(order))
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class TimelineTrial:
+    """One trial on the suite's timeline: its stage, node, start and end (Unix seconds) and status."""
+
+    stage: str
+    node: str
+    start: float
+    end: float
+    status: str = "ok"
+
+
+def pack_lanes(trials: Sequence[TimelineTrial]) -> dict[str, list[tuple[int, TimelineTrial]]]:
+    """Per node (sorted by name), its trials with a row each: the first row free at the trial's start, so
+    trials that ran at once on one node sit on rows of their own (as many rows as ran there at once)."""
+    by_node: dict[str, list[TimelineTrial]] = {}
+    for t in sorted(trials, key=lambda t: (t.start, t.end, t.stage)):
+        by_node.setdefault(t.node, []).append(t)
+    out: dict[str, list[tuple[int, TimelineTrial]]] = {}
+    for node in sorted(by_node):
+        ends: list[float] = []  # per row, the end of its last trial
+        placed = []
+        for t in by_node[node]:
+            row = next((i for i, e in enumerate(ends) if e <= t.start), len(ends))
+            if row == len(ends):
+                ends.append(t.end)
+            else:
+                ends[row] = t.end
+            placed.append((row, t))
+        out[node] = placed
+    return out
+
+
+def plot_timeline(trials: Sequence[TimelineTrial], path: str | Path, stages: Sequence[str] = ()) -> Path:
+    """The suite's timeline: on top, each stage's span (its first trial's start to its last trial's end); below,
+    one lane per node with a bar per trial (a row per trial running at once there), coloured by stage; a
+    stopped trial hatched, an errored one outlined red. Time in seconds since the first trial started.
+    ``stages``: the stage order of the legend and the top panel (default: by first start)."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    if not trials:
+        raise ValueError("no trials to draw on a timeline")
+    t0 = min(t.start for t in trials)
+    first: dict[str, float] = {}
+    for t in sorted(trials, key=lambda t: t.start):
+        first.setdefault(t.stage, t.start)
+    order = [s for s in stages if s in first] + sorted((s for s in first if s not in stages), key=lambda s: first[s])
+    cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
+    color = {s: cmap(i % cmap.N) for i, s in enumerate(order)}
+    lanes = pack_lanes(trials)
+    rows = {node: 1 + max(r for r, _ in placed) for node, placed in lanes.items()}
+    n_rows = sum(rows.values())
+    fig = Figure(figsize=(10, 1.2 + 0.28 * len(order) + 0.32 * n_rows + 0.3 * len(lanes)))
+    grid = fig.add_gridspec(
+        2, 1, height_ratios=[max(1, len(order)), max(2, n_rows + len(lanes))], hspace=0.08
+    )
+    top, ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    top.sharex(ax)
+    for i, s in enumerate(order):
+        mine = [t for t in trials if t.stage == s]
+        lo, hi = min(t.start for t in mine) - t0, max(t.end for t in mine) - t0
+        top.barh(i, hi - lo, left=lo, height=0.6, color=color[s])
+        top.text(hi, i, f" {s} ({len(mine)} trial{'s' if len(mine) > 1 else ''}, {hi - lo:.0f} s)", va="center", fontsize=7)
+    top.set_yticks(range(len(order)), order, fontsize=7)
+    top.invert_yaxis()
+    top.set_title("stages (first trial start to last trial end) and trials per node", fontsize=9)
+    top.tick_params(labelbottom=False)
+    y, ticks, labels = 0.0, [], []
+    for node, placed in lanes.items():
+        for row, t in placed:
+            hatch = "///" if t.status == "stopped" else None
+            edge, width = ("red", 1.8) if t.status == "error" else ("white", 0.6)
+            ax.barh(
+                y + row,
+                max(t.end - t.start, 1e-3),
+                left=t.start - t0,
+                height=0.8,
+                color=color[t.stage],
+                hatch=hatch,
+                edgecolor=edge,
+                linewidth=width,
+            )
+        ticks.append(y + (rows[node] - 1) / 2)
+        labels.append(f"{node}\n({len(placed)} trial{'s' if len(placed) > 1 else ''})")
+        y += rows[node] + 1
+        ax.axhline(y - 1, color="#ccc", linewidth=0.6)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_ylim(y - 1, -1)
+    ax.set_xlabel("seconds since the first trial started")
+    handles = [Patch(color=color[s], label=s) for s in order]
+    if any(t.status == "stopped" for t in trials):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label="stopped early"))
+    if any(t.status == "error" for t in trials):
+        handles.append(Patch(facecolor="white", edgecolor="red", label="errored"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save_figure(fig, path)

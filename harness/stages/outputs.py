@@ -59,9 +59,11 @@ class ResultKey:
 class CostKey:
     """The cost every trial records (any kind), measured by the trainable around the kind's run: wall
     seconds, CPU seconds of the trial's process (all its threads), GPU seconds (GPUs held x wall; only on a
-    trial with GPUs) and the node (``sl2o.node`` tag). A retried trial records its last attempt."""
+    trial with GPUs), the node (``sl2o.node`` tag) and when it started (Unix seconds, the node's clock; the
+    report's timeline). A retried trial records its last attempt."""
 
     WALL = "cost_wall_s"
+    START = "started_at_s"
     CPU = "cost_cpu_s"
     GPU = "cost_gpu_s"
     NODE = "node"

@@ -53,11 +53,13 @@ def leaderboard_records(
     optimizee: str | None = None,
     stats: dict[str, int] | None = None,
     curves: bool = False,
+    histories: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Evaluate-trial runs (finished, and errored with ``status: error``) of each suite's latest run, one
     per trial, as flat records for ``report``; ``stats["duplicates"]`` counts the doubles left out. With
-    ``curves``, each record also holds its ``train_loss`` curve as ``[(step, value), ...]``. Each record's
-    ``horizon`` is its :func:`trial_horizon`; ``optimizee`` filters by the optimizee's label or its task
+    ``curves``, each record also holds its ``train_loss`` curve as ``[(step, value), ...]``; with
+    ``histories``, its ``histories`` maps each metric named there to its history alike (e.g.
+    ``train_loss_mean``, for the loss at equal cost). Each record's ``horizon`` is its :func:`trial_horizon`; ``optimizee`` filters by the optimizee's label or its task
     label (``mlp · 300 steps``), or a prefix of either.
 
     Only the stage keys of the most recent suite run count, so an edited and rerun suite does not
@@ -115,6 +117,14 @@ def leaderboard_records(
                 if curves:
                     history = client.get_metric_history(r.info.run_id, "train_loss")
                     records[-1]["curve"] = sorted((int(m.step), float(m.value)) for m in history)
+                if histories:
+                    records[-1]["histories"] = {
+                        name: sorted(
+                            (int(m.step), float(m.value))
+                            for m in client.get_metric_history(r.info.run_id, name)
+                        )
+                        for name in histories
+                    }
     if stats is not None:
         stats["duplicates"] = duplicates
     return records

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.stages.outputs import ARTIFACTS_DIR, STATUS_STOPPED, TAG, ResultKey, stopped_early
+from harness.stages.outputs import ARTIFACTS_DIR, STATUS_STOPPED, TAG, CostKey, ResultKey, stopped_early
 from harness.tracking.delivery.queue import TrackingWriter, writer_for
 from harness.tracking.runs import finite_metrics
 
@@ -52,7 +52,8 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
     and on the last one the final metrics, ``status`` and ``info`` (tags); the final checkpoint's
     ``artifacts/`` become the run's artifacts, and SR datasets its dataset inputs. A trial that early stopping
     ended (its last result ``done`` without the final report) is tagged ``sl2o.status = stopped`` with its
-    ``stopped_at_step`` and interim values; its run then finishes, so a rerun does not train it again.
+    ``stopped_at_step``, interim values and cost so far; its run then finishes, so a rerun does not train it
+    again.
     """
 
     def __init__(
@@ -164,7 +165,10 @@ class TrialTracker(_tune_callback_base()):  # type: ignore[misc]
             step = result[ResultKey.STEP]
             tags[f"{TAG}.status"] = STATUS_STOPPED
             interim = {k: result[k] for k in result.get(ResultKey.INTERIM_KEYS, ()) if k in result}
-            keep = {ResultKey.STOPPED_AT: step, **interim}
+            spent = {k: result[k] for k in (CostKey.WALL, CostKey.CPU, CostKey.GPU, CostKey.START) if k in result}
+            if isinstance(result.get(CostKey.NODE), str):
+                tags[f"{TAG}.{CostKey.NODE}"] = result[CostKey.NODE]
+            keep = {ResultKey.STOPPED_AT: step, **interim, **spent}
             metrics.extend((m.key, m.value, m.timestamp, int(step)) for m in finite_metrics(keep))
         if metrics or tags:
             self._submit(attempt, "log", metrics=metrics, tags=tags)

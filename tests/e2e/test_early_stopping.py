@@ -64,6 +64,7 @@ def test_asha_stops_the_worse_trials_and_the_stage_completes(ray_session, tmp_pa
     for t in stopped:  # stopped at a rung below the horizon, with the interim metric it was judged by
         at = t.metrics[ResultKey.STOPPED_AT]
         assert GRACE <= at < STEPS and "train_loss_mean" in t.metrics and "final_train_loss" not in t.metrics
+        assert t.metrics["cost_cpu_s"] > 0 and t.metrics["cost_wall_s"] > 0  # what it spent until stopped
     status = {(t.tag("optimizer"), t.tag("seed")): t.tag("status") for t in stage.trials}
     assert status[(PACE, "0")] == status[(GOOD, "0")] == status[(GOOD, "1")] == "ok", status
     assert status[(SLOW, "0")] == status[(SLOW, "1")] == STATUS_STOPPED, status
@@ -97,3 +98,19 @@ def test_asha_stops_the_worse_trials_and_the_stage_completes(ray_session, tmp_pa
     assert slow["n"] == 2 and slow["stopped"] == 2
     table = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--wide"], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "stopped early" in table.stdout and "2 (2 stopped)" in table.stdout
+
+    # at equal cost: a budget no trial reaches the end of ranks every config on its loss so far, the stopped
+    # ones included (each spent that much); a budget past the stopped trials' spend leaves them unranked
+    small = 0.99 * min(t.metrics["cost_cpu_s"] for t in stage.trials)
+    res = CliRunner().invoke(
+        app, ["leaderboard", "--tracking-uri", uri, "--at-cost", f"{small:.9f}", "--format", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    early = {r["optimizer"]: r for r in json.loads(res.stdout)}
+    assert early[SLOW]["n"] == 2 and early[SLOW]["rank"] is not None, early
+    assert all(r["axis"] == "cpu" and r["run_fraction"] < 1 for r in early.values()), early
+    big = 10 * max(t.metrics["cost_cpu_s"] for t in stage.trials)
+    res = CliRunner().invoke(app, ["leaderboard", "--tracking-uri", uri, "--at-cost", str(big), "--format", "json"])
+    late = json.loads(res.stdout)
+    assert res.exit_code == 0 and late[0]["optimizer"] == GOOD and late[0]["rank"] == 1, res.output
+    assert [r["rank"] for r in late if r["optimizer"] == SLOW] == [None]

@@ -106,6 +106,7 @@ def test_report_writes_a_page_with_every_plot_and_logs_it(
         "pareto_",
         "update_rule_",
         "meta_tune_",
+        "timeline",
     ):
         assert any(p.startswith(prefix) for p in pngs), (prefix, pngs)
     for name in pngs:

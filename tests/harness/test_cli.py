@@ -138,6 +138,8 @@ def test_an_empty_mlflow_store_is_read(tmp_path: Path) -> None:
     tracking.init_tracking(uri)
     assert_one_error(["leaderboard", "--tracking-uri", uri], "no finished evaluate trials")
     assert_one_error(["distill-summary", "--tracking-uri", uri], "no finished distill stages")
+    assert_one_error(["leaderboard", "--tracking-uri", uri, "--at-cost", "0"], "--at-cost must be a positive")
+    assert_one_error(["leaderboard", "--tracking-uri", uri, "--at-cost", "5"], "no finished evaluate trials")
 
 
 def test_a_command_error_of_an_unexpected_type_names_its_type(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -202,6 +202,11 @@ def test_budget_metrics_count_the_steps_stopping_saved() -> None:
         "budget_steps_run": 700.0 - 80 - 400,
         "budget_saved_fraction": pytest.approx(480 / 700),
     }
+    # a search plans one base trial and runs the trials its searcher proposes (keys not planned): each counts
+    # the base's steps, and the plan is the proposals
+    proposals = [out("p0", "ok", {}), out("p1", STATUS_STOPPED, {"stopped_at_step": 30}), out("p2", "ok", {})]
+    m = budget_metrics(kind, trials[:1], ["base"], proposals)
+    assert m["budget_steps_planned"] == 300.0 and m["budget_steps_run"] == 230.0 and m["early_stopped"] == 1.0
 
 
 # -- the leaderboard ------------------------------------------------------------------------------------------

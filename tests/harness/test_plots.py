@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.plotting import auto_yscale
 from harness.report.html import render_html, task_curves
@@ -196,3 +197,27 @@ def test_constants_are_named_by_the_term_they_multiply() -> None:
     eq = Equation.parse("0.5*m_hat_0 + -1.5 + 0.1*tanh(g_0/2.0)")
     assert eq.template == "c0*m_hat_0 + c1*tanh(g_0/c2) + c3"  # constants in print order
     assert constant_terms(eq) == ["c0·m_hat_0", "c1·tanh(g_0/c2)", "g_0/c2", "c3 (offset)"]
+
+
+def test_the_timeline_packs_concurrent_trials_into_rows_per_node(tmp_path: Path) -> None:
+    from harness.report.plots import TimelineTrial, pack_lanes, plot_timeline
+
+    t = [
+        TimelineTrial("grid", "10.0.0.2", 100.0, 110.0),
+        TimelineTrial("grid", "10.0.0.2", 101.0, 104.0, "stopped"),
+        TimelineTrial("teacher", "10.0.0.2", 104.0, 120.0),  # row 1 is free again at 104
+        TimelineTrial("grid", "10.0.0.1", 100.5, 108.0, "error"),
+        TimelineTrial("distill", "10.0.0.1", 108.0, 115.0),  # starts as the one before it ends: same row
+        TimelineTrial("distill", "10.0.0.1", 109.0, 111.0),
+    ]
+    lanes = pack_lanes(t)
+    assert list(lanes) == ["10.0.0.1", "10.0.0.2"]
+    assert [(row, x.stage, x.start) for row, x in lanes["10.0.0.2"]] == [
+        (0, "grid", 100.0),
+        (1, "grid", 101.0),
+        (1, "teacher", 104.0),
+    ]
+    assert [row for row, _ in lanes["10.0.0.1"]] == [0, 0, 1]
+    _png(plot_timeline(t, tmp_path / "timeline.png"))
+    with pytest.raises(ValueError, match="no trials"):
+        plot_timeline([], tmp_path / "none.png")

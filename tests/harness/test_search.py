@@ -25,6 +25,7 @@ from harness.symbolic.families import sgd_equation
 from harness.symbolic.lang import Equation
 
 P1 = {"name": "quadratic_cos", "steps": 15}
+ASHA = {"scheduler": "asha", "grace_steps": 5}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,6 +133,9 @@ def test_bad_search_settings_are_one_line_errors(tmp_path: Path) -> None:
         ({"seeds": [0, 1]}, "give one seed"),
         ({"settings": {"storage": "sqlite:///x.db"}}, "are for search: in_trial"),
         ({"search": "ray"}, "search"),
+        ({"search": "in_trial", "early_stopping": ASHA}, "early_stopping stops Optuna trials run as Ray Tune"),
+        ({"optimizee": {"name": "quadratic_cos", "epochs": 1}, "early_stopping": ASHA}, "gives epochs"),
+        ({"early_stopping": {**ASHA, "grace_steps": 15}}, r"grace_steps \(15\) must be below the steps"),
     ]
     for extra, msg in cases:
         with pytest.raises(Exception, match=msg):
@@ -143,7 +147,7 @@ def test_search_space_start_point_and_trial_models(tmp_path: Path) -> None:
     kind, _, trials, plan = _plan(eq_file)
     assert plan is not None and plan.num_samples == 5 and plan.param_space == {"kind": "meta_tune"}
     alg = plan.tune_config["search_alg"]
-    assert type(alg).__name__ == "OptunaSearch" and plan.tune_config["num_samples"] == 5
+    assert type(alg).__name__ == "PruningOptunaSearch" and plan.tune_config["num_samples"] == 5
     first = alg.suggest("t0")  # the equation as given comes first
     assert first["trial"].search_params == {"v0": 0.0} and first["trial"].search_index == 0
     second = alg.suggest("t1")["trial"]
@@ -227,6 +231,7 @@ def test_trial_cost_is_measured_and_reported_with_the_final_metrics() -> None:
     from harness.engine.trainable import TrialCost, final_report
     from harness.stages.base import TrialResult
 
+    before = time.time()
     cost = TrialCost()
     t0 = time.process_time()
     while time.process_time() - t0 < 0.05:  # burn 50 ms of CPU
@@ -235,5 +240,6 @@ def test_trial_cost_is_measured_and_reported_with_the_final_metrics() -> None:
     assert read["cost_cpu_s"] >= 0.05 and read["cost_wall_s"] >= read["cost_cpu_s"] * 0.5
     assert read["node"] == socket.gethostname() and "cost_gpu_s" not in read
     report = final_report(TrialResult(metrics={"loss": 1.0}), read)
-    assert set(report["final_keys"]) == {"loss", "cost_cpu_s", "cost_wall_s"}
+    assert set(report["final_keys"]) == {"loss", "cost_cpu_s", "cost_wall_s", "started_at_s"}
+    assert before <= report["started_at_s"] <= before + read["cost_wall_s"]
     assert report["info"]["node"] == socket.gethostname() and "node" not in report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ def run_training(
     problem: Any = None,
     final_window: int = 10,
     splits: Sequence[str] = ("val",),
+    on_log: Callable[[int, float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train the optimizee with ``SymbolicOptimizer(equation, lr)`` (or, when ``equation`` is an optimizer
     config, the optimizer :func:`~harness.training.optimizers.build_optimizer` makes of it; ``lr`` unused)
@@ -76,7 +77,8 @@ def run_training(
     Returns ``final_train_loss`` (see :func:`harness.stages.evaluate.train`), ``diverged``, ``steps`` and, for
     every split in ``splits`` (``val``: tuning and selection; ``test`` only ever for information),
     ``<split>_loss`` / ``<split>_acc`` of the trained parameters (``problem.evaluate(params, split)``). A
-    non-finite loss or parameter ends the run as diverged with infinite losses.
+    non-finite loss or parameter ends the run as diverged with infinite losses. ``on_log`` is the training
+    loop's (step, minibatch loss, window mean).
     """
     from harness.stages.evaluate import train
 
@@ -95,7 +97,9 @@ def run_training(
         prov = equation.provenance
         return opt, lr_scheduler(opt, equation_schedule(prov), n_steps, equation_warmup(prov))
 
-    res = train(problem, make, n_steps, final_window=final_window, measure_cost=False, evaluate_test=False)
+    res = train(
+        problem, make, n_steps, final_window=final_window, measure_cost=False, evaluate_test=False, on_log=on_log
+    )
     out: dict[str, Any] = {
         "steps": res.steps,
         "diverged": res.status == "diverged",
@@ -253,6 +257,18 @@ def _with_constants(
     return eq
 
 
+def _seed_progress(
+    on_progress: Callable[[int, float], None], index: int, ran: int, done: float
+) -> Callable[[int, float, float], None]:
+    """The training loop's ``on_log`` for seed number ``index`` of :func:`evaluate_constants`, after ``ran``
+    steps of earlier seeds whose final losses sum to ``done``."""
+
+    def log(step: int, _loss: float, mean: float) -> None:
+        on_progress(ran + step, (done + mean) / (index + 1))
+
+    return log
+
+
 def evaluate_constants(
     equation: Equation | str | Path,
     values: Mapping[str, float] | Sequence[float],
@@ -265,12 +281,16 @@ def evaluate_constants(
     lr: float = 1.0,
     device: str | torch.device = "cpu",
     problems: Mapping[int, Any] | None = None,
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> float:
     """The Optuna objective: mean final training loss over ``seeds`` of an ``eval_steps``-step run.
 
     Args:
         values: trial parameters of :func:`optuna_search_space` (a mapping), or per-occurrence constants.
         problems: prebuilt optimizee instances by seed (saves rebuilding them every trial).
+        on_progress: called at each log point with ``(step, interim objective)``: the step counts on over the
+            seeds (run one after another), and the interim objective is the mean over the seeds so far of
+            their window-mean training loss (the current seed's at this step), so it ends as the objective.
     Returns:
         The mean, or :data:`DIVERGED_PENALTY` when any run diverges (always finite).
     """
@@ -280,8 +300,9 @@ def evaluate_constants(
         return DIVERGED_PENALTY
     tuned = eq.with_constants(consts)
     tuned.provenance = dict(eq.provenance)
-    total = 0.0
-    for s in seeds:
+    total, ran = 0.0, 0
+    for i, s in enumerate(seeds):
+        log = _seed_progress(on_progress, i, ran, total) if on_progress is not None else None
         res = run_training(
             tuned,
             optimizee,
@@ -291,9 +312,11 @@ def evaluate_constants(
             device=device,
             problem=(problems or {}).get(s),
             splits=(),
+            on_log=log,
         )
         v = res["final_train_loss"]
         if res["diverged"] or not math.isfinite(v):
             return DIVERGED_PENALTY
         total += v
+        ran += int(res["steps"])
     return min(total / max(len(seeds), 1), DIVERGED_PENALTY)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from harness.config.specs import Seeds
+from harness.config.specs import EarlyStopping, Seeds
 from harness.config.suite import OptimizeeSpec, StageBase, StageRef, Suite
 from harness.stages.base import (
     SearchSpec,
@@ -36,6 +36,7 @@ from harness.stages.meta_tune.settings import (
 from harness.stages.outputs import (
     EQUATION_FILE,
     HISTORY_FILE,
+    STATUS_STOPPED,
     StageOutcome,
     equations_from_stage,
     require_equations,
@@ -59,6 +60,8 @@ class MetaTuneStage(StageBase):
     seeds: Seeds = Field(default_factory=lambda: [0])
     #: ``cpu``, ``cuda`` or ``auto`` (CUDA when the trial has a GPU), as in evaluate stages
     device: str = "auto"
+    #: ``search: tune`` only: stop hopeless Optuna trials early (ASHA on the interim objective), as in evaluate
+    early_stopping: EarlyStopping | None = None
 
     @model_validator(mode="after")
     def _source(self) -> MetaTuneStage:
@@ -85,6 +88,11 @@ class MetaTuneStage(StageBase):
     @model_validator(mode="after")
     def _search(self) -> MetaTuneStage:
         if self.search != "tune":
+            if self.early_stopping is not None:
+                raise ValueError(
+                    "early_stopping stops Optuna trials run as Ray Tune trials: it needs method: optuna and "
+                    "search: tune"
+                )
             return self
         if self.method != "optuna":
             raise ValueError(
@@ -96,6 +104,18 @@ class MetaTuneStage(StageBase):
                 f"search: tune runs one Optuna study; give one seed (the sampler's), not {self.seeds}; "
                 "the objective's seeds go in settings.seeds"
             )
+        if self.early_stopping is not None:
+            total = objective_steps(self.optimizee, given(self.settings))
+            if total is None:
+                raise ValueError(
+                    f"early_stopping needs the optimizee's horizon in steps; {self.optimizee.display()} gives "
+                    f"{'epochs' if self.optimizee.epochs is not None else 'none'} (give steps: N)"
+                )
+            if self.early_stopping.grace_steps >= total:
+                raise ValueError(
+                    f"early_stopping.grace_steps ({self.early_stopping.grace_steps}) must be below the steps "
+                    f"of one Optuna trial ({total}: steps x the objective's seeds): no trial could be stopped"
+                )
         bad = sorted(set(given(self.settings)) & set(IN_TRIAL_ONLY))
         if bad:
             raise ValueError(
@@ -106,6 +126,20 @@ class MetaTuneStage(StageBase):
 
     def inputs(self) -> list[StageRef]:
         return [(self.from_stage, ("distill", "meta_tune"))] if self.from_stage else []
+
+
+#: the interim value a search trial reports (what early stopping compares): the mean over the objective's seeds
+#: trained so far of their window-mean training loss; it ends as the objective
+INTERIM_OBJECTIVE = "interim_objective"
+
+
+def objective_steps(optimizee: OptimizeeSpec, settings: Mapping[str, Any]) -> int | None:
+    """The training steps of one search trial's objective: the optimizee's steps times the objective's seeds
+    (``settings.seeds``, else the stage's one seed); None when the horizon is not in steps."""
+    if optimizee.steps is None:
+        return None
+    seeds = settings.get("seeds")
+    return int(optimizee.steps) * (len(seeds) if seeds else 1)
 
 
 class MetaTuneTrial(TrialModel):
@@ -134,6 +168,7 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
     outputs = (EQUATION_FILE, HISTORY_FILE)
     metric = "val_loss_after"
     identity = ("equation", "method", "seed")
+    interim_metric = INTERIM_OBJECTIVE
 
     def equations(self, outcome: StageOutcome) -> list[tuple[str, Path]]:
         """Each trial's tuned equation; for a search run as Tune trials, its selected equation per source."""
@@ -187,7 +222,12 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
         start = time.time()
         if trial.search_params is not None:  # one point of a search run as Tune trials
-            result = evaluate_point(trial, ctx.outdir)
+            task = self.trial_task(trial)
+            if task is not None:
+                ctx.set_total(task[1])
+            result = evaluate_point(
+                trial, ctx.outdir, lambda step, value: ctx.progress(step, **{INTERIM_OBJECTIVE: value})
+            )
             result.metrics["seconds"] = time.time() - start
             return result
         if trial.method == "optuna":
@@ -213,6 +253,16 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
 
         return search_spec(trials[0])
 
+    def early_stopping(self, spec: MetaTuneStage) -> EarlyStopping | None:
+        return spec.early_stopping
+
+    def trial_task(self, trial: MetaTuneTrial) -> tuple[str, int] | None:
+        """Every trial of one search is one task (same equation, target and objective)."""
+        total = objective_steps(trial.optimizee, trial.settings)
+        if trial.method != "optuna" or total is None:
+            return None
+        return f"{trial.label or Path(trial.equation).stem} on {trial.optimizee.display()}", total
+
     def searched_trial(self, base: MetaTuneTrial, values: Mapping[str, Any], index: int) -> MetaTuneTrial:
         data = base.model_dump(exclude_unset=True)
         data.update(search_params={k: float(v) for k, v in values.items()}, search_index=int(index))
@@ -230,8 +280,11 @@ class MetaTuneKind(StageKind[MetaTuneStage, MetaTuneTrial]):
         if "chosen" in outcome.extra:
             m = outcome.extra.get("metrics") or {}
             kept = "tuned" if m.get("kept_tuned", 1.0) else "initial (tuning did not help)"
+            stopped = sum(1 for t in outcome.trials if t.tag("status") == STATUS_STOPPED)
             return [
-                f"Optuna over {len(outcome.trials)} Tune trials, best objective "
+                f"Optuna over {len(outcome.trials)} Tune trials"
+                + (f" ({stopped} stopped early by ASHA, never the best)" if stopped else "")
+                + ", best objective "
                 f"{m.get('best_value', float('nan')):.4g}: validation loss "
                 f"{m.get('val_loss_before', float('nan')):.4g} -> {m.get('val_loss_after', float('nan')):.4g}, "
                 f"kept {kept}"

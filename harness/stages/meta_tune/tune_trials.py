@@ -30,7 +30,7 @@ from harness.stages.meta_tune.common import (
 from harness.stages.meta_tune.optuna_search import _make_sampler, meta_tune_optuna
 from harness.stages.meta_tune.settings import NOT_SETTINGS
 from harness.stages.meta_tune.tune import meta_tune, select_tuned, write_outputs
-from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, StageOutcome, TrialOutput, tag
+from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, STATUS_STOPPED, StageOutcome, TrialOutput, tag
 from harness.stages.problems import resolve_device
 from harness.symbolic.optim.optimizer import load_equation
 
@@ -86,9 +86,13 @@ def search_spec(trial: Any) -> SearchSpec | None:
     )
 
 
-def evaluate_point(trial: Any, outdir: Path) -> TrialResult:
+def evaluate_point(
+    trial: Any, outdir: Path, on_progress: Callable[[int, float], None] | None = None
+) -> TrialResult:
     """One search trial: the objective at ``trial.search_params`` (what the in-trial study's ``tell`` gets);
-    the equation it started from is written to ``outdir`` for the select step."""
+    the equation it started from is written to ``outdir`` for the select step. ``on_progress`` gets the
+    interim objective at each log point (:func:`~harness.stages.meta_tune.common.evaluate_constants`), which
+    early stopping compares."""
     mt, opt = split_settings(trial.settings)
     eq = with_schedule(load_equation(Path(trial.equation)), mt.get("schedule"))
     target = with_val_split(trial.optimizee.model_dump(exclude_none=True), mt["val_fraction"])
@@ -104,6 +108,7 @@ def evaluate_point(trial: Any, outdir: Path) -> TrialResult:
         eval_steps=opt["eval_steps"],
         lr=float(opt["lr"]),
         device=resolve_device(trial.device),
+        on_progress=on_progress,
     )
     metrics = {OBJECTIVE: float(value), INDEX: float(trial.search_index or 0)}
     files = {INITIAL_FILE: eq.save(Path(outdir) / INITIAL_FILE)}
@@ -111,11 +116,12 @@ def evaluate_point(trial: Any, outdir: Path) -> TrialResult:
 
 
 def _points(outcome: StageOutcome) -> list[tuple[int, float, dict[str, float], TrialOutput]]:
-    """``(index, objective, params, trial)`` of every finished search trial of ``outcome``, by index."""
+    """``(index, objective, params, trial)`` of every finished search trial of ``outcome``, by index: never one
+    that early stopping ended (it has a partial training loss, no objective; it can never be the best)."""
     out = []
     for t in outcome.trials:
         raw = t.tags.get(tag(PARAMS))
-        if raw is None or OBJECTIVE not in t.metrics:
+        if raw is None or OBJECTIVE not in t.metrics or t.tags.get(tag("status")) == STATUS_STOPPED:
             continue
         index = int(t.metrics.get(INDEX, -1))
         out.append((index, float(t.metrics[OBJECTIVE]), json.loads(raw), t))
@@ -178,6 +184,7 @@ def select(spec: Any, outcome: StageOutcome, outdir: Path, log: Callable[[str], 
         "start_value": start,
         "n_trials": len(points),
         "n_new_trials": len(points),
+        "n_stopped": sum(1 for t in outcome.trials if t.tags.get(tag("status")) == STATUS_STOPPED),
         "trials": trials,
     }
     target = with_val_split(spec.optimizee.model_dump(exclude_none=True), mt["val_fraction"])

@@ -1,7 +1,8 @@
 """Does the distilled rule train networks it has never seen better than tuned baselines, at an equal tuning budget?
 
 Runs ``benchmarks/suites/transfer-panel.yaml`` (``--quick``: two targets, short horizons, the smoke grid, 4
-proposals per search; for CI): one teacher and one distillation (eq. 6 and Operon), then per target the same
+proposals per search, for CI; ``--size gpu``: the same panel with larger models and corpora, a quarter GPU
+per trial, for a GPU cluster with ``--address``): one teacher and one distillation (eq. 6 and Operon), then per target the same
 four Optuna searches (``hpo`` stages: Adam, SGD and each rule's global knobs, 20 proposals x 2 tuning seeds,
 scored by the validation loss at the end of the tuning horizon), the four choices and the untuned rules on
 held-out seeds at the tuning horizon and at 5x it, and the paper's 40-config grid on the same seeds. A rerun
@@ -94,12 +95,55 @@ def quick_suite(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def load_panel(path: str | Path, quick: bool) -> Any:
-    """The panel suite (its quick variant with ``quick``), validated."""
+#: GPU sizes of the panel's targets (kwargs merged into the CPU sizes): the same families, data and horizons
+GPU_KWARGS: dict[str, dict[str, Any]] = {
+    "mlp-mnist1d": {"hidden": [512, 512, 512]},
+    "gru-lm": {"hidden": 256, "layers": 2, "vocab": 32, "order": 3, "seq_len": 64, "num_train": 20000},
+    "transformer-lm": {
+        "hidden": 256,
+        "layers": 2,
+        "heads": 8,
+        "vocab": 32,
+        "order": 3,
+        "seq_len": 128,
+        "num_train": 20000,
+    },
+    "autoencoder-digits": {"hidden": [256, 64], "latent": 16},
+    "mlp3-digits": {"hidden": [256, 256, 256]},
+    "resnet18-digits16": {"dataset": "digits32", "width": 64, "batch_size": 128},
+}
+#: a GPU trial's share of a GPU: four of the panel's small trainings share one device
+GPU_RESOURCES = {"cpus_per_trial": 2, "gpus_per_trial": 0.25}
+
+
+def gpu_suite(doc: dict[str, Any]) -> dict[str, Any]:
+    """The panel at GPU sizes (:data:`GPU_KWARGS`, every trial with a quarter of a GPU): the same stages,
+    targets, horizons, searches and seeds, larger models and corpora."""
+    doc = json.loads(json.dumps(doc))
+    doc["name"] = doc["name"] + "-gpu"
+    doc["resources"] = dict(GPU_RESOURCES)
+
+    def grow(spec: dict[str, Any]) -> dict[str, Any]:
+        more = GPU_KWARGS.get(spec.get("label", ""), {})
+        return {**spec, "kwargs": {**spec.get("kwargs", {}), **more}} if more else spec
+
+    for st in doc["stages"]:
+        if "optimizee" in st and st["kind"] == "hpo":
+            st["optimizee"] = grow(st["optimizee"])
+        if st["kind"] == "evaluate":
+            st["optimizees"] = [grow(o) for o in st["optimizees"]]
+    return doc
+
+
+def load_panel(path: str | Path, quick: bool = False, size: str = "cpu") -> Any:
+    """The panel suite (its quick variant with ``quick``; at GPU sizes with ``size="gpu"``), validated."""
     from harness.config.suite import load_suite_dict
     from search_spaces.safe_yaml import read_yaml
 
+    if size not in ("cpu", "gpu"):
+        raise ValueError(f"size must be cpu or gpu, got {size!r}")
     doc = read_yaml(Path(path))
+    doc = gpu_suite(doc) if size == "gpu" else doc
     return load_suite_dict(quick_suite(doc) if quick else doc, source=str(path))
 
 
@@ -253,6 +297,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default=str(SUITE))
     ap.add_argument("--quick", action="store_true", help="two targets, short horizons (CI)")
+    ap.add_argument(
+        "--size", choices=("cpu", "gpu"), default="cpu", help="gpu: larger targets, a quarter GPU per trial"
+    )
     ap.add_argument("--workdir", default="sl2o_runs", help="Tune state and the default MLflow store")
     ap.add_argument("--address", default=None, help="a Ray cluster (default: local Ray)")
     ap.add_argument("--json", action="store_true")
@@ -260,7 +307,7 @@ def main() -> None:
 
     from harness.engine.runner import RunOptions, run_suite
 
-    suite = load_panel(args.suite, args.quick)
+    suite = load_panel(args.suite, args.quick, args.size)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
     outcome = run_suite(suite, RunOptions(address=args.address, workdir=args.workdir, log=log))
     rows, losses = panel_rows(suite, outcome)

@@ -167,3 +167,31 @@ def test_a_search_that_chose_nothing_loses(panel) -> None:
     method, result, spent = panel.pick(outcome, "t", panel.RULES)
     assert method == "operon" and result["objective"] == 0.2 and spent == 8
     assert math.isinf(panel.search_result(outcome, "eq6.t")["objective"])
+
+
+def test_the_gpu_panel_is_the_same_panel_with_larger_targets(panel) -> None:
+    """The GPU sizes build and take a training step (here on the CPU: no GPU on this machine; the device
+    path is the evaluate stage's own, tested in tests/test_cuda_twins.py)."""
+    import torch
+
+    from harness.stages.evaluate import train
+    from harness.stages.problems import build_problem
+    from harness.training.optimizers import build_optimizer
+
+    cpu, gpu = panel.load_panel(panel.SUITE), panel.load_panel(panel.SUITE, size="gpu")
+    assert panel.targets(gpu) == panel.targets(cpu) and gpu.resources.gpus_per_trial == 0.25
+    assert [s.name for s in gpu.stages] == [s.name for s in cpu.stages]
+    grown = 0
+    for small, big in zip(cpu.stage("grid").optimizees, gpu.stage("grid").optimizees, strict=True):
+        assert small.label == big.label and small.steps == big.steps
+        if big.kwargs == small.kwargs:
+            continue
+        grown += 1
+        spec = big.model_dump(exclude_none=True) | {"steps": 1}
+        torch.manual_seed(0)
+        problem = build_problem(spec, seed=0)
+        res = train(
+            problem, lambda p: build_optimizer({"family": "adam", "lr": 1e-3}, p, 1), 1, measure_cost=False
+        )
+        assert res.status == "ok", big.label
+    assert grown == len(panel.GPU_KWARGS)

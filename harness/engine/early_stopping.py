@@ -38,14 +38,18 @@ def milestones(grace: int, reduction_factor: float, total: int) -> list[float]:
     ``ASHAScheduler(max_t=total, grace_period=grace, reduction_factor=rf, brackets=1)``, computed as its
     ``_Bracket`` computes them (a rung at ``total`` itself would stop nothing: the trial has trained)."""
     if grace < 1 or total < 1 or reduction_factor <= 1:
-        raise ValueError(f"bad ASHA settings: grace {grace}, reduction factor {reduction_factor}, total {total}")
+        raise ValueError(
+            f"bad ASHA settings: grace {grace}, reduction factor {reduction_factor}, total {total}"
+        )
     if grace > total:
         return []
     n_rungs = int(np.log(total / grace) / np.log(reduction_factor) + 1)  # _Bracket's MAX_RUNGS with s = 0
     return [m for m in (grace * reduction_factor**k for k in range(n_rungs)) if m < total]
 
 
-def early_stopping_config(kind: StageKind[Any, Any], stage: Any, param_space: dict[str, Any]) -> dict[str, Any]:
+def early_stopping_config(
+    kind: StageKind[Any, Any], stage: Any, param_space: dict[str, Any]
+) -> dict[str, Any]:
     """For a stage with early stopping: its settings put into ``param_space`` (what a trial needs to report at
     the rungs, beside ``kind`` and ``trial``) and the ``tune.TuneConfig`` arguments (the scheduler); for one
     without, nothing (``{}``)."""
@@ -133,7 +137,9 @@ class PerTaskASHA(FIFOScheduler):
             self.tasks.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:
-        return "\n".join(f"{task}: {s.debug_string()}" for task, s in self.schedulers.items()) or "PerTaskASHA"
+        return (
+            "\n".join(f"{task}: {s.debug_string()}" for task, s in self.schedulers.items()) or "PerTaskASHA"
+        )
 
 
 def budget_metrics(

@@ -13,7 +13,9 @@ on Ctrl-C (or SIGTERM, see :func:`harness.engine.runner.interrupt_on_sigterm`): 
 as Tune's own handler would end it (a last save of its state), each stage is reported interrupted, and the
 rerun resumes them all. A second Ctrl-C stops waiting for them.
 
-Resource sharing: see :func:`cap_pending_trials` and the ``max_concurrent`` stage field (docs/suites.md).
+Resource sharing: :mod:`harness.engine.fairshare` gives each running stage its share of the cluster's CPUs
+(the critical path first), :func:`cap_pending_trials` keeps Ray's queue short, and a stage's
+``max_concurrent`` caps it (docs/suites.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from harness.config.graph import StageGraph
 from harness.config.suite import Suite
+from harness.engine import fairshare
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted
 from harness.engine.stage import run_stage
@@ -60,6 +63,13 @@ def tune_stop_event() -> Iterator[threading.Event]:
         yield event
     finally:
         tune_run._setup_signal_catching = original  # pyright: ignore[reportPrivateImportUsage]
+
+
+def _cluster_cpus() -> float:
+    """The cluster's CPUs now (an autoscaling cluster's count changes)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
 
 
 def cap_pending_trials(cluster_cpus: float) -> None:
@@ -106,7 +116,8 @@ def run_graph(
         except BaseException as err:  # noqa: BLE001 - handed to the main thread, which raises or records it
             results.put((name, err))
 
-    with tune_stop_event() as stop:
+    priorities = {n: (len(graph.downstream([n])) - 1, -i) for i, n in enumerate(graph.order)}
+    with tune_stop_event() as stop, fairshare.sharing(priorities, _cluster_cpus):
         try:
             while True:
                 for name in graph.ready(outcomes, [*outcomes, *running, *errors, *blocked]):

@@ -19,7 +19,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from harness import cluster, tracking
 from harness.config.suite import Suite, trial_caps
-from harness.engine import stagekey, trust
+from harness.engine import fairshare, stagekey, trust
 from harness.engine.context import RunOptions, SuiteContext
 from harness.engine.early_stopping import budget_metrics, early_stopping_config
 from harness.engine.errors import StageFailed, StageInputError, SuiteInterrupted, TrialFailure
@@ -215,7 +215,10 @@ def run_trials(
     search = tune_search(kind, stage, exp.trials)
     if search is not None:
         if kind.interim_metric:  # its trials report interim values: each report carries the searcher's metric
-            search.param_space["search_metric"] = [search.tune_config["search_alg"].metric, kind.interim_metric]
+            search.param_space["search_metric"] = [
+                search.tune_config["search_alg"].metric,
+                kind.interim_metric,
+            ]
         if early:  # ASHA on a search
             search.param_space["early_stopping"] = param_space["early_stopping"]
             search.tune_config.update(early)
@@ -228,6 +231,7 @@ def run_trials(
         tuner = tune.Tuner.restore(
             exp_path, trainable, resume_unfinished=True, resume_errored=True, param_space=param_space
         )
+        gate = fairshare.restored_gate(tuner)
     else:
         tracker = tracking.TrialTracker(
             ctx.tracking_uri,
@@ -259,20 +263,27 @@ def run_trials(
             progress = Progress(
                 stage.name, n_trials + already, opts.log, TrialLabel(kind), live=opts.live, already=already
             )
+        # the trial source behind a gate: a graph shares the cluster's CPUs between its stages by moving it
+        # (harness.engine.fairshare); it also holds the stage's own max_concurrent
+        tune_cfg = dict(search.tune_config) if search is not None else dict(early)
+        gate = fairshare.gate_for(tune_cfg.pop("search_alg", None), stage.max_concurrent)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname,
-                max_concurrent_trials=stage.max_concurrent,
-                **(search.tune_config if search is not None else early),
+                reuse_actors=True, trial_dirname_creator=trial_dirname, search_alg=gate, **tune_cfg
             ),
             run_config=tune.RunConfig(
                 name=exp.name,
                 storage_path=str(storage.url("tune", suite.name)),
                 failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
-                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), tracker, progress],
+                callbacks=[
+                    JsonLoggerCallback(),
+                    CSVLoggerCallback(),
+                    tracker,
+                    progress,
+                    fairshare.TrialCounter(stage.name),
+                ],
                 verbose=0,
             ),
         )
@@ -283,6 +294,12 @@ def run_trials(
         # Tune rewrites its state while it runs: a digest from an earlier fit no longer describes it, and
         # a driver killed during this fit must leave state that counts as unverified (set aside, not read)
         ctx.client.delete_tag(exp.stage_run_id, f"{TAG}.tune_state_digest")
+    # Ray Client mode runs Tune's loops on the head node, out of this driver's share: they take what Ray gives
+    share = None if cluster.client_mode() else fairshare.active()
+    if share is not None:
+        share.join(
+            stage.name, gate, cpus_per_trial=res.cpus_per_trial, trials=n_trials, cap=stage.max_concurrent
+        )
     try:
         if isinstance(progress, ClientProgress):
             grid = cluster.fit_streaming(tuner.fit, progress.sink, opts.log)
@@ -290,6 +307,8 @@ def run_trials(
         else:
             grid = tuner.fit()
     finally:
+        if share is not None:
+            share.leave(stage.name)
         if progress is not None:
             progress.stop()
     with storage.local_view(*exp.parts) as local:

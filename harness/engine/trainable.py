@@ -194,7 +194,9 @@ def run_trial(config: dict[str, Any]) -> None:
         # input files staged in a storage URI workdir (harness.cluster.stage_inputs) are copied here first
         data = localize_inputs(data, Path(tmp) / "inputs")
         checked = kind.trial_model.model_validate(data)  # validated again on the worker
-        ctx = TuneContext(Path(tmp) / "out", cpus, config.get("early_stopping"), cost, config.get("search_metric"))
+        ctx = TuneContext(
+            Path(tmp) / "out", cpus, config.get("early_stopping"), cost, config.get("search_metric")
+        )
         ctx.outdir.mkdir()
         result = kind.run(checked, ctx)
         report = {**final_report(result, cost.read()), **ctx.pending_curves()}

@@ -21,7 +21,7 @@ from harness import tracking
 from harness.config.suite import load_suite_dict
 from harness.engine import trust
 from harness.engine.runner import RunOptions, StageFailed, run_suite
-from harness.stages.outputs import TAG
+from harness.stages.outputs import TAG, CostKey
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +163,35 @@ def test_ctrl_c_stops_every_running_stage_and_the_rerun_resumes_them_once(
     for stage in ("a", "b"):
         keys = Counter(r.data.tags[f"{TAG}.trial_key"] for r in _trials(uri, "graph-sigint", stage, True))
         assert len(keys) == 6 and set(keys.values()) == {1}, keys  # every trial once
+
+
+def test_a_long_grid_started_first_does_not_starve_the_chain(ray_session, tmp_path: Path) -> None:
+    """Tune reuses a finished trial's process for the stage's next trial, so without a fair share the grid
+    (more trials than CPUs, no max_concurrent) would keep every CPU until its last trial and the chain would
+    wait for all of it. With the share, the chain's stages (stages downstream: first) get a CPU at once."""
+    suite = load_suite_dict(
+        {
+            "name": "graph-share",
+            "stages": [
+                _grid("grid", 3000, [0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001], [0, 1, 2]),
+                _collect("data", {"name": "quadratic_cos"}),
+                {"kind": "distill", "name": "sr", "from_stage": "data", "backends": ["linear"]},
+            ],
+        }
+    )
+    uri = f"sqlite:///{tmp_path}/m.db"
+    lines: list[str] = []
+    run_suite(suite, RunOptions(tracking_uri=uri, workdir=str(tmp_path), log=lines.append))
+    start = CostKey.START
+
+    def span(run: Any) -> tuple[float, float]:
+        m = run.data.metrics
+        return m[start], m[start] + m[CostKey.WALL]
+
+    grid = [span(r) for r in _trials(uri, "graph-share", "grid", finished=True)]
+    (data,) = [span(r) for r in _trials(uri, "graph-share", "data", finished=True)]
+    (sr,) = [span(r) for r in _trials(uri, "graph-share", "sr", finished=True)]
+    assert len(grid) == 18
+    last_grid_end = max(end for _, end in grid)
+    # the chain ran its course while the grid still had trials to run
+    assert data[0] < last_grid_end and sr[1] < last_grid_end, "\n".join(lines)

@@ -10,7 +10,8 @@ stages that still have trials to run, in priority order (more stages downstream 
 is never kept waiting behind a leaf), each stage at most what it can use, every CPU to someone while anyone
 has work (max-min fair). Each stage's trial source is a :class:`Gate` (:class:`GatedVariantGenerator` for a
 grid, :class:`GatedLimiter` around a search) that proposes no new trial while the stage runs its share; its
-cached actor then has no trial to take and Tune releases it, and the CPU goes to the stage whose turn it is.
+cached actor then has no trial to take and Tune releases it (the controllers of a graph keep no idle actor:
+:func:`sharing`), and the CPU goes to the stage whose turn it is.
 The shares are recomputed whenever a stage starts or ends, or one of its trials ends. A stage's own
 ``max_concurrent`` still caps it. GPUs are not apportioned: a trial that also needs a GPU waits for one as
 before. ``--sequential`` runs one stage at a time, which then gets the whole cluster.
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.execution import tune_controller
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+from ray.tune.utils.object_cache import _ObjectCache
 
 __all__ = [
     "FairShare",
@@ -145,16 +148,29 @@ def active() -> FairShare | None:
     return _ACTIVE
 
 
+class _NoIdleKeep(_ObjectCache):
+    """Tune's actor cache without its "keep one idle actor" rule: a stage its share holds back has no trial
+    for its finished trial's actor, which must then go (it holds its CPU) for the stage whose turn it is."""
+
+    def __init__(self, may_keep_one: bool = True) -> None:
+        super().__init__(may_keep_one=False)
+
+
 @contextlib.contextmanager
 def sharing(priorities: dict[str, tuple[int, int]], cpus: Callable[[], float]) -> Iterator[FairShare]:
-    """Make a :class:`FairShare` the driver's active one while a graph runs."""
+    """Make a :class:`FairShare` the driver's active one while a graph runs, and give the Tune controllers
+    created meanwhile an actor cache that keeps no idle actor (:class:`_NoIdleKeep`; set before any stage
+    thread starts, put back after the last ends)."""
     global _ACTIVE
     share = FairShare(priorities, cpus)
+    original = tune_controller._ObjectCache
+    tune_controller._ObjectCache = _NoIdleKeep  # type: ignore[misc]
     _ACTIVE = share
     try:
         yield share
     finally:
         _ACTIVE = None
+        tune_controller._ObjectCache = original  # type: ignore[misc]
 
 
 class FairShare:
@@ -232,7 +248,9 @@ class FairShare:
         for name, n in shares.items():
             gate = self._stages[name].gate
             if gate is not None:
-                gate.allowed = n
+                # a stage with no trial left is never gated: its source must reach its end, or Tune would
+                # wait for one more proposal
+                gate.allowed = None if wants[name][1] == 0 else n
 
 
 class TrialCounter(Callback):

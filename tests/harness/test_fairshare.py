@@ -42,8 +42,8 @@ def test_a_share_moves_with_the_stages_and_their_trials() -> None:
     share.join("hpo", hpo, cpus_per_trial=1, trials=20, cap=3)
     assert share.shares() == {"grid": 0, "teacher": 1, "hpo": 1}
     share._event("teacher", started=1)
-    share._event("teacher", ended=1)  # its one trial ended: its CPU goes on
-    assert share.shares() == {"grid": 1, "teacher": 0, "hpo": 1}
+    share._event("teacher", ended=1)  # its one trial ended: its CPU goes on, its source runs to its end
+    assert share.shares() == {"grid": 1, "teacher": None, "hpo": 1}
     share.leave("teacher")
     share.leave("hpo")
     assert share.shares() == {"grid": 2} and hpo.allowed is None  # a stage that left is not gated

@@ -37,23 +37,23 @@ def test_a_share_moves_with_the_stages_and_their_trials() -> None:
     share = FairShare({"teacher": (5, 0), "grid": (0, -1), "hpo": (1, -2)}, lambda: cpus[0])
     grid, teacher, hpo = gate_for(None, None), gate_for(None, None), gate_for(None, 3)
     share.join("grid", grid, cpus_per_trial=1, trials=100, cap=None)
-    assert share.shares() == {"grid": 2}  # alone, the grid gets the cluster
+    assert share.shares() == {"grid": 3}  # alone, the grid gets the cluster (+1 proposed ahead)
     share.join("teacher", teacher, cpus_per_trial=1, trials=1, cap=None)
     share.join("hpo", hpo, cpus_per_trial=1, trials=20, cap=3)
-    assert share.shares() == {"grid": 0, "teacher": 1, "hpo": 1}
+    assert share.shares() == {"grid": 0, "teacher": 1, "hpo": 1}  # the grid waits: nobody looks ahead
     share._event("teacher", started=1)
     share._event("teacher", ended=1)  # its one trial ended: its CPU goes on, its source runs to its end
     assert share.shares() == {"grid": 1, "teacher": None, "hpo": 1}
     share.leave("teacher")
     share.leave("hpo")
-    assert share.shares() == {"grid": 2} and hpo.allowed is None  # a stage that left is not gated
+    assert share.shares() == {"grid": 3} and hpo.allowed is None  # a stage that left is not gated
 
 
 def test_no_stage_waits_forever_for_cpus_the_cluster_does_not_have() -> None:
     share = FairShare({}, lambda: 1.0)
     gate = gate_for(None, None)
     share.join("wide", gate, cpus_per_trial=4, trials=3, cap=None)
-    assert gate.allowed == 1  # Ray decides whether it fits; the share never blocks it outright
+    assert gate.allowed == 2  # Ray decides whether it fits; the share never blocks it outright
 
 
 def test_the_gates_hold_back_proposals_and_never_save_their_share() -> None:
@@ -111,4 +111,4 @@ def test_a_stage_cap_bounds_its_share(cap) -> None:
     share = FairShare({}, lambda: 8.0)
     gate = gate_for(None, cap)
     share.join("s", gate, cpus_per_trial=1, trials=50, cap=cap)
-    assert gate.allowed == (8 if cap is None else 1)
+    assert gate.allowed == (8 if cap is None else 1) + 1

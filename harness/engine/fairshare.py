@@ -170,7 +170,7 @@ def sharing(priorities: dict[str, tuple[int, int]], cpus: Callable[[], float]) -
     thread starts, put back after the last ends)."""
     global _ACTIVE
     share = FairShare(priorities, cpus)
-    original = tune_controller._ObjectCache
+    original = tune_controller._ObjectCache  # pyright: ignore[reportPrivateImportUsage]
     tune_controller._ObjectCache = _NoIdleKeep  # type: ignore[misc]
     _ACTIVE = share
     try:

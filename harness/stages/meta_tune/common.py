@@ -85,7 +85,7 @@ def run_training(
     torch.manual_seed(seed)
     problem = problem if problem is not None else build_problem(optimizee, seed, device)
     n_steps = spec_budget(problem, optimizee, steps)
-    trained: list[torch.Tensor] = []
+    trained: list[torch.nn.Parameter] = []
 
     def make(params: Any) -> tuple[torch.optim.Optimizer, Any]:
         trained.extend(params)  # the model's parameters, in named_parameters order

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -166,18 +167,54 @@ class _NoIdleKeep(_ObjectCache):
 @contextlib.contextmanager
 def sharing(priorities: dict[str, tuple[int, int]], cpus: Callable[[], float]) -> Iterator[FairShare]:
     """Make a :class:`FairShare` the driver's active one while a graph runs, and give the Tune controllers
-    created meanwhile an actor cache that keeps no idle actor (:class:`_NoIdleKeep`; set before any stage
-    thread starts, put back after the last ends)."""
+    created meanwhile an actor cache that keeps no idle actor (:class:`_NoIdleKeep`) and a short wait for a
+    proposal (:func:`_short_wait`); set before any stage thread starts, put back after the last ends."""
     global _ACTIVE
     share = FairShare(priorities, cpus)
     original = tune_controller._ObjectCache  # pyright: ignore[reportPrivateImportUsage]
+    controller = tune_controller.TuneController
+    update = controller._update_trial_queue
+    saved_env = {k: os.environ.get(k) for k in QUIET_WAIT_ENV}
     tune_controller._ObjectCache = _NoIdleKeep  # type: ignore[misc]
+    controller._update_trial_queue = _short_wait(update)  # type: ignore[method-assign]
+    os.environ.update(dict.fromkeys(QUIET_WAIT_ENV, "1e9"))
     _ACTIVE = share
     try:
         yield share
     finally:
         _ACTIVE = None
         tune_controller._ObjectCache = original  # type: ignore[misc]
+        controller._update_trial_queue = update  # type: ignore[method-assign]
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+#: Tune's "insufficient resources" check: after 60 s without a trial it warns that the cluster cannot run the
+#: stage, and for a stage its share held back from the start (no trial yet) it raises IndexError reading its
+#: first trial. Waiting for a share is not a lack of resources: the check is put off while a graph runs.
+QUIET_WAIT_ENV = (
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S",
+    "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER",
+)
+
+
+#: the longest a controller waits in one step for its next proposal while a graph runs (Tune's own: 600 s)
+PROPOSAL_WAIT_S = 1
+
+
+def _short_wait(update: Callable[..., bool]) -> Callable[..., bool]:
+    """Tune's ``_update_trial_queue`` waiting at most :data:`PROPOSAL_WAIT_S` for a proposal. A controller
+    with no trial running waits in it for its search's next proposal, up to 600 s, without ending its step;
+    a stage its share holds back would then keep its finished trial's actor (released at a step's end) and
+    its CPU for those 600 s, while the stages it waits for could not start (seen: the quick panel stalled)."""
+
+    def wrapped(self: Any, blocking: bool = False, timeout: int = 600) -> bool:
+        return update(self, blocking=blocking, timeout=min(timeout, PROPOSAL_WAIT_S))
+
+    return wrapped
 
 
 class FairShare:

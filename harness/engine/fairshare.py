@@ -12,9 +12,9 @@ has work (max-min fair). Each stage's trial source is a :class:`Gate` (:class:`G
 grid, :class:`GatedLimiter` around a search) that proposes no new trial while the stage runs its share; its
 cached actor then has no trial to take and Tune releases it (the controllers of a graph keep no idle actor:
 :func:`sharing`), and the CPU goes to the stage whose turn it is.
-The shares are recomputed whenever a stage starts or ends, or one of its trials ends; while no other stage
-waits for a CPU, a stage may propose one trial beyond its share (:data:`LOOKAHEAD`), so Tune can hand it the
-process of the trial that ends next. A stage's own
+The shares are recomputed whenever a stage starts or ends, or one of its trials ends; a stage running no more
+than its share may propose one trial beyond it (:data:`LOOKAHEAD`), so Tune can hand it the process of the
+trial that ends next. A stage's own
 ``max_concurrent`` still caps it. GPUs are not apportioned: a trial that also needs a GPU waits for one as
 before. ``--sequential`` runs one stage at a time, which then gets the whole cluster.
 """
@@ -49,10 +49,11 @@ __all__ = [
 
 #: the trials a searched stage may have at once when neither its ``max_concurrent`` nor a share limits it
 UNLIMITED = 1_000_000
-#: live trials a stage may have beyond its share while no other stage waits for a CPU: one proposed ahead,
+#: live trials a stage may have beyond its share while it runs no more than its share: one proposed ahead,
 #: so that the process of the trial that ends next is reused for it (without it every trial starts a new
-#: process: the graph-smoke grid alone took 5x longer). Never while another stage waits: its pending request
-#: would take the next free CPU from that stage (the graph-smoke teacher took 1.5x longer)
+#: process: the graph-smoke grid alone took 5x longer, the quick panel 3.5x). Never while it runs more than its
+#: share: reusing its actors would keep the CPUs another stage's share gives it (the graph-smoke teacher
+#: waited for the grid and took 1.5x longer)
 LOOKAHEAD = 1
 
 
@@ -289,19 +290,18 @@ class FairShare:
         ):  # no trial fits the cluster's CPUs: let the first stage try (Ray decides)
             first = max(wants, key=lambda n: wants[n][2])
             shares[first] = 1 if wants[first][1] else 0
-        waiting = {n for n in shares if shares[n] < wants[n][1]}  # stages that could use more CPUs
         for name, n in shares.items():
-            gate = self._stages[name].gate
-            if gate is None:
+            st = self._stages[name]
+            if st.gate is None:
                 continue
             if wants[name][1] == 0:
                 # a stage with no trial left is never gated: its source must reach its end, or Tune would
                 # wait for one more proposal
-                gate.allowed = None
-            elif n and not waiting - {name}:
-                gate.allowed = n + LOOKAHEAD  # nobody else waits: a trial ahead costs no one a CPU
+                st.gate.allowed = None
+            elif n and st.running <= n:
+                st.gate.allowed = n + LOOKAHEAD  # within its share: the next trial waits for a reused actor
             else:
-                gate.allowed = n
+                st.gate.allowed = n  # over it (or none): its finishing trials' actors go
 
 
 class TrialCounter(Callback):

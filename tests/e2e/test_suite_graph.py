@@ -173,7 +173,8 @@ def test_a_long_grid_started_first_does_not_starve_the_chain(ray_session, tmp_pa
         {
             "name": "graph-share",
             "stages": [
-                _grid("grid", 3000, [0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001], [0, 1, 2]),
+                # 36 trials: long enough that the chain, stage set-up included, ends well before the grid
+                _grid("grid", 3000, [0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001], [0, 1, 2, 3, 4, 5]),
                 _collect("data", {"name": "quadratic_cos"}),
                 {"kind": "distill", "name": "sr", "from_stage": "data", "backends": ["linear"]},
             ],
@@ -191,7 +192,7 @@ def test_a_long_grid_started_first_does_not_starve_the_chain(ray_session, tmp_pa
     grid = [span(r) for r in _trials(uri, "graph-share", "grid", finished=True)]
     (data,) = [span(r) for r in _trials(uri, "graph-share", "data", finished=True)]
     (sr,) = [span(r) for r in _trials(uri, "graph-share", "sr", finished=True)]
-    assert len(grid) == 18
+    assert len(grid) == 36
     last_grid_end = max(end for _, end in grid)
     # the chain ran its course while the grid still had trials to run
     assert data[0] < last_grid_end and sr[1] < last_grid_end, "\n".join(lines)

@@ -40,10 +40,14 @@ def test_a_share_moves_with_the_stages_and_their_trials() -> None:
     assert share.shares() == {"grid": 3}  # alone, the grid gets the cluster (+1 proposed ahead)
     share.join("teacher", teacher, cpus_per_trial=1, trials=1, cap=None)
     share.join("hpo", hpo, cpus_per_trial=1, trials=20, cap=3)
-    assert share.shares() == {"grid": 0, "teacher": 1, "hpo": 1}  # the grid waits: nobody looks ahead
+    assert share.shares() == {"grid": 0, "teacher": 2, "hpo": 2}  # within their shares: one proposed ahead
     share._event("teacher", started=1)
+    share._event("hpo", started=1)
+    share._event("hpo", started=1)  # over its share of 1: no trial ahead, its finishing actor goes
+    assert share.shares() == {"grid": 0, "teacher": 2, "hpo": 1}
+    share._event("hpo", ended=1)
     share._event("teacher", ended=1)  # its one trial ended: its CPU goes on, its source runs to its end
-    assert share.shares() == {"grid": 1, "teacher": None, "hpo": 1}
+    assert share.shares() == {"grid": 2, "teacher": None, "hpo": 2}
     share.leave("teacher")
     share.leave("hpo")
     assert share.shares() == {"grid": 3} and hpo.allowed is None  # a stage that left is not gated

@@ -33,9 +33,9 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "grid.yaml").write_text(GRID)
     (tmp_path / "eq.json").write_text('{"expression": "-0.1*g_0"}')
     save_teacher(SGDRule(lr=0.1), tmp_path / "teacher.pt")  # validate checks the files' kinds
-    search_spaces._read.cache_clear()
+    search_spaces._read_file.cache_clear()
     yield tmp_path
-    search_spaces._read.cache_clear()
+    search_spaces._read_file.cache_clear()
 
 
 def _stage(**extra: Any) -> Any:
@@ -74,7 +74,7 @@ def test_key_is_stable_and_short(files: Path) -> None:
 def test_grid_file_contents_change_the_key(files: Path) -> None:
     before = _key()
     (files / "grid.yaml").write_text(GRID.replace("0.01", "0.001"))
-    search_spaces._read.cache_clear()
+    search_spaces._read_file.cache_clear()
     assert _key() != before
 
 

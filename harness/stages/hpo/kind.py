@@ -171,23 +171,16 @@ class HpoKind(StageKind[HpoStage, HpoTrial]):
         return TrialResult(metrics, info=info)
 
     def search(self, spec: HpoStage, trials: list[HpoTrial]) -> SearchSpec | None:
-        import optuna
-
         from harness.stages.hpo.space import distributions
+        from harness.stages.meta_tune.optuna_search import make_sampler
 
         space = _space(spec.space, spec.space_file)
         dists = distributions(space)
         if not dists:
             raise ValueError(f"search space {spec.space!r} samples nothing: give a range or choices")
         start = {k: v for k, v in space["start"].items() if k in dists}
-        if spec.sampler == "tpe":
-            sampler: Any = optuna.samplers.TPESampler(
-                seed=spec.sampler_seed,
-                multivariate=True,
-                n_startup_trials=min(10, max(2, spec.n_trials // 3)),
-            )
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=spec.sampler_seed)
+        # the one sampler definition (meta_tune's Optuna searches use it too)
+        sampler = make_sampler(spec.sampler, spec.sampler_seed, spec.n_trials)
         return SearchSpec(
             base=trials[0],
             space=dists,

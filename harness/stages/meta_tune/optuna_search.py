@@ -32,7 +32,7 @@ def _default_study_name(equation: Equation, optimizee: Mapping[str, Any], key: M
     return "meta_tune-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def _make_sampler(sampler: str, seed: int, n_trials: int) -> Any:
+def make_sampler(sampler: str, seed: int, n_trials: int) -> Any:
     import optuna
 
     if sampler == "tpe":
@@ -113,10 +113,10 @@ def meta_tune_optuna(
         storage=storage,
         direction="minimize",
         load_if_exists=True,
-        sampler=_make_sampler(sampler, seed, n_trials),
+        sampler=make_sampler(sampler, seed, n_trials),
     )
     if study.trials:  # resuming: a fresh random stream, so startup samples do not repeat the first run's
-        study.sampler = _make_sampler(sampler, seed + len(study.trials), n_trials)
+        study.sampler = make_sampler(sampler, seed + len(study.trials), n_trials)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

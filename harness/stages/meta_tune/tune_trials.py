@@ -27,7 +27,7 @@ from harness.stages.meta_tune.common import (
     with_schedule,
     with_val_split,
 )
-from harness.stages.meta_tune.optuna_search import _make_sampler, meta_tune_optuna
+from harness.stages.meta_tune.optuna_search import make_sampler, meta_tune_optuna
 from harness.stages.meta_tune.settings import NOT_SETTINGS
 from harness.stages.meta_tune.tune import meta_tune, select_tuned, write_outputs
 from harness.stages.outputs import EQUATION_FILE, HISTORY_FILE, STATUS_STOPPED, StageOutcome, TrialOutput, tag
@@ -81,7 +81,7 @@ def search_spec(trial: Any) -> SearchSpec | None:
         num_samples=n,
         metric=OBJECTIVE,
         mode="min",
-        sampler=_make_sampler(str(opt["sampler"]), int(trial.seed), n),
+        sampler=make_sampler(str(opt["sampler"]), int(trial.seed), n),
         start=[_start_point(eq, opt["space"])],
     )
 
